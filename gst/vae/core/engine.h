@@ -1,0 +1,87 @@
+/* gst-vae: the interface every engine implements (cpu, cuda, remote).
+ *
+ * An engine is opened with a model and options, takes batches
+ * asynchronously (submit) and hands them back in submission order (wait).
+ * Engines see only VaeModel's graphs and factors, never layer names.
+ * A synchronous engine may run the batch inside submit. */
+#pragma once
+#include <glib.h>
+#include "model.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+  VAE_DIRECTION_ENCODE,   /* pixels (model range) -> encoder output */
+  VAE_DIRECTION_DECODE,   /* unscaled latents -> pixels (model range) */
+} VaeDirection;
+
+typedef enum {
+  VAE_PRECISION_F32,
+  VAE_PRECISION_BF16,
+  VAE_PRECISION_F16,
+} VaePrecision;
+
+typedef struct {
+  int threads;              /* 0: the engine's default */
+  VaePrecision precision;   /* engines refuse what they cannot do */
+  int device_id;            /* GPU engines */
+  const char *endpoint;     /* remote engine */
+} VaeEngineOptions;
+
+#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_F32, 0, NULL }
+
+/* One batch of frames.  Both buffers are NCHW float32 and owned by the
+ * caller, which keeps them alive until the batch comes back from wait.
+ * Encode: input [n, image_channels, h, w] (h, w multiples of the spatial
+ * factor), output [n, encoder channels, h/f, w/f].  Decode: input
+ * [n, latent, h, w], output [n, image_channels, h*f, w*f]. */
+typedef struct {
+  VaeDirection direction;
+  int n, h, w;
+  const float *input;
+  float *output;
+  gpointer user_data;
+  GError *error;            /* set by the engine when this batch failed */
+} VaeBatch;
+
+typedef struct _VaeEngine VaeEngine;
+
+typedef struct {
+  const char *name;
+  gsize instance_size;      /* >= sizeof (VaeEngine) */
+  gboolean (*open) (VaeEngine *engine, GError **error);
+  /* Takes the batch (not its ownership); FALSE when it cannot be queued. */
+  gboolean (*submit) (VaeEngine *engine, VaeBatch *batch, GError **error);
+  /* Blocks for the oldest submitted batch; NULL when none is pending. */
+  VaeBatch *(*wait) (VaeEngine *engine);
+  /* Frames per batch the engine runs best with. */
+  int (*preferred_batch) (VaeEngine *engine);
+  void (*close) (VaeEngine *engine);
+} VaeEngineVTable;
+
+struct _VaeEngine {
+  const VaeEngineVTable *vt;
+  const VaeModel *model;    /* borrowed: outlives the engine */
+  VaeEngineOptions options;
+  char *endpoint;           /* owned copy of options.endpoint */
+};
+
+/* Names of the engines this build has, NULL-terminated. */
+const char *const *vae_engine_backends (void);
+/* BACKEND: "cpu", "cuda", "remote" or "auto" (cuda when usable, else cpu). */
+VaeEngine *vae_engine_new (const char *backend, const VaeModel *model,
+                           const VaeEngineOptions *options, GError **error);
+void vae_engine_free (VaeEngine *engine);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeEngine, vae_engine_free)
+
+const char *vae_engine_name (const VaeEngine *engine);
+gboolean vae_engine_submit (VaeEngine *engine, VaeBatch *batch, GError **error);
+VaeBatch *vae_engine_wait (VaeEngine *engine);
+int vae_engine_preferred_batch (VaeEngine *engine);
+/* submit + wait, with the batch's error moved to ERROR. */
+gboolean vae_engine_run (VaeEngine *engine, VaeBatch *batch, GError **error);
+
+/* Shape of an op's output, for callers sizing buffers. */
+int vae_engine_output_channels (const VaeModel *model, VaeDirection direction);
+
+G_END_DECLS

@@ -1,0 +1,184 @@
+#include "graph.h"
+
+static void
+op_clear (gpointer data)
+{
+  VaeOp *op = data;
+  g_free (op->name);
+  g_free (op->weight);
+  g_free (op->bias);
+  g_free (op->gamma);
+  g_free (op->beta);
+}
+
+VaeGraph *
+vae_graph_new (int input_channels)
+{
+  VaeGraph *g = g_new0 (VaeGraph, 1);
+  g->ops = g_array_new (FALSE, TRUE, sizeof (VaeOp));
+  g_array_set_clear_func (g->ops, op_clear);
+  g->values = g_array_new (FALSE, TRUE, sizeof (VaeValue));
+  VaeValue input = { input_channels };
+  g_array_append_val (g->values, input);
+  g->output = 0;
+  return g;
+}
+
+void
+vae_graph_free (VaeGraph *g)
+{
+  if (!g)
+    return;
+  g_array_unref (g->ops);
+  g_array_unref (g->values);
+  g_free (g);
+}
+
+/* Appends OP writing a new value of CHANNELS; the graph's output follows
+ * the last op, so builders never have to set it. */
+static int
+append (VaeGraph *g, VaeOp *op, int channels)
+{
+  VaeValue v = { channels };
+  g_array_append_val (g->values, v);
+  op->out = (int) g->values->len - 1;
+  g_array_append_val (g->ops, *op);
+  g->output = op->out;
+  return op->out;
+}
+
+static VaeOp
+op_init (VaeOpKind kind, const char *name, int in)
+{
+  VaeOp op = { 0 };
+  op.kind = kind;
+  op.name = g_strdup (name);
+  op.in = in;
+  op.in2 = op.in3 = op.residual = -1;
+  op.act = VAE_ACT_NONE;
+  return op;
+}
+
+int
+vae_graph_conv (VaeGraph *g, const char *name, int in, int out_channels,
+                int kernel, int stride, int pad_top, int pad_left,
+                int pad_bottom, int pad_right, float *weight, float *bias,
+                int residual, VaeActivation act)
+{
+  VaeOp op = op_init (VAE_OP_CONV2D, name, in);
+  op.in_channels = vae_graph_channels (g, in);
+  op.out_channels = out_channels;
+  op.kernel = kernel;
+  op.stride = stride;
+  op.pad_top = pad_top;
+  op.pad_left = pad_left;
+  op.pad_bottom = pad_bottom;
+  op.pad_right = pad_right;
+  op.weight = weight;
+  op.bias = bias;
+  op.residual = residual;
+  op.act = act;
+  g_assert (residual < 0 || vae_graph_channels (g, residual) == out_channels);
+  return append (g, &op, out_channels);
+}
+
+int
+vae_graph_group_norm (VaeGraph *g, const char *name, int in, int groups,
+                      float eps, float *gamma, float *beta, VaeActivation act)
+{
+  VaeOp op = op_init (VAE_OP_GROUP_NORM, name, in);
+  op.in_channels = op.out_channels = vae_graph_channels (g, in);
+  g_assert (groups > 0 && op.in_channels % groups == 0);
+  op.groups = groups;
+  op.eps = eps;
+  op.gamma = gamma;
+  op.beta = beta;
+  op.act = act;
+  return append (g, &op, op.in_channels);
+}
+
+int
+vae_graph_attention (VaeGraph *g, const char *name, int q, int k, int v)
+{
+  VaeOp op = op_init (VAE_OP_ATTENTION, name, q);
+  op.in2 = k;
+  op.in3 = v;
+  op.in_channels = op.out_channels = vae_graph_channels (g, q);
+  return append (g, &op, op.in_channels);
+}
+
+int
+vae_graph_upsample2x (VaeGraph *g, const char *name, int in)
+{
+  VaeOp op = op_init (VAE_OP_UPSAMPLE2X, name, in);
+  op.in_channels = op.out_channels = vae_graph_channels (g, in);
+  return append (g, &op, op.in_channels);
+}
+
+int
+vae_graph_tanh_clamp (VaeGraph *g, const char *name, int in, float clamp)
+{
+  VaeOp op = op_init (VAE_OP_TANH_CLAMP, name, in);
+  op.in_channels = op.out_channels = vae_graph_channels (g, in);
+  op.clamp = clamp;
+  return append (g, &op, op.in_channels);
+}
+
+void
+vae_graph_infer_sizes (const VaeGraph *g, int in_h, int in_w, int *h, int *w)
+{
+  h[0] = in_h;
+  w[0] = in_w;
+  for (guint i = 0; i < g->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    int ih = h[op->in], iw = w[op->in];
+    switch (op->kind) {
+      case VAE_OP_CONV2D:
+        h[op->out] = (ih + op->pad_top + op->pad_bottom - op->kernel) / op->stride + 1;
+        w[op->out] = (iw + op->pad_left + op->pad_right - op->kernel) / op->stride + 1;
+        break;
+      case VAE_OP_UPSAMPLE2X:
+        h[op->out] = ih * 2;
+        w[op->out] = iw * 2;
+        break;
+      default:
+        h[op->out] = ih;
+        w[op->out] = iw;
+        break;
+    }
+  }
+}
+
+double
+vae_graph_macs (const VaeGraph *g, int in_h, int in_w)
+{
+  int n = g->values->len;
+  g_autofree int *h = g_new (int, n);
+  g_autofree int *w = g_new (int, n);
+  vae_graph_infer_sizes (g, in_h, in_w, h, w);
+  double macs = 0;
+  for (guint i = 0; i < g->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    double pixels = (double) h[op->out] * w[op->out];
+    if (op->kind == VAE_OP_CONV2D)
+      macs += pixels * op->out_channels * op->in_channels * op->kernel * op->kernel;
+    else if (op->kind == VAE_OP_ATTENTION)
+      macs += 2.0 * pixels * pixels * op->in_channels;   /* q k^T and p v */
+  }
+  return macs;
+}
+
+guint64
+vae_graph_n_params (const VaeGraph *g)
+{
+  guint64 n = 0;
+  for (guint i = 0; i < g->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    if (op->kind == VAE_OP_CONV2D)
+      n += (guint64) op->out_channels * op->in_channels * op->kernel * op->kernel
+           + (op->bias ? op->out_channels : 0);
+    else if (op->kind == VAE_OP_GROUP_NORM)
+      n += 2 * (guint64) op->in_channels;
+  }
+  return n;
+}

@@ -1,0 +1,74 @@
+/* gst-vae: what an AutoencoderKL or an AutoencoderTiny is.
+ *
+ * The only place that knows config keys, tensor names and layer sequences.
+ * Loading produces two graphs (encoder, decoder) over float32 weights; the
+ * rest of the project sees only VaeModel and VaeGraph. */
+#pragma once
+#include <glib.h>
+#include "graph.h"
+
+G_BEGIN_DECLS
+
+typedef enum {
+  VAE_FAMILY_KL,     /* AutoencoderKL: SD1/SD2/SDXL/SD3/FLUX.1 */
+  VAE_FAMILY_TINY,   /* AutoencoderTiny: TAESD family, TAEF2 */
+} VaeFamily;
+
+typedef enum {
+  VAE_LAYOUT_DIFFUSERS,    /* folder with config.json */
+  VAE_LAYOUT_LDM,          /* single CompVis/ComfyUI/BFL file */
+  VAE_LAYOUT_TAESD,        /* *_encoder / *_decoder nn.Sequential files */
+} VaeLayout;
+
+#define VAE_MAX_LEVELS 8
+
+typedef struct {
+  VaeFamily family;
+  VaeLayout layout;
+  char *path;                  /* as given */
+  char *name;                  /* short name: folder or file stem */
+
+  int image_channels;          /* 3 */
+  int latent_channels;
+  int levels;                  /* len(block_out_channels) */
+  int block_out_channels[VAE_MAX_LEVELS];
+  int layers_per_block;        /* KL */
+  int norm_groups;             /* KL */
+  gboolean quant_conv, post_quant_conv;   /* KL */
+  gboolean has_pool;           /* TAEF2's .pool. mid-block steps */
+  int spatial_factor;          /* 2^(levels-1) for KL; 8 for TAESD */
+
+  double scaling_factor;       /* diffusion = (mean - shift) * scaling */
+  double shift_factor;
+
+  /* Range of graph input (encoder) and output (decoder) pixels:
+   * [image_min, 1]: -1 for KL, 0 for the raw TAESD layers. */
+  float image_min;
+
+  /* Encoder output has 2*latent channels (mean, logvar) for KL. */
+  gboolean encoder_outputs_moments;
+
+  VaeGraph *encoder;           /* NULL when the files hold no encoder */
+  VaeGraph *decoder;           /* NULL when the files hold no decoder */
+  guint64 n_params;
+} VaeModel;
+
+typedef struct {
+  double scaling_factor;       /* NaN or negative: from the model */
+  double shift_factor;         /* NaN: from the model */
+} VaeModelOptions;
+
+#define VAE_MODEL_OPTIONS_INIT { NAN, NAN }
+
+/* PATH: a diffusers folder, a single LDM safetensors file (optionally with
+ * the first_stage_model. prefix), a TAESD *_encoder/*_decoder file, or a
+ * folder holding both.  OPTIONS may be NULL. */
+VaeModel *vae_model_load (const char *path, const VaeModelOptions *options,
+                          GError **error);
+void vae_model_free (VaeModel *model);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeModel, vae_model_free)
+
+const char *vae_family_name (VaeFamily family);
+const char *vae_layout_name (VaeLayout layout);
+
+G_END_DECLS

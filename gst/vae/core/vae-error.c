@@ -1,0 +1,3 @@
+#include "vae-error.h"
+
+G_DEFINE_QUARK (vae-error-quark, vae_error)
