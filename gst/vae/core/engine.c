@@ -1,1 +1,141 @@
-/* placeholder: being written */
+#include "engine.h"
+#include "vae-error.h"
+
+/* The registry (engine-registry.c) lists the engines this build has. */
+extern const VaeEngineVTable *const vae_engine_registry[];
+extern gboolean vae_engine_registry_usable (const VaeEngineVTable *vt);
+
+const char *const *
+vae_engine_backends (void)
+{
+  static const char *names[8];
+  static gsize init = 0;
+  if (g_once_init_enter (&init)) {
+    guint n = 0;
+    for (guint i = 0; vae_engine_registry[i] && n < G_N_ELEMENTS (names) - 1; i++)
+      names[n++] = vae_engine_registry[i]->name;
+    names[n] = NULL;
+    g_once_init_leave (&init, 1);
+  }
+  return names;
+}
+
+static const VaeEngineVTable *
+find_backend (const char *backend)
+{
+  for (guint i = 0; vae_engine_registry[i]; i++)
+    if (g_str_equal (vae_engine_registry[i]->name, backend))
+      return vae_engine_registry[i];
+  return NULL;
+}
+
+VaeEngine *
+vae_engine_new (const char *backend, const VaeModel *model,
+                const VaeEngineOptions *options, GError **error)
+{
+  const VaeEngineVTable *vt = NULL;
+  VaeEngineOptions defaults = VAE_ENGINE_OPTIONS_INIT;
+
+  if (!backend || g_str_equal (backend, "auto")) {
+    /* auto: a GPU engine when one is usable, else the CPU engine. */
+    vt = find_backend ("cuda");
+    if (vt && !vae_engine_registry_usable (vt))
+      vt = NULL;
+    if (!vt)
+      vt = find_backend ("cpu");
+  } else {
+    vt = find_backend (backend);
+  }
+  if (!vt) {
+    g_autofree char *have = g_strjoinv (", ", (char **) vae_engine_backends ());
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "backend '%s' is not available in this build (it has: %s)",
+                 backend ? backend : "auto", have);
+    return NULL;
+  }
+
+  VaeEngine *engine = g_malloc0 (vt->instance_size);
+  engine->vt = vt;
+  engine->model = model;
+  engine->options = options ? *options : defaults;
+  engine->endpoint = g_strdup (engine->options.endpoint);
+  engine->options.endpoint = engine->endpoint;
+  if (!vt->open (engine, error)) {
+    g_free (engine->endpoint);
+    g_free (engine);
+    return NULL;
+  }
+  return engine;
+}
+
+void
+vae_engine_free (VaeEngine *engine)
+{
+  if (!engine)
+    return;
+  engine->vt->close (engine);
+  g_free (engine->endpoint);
+  g_free (engine);
+}
+
+const char *
+vae_engine_name (const VaeEngine *engine)
+{
+  return engine->vt->name;
+}
+
+gboolean
+vae_engine_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
+{
+  const VaeGraph *graph = batch->direction == VAE_DIRECTION_ENCODE
+      ? engine->model->encoder : engine->model->decoder;
+  if (!graph) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "model '%s' has no %s", engine->model->name,
+                 batch->direction == VAE_DIRECTION_ENCODE ? "encoder" : "decoder");
+    return FALSE;
+  }
+  int f = engine->model->spatial_factor;
+  if (batch->n < 1 || batch->h < 1 || batch->w < 1
+      || (batch->direction == VAE_DIRECTION_ENCODE && (batch->h % f || batch->w % f))) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "bad batch shape n=%d h=%d w=%d (encoder input must be a "
+                 "multiple of the spatial factor %d)", batch->n, batch->h, batch->w, f);
+    return FALSE;
+  }
+  return engine->vt->submit (engine, batch, error);
+}
+
+VaeBatch *
+vae_engine_wait (VaeEngine *engine)
+{
+  return engine->vt->wait (engine);
+}
+
+int
+vae_engine_preferred_batch (VaeEngine *engine)
+{
+  return engine->vt->preferred_batch ? engine->vt->preferred_batch (engine) : 1;
+}
+
+gboolean
+vae_engine_run (VaeEngine *engine, VaeBatch *batch, GError **error)
+{
+  if (!vae_engine_submit (engine, batch, error))
+    return FALSE;
+  VaeBatch *done = vae_engine_wait (engine);
+  g_assert (done == batch);
+  if (done->error) {
+    g_propagate_error (error, done->error);
+    done->error = NULL;
+    return FALSE;
+  }
+  return TRUE;
+}
+
+int
+vae_engine_output_channels (const VaeModel *model, VaeDirection direction)
+{
+  const VaeGraph *g = direction == VAE_DIRECTION_ENCODE ? model->encoder : model->decoder;
+  return g ? vae_graph_channels (g, g->output) : 0;
+}

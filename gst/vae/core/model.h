@@ -17,7 +17,7 @@ typedef enum {
 typedef enum {
   VAE_LAYOUT_DIFFUSERS,    /* folder with config.json */
   VAE_LAYOUT_LDM,          /* single CompVis/ComfyUI/BFL file */
-  VAE_LAYOUT_TAESD,        /* *_encoder / *_decoder nn.Sequential files */
+  VAE_LAYOUT_TAESD,        /* TAESD nn.Sequential files (_encoder, _decoder) */
 } VaeLayout;
 
 #define VAE_MAX_LEVELS 8
@@ -61,7 +61,7 @@ typedef struct {
 #define VAE_MODEL_OPTIONS_INIT { NAN, NAN }
 
 /* PATH: a diffusers folder, a single LDM safetensors file (optionally with
- * the first_stage_model. prefix), a TAESD *_encoder/*_decoder file, or a
+ * the first_stage_model. prefix), a TAESD *_encoder or *_decoder file, or a
  * folder holding both.  OPTIONS may be NULL. */
 VaeModel *vae_model_load (const char *path, const VaeModelOptions *options,
                           GError **error);
