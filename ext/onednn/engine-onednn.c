@@ -1,1 +1,96 @@
-/* placeholder: being written */
+/* gst-vae CPU engine on oneDNN: float32, multi-threaded through OpenMP.
+ *
+ * Runs each batch synchronously inside submit and keeps one plan per
+ * direction: a plan is built the first time a (graph, n, h, w) is seen and
+ * reused until the shape changes, so steady-state runs allocate nothing. */
+#include "engine.h"
+#include "onednn-private.h"
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+typedef struct {
+  VaeEngine parent;
+  OnednnCtx ctx;
+  OnednnPlan *plans[2];        /* by VaeDirection */
+  GQueue done;                 /* VaeBatch, in submission order */
+} OnednnEngine;
+
+static gboolean
+onednn_open (VaeEngine *engine, GError **error)
+{
+  OnednnEngine *self = (OnednnEngine *) engine;
+  if (engine->options.precision != VAE_PRECISION_F32) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "the cpu backend runs float32 only");
+    return FALSE;
+  }
+#ifdef _OPENMP
+  if (engine->options.threads > 0)
+    omp_set_num_threads (engine->options.threads);
+#endif
+  g_queue_init (&self->done);
+  DNNL_TRY (dnnl_engine_create (&self->ctx.engine, dnnl_cpu, 0), "engine creation", "cpu");
+  DNNL_TRY (dnnl_stream_create (&self->ctx.stream, self->ctx.engine,
+                                dnnl_stream_default_flags), "stream creation", "cpu");
+  return TRUE;
+fail:
+  if (self->ctx.engine)
+    dnnl_engine_destroy (self->ctx.engine);
+  return FALSE;
+}
+
+static gboolean
+onednn_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
+{
+  OnednnEngine *self = (OnednnEngine *) engine;
+  const VaeGraph *graph = batch->direction == VAE_DIRECTION_ENCODE
+      ? engine->model->encoder : engine->model->decoder;
+  OnednnPlan **plan = &self->plans[batch->direction];
+
+  if (!onednn_plan_matches (*plan, graph, batch->n, batch->h, batch->w)) {
+    onednn_plan_free (*plan);
+    *plan = onednn_plan_new (&self->ctx, graph, batch->n, batch->h, batch->w,
+                             &batch->error);
+  }
+  if (*plan)
+    onednn_plan_run (&self->ctx, *plan, batch->input, batch->output, &batch->error);
+  g_queue_push_tail (&self->done, batch);
+  return TRUE;
+}
+
+static VaeBatch *
+onednn_wait (VaeEngine *engine)
+{
+  return g_queue_pop_head (&((OnednnEngine *) engine)->done);
+}
+
+static int
+onednn_preferred_batch (VaeEngine *engine)
+{
+  /* Frames are large enough to keep both cores busy one at a time. */
+  return 1;
+}
+
+static void
+onednn_close (VaeEngine *engine)
+{
+  OnednnEngine *self = (OnednnEngine *) engine;
+  for (int i = 0; i < 2; i++)
+    onednn_plan_free (self->plans[i]);
+  g_queue_clear (&self->done);
+  if (self->ctx.stream)
+    dnnl_stream_destroy (self->ctx.stream);
+  if (self->ctx.engine)
+    dnnl_engine_destroy (self->ctx.engine);
+}
+
+const VaeEngineVTable vae_engine_onednn = {
+  .name = "cpu",
+  .instance_size = sizeof (OnednnEngine),
+  .open = onednn_open,
+  .submit = onednn_submit,
+  .wait = onednn_wait,
+  .preferred_batch = onednn_preferred_batch,
+  .close = onednn_close,
+};

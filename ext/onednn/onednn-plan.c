@@ -1,0 +1,549 @@
+/* gst-vae CPU engine: turns a graph at one batch shape into a list of
+ * oneDNN steps over buffers allocated once.
+ *
+ * Activations stay in the layout each convolution prefers (nChw16c on
+ * AVX-512) from the first op to the last; only the graph's input and output
+ * are plain NCHW.  Bias, residual adds (sum post-op) and activations are
+ * fused into the convolutions; buffers are reused as soon as a value is
+ * dead, and residual adds write in place into the dying residual. */
+#include "onednn-private.h"
+#include <string.h>
+
+typedef struct {
+  dnnl_memory_desc_t md;
+  int buffer;                  /* index into plan->buffers, -1 for the input */
+  int last_use;                /* op index of the last read */
+  dnnl_memory_t mem;
+} PlanValue;
+
+typedef struct {
+  gsize size;
+  gboolean busy;
+  float *data;
+} PlanBuffer;
+
+struct _OnednnPlan {
+  const VaeGraph *graph;
+  int n, h, w;
+  PlanValue *values;
+  guint n_values;
+  GArray *buffers;             /* PlanBuffer */
+  GArray *steps;               /* OnednnStep */
+  GPtrArray *owned;            /* reordered weights, g_aligned_free'd */
+  dnnl_memory_desc_t in_md, out_md;
+  dnnl_memory_t out_mem;       /* user output, handle set per run */
+  OnednnPrim to_output;
+};
+
+void
+onednn_prim_clear (OnednnPrim *p)
+{
+  if (p->prim)
+    dnnl_primitive_destroy (p->prim);
+  p->prim = NULL;
+}
+
+gboolean
+onednn_prim_run (const OnednnCtx *ctx, OnednnPrim *p, const char *layer, GError **error)
+{
+  DNNL_TRY (dnnl_primitive_execute (p->prim, ctx->stream, p->nargs, p->args),
+            "execute", layer);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+static void
+prim_arg (OnednnPrim *p, int arg, dnnl_memory_t mem)
+{
+  g_assert (p->nargs < (int) G_N_ELEMENTS (p->args));
+  p->args[p->nargs].arg = arg;
+  p->args[p->nargs].memory = mem;
+  p->nargs++;
+}
+
+static gboolean
+prim_from_pd (OnednnPrim *p, dnnl_primitive_desc_t pd, const char *layer, GError **error)
+{
+  DNNL_TRY (dnnl_primitive_create (&p->prim, pd), "primitive creation", layer);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+gboolean
+onednn_reorder_init (const OnednnCtx *ctx, OnednnPrim *p,
+                     const dnnl_memory_desc_t *src_md, dnnl_memory_t src,
+                     const dnnl_memory_desc_t *dst_md, dnnl_memory_t dst,
+                     const char *layer, GError **error)
+{
+  dnnl_primitive_desc_t pd = NULL;
+  DNNL_TRY (dnnl_reorder_primitive_desc_create (&pd, src_md, ctx->engine, dst_md,
+                                                ctx->engine, NULL), "reorder", layer);
+  gboolean ok = prim_from_pd (p, pd, layer, error);
+  dnnl_primitive_desc_destroy (pd);
+  if (!ok)
+    return FALSE;
+  prim_arg (p, DNNL_ARG_FROM, src);
+  prim_arg (p, DNNL_ARG_TO, dst);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+static void
+md_plain (dnnl_memory_desc_t *md, int n, int c, int h, int w, dnnl_format_tag_t tag)
+{
+  dnnl_dims_t dims = { n, c, h, w };
+  dnnl_memory_desc_init_by_tag (md, 4, dims, dnnl_f32, tag);
+}
+
+static dnnl_alg_kind_t
+eltwise_alg (VaeActivation act)
+{
+  return act == VAE_ACT_SILU ? dnnl_eltwise_swish : dnnl_eltwise_relu;
+}
+
+/* The convolution's primitive descriptor: weights and destination in the
+ * layout oneDNN prefers for this source, bias/residual/act fused. */
+static gboolean
+conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md,
+         int n, int oh, int ow, dnnl_primitive_desc_t *pd, GError **error)
+{
+  dnnl_memory_desc_t w_md, b_md, d_md;
+  dnnl_dims_t wd = { op->out_channels, op->in_channels, op->kernel, op->kernel };
+  dnnl_dims_t bd = { op->out_channels };
+  dnnl_dims_t dd = { n, op->out_channels, oh, ow };
+  dnnl_dims_t strides = { op->stride, op->stride };
+  dnnl_dims_t pad_l = { op->pad_top, op->pad_left };
+  dnnl_dims_t pad_r = { op->pad_bottom, op->pad_right };
+  dnnl_convolution_desc_t desc;
+  dnnl_primitive_attr_t attr = NULL;
+  dnnl_post_ops_t po = NULL;
+  gboolean ok = FALSE;
+
+  dnnl_memory_desc_init_by_tag (&w_md, 4, wd, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
+  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dnnl_f32, dnnl_format_tag_any);
+  DNNL_TRY (dnnl_convolution_forward_desc_init (&desc, dnnl_forward_inference,
+              dnnl_convolution_direct, src_md, &w_md, op->bias ? &b_md : NULL,
+              &d_md, strides, pad_l, pad_r), "convolution descriptor", op->name);
+  DNNL_TRY (dnnl_primitive_attr_create (&attr), "attributes", op->name);
+  DNNL_TRY (dnnl_post_ops_create (&po), "post-ops", op->name);
+  if (op->residual >= 0)
+    DNNL_TRY (dnnl_post_ops_append_sum (po, 1.0f), "sum post-op", op->name);
+  if (op->act != VAE_ACT_NONE)
+    DNNL_TRY (dnnl_post_ops_append_eltwise (po, 1.0f, eltwise_alg (op->act), 1.0f, 0.0f),
+              "activation post-op", op->name);
+  DNNL_TRY (dnnl_primitive_attr_set_post_ops (attr, po), "post-ops", op->name);
+  DNNL_TRY (dnnl_primitive_desc_create (pd, &desc, attr, ctx->engine, NULL),
+            "convolution", op->name);
+  ok = TRUE;
+fail:
+  if (po)
+    dnnl_post_ops_destroy (po);
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
+  return ok;
+}
+
+static gboolean
+upsample_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md,
+             int n, int oh, int ow, dnnl_primitive_desc_t *pd, GError **error)
+{
+  dnnl_resampling_desc_t desc;
+  dnnl_memory_desc_t d_md;
+  dnnl_dims_t dd = { n, op->out_channels, oh, ow };
+  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dnnl_f32, dnnl_format_tag_any);
+  DNNL_TRY (dnnl_resampling_forward_desc_init (&desc, dnnl_forward_inference,
+              dnnl_resampling_nearest, NULL, src_md, &d_md), "resampling", op->name);
+  DNNL_TRY (dnnl_primitive_desc_create (pd, &desc, NULL, ctx->engine, NULL),
+            "resampling", op->name);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+static gboolean
+eltwise_step (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
+              dnnl_alg_kind_t alg, float alpha, dnnl_memory_t src, dnnl_memory_t dst,
+              const dnnl_memory_desc_t *md, GError **error)
+{
+  dnnl_eltwise_desc_t desc;
+  dnnl_primitive_desc_t pd = NULL;
+  OnednnStep step = { STEP_PRIM, op };
+  DNNL_TRY (dnnl_eltwise_forward_desc_init (&desc, dnnl_forward_inference, alg, md,
+                                            alpha, 0.0f), "eltwise", op->name);
+  DNNL_TRY (dnnl_primitive_desc_create (&pd, &desc, NULL, ctx->engine, NULL),
+            "eltwise", op->name);
+  gboolean ok = prim_from_pd (&step.prim, pd, op->name, error);
+  dnnl_primitive_desc_destroy (pd);
+  if (!ok)
+    return FALSE;
+  prim_arg (&step.prim, DNNL_ARG_SRC, src);
+  prim_arg (&step.prim, DNNL_ARG_DST, dst);
+  g_array_append_val (plan->steps, step);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+/* Picks a free buffer for SIZE bytes (growing it if needed) or adds one. */
+static int
+take_buffer (OnednnPlan *plan, gsize size)
+{
+  int best = -1;
+  for (guint i = 0; i < plan->buffers->len; i++) {
+    PlanBuffer *b = &g_array_index (plan->buffers, PlanBuffer, i);
+    if (b->busy)
+      continue;
+    /* Prefer the smallest buffer that fits, else the largest to grow. */
+    if (best < 0) {
+      best = i;
+      continue;
+    }
+    PlanBuffer *cur = &g_array_index (plan->buffers, PlanBuffer, best);
+    gboolean fits = b->size >= size, cur_fits = cur->size >= size;
+    if ((fits && (!cur_fits || b->size < cur->size)) || (!fits && !cur_fits && b->size > cur->size))
+      best = i;
+  }
+  if (best < 0) {
+    PlanBuffer nb = { 0 };
+    g_array_append_val (plan->buffers, nb);
+    best = plan->buffers->len - 1;
+  }
+  PlanBuffer *b = &g_array_index (plan->buffers, PlanBuffer, best);
+  b->busy = TRUE;
+  b->size = MAX (b->size, size);
+  return best;
+}
+
+static int
+inplace_candidate (const OnednnPlan *plan, const VaeOp *op, guint i)
+{
+  int cand = -1;
+  switch (op->kind) {
+    case VAE_OP_CONV2D: cand = op->residual; break;
+    case VAE_OP_GROUP_NORM:
+    case VAE_OP_TANH_CLAMP:
+    case VAE_OP_ATTENTION: cand = op->in; break;
+    default: break;
+  }
+  if (cand <= 0 || plan->values[cand].last_use != (int) i)
+    return -1;
+  if (!dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
+    return -1;
+  return cand;
+}
+
+static void
+assign_buffers (OnednnPlan *plan)
+{
+  const VaeGraph *g = plan->graph;
+  for (guint v = 0; v < plan->n_values; v++)
+    plan->values[v].last_use = -1;
+  for (guint i = 0; i < g->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    int reads[4] = { op->in, op->in2, op->in3, op->residual };
+    for (int r = 0; r < 4; r++)
+      if (reads[r] >= 0)
+        plan->values[reads[r]].last_use = i;
+  }
+  plan->values[g->output].last_use = G_MAXINT;
+  plan->values[0].buffer = -1;
+
+  for (guint i = 0; i < g->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    PlanValue *out = &plan->values[op->out];
+    int cand = inplace_candidate (plan, op, i);
+    if (cand > 0)
+      out->buffer = plan->values[cand].buffer;
+    else
+      out->buffer = take_buffer (plan, dnnl_memory_desc_get_size (&out->md));
+    int reads[4] = { op->in, op->in2, op->in3, op->residual };
+    for (int r = 0; r < 4; r++) {
+      int v = reads[r];
+      if (v <= 0 || plan->values[v].last_use != (int) i || v == cand)
+        continue;
+      /* The same value may be read twice by one op: release it once. */
+      plan->values[v].last_use = -2;
+      g_array_index (plan->buffers, PlanBuffer, plan->values[v].buffer).busy = FALSE;
+    }
+  }
+}
+
+gboolean
+onednn_plan_matches (const OnednnPlan *plan, const VaeGraph *graph, int n, int h, int w)
+{
+  return plan && plan->graph == graph && plan->n == n && plan->h == h && plan->w == w;
+}
+
+OnednnPlan *
+onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
+                 GError **error)
+{
+  OnednnPlan *plan = g_new0 (OnednnPlan, 1);
+  guint n_ops = graph->ops->len;
+  dnnl_primitive_desc_t *pds = g_new0 (dnnl_primitive_desc_t, n_ops);
+  g_autofree int *hs = g_new (int, graph->values->len);
+  g_autofree int *ws = g_new (int, graph->values->len);
+
+  plan->graph = graph;
+  plan->n = n;
+  plan->h = h;
+  plan->w = w;
+  plan->n_values = graph->values->len;
+  plan->values = g_new0 (PlanValue, plan->n_values);
+  plan->buffers = g_array_new (FALSE, TRUE, sizeof (PlanBuffer));
+  plan->steps = g_array_new (FALSE, TRUE, sizeof (OnednnStep));
+  plan->owned = g_ptr_array_new_with_free_func (g_aligned_free);
+  vae_graph_infer_sizes (graph, h, w, hs, ws);
+
+  /* Pass 1: every value's layout, from the primitive that writes it. */
+  md_plain (&plan->in_md, n, vae_graph_channels (graph, 0), h, w, dnnl_nchw);
+  plan->values[0].md = plan->in_md;
+  for (guint i = 0; i < n_ops; i++) {
+    const VaeOp *op = vae_graph_op (graph, i);
+    const dnnl_memory_desc_t *src_md = &plan->values[op->in].md;
+    PlanValue *out = &plan->values[op->out];
+    if (hs[op->out] < 1 || ws[op->out] < 1) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "input %dx%d is too small for layer '%s'", w, h, op->name);
+      goto fail;
+    }
+    switch (op->kind) {
+      case VAE_OP_CONV2D:
+        if (!conv_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], &pds[i], error))
+          goto fail;
+        out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
+        break;
+      case VAE_OP_UPSAMPLE2X:
+        if (!upsample_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], &pds[i], error))
+          goto fail;
+        out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
+        break;
+      default:
+        out->md = *src_md;
+        break;
+    }
+  }
+  md_plain (&plan->out_md, n, vae_graph_channels (graph, graph->output),
+            hs[graph->output], ws[graph->output], dnnl_nchw);
+
+  /* Pass 2: buffers, reused once a value is dead. */
+  assign_buffers (plan);
+  for (guint b = 0; b < plan->buffers->len; b++) {
+    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, b);
+    /* Touch every page now so runs never pay for fresh page faults. */
+    buf->data = g_aligned_alloc0 (1, buf->size, 64);
+  }
+  DNNL_TRY (dnnl_memory_create (&plan->values[0].mem, &plan->in_md, ctx->engine, NULL),
+            "memory", "input");
+  for (guint v = 1; v < plan->n_values; v++) {
+    PlanValue *pv = &plan->values[v];
+    float *data = g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
+    DNNL_TRY (dnnl_memory_create (&pv->mem, &pv->md, ctx->engine, data), "memory", "value");
+  }
+
+  /* Pass 3: the steps. */
+  for (guint i = 0; i < n_ops; i++) {
+    const VaeOp *op = vae_graph_op (graph, i);
+    PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
+    OnednnStep step = { STEP_PRIM, op };
+    switch (op->kind) {
+      case VAE_OP_CONV2D: {
+        const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md (pds[i], dnnl_query_weights_md, 0);
+        dnnl_memory_desc_t user_w, b_md;
+        dnnl_dims_t wd = { op->out_channels, op->in_channels, op->kernel, op->kernel };
+        dnnl_dims_t bd = { op->out_channels };
+        dnnl_memory_t wmem = NULL, bmem = NULL, umem = NULL;
+        OnednnPrim wr = { 0 };
+        gboolean ok;
+
+        if (op->residual >= 0 && plan->values[op->residual].buffer != out->buffer) {
+          /* The sum post-op adds into the destination: put the residual there. */
+          OnednnStep copy = { STEP_PRIM, op };
+          PlanValue *res = &plan->values[op->residual];
+          if (!onednn_reorder_init (ctx, &copy.prim, &res->md, res->mem, &out->md,
+                                    out->mem, op->name, error))
+            goto fail;
+          g_array_append_val (plan->steps, copy);
+        }
+        /* Weights into the convolution's own layout, once per plan. */
+        dnnl_memory_desc_init_by_tag (&user_w, 4, wd, dnnl_f32, dnnl_oihw);
+        dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
+        float *wdata = g_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64);
+        g_ptr_array_add (plan->owned, wdata);
+        ok = dnnl_memory_create (&umem, &user_w, ctx->engine, op->weight) == dnnl_success
+            && dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success
+            && (!op->bias || dnnl_memory_create (&bmem, &b_md, ctx->engine, op->bias) == dnnl_success);
+        if (!ok)
+          g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: memory failed for '%s'", op->name);
+        ok = ok && onednn_reorder_init (ctx, &wr, &user_w, umem, w_md, wmem, op->name, error)
+            && onednn_prim_run (ctx, &wr, op->name, error)
+            && prim_from_pd (&step.prim, pds[i], op->name, error);
+        onednn_prim_clear (&wr);
+        if (umem)
+          dnnl_memory_destroy (umem);
+        if (!ok) {
+          if (wmem)
+            dnnl_memory_destroy (wmem);
+          if (bmem)
+            dnnl_memory_destroy (bmem);
+          goto fail;
+        }
+        prim_arg (&step.prim, DNNL_ARG_SRC, in->mem);
+        prim_arg (&step.prim, DNNL_ARG_WEIGHTS, wmem);
+        if (bmem)
+          prim_arg (&step.prim, DNNL_ARG_BIAS, bmem);
+        prim_arg (&step.prim, DNNL_ARG_DST, out->mem);
+        g_array_append_val (plan->steps, step);
+        break;
+      }
+      case VAE_OP_UPSAMPLE2X:
+        if (!prim_from_pd (&step.prim, pds[i], op->name, error))
+          goto fail;
+        prim_arg (&step.prim, DNNL_ARG_SRC, in->mem);
+        prim_arg (&step.prim, DNNL_ARG_DST, out->mem);
+        g_array_append_val (plan->steps, step);
+        break;
+      case VAE_OP_GROUP_NORM: {
+        float *src = op->in == 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, in->buffer).data;
+        float *dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
+        if (!src) {
+          g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                       "group norm '%s' on the graph input is not supported", op->name);
+          goto fail;
+        }
+        step.kind = STEP_GROUP_NORM;
+        step.gn = onednn_group_norm_new (ctx, op, &in->md, src, dst, error);
+        if (!step.gn)
+          goto fail;
+        g_array_append_val (plan->steps, step);
+        break;
+      }
+      case VAE_OP_ATTENTION:
+        step.kind = STEP_ATTENTION;
+        step.attn = onednn_attention_new (ctx, op, &in->md, in->mem,
+                                          plan->values[op->in2].mem,
+                                          plan->values[op->in3].mem, out->mem, error);
+        if (!step.attn)
+          goto fail;
+        g_array_append_val (plan->steps, step);
+        break;
+      case VAE_OP_TANH_CLAMP:
+        /* clamp * tanh(x / clamp) as three in-place eltwise passes over a
+         * latent-sized tensor. */
+        if (!eltwise_step (ctx, plan, op, dnnl_eltwise_linear, 1.0f / op->clamp,
+                           in->mem, out->mem, &in->md, error)
+            || !eltwise_step (ctx, plan, op, dnnl_eltwise_tanh, 0.0f, out->mem,
+                              out->mem, &out->md, error)
+            || !eltwise_step (ctx, plan, op, dnnl_eltwise_linear, op->clamp,
+                              out->mem, out->mem, &out->md, error))
+          goto fail;
+        break;
+    }
+  }
+  DNNL_TRY (dnnl_memory_create (&plan->out_mem, &plan->out_md, ctx->engine, NULL),
+            "memory", "output");
+  if (!onednn_reorder_init (ctx, &plan->to_output, &plan->values[graph->output].md,
+                            plan->values[graph->output].mem, &plan->out_md,
+                            plan->out_mem, "output", error))
+    goto fail;
+
+  for (guint i = 0; i < n_ops; i++)
+    if (pds[i])
+      dnnl_primitive_desc_destroy (pds[i]);
+  g_free (pds);
+  return plan;
+
+fail:
+  for (guint i = 0; i < n_ops; i++)
+    if (pds[i])
+      dnnl_primitive_desc_destroy (pds[i]);
+  g_free (pds);
+  onednn_plan_free (plan);
+  return NULL;
+}
+
+/* VAE_ONEDNN_PROFILE=1: time spent per op kind, printed after each run. */
+static void
+profile_report (const double *t, double total)
+{
+  static const char *names[] = { "conv", "group_norm", "attention", "upsample", "tanh_clamp" };
+  GString *s = g_string_new ("onednn profile:");
+  for (guint k = 0; k < G_N_ELEMENTS (names); k++)
+    g_string_append_printf (s, " %s=%.3fs", names[k], t[k]);
+  g_string_append_printf (s, " total=%.3fs", total);
+  g_printerr ("%s\n", s->str);
+  g_string_free (s, TRUE);
+}
+
+gboolean
+onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
+                 float *output, GError **error)
+{
+  static int profile = -1;
+  double times[5] = { 0 }, start = g_get_monotonic_time () / 1e6;
+  if (profile < 0)
+    profile = g_strcmp0 (g_getenv ("VAE_ONEDNN_PROFILE"), "1") == 0;
+  dnnl_memory_set_data_handle (plan->values[0].mem, (void *) input);
+  dnnl_memory_set_data_handle (plan->out_mem, output);
+  for (guint i = 0; i < plan->steps->len; i++) {
+    OnednnStep *s = &g_array_index (plan->steps, OnednnStep, i);
+    double t0 = profile ? g_get_monotonic_time () / 1e6 : 0;
+    gboolean ok = TRUE;
+    switch (s->kind) {
+      case STEP_PRIM: ok = onednn_prim_run (ctx, &s->prim, "step", error); break;
+      case STEP_GROUP_NORM: ok = onednn_group_norm_run (ctx, s->gn, error); break;
+      case STEP_ATTENTION: ok = onednn_attention_run (ctx, s->attn, error); break;
+    }
+    if (!ok)
+      return FALSE;
+    if (profile)
+      times[s->op->kind] += g_get_monotonic_time () / 1e6 - t0;
+  }
+  if (!onednn_prim_run (ctx, &plan->to_output, "output", error))
+    return FALSE;
+  dnnl_stream_wait (ctx->stream);
+  if (profile)
+    profile_report (times, g_get_monotonic_time () / 1e6 - start);
+  return TRUE;
+}
+
+void
+onednn_plan_free (OnednnPlan *plan)
+{
+  if (!plan)
+    return;
+  if (plan->steps) {
+    for (guint i = 0; i < plan->steps->len; i++) {
+      OnednnStep *s = &g_array_index (plan->steps, OnednnStep, i);
+      if (s->kind == STEP_PRIM) {
+        /* Weight and bias memories are referenced only by their step. */
+        for (int a = 0; a < s->prim.nargs; a++)
+          if (s->prim.args[a].arg == DNNL_ARG_WEIGHTS || s->prim.args[a].arg == DNNL_ARG_BIAS)
+            dnnl_memory_destroy (s->prim.args[a].memory);
+        onednn_prim_clear (&s->prim);
+      }
+      onednn_group_norm_free (s->gn);
+      onednn_attention_free (s->attn);
+    }
+    g_array_unref (plan->steps);
+  }
+  onednn_prim_clear (&plan->to_output);
+  if (plan->out_mem)
+    dnnl_memory_destroy (plan->out_mem);
+  for (guint v = 0; v < plan->n_values; v++)
+    if (plan->values[v].mem)
+      dnnl_memory_destroy (plan->values[v].mem);
+  g_free (plan->values);
+  if (plan->buffers) {
+    for (guint b = 0; b < plan->buffers->len; b++)
+      g_aligned_free (g_array_index (plan->buffers, PlanBuffer, b).data);
+    g_array_unref (plan->buffers);
+  }
+  if (plan->owned)
+    g_ptr_array_unref (plan->owned);
+  g_free (plan);
+}

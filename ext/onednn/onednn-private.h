@@ -1,0 +1,105 @@
+/* gst-vae CPU engine: shared types of the oneDNN plan and its steps. */
+#pragma once
+#include <glib.h>
+#include <oneapi/dnnl/dnnl.h>
+#include "graph.h"
+#include "vae-error.h"
+
+G_BEGIN_DECLS
+
+/* Turns a failed oneDNN call into a GError naming WHAT and the layer. */
+#define DNNL_TRY(call, what, layer)                                           \
+  do {                                                                        \
+    dnnl_status_t st_ = (call);                                               \
+    if (st_ != dnnl_success) {                                                \
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,                        \
+                   "oneDNN: %s failed for '%s' (status %d)", (what),          \
+                   (layer) ? (layer) : "?", (int) st_);                       \
+      goto fail;                                                              \
+    }                                                                         \
+  } while (0)
+
+typedef struct {
+  dnnl_engine_t engine;
+  dnnl_stream_t stream;
+} OnednnCtx;
+
+/* A primitive with its arguments, executed as is. */
+typedef struct {
+  dnnl_primitive_t prim;
+  int nargs;
+  dnnl_exec_arg_t args[8];
+} OnednnPrim;
+
+/* GroupNorm: statistics by hand (oneDNN 2.6 has no group norm), then
+ * y = act(x * a_c + b_c) as one oneDNN binary primitive with post-ops,
+ * per image because a and b differ per image. */
+typedef struct {
+  const VaeOp *op;
+  const float *src;            /* value buffers, set at plan time */
+  float *dst;
+  dnnl_memory_desc_t image_md; /* the value's layout, batch 1 */
+  gsize image_elems;           /* elements per image, padding included */
+  int n, h, w;
+  float *scale, *shift;        /* [C] for the image in flight */
+  OnednnPrim apply;            /* binary mul + add + act over one image */
+  dnnl_memory_t src_mem, dst_mem;
+} OnednnGroupNorm;
+
+/* Single-head attention in query chunks so the score matrix stays bounded. */
+typedef struct {
+  const VaeOp *op;
+  int n, hw, c, chunk;
+  float *q, *k, *v, *o;        /* [n, hw, c] row-major scratch */
+  float *scores;               /* [chunk, hw] */
+  OnednnPrim to_rows[3];       /* value layout -> [n, hw, c] for q, k, v */
+  OnednnPrim from_rows;        /* o -> output value layout */
+  dnnl_primitive_t qk[2], softmax[2], pv[2];   /* full chunk, remainder */
+  dnnl_memory_t m_q, m_kt, m_s, m_v, m_o;      /* views, handles set per chunk */
+  dnnl_memory_t m_q_tail, m_s_tail, m_o_tail;
+} OnednnAttention;
+
+typedef enum { STEP_PRIM, STEP_GROUP_NORM, STEP_ATTENTION } OnednnStepKind;
+
+typedef struct {
+  OnednnStepKind kind;
+  const VaeOp *op;             /* the op this step belongs to (profiling) */
+  OnednnPrim prim;
+  OnednnGroupNorm *gn;
+  OnednnAttention *attn;
+} OnednnStep;
+
+void onednn_prim_clear (OnednnPrim *p);
+gboolean onednn_prim_run (const OnednnCtx *ctx, OnednnPrim *p, const char *layer,
+                          GError **error);
+/* A reorder between two layouts of the same tensor. */
+gboolean onednn_reorder_init (const OnednnCtx *ctx, OnednnPrim *p,
+                              const dnnl_memory_desc_t *src_md, dnnl_memory_t src,
+                              const dnnl_memory_desc_t *dst_md, dnnl_memory_t dst,
+                              const char *layer, GError **error);
+
+OnednnGroupNorm *onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
+                                        const dnnl_memory_desc_t *md,
+                                        const float *src, float *dst, GError **error);
+gboolean onednn_group_norm_run (const OnednnCtx *ctx, OnednnGroupNorm *gn, GError **error);
+void onednn_group_norm_free (OnednnGroupNorm *gn);
+
+OnednnAttention *onednn_attention_new (const OnednnCtx *ctx, const VaeOp *op,
+                                       const dnnl_memory_desc_t *md,
+                                       dnnl_memory_t q, dnnl_memory_t k,
+                                       dnnl_memory_t v, dnnl_memory_t out,
+                                       GError **error);
+gboolean onednn_attention_run (const OnednnCtx *ctx, OnednnAttention *a, GError **error);
+void onednn_attention_free (OnednnAttention *a);
+
+/* A plan: one graph at one (n, h, w), with its memory allocated once. */
+typedef struct _OnednnPlan OnednnPlan;
+OnednnPlan *onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph,
+                             int n, int h, int w, GError **error);
+gboolean onednn_plan_matches (const OnednnPlan *plan, const VaeGraph *graph,
+                              int n, int h, int w);
+gboolean onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
+                          float *output, GError **error);
+void onednn_plan_free (OnednnPlan *plan);
+
+G_END_DECLS
