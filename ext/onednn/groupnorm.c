@@ -106,9 +106,7 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
   DNNL_TRY (dnnl_post_ops_create (&po), "post-ops", op->name);
   DNNL_TRY (dnnl_post_ops_append_binary (po, dnnl_binary_add, &vec_md), "add post-op", op->name);
   if (op->act != VAE_ACT_NONE)
-    DNNL_TRY (dnnl_post_ops_append_eltwise (po, 1.0f,
-                op->act == VAE_ACT_SILU ? dnnl_eltwise_swish : dnnl_eltwise_relu,
-                1.0f, 0.0f), "activation post-op", op->name);
+    DNNL_TRY (onednn_append_activation (po, op->act), "activation post-op", op->name);
   DNNL_TRY (dnnl_primitive_attr_set_post_ops (attr, po), "post-ops", op->name);
   DNNL_TRY (dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL),
             "group norm apply", op->name);

@@ -98,10 +98,12 @@ md_plain (dnnl_memory_desc_t *md, int n, int c, int h, int w, dnnl_format_tag_t 
   dnnl_memory_desc_init_by_tag (md, 4, dims, dnnl_f32, tag);
 }
 
-static dnnl_alg_kind_t
-eltwise_alg (VaeActivation act)
+dnnl_status_t
+onednn_append_activation (dnnl_post_ops_t po, VaeActivation act)
 {
-  return act == VAE_ACT_SILU ? dnnl_eltwise_swish : dnnl_eltwise_relu;
+  if (act == VAE_ACT_SILU)
+    return dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_swish, 1.0f, 0.0f);
+  return dnnl_post_ops_append_eltwise (po, 1.0f, dnnl_eltwise_relu, 0.0f, 0.0f);
 }
 
 /* The convolution's primitive descriptor: weights and destination in the
@@ -133,8 +135,7 @@ conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md
   if (op->residual >= 0)
     DNNL_TRY (dnnl_post_ops_append_sum (po, 1.0f), "sum post-op", op->name);
   if (op->act != VAE_ACT_NONE)
-    DNNL_TRY (dnnl_post_ops_append_eltwise (po, 1.0f, eltwise_alg (op->act), 1.0f, 0.0f),
-              "activation post-op", op->name);
+    DNNL_TRY (onednn_append_activation (po, op->act), "activation post-op", op->name);
   DNNL_TRY (dnnl_primitive_attr_set_post_ops (attr, po), "post-ops", op->name);
   DNNL_TRY (dnnl_primitive_desc_create (pd, &desc, attr, ctx->engine, NULL),
             "convolution", op->name);

@@ -69,6 +69,10 @@ typedef struct {
   OnednnAttention *attn;
 } OnednnStep;
 
+/* Appends ACT to PO: swish with alpha 1 (x * sigmoid(x)), relu with
+ * alpha 0 (alpha is relu's negative slope). */
+dnnl_status_t onednn_append_activation (dnnl_post_ops_t po, VaeActivation act);
+
 void onednn_prim_clear (OnednnPrim *p);
 gboolean onednn_prim_run (const OnednnCtx *ctx, OnednnPrim *p, const char *layer,
                           GError **error);

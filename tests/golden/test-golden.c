@@ -1,0 +1,422 @@
+/* Golden tests: the cpu engine against the peers' reference outputs in
+ * $VAE_TESTDATA/reference (diffusers AutoencoderKL / AutoencoderTiny and
+ * TAESD's taesd.py; see ../shared/testdata/README.md).
+ *
+ * One test case per reference file, /golden/<model>/<image>_<W>x<H>, plus
+ * /golden/kl-sd-mini-ldm/... running kl-sd-mini's references against the
+ * LDM single-file copy of its weights.  Each case checks:
+ *   - encode(input) == latent_mean (and, for KL, the clamped logvar half ==
+ *     latent_logvar);
+ *   - decode(latent_mean) == decoded;
+ *   - the pixel path: image (u8) -> vae_pixels_from_rgb8 -> encode ->
+ *     vae_latents_from_encoder == latent_scaled, and back through
+ *     vae_latents_to_decoder -> decode -> vae_pixels_to_rgb8 == decoded_u8
+ *     within one level.
+ * Float tensors: max |diff| <= 1e-3 and relative L2 <= 1e-4.
+ *
+ * Without the test data every case is skipped loudly, the program exits 77
+ * and a marker file is written ($VAE_GOLDEN_SKIP_MARKER, else
+ * ./golden-skipped.marker) so that CI can refuse a run that skipped them. */
+#include <glib.h>
+#include <glib/gstdio.h>
+#include <math.h>
+#include <string.h>
+
+#include "codec.h"
+#include "engine.h"
+#include "model.h"
+#include "safetensors.h"
+#include "vae-error.h"
+
+#define MAX_ABS_TOL 1e-3
+#define REL_L2_TOL 1e-4
+#define U8_TOL 1
+
+typedef struct {
+  char *label;        /* <model>/<image>_<W>x<H> */
+  char *ref_path;
+  char *model_path;
+} GoldenCase;
+
+static void
+golden_case_free (gpointer p)
+{
+  GoldenCase *gc = p;
+  g_free (gc->label);
+  g_free (gc->ref_path);
+  g_free (gc->model_path);
+  g_free (gc);
+}
+
+/* ---- comparisons ---- */
+
+static void
+compare_f32 (const GoldenCase *gc, const char *what, const float *got,
+             const float *want, gsize n)
+{
+  double max_diff = 0, num = 0, den = 0;
+  gsize at = 0;
+  gboolean nan = FALSE;
+  for (gsize i = 0; i < n; i++) {
+    double d = (double) got[i] - (double) want[i];
+    if (isnan (d)) {
+      nan = TRUE;
+      continue;
+    }
+    if (fabs (d) > max_diff) {
+      max_diff = fabs (d);
+      at = i;
+    }
+    num += d * d;
+    den += (double) want[i] * want[i];
+  }
+  double rel = sqrt (num) / (den > 0 ? sqrt (den) : 1.0);
+  g_test_message ("%s: %-16s max|diff| = %.3g (at %zu: %.6g vs %.6g), rel L2 = %.3g%s",
+                  gc->label, what, max_diff, (size_t) at, n ? got[at] : 0.0,
+                  n ? want[at] : 0.0, rel, nan ? ", NaN present" : "");
+  if (nan || !(max_diff <= MAX_ABS_TOL) || !(rel <= REL_L2_TOL))
+    g_test_fail_printf ("%s: %s differs from the reference: max|diff| = %.3g "
+                        "(tolerance %.0e), rel L2 = %.3g (tolerance %.0e)%s",
+                        gc->label, what, max_diff, MAX_ABS_TOL, rel, REL_L2_TOL,
+                        nan ? ", NaN in the output" : "");
+}
+
+static void
+compare_u8 (const GoldenCase *gc, const char *what, const guint8 *got,
+            const guint8 *want, gsize n)
+{
+  int max_diff = 0;
+  gsize off = 0, at = 0;
+  for (gsize i = 0; i < n; i++) {
+    int d = abs ((int) got[i] - (int) want[i]);
+    if (d > 0)
+      off++;
+    if (d > max_diff) {
+      max_diff = d;
+      at = i;
+    }
+  }
+  g_test_message ("%s: %-16s max level diff = %d (at %zu), %zu of %zu values differ",
+                  gc->label, what, max_diff, (size_t) at, (size_t) off, (size_t) n);
+  if (max_diff > U8_TOL)
+    g_test_fail_printf ("%s: %s is off by %d levels at byte %zu (%d vs %d; tolerance %d)",
+                        gc->label, what, max_diff, (size_t) at, got[at], want[at], U8_TOL);
+}
+
+/* ---- reference tensors ---- */
+
+/* The tensor NAME as float32, checked to have N elements. */
+static float *
+ref_f32 (const GoldenCase *gc, const VaeSafetensors *st, const char *name, gsize n)
+{
+  g_autoptr (GError) error = NULL;
+  const VaeTensorView *t = vae_safetensors_lookup (st, name);
+  if (!t) {
+    g_test_fail_printf ("%s: reference has no tensor '%s'", gc->label, name);
+    return NULL;
+  }
+  if (t->n_elements != n) {
+    g_test_fail_printf ("%s: reference tensor '%s' has %" G_GUINT64_FORMAT
+                        " elements, %zu expected", gc->label, name, t->n_elements,
+                        (size_t) n);
+    return NULL;
+  }
+  float *v = g_new (float, n);
+  if (!vae_tensor_view_to_f32 (t, v, &error)) {
+    g_test_fail_printf ("%s: %s", gc->label, error->message);
+    g_free (v);
+    return NULL;
+  }
+  return v;
+}
+
+static const guint8 *
+ref_u8 (const GoldenCase *gc, const VaeSafetensors *st, const char *name, gsize n)
+{
+  const VaeTensorView *t = vae_safetensors_lookup (st, name);
+  if (!t || t->dtype != VAE_DTYPE_U8 || t->n_elements != n) {
+    g_test_fail_printf ("%s: reference tensor '%s' is missing or not U8 of %zu elements",
+                        gc->label, name, (size_t) n);
+    return NULL;
+  }
+  return t->data;
+}
+
+/* x in [from_min, 1] to [to_min, 1]. */
+static void
+map_range (float *x, gsize n, float from_min, float to_min)
+{
+  if (from_min == to_min)
+    return;
+  for (gsize i = 0; i < n; i++)
+    x[i] = (x[i] - from_min) / (1.0f - from_min) * (1.0f - to_min) + to_min;
+}
+
+static gboolean
+run_engine (const GoldenCase *gc, VaeEngine *engine, VaeDirection dir, int h, int w,
+            const float *in, float *out)
+{
+  g_autoptr (GError) error = NULL;
+  VaeBatch batch = { dir, 1, h, w, in, out, NULL, NULL };
+  gint64 t0 = g_get_monotonic_time ();
+  if (!vae_engine_run (engine, &batch, &error)) {
+    g_test_fail_printf ("%s: %s failed: %s", gc->label,
+                        dir == VAE_DIRECTION_ENCODE ? "encode" : "decode", error->message);
+    return FALSE;
+  }
+  g_test_message ("%s: %s %dx%d took %.3f s", gc->label,
+                  dir == VAE_DIRECTION_ENCODE ? "encode" : "decode", w, h,
+                  (g_get_monotonic_time () - t0) / 1e6);
+  return TRUE;
+}
+
+/* ---- one reference file ---- */
+
+static void
+test_reference (gconstpointer data)
+{
+  const GoldenCase *gc = data;
+  g_autoptr (GError) error = NULL;
+
+  g_test_message ("%s: reference %s, model %s", gc->label, gc->ref_path, gc->model_path);
+
+  g_autoptr (VaeSafetensors) ref = vae_safetensors_open (gc->ref_path, &error);
+  if (!ref) {
+    g_test_fail_printf ("%s: cannot read the reference: %s", gc->label, error->message);
+    return;
+  }
+  g_autoptr (VaeModel) model = vae_model_load (gc->model_path, NULL, &error);
+  if (!model) {
+    g_test_fail_printf ("%s: cannot load the model: %s", gc->label, error->message);
+    return;
+  }
+  g_autoptr (VaeEngine) engine = vae_engine_new ("cpu", model, NULL, &error);
+  if (!engine) {
+    g_test_fail_printf ("%s: cannot open the cpu engine: %s", gc->label, error->message);
+    return;
+  }
+  if (!model->encoder || !model->decoder) {
+    g_test_fail_printf ("%s: model lacks an encoder or a decoder", gc->label);
+    return;
+  }
+
+  const VaeTensorView *tin = vae_safetensors_lookup (ref, "input");
+  const VaeTensorView *tmean = vae_safetensors_lookup (ref, "latent_mean");
+  if (!tin || tin->ndim != 4 || tin->shape[0] != 1 || tin->shape[1] != 3
+      || !tmean || tmean->ndim != 4 || tmean->shape[0] != 1) {
+    g_test_fail_printf ("%s: reference lacks 'input' [1,3,H,W] or 'latent_mean' [1,C,h,w]",
+                        gc->label);
+    return;
+  }
+  const int H = (int) tin->shape[2], W = (int) tin->shape[3];
+  const int C = (int) tmean->shape[1];
+  const int f = model->spatial_factor;
+  const int h = H / f, w = W / f;
+  if (H % f || W % f || tmean->shape[2] != h || tmean->shape[3] != w) {
+    g_test_fail_printf ("%s: reference size %dx%d, latents %" G_GINT64_FORMAT "x%"
+                        G_GINT64_FORMAT " do not fit spatial factor %d", gc->label, W, H,
+                        tmean->shape[3], tmean->shape[2], f);
+    return;
+  }
+  if (C != model->latent_channels) {
+    g_test_fail_printf ("%s: reference has %d latent channels, model %d", gc->label, C,
+                        model->latent_channels);
+    return;
+  }
+
+  /* The reference's pixel range: [-1,1] unless input_range says 0..1. */
+  const char *range = vae_safetensors_metadata (ref, "input_range");
+  const float ref_min = range && g_str_equal (range, "0..1") ? 0.0f : -1.0f;
+  const float model_min = model->image_min;
+  const gsize n_pix = (gsize) 3 * H * W, n_lat = (gsize) C * h * w;
+  const int enc_c = vae_engine_output_channels (model, VAE_DIRECTION_ENCODE);
+  const int dec_c = vae_engine_output_channels (model, VAE_DIRECTION_DECODE);
+  if (enc_c < C || dec_c != 3) {
+    g_test_fail_printf ("%s: engine output channels: encoder %d (need >= %d), decoder %d",
+                        gc->label, enc_c, C, dec_c);
+    return;
+  }
+
+  g_test_message ("%s: %dx%d, %d latent channels, factor %d, reference range [%g,1], "
+                  "model range [%g,1], scaling %.17g shift %.17g", gc->label, W, H, C, f,
+                  ref_min, model_min, model->scaling_factor, model->shift_factor);
+
+  g_autofree float *input = ref_f32 (gc, ref, "input", n_pix);
+  g_autofree float *mean = ref_f32 (gc, ref, "latent_mean", n_lat);
+  g_autofree float *scaled = ref_f32 (gc, ref, "latent_scaled", n_lat);
+  g_autofree float *decoded = ref_f32 (gc, ref, "decoded", n_pix);
+  const guint8 *image = ref_u8 (gc, ref, "image", n_pix);
+  const guint8 *decoded_u8 = ref_u8 (gc, ref, "decoded_u8", n_pix);
+  if (!input || !mean || !scaled || !decoded || !image || !decoded_u8)
+    return;
+  g_autofree float *logvar = NULL;
+  if (vae_safetensors_lookup (ref, "latent_logvar")) {
+    logvar = ref_f32 (gc, ref, "latent_logvar", n_lat);
+    if (!logvar)
+      return;
+  }
+
+  g_autofree float *enc = g_new (float, (gsize) enc_c * h * w);
+  g_autofree float *dec = g_new (float, n_pix);
+
+  /* 1. encode(input) -> latent_mean (+ latent_logvar). */
+  map_range (input, n_pix, ref_min, model_min);
+  if (run_engine (gc, engine, VAE_DIRECTION_ENCODE, H, W, input, enc)) {
+    compare_f32 (gc, "latent_mean", enc, mean, n_lat);
+    if (logvar) {
+      if (enc_c != 2 * C) {
+        g_test_fail_printf ("%s: reference has latent_logvar but the encoder gives %d "
+                            "channels, not %d", gc->label, enc_c, 2 * C);
+      } else {
+        g_autofree float *lv = g_new (float, n_lat);
+        for (gsize i = 0; i < n_lat; i++)
+          lv[i] = CLAMP (enc[n_lat + i], -30.0f, 20.0f);
+        compare_f32 (gc, "latent_logvar", lv, logvar, n_lat);
+      }
+    }
+  }
+
+  /* 2. decode(latent_mean) -> decoded (in the reference's range). */
+  if (run_engine (gc, engine, VAE_DIRECTION_DECODE, h, w, mean, dec)) {
+    map_range (dec, n_pix, model_min, ref_min);
+    compare_f32 (gc, "decoded", dec, decoded, n_pix);
+  }
+
+  /* 3. The pixel path, as vae-tool and the elements take it. */
+  const double ref_scaling = g_ascii_strtod (
+      vae_safetensors_metadata (ref, "scaling_factor") ?: "nan", NULL);
+  const double ref_shift = g_ascii_strtod (
+      vae_safetensors_metadata (ref, "shift_factor") ?: "nan", NULL);
+  if (!(fabs (ref_scaling - model->scaling_factor) <= 1e-6 * fabs (ref_scaling))
+      || !(fabs (ref_shift - model->shift_factor) <= 1e-6))
+    g_test_fail_printf ("%s: model factors scaling %.17g shift %.17g differ from the "
+                        "reference's %.17g / %.17g", gc->label, model->scaling_factor,
+                        model->shift_factor, ref_scaling, ref_shift);
+
+  g_autofree float *pix = g_new (float, n_pix);
+  vae_pixels_from_rgb8 (model, image, W, H, W * 3, 3, pix, H, W);
+  {
+    /* The conversion itself must reproduce 'input' (up to float rounding). */
+    g_autofree float *pix_ref = g_memdup2 (pix, n_pix * sizeof (float));
+    g_autofree float *input_ref = ref_f32 (gc, ref, "input", n_pix);
+    if (input_ref) {
+      map_range (pix_ref, n_pix, model_min, ref_min);
+      compare_f32 (gc, "pixels->input", pix_ref, input_ref, n_pix);
+    }
+  }
+  g_autofree float *lat = g_new (float, n_lat);
+  if (run_engine (gc, engine, VAE_DIRECTION_ENCODE, H, W, pix, enc)) {
+    vae_latents_from_encoder (model, enc, h, w, VAE_LATENT_MODE, NULL,
+                              model->scaling_factor, model->shift_factor, lat);
+    compare_f32 (gc, "latent_scaled", lat, scaled, n_lat);
+
+    g_autofree float *dec_in = g_new (float, n_lat);
+    vae_latents_to_decoder (lat, n_lat, model->scaling_factor, model->shift_factor, dec_in);
+    if (run_engine (gc, engine, VAE_DIRECTION_DECODE, h, w, dec_in, dec)) {
+      g_autofree guint8 *rgb = g_new (guint8, n_pix);
+      vae_pixels_to_rgb8 (model, dec, H, W, rgb, W, H, W * 3, 3);
+      compare_u8 (gc, "decoded_u8", rgb, decoded_u8, n_pix);
+    }
+  }
+}
+
+/* g_ptr_array_sort hands over pointers to the elements. */
+static int
+compare_names (gconstpointer a, gconstpointer b)
+{
+  return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+/* ---- without test data ---- */
+
+static const char *skip_reason;
+
+static void
+test_skipped (void)
+{
+  g_test_skip (skip_reason);
+}
+
+static void
+report_skip (const char *why)
+{
+  const char *marker = g_getenv ("VAE_GOLDEN_SKIP_MARKER");
+  if (!marker || !*marker)
+    marker = "golden-skipped.marker";
+  g_autofree char *text = g_strdup_printf ("test-golden: %s\n", why);
+  g_autoptr (GError) error = NULL;
+  if (!g_file_set_contents (marker, text, -1, &error))
+    g_printerr ("test-golden: cannot write skip marker %s: %s\n", marker, error->message);
+
+  g_printerr ("\n"
+              "************************************************************\n"
+              "** GOLDEN TESTS SKIPPED: %s\n"
+              "** Nothing was checked against the reference outputs.\n"
+              "** Put the test data at ../shared/testdata (or set\n"
+              "** VAE_TESTDATA / meson -Dtestdata=PATH).\n"
+              "** Marker written: %s\n"
+              "************************************************************\n\n",
+              why, marker);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+
+  const char *testdata = g_getenv ("VAE_TESTDATA");
+  g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference", NULL) : NULL;
+  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr (GPtrArray) cases = g_ptr_array_new_with_free_func (golden_case_free);
+
+  if (ref_dir) {
+    g_autoptr (GDir) dir = g_dir_open (ref_dir, 0, NULL);
+    const char *name;
+    while (dir && (name = g_dir_read_name (dir)))
+      if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__"))
+        g_ptr_array_add (names, g_strdup (name));
+  }
+
+  if (names->len == 0) {
+    g_autofree char *why = !testdata
+        ? g_strdup ("VAE_TESTDATA is not set")
+        : g_strdup_printf ("no reference files in %s", ref_dir);
+    skip_reason = why;
+    report_skip (why);
+    g_test_add_func ("/golden/skipped", test_skipped);
+    g_test_run ();
+    return 77;
+  }
+
+  g_ptr_array_sort (names, compare_names);
+
+  for (guint i = 0; i < names->len; i++) {
+    const char *name = g_ptr_array_index (names, i);
+    const char *sep = strstr (name, "__");
+    g_autofree char *model = g_strndup (name, sep - name);
+    g_autofree char *stem = g_strndup (sep + 2, strlen (sep + 2) - strlen (".safetensors"));
+
+    GoldenCase *gc = g_new0 (GoldenCase, 1);
+    gc->label = g_strdup_printf ("%s/%s", model, stem);
+    gc->ref_path = g_build_filename (ref_dir, name, NULL);
+    gc->model_path = g_build_filename (testdata, "models", model, NULL);
+    g_ptr_array_add (cases, gc);
+
+    /* The same weights in the LDM single-file layout must give the same outputs. */
+    if (g_str_equal (model, "kl-sd-mini")) {
+      GoldenCase *ldm = g_new0 (GoldenCase, 1);
+      ldm->label = g_strdup_printf ("kl-sd-mini-ldm/%s", stem);
+      ldm->ref_path = g_strdup (gc->ref_path);
+      ldm->model_path = g_build_filename (testdata, "models",
+                                          "kl-sd-mini-ldm.safetensors", NULL);
+      g_ptr_array_add (cases, ldm);
+    }
+  }
+
+  for (guint i = 0; i < cases->len; i++) {
+    GoldenCase *gc = g_ptr_array_index (cases, i);
+    g_autofree char *path = g_strdup_printf ("/golden/%s", gc->label);
+    g_test_add_data_func (path, gc, test_reference);
+  }
+  return g_test_run ();
+}

@@ -1,0 +1,754 @@
+/* vae-tool: encode PNGs to latents, decode latents to PNGs, benchmark and
+ * inspect VAE models, on the gst-vae core and its engines.
+ *
+ *   vae-tool encode --model PATH --input IMG.png --output Z.safetensors
+ *   vae-tool decode --model PATH --input Z.safetensors --output OUT.png
+ *   vae-tool bench  --model PATH --op encode|decode --width W --height H
+ *   vae-tool info   --model PATH
+ *
+ * Errors end the program with exit status 1 and one line on stderr,
+ * "vae-tool: <message>". */
+#include <glib.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec.h"
+#include "engine.h"
+#include "graph.h"
+#include "model.h"
+#include "safetensors.h"
+#include "vae-error.h"
+#include "png-io.h"
+
+#define BENCH_SEED 20240601u
+/* Largest decoded frame side: what the PNG writer/reader round trip allows. */
+#define MAX_IMAGE_SIDE VAE_PNG_MAX_SIDE
+
+/* ---- options shared by the subcommands ---- */
+
+typedef struct {
+  char *model;
+  char *input;
+  char *output;
+  char *backend;
+  int threads;
+  char *precision;
+  /* bench */
+  char *op;
+  int width, height, batch, runs;
+} ToolOptions;
+
+static void
+tool_options_clear (ToolOptions *o)
+{
+  g_free (o->model);
+  g_free (o->input);
+  g_free (o->output);
+  g_free (o->backend);
+  g_free (o->precision);
+  g_free (o->op);
+}
+
+#define ENGINE_ENTRIES(o)                                                     \
+  { "backend", 'b', 0, G_OPTION_ARG_STRING, &(o)->backend,                    \
+    "Engine: cpu (default), or any other this build has", "NAME" },           \
+  { "threads", 't', 0, G_OPTION_ARG_INT, &(o)->threads,                       \
+    "Worker threads (default: the engine's choice)", "N" },                   \
+  { "precision", 'p', 0, G_OPTION_ARG_STRING, &(o)->precision,                \
+    "Activation precision: f32 (default) or bf16", "f32|bf16" }
+
+/* One line: GError messages are printed as they are, minus line breaks. */
+static void
+print_error_line (const char *message)
+{
+  g_autofree char *line = g_strdup (message ? message : "unknown error");
+  for (char *p = line; *p; p++)
+    if (*p == '\n' || *p == '\r')
+      *p = ' ';
+  g_strchomp (line);
+  g_printerr ("vae-tool: %s\n", line);
+}
+
+static gboolean
+parse_args (GOptionContext *ctx, const char *command, int *argc, char ***argv,
+            GError **error)
+{
+  g_autoptr (GError) perr = NULL;
+  if (!g_option_context_parse (ctx, argc, argv, &perr)) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "%s: %s (see 'vae-tool %s --help')", command, perr->message, command);
+    return FALSE;
+  }
+  if (*argc > 1) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "%s: unexpected argument '%s' (see 'vae-tool %s --help')", command,
+                 (*argv)[1], command);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static gboolean
+require (const char *value, const char *command, const char *option, GError **error)
+{
+  if (value && *value)
+    return TRUE;
+  g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+               "%s: --%s is required (see 'vae-tool %s --help')", command, option,
+               command);
+  return FALSE;
+}
+
+static gboolean
+engine_options_from (const ToolOptions *o, VaeEngineOptions *eo, GError **error)
+{
+  VaeEngineOptions defaults = VAE_ENGINE_OPTIONS_INIT;
+  *eo = defaults;
+  if (o->threads < 0 || o->threads > 4096) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "--threads %d is out of range (0 to 4096; 0 = engine default)",
+                 o->threads);
+    return FALSE;
+  }
+  eo->threads = o->threads;
+  if (!o->precision || g_ascii_strcasecmp (o->precision, "f32") == 0
+      || g_ascii_strcasecmp (o->precision, "fp32") == 0)
+    eo->precision = VAE_PRECISION_F32;
+  else if (g_ascii_strcasecmp (o->precision, "bf16") == 0)
+    eo->precision = VAE_PRECISION_BF16;
+  else {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "--precision '%s' is not known (use f32 or bf16)", o->precision);
+    return FALSE;
+  }
+  return TRUE;
+}
+
+static const char *
+backend_of (const ToolOptions *o)
+{
+  return o->backend && *o->backend ? o->backend : "cpu";
+}
+
+static const char *
+precision_name (VaePrecision p)
+{
+  switch (p) {
+  case VAE_PRECISION_BF16:
+    return "bf16";
+  case VAE_PRECISION_F16:
+    return "f16";
+  default:
+    return "f32";
+  }
+}
+
+/* Shortest "%.Ng" that reads back as the same double, for people. */
+static char *
+format_double (double v)
+{
+  for (int prec = 6; prec < 17; prec++) {
+    char *s = g_strdup_printf ("%.*g", prec, v);
+    if (g_ascii_strtod (s, NULL) == v)
+      return s;
+    g_free (s);
+  }
+  return g_strdup_printf ("%.17g", v);
+}
+
+static VaeModel *
+load_model (const char *path, GError **error)
+{
+  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_IO, "%s: no such file or folder", path);
+    return NULL;
+  }
+  return vae_model_load (path, NULL, error);
+}
+
+/* ---- encode ---- */
+
+static gboolean
+cmd_encode (int argc, char **argv, GError **error)
+{
+  ToolOptions o = { 0 };
+  GOptionEntry entries[] = {
+    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
+      "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
+    { "input", 'i', 0, G_OPTION_ARG_FILENAME, &o.input, "Input image (PNG)", "IMG.png" },
+    { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
+      "Output latents (safetensors)", "Z.safetensors" },
+    ENGINE_ENTRIES (&o),
+    { NULL }
+  };
+  g_autoptr (GOptionContext) ctx =
+      g_option_context_new ("--model PATH --input IMG.png --output Z.safetensors");
+  g_option_context_set_summary (ctx,
+      "Encodes an image to diffusion-space latents ((mean - shift) * scaling).\n"
+      "Writes tensor 'latents' (F32, [1,C,h,w]) and metadata with the model's\n"
+      "scaling_factor, shift_factor, model, width, height and spatial_factor.\n"
+      "Images whose size is not a multiple of the model's spatial factor are\n"
+      "padded by repeating the last row and column; 'width' and 'height' keep\n"
+      "the source size so that decode can crop the padding away.");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+
+  gboolean ok = FALSE;
+  g_autoptr (VaeModel) model = NULL;
+  g_autoptr (VaeEngine) engine = NULL;
+  g_autoptr (VaeSafetensorsWriter) writer = NULL;
+  g_autofree guint8 *rgb = NULL;
+  g_autofree float *pixels = NULL, *enc = NULL, *latents = NULL;
+  VaeEngineOptions eo;
+  int width = 0, height = 0;
+
+  if (!parse_args (ctx, "encode", &argc, &argv, error)
+      || !require (o.model, "encode", "model", error)
+      || !require (o.input, "encode", "input", error)
+      || !require (o.output, "encode", "output", error)
+      || !engine_options_from (&o, &eo, error))
+    goto out;
+
+  model = load_model (o.model, error);
+  if (!model)
+    goto out;
+  if (!model->encoder) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "%s: model '%s' has no encoder", o.model, model->name);
+    goto out;
+  }
+  if (!vae_png_read_rgb8 (o.input, &rgb, &width, &height, error))
+    goto out;
+
+  const int f = model->spatial_factor;
+  const int ph = vae_padded_size (height, f), pw = vae_padded_size (width, f);
+  const int lh = ph / f, lw = pw / f;
+  const int enc_c = vae_engine_output_channels (model, VAE_DIRECTION_ENCODE);
+  const int c = vae_latent_channels_for_mode (model, VAE_LATENT_MODE);
+  if (enc_c < c) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_MODEL,
+                 "%s: encoder gives %d channels, fewer than the %d latent channels",
+                 o.model, enc_c, c);
+    goto out;
+  }
+
+  pixels = g_try_new (float, (gsize) 3 * ph * pw);
+  enc = g_try_new (float, (gsize) enc_c * lh * lw);
+  latents = g_try_new (float, (gsize) c * lh * lw);
+  if (!pixels || !enc || !latents) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "%s: out of memory for a %dx%d image", o.input, width, height);
+    goto out;
+  }
+  vae_pixels_from_rgb8 (model, rgb, width, height, width * 3, 3, pixels, ph, pw);
+
+  engine = vae_engine_new (backend_of (&o), model, &eo, error);
+  if (!engine)
+    goto out;
+  VaeBatch batch = { VAE_DIRECTION_ENCODE, 1, ph, pw, pixels, enc, NULL, NULL };
+  if (!vae_engine_run (engine, &batch, error))
+    goto out;
+
+  vae_latents_from_encoder (model, enc, lh, lw, VAE_LATENT_MODE, NULL,
+                            model->scaling_factor, model->shift_factor, latents);
+
+  writer = vae_safetensors_writer_new ();
+  const gint64 shape[4] = { 1, c, lh, lw };
+  if (!vae_safetensors_writer_add (writer, "latents", VAE_DTYPE_F32, 4, shape, latents,
+                                   (gsize) c * lh * lw * sizeof (float), error))
+    goto out;
+
+  char buf[64];
+  g_snprintf (buf, sizeof buf, "%.17g", model->scaling_factor);
+  vae_safetensors_writer_set_metadata (writer, "scaling_factor", buf);
+  g_snprintf (buf, sizeof buf, "%.17g", model->shift_factor);
+  vae_safetensors_writer_set_metadata (writer, "shift_factor", buf);
+  if (model->name && g_utf8_validate (model->name, -1, NULL))
+    vae_safetensors_writer_set_metadata (writer, "model", model->name);
+  g_snprintf (buf, sizeof buf, "%d", width);
+  vae_safetensors_writer_set_metadata (writer, "width", buf);
+  g_snprintf (buf, sizeof buf, "%d", height);
+  vae_safetensors_writer_set_metadata (writer, "height", buf);
+  g_snprintf (buf, sizeof buf, "%d", f);
+  vae_safetensors_writer_set_metadata (writer, "spatial_factor", buf);
+
+  if (!vae_safetensors_writer_save (writer, o.output, error))
+    goto out;
+  ok = TRUE;
+
+out:
+  tool_options_clear (&o);
+  return ok;
+}
+
+/* ---- decode ---- */
+
+/* OUT with "_NNNN" before the extension of its last path component. */
+static char *
+frame_path (const char *out, int index)
+{
+  const char *slash = strrchr (out, G_DIR_SEPARATOR);
+  const char *base = slash ? slash + 1 : out;
+  const char *dot = strrchr (base, '.');
+  if (!dot || dot == base)
+    return g_strdup_printf ("%s_%04d", out, index);
+  return g_strdup_printf ("%.*s_%04d%s", (int) (dot - out), out, index, dot);
+}
+
+/* The source size from the file's metadata when it is valid for latents of
+ * LH x LW at spatial factor F; else the full decoded size. */
+static void
+crop_size (const VaeSafetensors *st, int f, int lh, int lw, int *width, int *height)
+{
+  const char *ws = vae_safetensors_metadata (st, "width");
+  const char *hs = vae_safetensors_metadata (st, "height");
+  gint64 w = 0, h = 0;
+
+  *width = lw * f;
+  *height = lh * f;
+  if (!ws && !hs)
+    return;
+  if (ws && hs
+      && g_ascii_string_to_signed (ws, 10, 1, (gint64) lw * f, &w, NULL)
+      && g_ascii_string_to_signed (hs, 10, 1, (gint64) lh * f, &h, NULL)
+      && vae_padded_size ((int) w, f) == lw * f
+      && vae_padded_size ((int) h, f) == lh * f) {
+    *width = (int) w;
+    *height = (int) h;
+    return;
+  }
+  g_printerr ("vae-tool: warning: ignoring width/height metadata (%s x %s) that does "
+              "not fit %dx%d latents at spatial factor %d; writing %dx%d\n",
+              ws ? ws : "none", hs ? hs : "none", lw, lh, f, *width, *height);
+}
+
+static gboolean
+cmd_decode (int argc, char **argv, GError **error)
+{
+  ToolOptions o = { 0 };
+  GOptionEntry entries[] = {
+    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
+      "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
+    { "input", 'i', 0, G_OPTION_ARG_FILENAME, &o.input,
+      "Input latents (safetensors with tensor 'latents')", "Z.safetensors" },
+    { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
+      "Output image (PNG); several frames: OUT_0000.png, OUT_0001.png, ...", "OUT.png" },
+    ENGINE_ENTRIES (&o),
+    { NULL }
+  };
+  g_autoptr (GOptionContext) ctx =
+      g_option_context_new ("--model PATH --input Z.safetensors --output OUT.png");
+  g_option_context_set_summary (ctx,
+      "Decodes diffusion-space latents to 8-bit RGB PNG.\n"
+      "Reads tensor 'latents', [N,C,h,w] or [C,h,w], F32, F16 or BF16; C must be\n"
+      "the model's latent channel count.  The model's scaling and shift factors\n"
+      "are used (the file's are ignored).  The image is cropped to the file's\n"
+      "'width'/'height' metadata when present and valid.  With N > 1 frames,\n"
+      "each frame goes to OUT with its number before the extension:\n"
+      "out.png -> out_0000.png, out_0001.png, ...");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+
+  gboolean ok = FALSE;
+  g_autoptr (VaeModel) model = NULL;
+  g_autoptr (VaeEngine) engine = NULL;
+  g_autoptr (VaeSafetensors) st = NULL;
+  g_autofree float *z = NULL, *dec_in = NULL, *pixels = NULL;
+  g_autofree guint8 *rgb = NULL;
+  VaeEngineOptions eo;
+
+  if (!parse_args (ctx, "decode", &argc, &argv, error)
+      || !require (o.model, "decode", "model", error)
+      || !require (o.input, "decode", "input", error)
+      || !require (o.output, "decode", "output", error)
+      || !engine_options_from (&o, &eo, error))
+    goto out;
+
+  model = load_model (o.model, error);
+  if (!model)
+    goto out;
+  if (!model->decoder) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "%s: model '%s' has no decoder", o.model, model->name);
+    goto out;
+  }
+  st = vae_safetensors_open (o.input, error);
+  if (!st)
+    goto out;
+  const VaeTensorView *t = vae_safetensors_lookup (st, "latents");
+  if (!t) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT, "%s: no tensor 'latents'", o.input);
+    goto out;
+  }
+  if (t->dtype != VAE_DTYPE_F32 && t->dtype != VAE_DTYPE_F16 && t->dtype != VAE_DTYPE_BF16) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
+                 "%s: tensor 'latents' has dtype %s; F32, F16 or BF16 is needed", o.input,
+                 vae_dtype_name (t->dtype));
+    goto out;
+  }
+  if (t->ndim != 3 && t->ndim != 4) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
+                 "%s: tensor 'latents' has %d dimensions; [N,C,h,w] or [C,h,w] is needed",
+                 o.input, t->ndim);
+    goto out;
+  }
+  /* s: [N, C, h, w], N = 1 for a [C, h, w] tensor. */
+  gint64 s[4] = { 1, 0, 0, 0 };
+  for (int i = 0; i < t->ndim; i++)
+    s[4 - t->ndim + i] = t->shape[i];
+  const gint64 n64 = s[0];
+  const int f = model->spatial_factor;
+  if (s[1] != model->latent_channels) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
+                 "%s: latents have %" G_GINT64_FORMAT " channels but model '%s' takes %d",
+                 o.input, s[1], model->name, model->latent_channels);
+    goto out;
+  }
+  if (n64 < 1 || s[2] < 1 || s[3] < 1 || n64 > 1000000
+      || s[2] > MAX_IMAGE_SIDE / f || s[3] > MAX_IMAGE_SIDE / f) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
+                 "%s: latents of %" G_GINT64_FORMAT " frames of %" G_GINT64_FORMAT "x%"
+                 G_GINT64_FORMAT " cannot be decoded (empty, or larger than %d pixels "
+                 "a side)", o.input, n64, s[3], s[2], MAX_IMAGE_SIDE);
+    goto out;
+  }
+  const int n = (int) n64, c = (int) s[1], lh = (int) s[2], lw = (int) s[3];
+  const int oh = lh * f, ow = lw * f;
+  const int out_c = vae_engine_output_channels (model, VAE_DIRECTION_DECODE);
+  if (out_c != 3) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "%s: decoder gives %d channels; only RGB (3) can be written as PNG",
+                 o.model, out_c);
+    goto out;
+  }
+  int width, height;
+  crop_size (st, f, lh, lw, &width, &height);
+
+  const gsize frame_latent = (gsize) c * lh * lw;
+  const gsize frame_pixels = (gsize) 3 * oh * ow;
+  z = g_try_new (float, frame_latent * n);
+  dec_in = g_try_new (float, frame_latent * n);
+  if (!z || !dec_in) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT, "%s: out of memory", o.input);
+    goto out;
+  }
+  if (!vae_tensor_view_to_f32 (t, z, error))
+    goto out;
+  vae_latents_to_decoder (z, frame_latent * n, model->scaling_factor,
+                          model->shift_factor, dec_in);
+
+  engine = vae_engine_new (backend_of (&o), model, &eo, error);
+  if (!engine)
+    goto out;
+  const int chunk = CLAMP (vae_engine_preferred_batch (engine), 1, n);
+  pixels = g_try_new (float, frame_pixels * chunk);
+  rgb = g_try_new (guint8, (gsize) width * height * 3);
+  if (!pixels || !rgb) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "%s: out of memory for %dx%d frames", o.input, ow, oh);
+    goto out;
+  }
+
+  for (int first = 0; first < n; first += chunk) {
+    const int m = MIN (chunk, n - first);
+    VaeBatch batch = { VAE_DIRECTION_DECODE, m, lh, lw, dec_in + frame_latent * first,
+                       pixels, NULL, NULL };
+    if (!vae_engine_run (engine, &batch, error))
+      goto out;
+    for (int i = 0; i < m; i++) {
+      vae_pixels_to_rgb8 (model, pixels + frame_pixels * i, oh, ow, rgb, width, height,
+                          width * 3, 3);
+      g_autofree char *path = n > 1 ? frame_path (o.output, first + i)
+                                    : g_strdup (o.output);
+      if (!vae_png_write_rgb8 (path, rgb, width, height, width * 3, error))
+        goto out;
+    }
+  }
+  ok = TRUE;
+
+out:
+  tool_options_clear (&o);
+  return ok;
+}
+
+/* ---- bench ---- */
+
+static int
+compare_doubles (const void *a, const void *b)
+{
+  double x = *(const double *) a, y = *(const double *) b;
+  return x < y ? -1 : x > y;
+}
+
+static gboolean
+cmd_bench (int argc, char **argv, GError **error)
+{
+  ToolOptions o = { .batch = 1, .runs = 3 };
+  GOptionEntry entries[] = {
+    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
+      "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
+    { "op", 0, 0, G_OPTION_ARG_STRING, &o.op, "What to time: encode or decode",
+      "encode|decode" },
+    { "width", 'W', 0, G_OPTION_ARG_INT, &o.width, "Image width in pixels", "W" },
+    { "height", 'H', 0, G_OPTION_ARG_INT, &o.height, "Image height in pixels", "H" },
+    { "batch", 'n', 0, G_OPTION_ARG_INT, &o.batch, "Frames per batch (default 1)", "N" },
+    { "runs", 'r', 0, G_OPTION_ARG_INT, &o.runs, "Timed runs (default 3)", "R" },
+    ENGINE_ENTRIES (&o),
+    { NULL }
+  };
+  g_autoptr (GOptionContext) ctx = g_option_context_new (
+      "--model PATH --op encode|decode --width W --height H");
+  g_option_context_set_summary (ctx,
+      "Times the engine on random input (fixed seed): one warm-up run, then R\n"
+      "timed runs of a batch of N frames of W x H pixels (decode: the latents of\n"
+      "such frames).  Prints one line per run, then the throughput from the\n"
+      "graph's multiply-accumulates, and as its last line median_s=<seconds per\n"
+      "batch>.");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+
+  gboolean ok = FALSE;
+  g_autoptr (VaeModel) model = NULL;
+  g_autoptr (VaeEngine) engine = NULL;
+  g_autoptr (GRand) rng = NULL;
+  g_autofree float *in = NULL, *out = NULL;
+  g_autofree double *times = NULL;
+  VaeEngineOptions eo;
+
+  if (!parse_args (ctx, "bench", &argc, &argv, error)
+      || !require (o.model, "bench", "model", error)
+      || !require (o.op, "bench", "op", error)
+      || !engine_options_from (&o, &eo, error))
+    goto out;
+
+  VaeDirection dir;
+  if (g_str_equal (o.op, "encode"))
+    dir = VAE_DIRECTION_ENCODE;
+  else if (g_str_equal (o.op, "decode"))
+    dir = VAE_DIRECTION_DECODE;
+  else {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "bench: --op '%s' is not known (use encode or decode)", o.op);
+    goto out;
+  }
+  if (o.width < 1 || o.height < 1 || o.width > MAX_IMAGE_SIDE
+      || o.height > MAX_IMAGE_SIDE) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "bench: --width and --height are required, 1 to %d", MAX_IMAGE_SIDE);
+    goto out;
+  }
+  if (o.batch < 1 || o.batch > 4096 || o.runs < 1 || o.runs > 100000) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "bench: --batch must be 1 to 4096 and --runs 1 to 100000");
+    goto out;
+  }
+
+  model = load_model (o.model, error);
+  if (!model)
+    goto out;
+  const VaeGraph *graph = dir == VAE_DIRECTION_ENCODE ? model->encoder : model->decoder;
+  if (!graph) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "%s: model '%s' has no %s",
+                 o.model, model->name, o.op);
+    goto out;
+  }
+
+  const int f = model->spatial_factor;
+  const int ph = vae_padded_size (o.height, f), pw = vae_padded_size (o.width, f);
+  const int lh = ph / f, lw = pw / f;
+  const int in_c = dir == VAE_DIRECTION_ENCODE ? model->image_channels : model->latent_channels;
+  const int bh = dir == VAE_DIRECTION_ENCODE ? ph : lh;
+  const int bw = dir == VAE_DIRECTION_ENCODE ? pw : lw;
+  const int out_c = vae_engine_output_channels (model, dir);
+  const int oh = dir == VAE_DIRECTION_ENCODE ? lh : ph;
+  const int ow = dir == VAE_DIRECTION_ENCODE ? lw : pw;
+  const gsize n_in = (gsize) o.batch * in_c * bh * bw;
+  const gsize n_out = (gsize) o.batch * out_c * oh * ow;
+
+  in = g_try_new (float, n_in);
+  out = g_try_new (float, n_out);
+  times = g_new (double, o.runs);
+  if (!in || !out) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "bench: out of memory for a batch of %d at %dx%d", o.batch, pw, ph);
+    goto out;
+  }
+  rng = g_rand_new_with_seed (BENCH_SEED);
+  const double lo = dir == VAE_DIRECTION_ENCODE ? model->image_min : -1.0;
+  for (gsize i = 0; i < n_in; i++)
+    in[i] = (float) g_rand_double_range (rng, lo, 1.0);
+
+  engine = vae_engine_new (backend_of (&o), model, &eo, error);
+  if (!engine)
+    goto out;
+
+  const double gflop = 2.0 * vae_graph_macs (graph, bh, bw) * o.batch / 1e9;
+  g_print ("bench: model=%s op=%s size=%dx%d (run at %dx%d) batch=%d backend=%s "
+           "threads=%d precision=%s gflop_per_batch=%.3f\n",
+           model->name, o.op, o.width, o.height, pw, ph, o.batch, vae_engine_name (engine),
+           o.threads, precision_name (eo.precision), gflop);
+
+  for (int r = -1; r < o.runs; r++) {
+    VaeBatch batch = { dir, o.batch, bh, bw, in, out, NULL, NULL };
+    gint64 t0 = g_get_monotonic_time ();
+    if (!vae_engine_run (engine, &batch, error))
+      goto out;
+    double s = (g_get_monotonic_time () - t0) / 1e6;
+    if (r < 0) {
+      g_print ("warm-up: %.4f s\n", s);
+    } else {
+      times[r] = s;
+      g_print ("run %d/%d: %.4f s (%.1f GFLOP/s)\n", r + 1, o.runs, s,
+               s > 0 ? gflop / s : 0.0);
+    }
+  }
+  qsort (times, o.runs, sizeof (double), compare_doubles);
+  double median = o.runs % 2 ? times[o.runs / 2]
+                             : 0.5 * (times[o.runs / 2 - 1] + times[o.runs / 2]);
+  g_print ("gflop_per_s=%.1f (median; %.3f GFLOP per batch, %.3f s per frame)\n",
+           median > 0 ? gflop / median : 0.0, gflop, median / o.batch);
+  g_print ("median_s=%.6f\n", median);
+  ok = TRUE;
+
+out:
+  tool_options_clear (&o);
+  return ok;
+}
+
+/* ---- info ---- */
+
+static gboolean
+cmd_info (int argc, char **argv, GError **error)
+{
+  ToolOptions o = { 0 };
+  GOptionEntry entries[] = {
+    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
+      "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
+    { NULL }
+  };
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("--model PATH");
+  g_option_context_set_summary (ctx,
+      "Prints what the loader found: family, layout, levels, channels, spatial\n"
+      "factor, scaling and shift factors, encoder/decoder, parameter count.");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+
+  gboolean ok = FALSE;
+  g_autoptr (VaeModel) model = NULL;
+  g_autofree char *scaling = NULL, *shift = NULL;
+
+  if (!parse_args (ctx, "info", &argc, &argv, error)
+      || !require (o.model, "info", "model", error))
+    goto out;
+  model = load_model (o.model, error);
+  if (!model)
+    goto out;
+
+  GString *ch = g_string_new (NULL);
+  for (int i = 0; i < model->levels && i < VAE_MAX_LEVELS; i++)
+    g_string_append_printf (ch, "%s%d", i ? "," : "", model->block_out_channels[i]);
+  scaling = format_double (model->scaling_factor);
+  shift = format_double (model->shift_factor);
+
+  g_print ("model: %s\n", model->name);
+  g_print ("path: %s\n", model->path);
+  g_print ("family: %s\n", vae_family_name (model->family));
+  g_print ("layout: %s\n", vae_layout_name (model->layout));
+  g_print ("levels: %d\n", model->levels);
+  g_print ("block_out_channels: %s\n", ch->str);
+  if (model->family == VAE_FAMILY_KL) {
+    g_print ("layers_per_block: %d\n", model->layers_per_block);
+    g_print ("norm_groups: %d\n", model->norm_groups);
+    g_print ("quant_conv: %s\n", model->quant_conv ? "yes" : "no");
+    g_print ("post_quant_conv: %s\n", model->post_quant_conv ? "yes" : "no");
+  } else {
+    g_print ("pool_blocks: %s\n", model->has_pool ? "yes" : "no");
+  }
+  g_print ("image_channels: %d\n", model->image_channels);
+  g_print ("latent_channels: %d\n", model->latent_channels);
+  g_print ("spatial_factor: %d\n", model->spatial_factor);
+  g_print ("scaling_factor: %s\n", scaling);
+  g_print ("shift_factor: %s\n", shift);
+  g_print ("image_range: [%g, 1]\n", model->image_min);
+  g_print ("encoder: %s\n", model->encoder ? "yes" : "no");
+  g_print ("decoder: %s\n", model->decoder ? "yes" : "no");
+  g_print ("parameters: %" G_GUINT64_FORMAT " (%.2f M)\n", model->n_params,
+           model->n_params / 1e6);
+  if (model->encoder)
+    g_print ("encoder_gmac_512x512: %.2f\n", vae_graph_macs (model->encoder, 512, 512) / 1e9);
+  if (model->decoder) {
+    int l = 512 / model->spatial_factor;
+    g_print ("decoder_gmac_512x512: %.2f\n", vae_graph_macs (model->decoder, l, l) / 1e9);
+  }
+  g_string_free (ch, TRUE);
+  ok = TRUE;
+
+out:
+  tool_options_clear (&o);
+  return ok;
+}
+
+/* ---- main ---- */
+
+static const struct {
+  const char *name;
+  gboolean (*run) (int argc, char **argv, GError **error);
+  const char *summary;
+} commands[] = {
+  { "encode", cmd_encode, "PNG -> diffusion-space latents (safetensors)" },
+  { "decode", cmd_decode, "latents (safetensors) -> PNG" },
+  { "bench", cmd_bench, "time the engine on random input" },
+  { "info", cmd_info, "describe a model" },
+};
+
+static void
+print_usage (void)
+{
+  g_print ("Usage:\n"
+           "  vae-tool encode --model PATH --input IMG.png --output Z.safetensors "
+           "[--backend cpu] [--threads N] [--precision f32|bf16]\n"
+           "  vae-tool decode --model PATH --input Z.safetensors --output OUT.png "
+           "[--backend cpu] [--threads N] [--precision f32|bf16]\n"
+           "  vae-tool bench --model PATH --op encode|decode --width W --height H "
+           "[--batch N] [--runs R] [--backend cpu] [--threads N] [--precision f32|bf16]\n"
+           "  vae-tool info --model PATH\n\n"
+           "Commands:\n");
+  for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
+    g_print ("  %-8s %s\n", commands[i].name, commands[i].summary);
+  g_print ("\nBackends in this build:");
+  for (const char *const *b = vae_engine_backends (); *b; b++)
+    g_print (" %s", *b);
+  g_print ("\n'vae-tool COMMAND --help' describes a command's options.\n");
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autoptr (GError) error = NULL;
+
+  g_set_prgname ("vae-tool");
+  if (argc < 2) {
+    print_error_line ("no command given (encode, decode, bench or info; see 'vae-tool --help')");
+    return 1;
+  }
+  const char *cmd = argv[1];
+  if (g_str_equal (cmd, "--help") || g_str_equal (cmd, "-h") || g_str_equal (cmd, "help")) {
+    print_usage ();
+    return 0;
+  }
+  if (g_str_equal (cmd, "--version")) {
+    g_print ("vae-tool 0.1.0\n");
+    return 0;
+  }
+  for (guint i = 0; i < G_N_ELEMENTS (commands); i++) {
+    if (!g_str_equal (cmd, commands[i].name))
+      continue;
+    g_autofree char *prgname = g_strdup_printf ("vae-tool %s", cmd);
+    g_set_prgname (prgname);
+    if (commands[i].run (argc - 1, argv + 1, &error))
+      return 0;
+    print_error_line (error ? error->message : "failed without saying why");
+    return 1;
+  }
+  g_autofree char *msg = g_strdup_printf (
+      "unknown command '%s' (encode, decode, bench or info; see 'vae-tool --help')", cmd);
+  print_error_line (msg);
+  return 1;
+}
