@@ -1,4 +1,6 @@
-/* gst-vae CPU engine on oneDNN: float32, multi-threaded through OpenMP.
+/* gst-vae CPU engine on oneDNN: float32 (or bfloat16 activations and
+ * weights with float32 accumulation, the bf16 option), multi-threaded
+ * through OpenMP.
  *
  * Runs each batch synchronously inside submit and keeps one plan per
  * direction: a plan is built the first time a (graph, n, h, w) is seen and
@@ -20,9 +22,9 @@ static gboolean
 onednn_open (VaeEngine *engine, GError **error)
 {
   OnednnEngine *self = (OnednnEngine *) engine;
-  if (engine->options.precision != VAE_PRECISION_F32) {
+  if (engine->options.precision == VAE_PRECISION_F16) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
-                 "the cpu backend runs float32 only");
+                 "the cpu backend runs float32 or bfloat16, not float16");
     return FALSE;
   }
 #ifdef _OPENMP
@@ -51,7 +53,8 @@ onednn_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
   if (!onednn_plan_matches (*plan, graph, batch->n, batch->h, batch->w)) {
     onednn_plan_free (*plan);
     *plan = onednn_plan_new (&self->ctx, graph, batch->n, batch->h, batch->w,
-                             &batch->error);
+                             engine->options.precision == VAE_PRECISION_BF16
+                             ? dnnl_bf16 : dnnl_f32, &batch->error);
   }
   if (*plan)
     onednn_plan_run (&self->ctx, *plan, batch->input, batch->output, &batch->error);

@@ -11,66 +11,86 @@
 
 /* Shifted sums per channel of one image: sum (x - k_c) and sum (x - k_c)^2
  * with k_c the channel's first value, so the variance does not cancel.
- * Rows are summed in float (vectorised), images in double. */
-__attribute__ ((target_clones ("avx512f", "avx2", "default")))
-static void
-channel_sums (const float *x, int n_blocks, int cb, int channels,
-              gint64 s_c, gint64 s_h, gint64 s_w, int h, int w,
-              double *s1, double *s2, float *shift)
-{
-#pragma omp parallel for schedule(static)
-  for (int b = 0; b < n_blocks; b++) {
-    const float *base = x + b * s_c;
-    float k[MAX_BLOCK];
-    double a1[MAX_BLOCK] = { 0 }, a2[MAX_BLOCK] = { 0 };
-    for (int i = 0; i < cb; i++)
-      k[i] = base[i];
-    for (int y = 0; y < h; y++) {
-      float r1[MAX_BLOCK] = { 0 }, r2[MAX_BLOCK] = { 0 };
-      const float *row = base + y * s_h;
-      if (cb == MAX_BLOCK && s_w == MAX_BLOCK) {
-        for (int xx = 0; xx < w; xx++) {
-          const float *p = row + xx * MAX_BLOCK;
-#pragma omp simd
-          for (int i = 0; i < MAX_BLOCK; i++) {
-            float d = p[i] - k[i];
-            r1[i] += d;
-            r2[i] += d * d;
-          }
-        }
-      } else {
-        for (int xx = 0; xx < w; xx++) {
-          const float *p = row + xx * s_w;
-          for (int i = 0; i < cb; i++) {
-            float d = p[i] - k[i];
-            r1[i] += d;
-            r2[i] += d * d;
-          }
-        }
-      }
-      for (int i = 0; i < cb; i++) {
-        a1[i] += r1[i];
-        a2[i] += r2[i];
-      }
-    }
-    for (int i = 0; i < cb; i++) {
-      int c = b * cb + i;
-      if (c < channels) {
-        s1[c] = a1[i];
-        s2[c] = a2[i];
-        shift[c] = k[i];
-      }
-    }
+ * Rows are summed in float (vectorised), images in double.  One copy per
+ * activation type: LOAD widens an element to float. */
+#define DEFINE_CHANNEL_SUMS(NAME, TYPE, LOAD)                                 \
+  __attribute__ ((target_clones ("avx512f", "avx2", "default")))              \
+  static void                                                                 \
+  NAME (const TYPE *x, int n_blocks, int cb, int channels, gint64 s_c,        \
+        gint64 s_h, gint64 s_w, int h, int w, double *s1, double *s2,         \
+        float *shift)                                                         \
+  {                                                                           \
+    _Pragma ("omp parallel for schedule(static)")                             \
+    for (int b = 0; b < n_blocks; b++) {                                      \
+      const TYPE *base = x + b * s_c;                                         \
+      float k[MAX_BLOCK];                                                     \
+      double a1[MAX_BLOCK] = { 0 }, a2[MAX_BLOCK] = { 0 };                    \
+      for (int i = 0; i < cb; i++)                                            \
+        k[i] = LOAD (base[i]);                                                \
+      for (int y = 0; y < h; y++) {                                           \
+        float r1[MAX_BLOCK] = { 0 }, r2[MAX_BLOCK] = { 0 };                   \
+        const TYPE *row = base + y * s_h;                                     \
+        if (cb == MAX_BLOCK && s_w == MAX_BLOCK) {                            \
+          for (int xx = 0; xx < w; xx++) {                                    \
+            const TYPE *p = row + xx * MAX_BLOCK;                             \
+            _Pragma ("omp simd")                                              \
+            for (int i = 0; i < MAX_BLOCK; i++) {                             \
+              float d = LOAD (p[i]) - k[i];                                   \
+              r1[i] += d;                                                     \
+              r2[i] += d * d;                                                 \
+            }                                                                 \
+          }                                                                   \
+        } else {                                                              \
+          for (int xx = 0; xx < w; xx++) {                                    \
+            const TYPE *p = row + xx * s_w;                                   \
+            for (int i = 0; i < cb; i++) {                                    \
+              float d = LOAD (p[i]) - k[i];                                   \
+              r1[i] += d;                                                     \
+              r2[i] += d * d;                                                 \
+            }                                                                 \
+          }                                                                   \
+        }                                                                     \
+        for (int i = 0; i < cb; i++) {                                        \
+          a1[i] += r1[i];                                                     \
+          a2[i] += r2[i];                                                     \
+        }                                                                     \
+      }                                                                       \
+      for (int i = 0; i < cb; i++) {                                          \
+        int c = b * cb + i;                                                   \
+        if (c < channels) {                                                   \
+          s1[c] = a1[i];                                                      \
+          s2[c] = a2[i];                                                      \
+          shift[c] = k[i];                                                    \
+        }                                                                     \
+      }                                                                       \
+    }                                                                         \
   }
+
+static inline float
+load_f32 (float v)
+{
+  return v;
 }
+
+static inline float
+load_bf16 (guint16 v)
+{
+  union { guint32 u; float f; } bits = { .u = (guint32) v << 16 };
+  return bits.f;
+}
+
+DEFINE_CHANNEL_SUMS (channel_sums_f32, float, load_f32)
+DEFINE_CHANNEL_SUMS (channel_sums_bf16, guint16, load_bf16)
 
 OnednnGroupNorm *
 onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
-                       const dnnl_memory_desc_t *md, const float *src, float *dst,
+                       const dnnl_memory_desc_t *md, const dnnl_memory_desc_t *dst_md,
+                       const void *src, void *dst,
                        GError **error)
 {
   const dnnl_blocking_desc_t *blk = &md->format_desc.blocking;
-  if (md->format_kind != dnnl_blocked
+  if ((md->data_type != dnnl_f32 && md->data_type != dnnl_bf16)
+      || md->format_kind != dnnl_blocked
       || !(blk->inner_nblks == 0 || (blk->inner_nblks == 1 && blk->inner_idxs[0] == 1
                                      && blk->inner_blks[0] <= MAX_BLOCK))) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
@@ -95,13 +115,17 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
   gn->image_md = *md;
   gn->image_md.dims[0] = 1;
   gn->image_md.padded_dims[0] = 1;
-  gn->image_elems = dnnl_memory_desc_get_size (&gn->image_md) / sizeof (float);
+  gn->image_bytes = dnnl_memory_desc_get_size (&gn->image_md);
+  gn->image_dst_md = *dst_md;
+  gn->image_dst_md.dims[0] = 1;
+  gn->image_dst_md.padded_dims[0] = 1;
+  gn->image_dst_bytes = dnnl_memory_desc_get_size (&gn->image_dst_md);
   gn->scale = g_aligned_alloc0 (op->in_channels, sizeof (float), 64);
   gn->shift = g_aligned_alloc0 (op->in_channels, sizeof (float), 64);
 
   dnnl_memory_desc_init_by_tag (&vec_md, 4, vd, dnnl_f32, dnnl_abcd);
   DNNL_TRY (dnnl_binary_desc_init (&desc, dnnl_binary_mul, &gn->image_md, &vec_md,
-                                   &gn->image_md), "binary", op->name);
+                                   &gn->image_dst_md), "binary", op->name);
   DNNL_TRY (dnnl_primitive_attr_create (&attr), "attributes", op->name);
   DNNL_TRY (dnnl_post_ops_create (&po), "post-ops", op->name);
   DNNL_TRY (dnnl_post_ops_append_binary (po, dnnl_binary_add, &vec_md), "add post-op", op->name);
@@ -112,7 +136,7 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
             "group norm apply", op->name);
   DNNL_TRY (dnnl_primitive_create (&gn->apply.prim, pd), "group norm apply", op->name);
   DNNL_TRY (dnnl_memory_create (&gn->src_mem, &gn->image_md, ctx->engine, NULL), "memory", op->name);
-  DNNL_TRY (dnnl_memory_create (&gn->dst_mem, &gn->image_md, ctx->engine, NULL), "memory", op->name);
+  DNNL_TRY (dnnl_memory_create (&gn->dst_mem, &gn->image_dst_md, ctx->engine, NULL), "memory", op->name);
   DNNL_TRY (dnnl_memory_create (&scale_mem, &vec_md, ctx->engine, gn->scale), "memory", op->name);
   DNNL_TRY (dnnl_memory_create (&shift_mem, &vec_md, ctx->engine, gn->shift), "memory", op->name);
   gn->apply.args[0] = (dnnl_exec_arg_t) { DNNL_ARG_SRC_0, gn->src_mem };
@@ -157,9 +181,13 @@ onednn_group_norm_run (const OnednnCtx *ctx, OnednnGroupNorm *gn, GError **error
   g_autofree float *k = g_new (float, channels);
 
   for (int n = 0; n < gn->n; n++) {
-    const float *x = gn->src + n * gn->image_elems;
-    channel_sums (x, n_blocks, cb, channels, blk->strides[1], blk->strides[2],
-                  blk->strides[3], gn->h, gn->w, s1, s2, k);
+    const guint8 *x = gn->src + n * gn->image_bytes;
+    if (gn->image_md.data_type == dnnl_bf16)
+      channel_sums_bf16 ((const guint16 *) x, n_blocks, cb, channels, blk->strides[1],
+                         blk->strides[2], blk->strides[3], gn->h, gn->w, s1, s2, k);
+    else
+      channel_sums_f32 ((const float *) x, n_blocks, cb, channels, blk->strides[1],
+                        blk->strides[2], blk->strides[3], gn->h, gn->w, s1, s2, k);
     for (int g = 0; g < op->groups; g++) {
       double sum = 0, sumsq = 0, count = hw * per_group;
       for (int c = g * per_group; c < (g + 1) * per_group; c++) {
@@ -176,7 +204,7 @@ onednn_group_norm_run (const OnednnCtx *ctx, OnednnGroupNorm *gn, GError **error
       }
     }
     dnnl_memory_set_data_handle (gn->src_mem, (void *) x);
-    dnnl_memory_set_data_handle (gn->dst_mem, gn->dst + n * gn->image_elems);
+    dnnl_memory_set_data_handle (gn->dst_mem, gn->dst + n * gn->image_dst_bytes);
     if (!onednn_prim_run (ctx, &gn->apply, op->name, error))
       return FALSE;
   }

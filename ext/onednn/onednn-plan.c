@@ -1,6 +1,12 @@
 /* gst-vae CPU engine: turns a graph at one batch shape into a list of
  * oneDNN steps over buffers allocated once.
  *
+ * bf16 option: weights and convolution inputs are bfloat16, accumulation
+ * and everything else (the residual stream, normalisation statistics,
+ * attention) float32.  A value is stored as bf16 only when convolutions
+ * (or an upsample feeding one) are its only readers; a float32 value that
+ * a convolution reads gets a bf16 shadow copy, cast once.
+ *
  * Activations stay in the layout each convolution prefers (nChw16c on
  * AVX-512) from the first op to the last; only the graph's input and output
  * are plain NCHW.  Bias, residual adds (sum post-op) and activations are
@@ -13,25 +19,30 @@ typedef struct {
   dnnl_memory_desc_t md;
   int buffer;                  /* index into plan->buffers, -1 for the input */
   int last_use;                /* op index of the last read */
+  int shadow;                  /* bf16 copy read by convolutions, or -1 */
+  gboolean cast_done;          /* the shadow's cast step is emitted */
   dnnl_memory_t mem;
 } PlanValue;
 
 typedef struct {
   gsize size;
   gboolean busy;
-  float *data;
+  void *data;
 } PlanBuffer;
 
 struct _OnednnPlan {
   const VaeGraph *graph;
   int n, h, w;
-  PlanValue *values;
+  dnnl_data_type_t dt;         /* activations */
+  PlanValue *values;           /* the graph's values, then shadows */
   guint n_values;
   GArray *buffers;             /* PlanBuffer */
   GArray *steps;               /* OnednnStep */
   GPtrArray *owned;            /* reordered weights, g_aligned_free'd */
   dnnl_memory_desc_t in_md, out_md;
+  dnnl_memory_t in_mem;        /* user input when it needs a cast, else NULL */
   dnnl_memory_t out_mem;       /* user output, handle set per run */
+  OnednnPrim from_input;       /* float32 input -> activation type */
   OnednnPrim to_output;
 };
 
@@ -92,10 +103,10 @@ fail:
 }
 
 static void
-md_plain (dnnl_memory_desc_t *md, int n, int c, int h, int w, dnnl_format_tag_t tag)
+md_plain (dnnl_memory_desc_t *md, int n, int c, int h, int w, dnnl_data_type_t dt)
 {
   dnnl_dims_t dims = { n, c, h, w };
-  dnnl_memory_desc_init_by_tag (md, 4, dims, dnnl_f32, tag);
+  dnnl_memory_desc_init_by_tag (md, 4, dims, dt, dnnl_nchw);
 }
 
 dnnl_status_t
@@ -110,7 +121,8 @@ onednn_append_activation (dnnl_post_ops_t po, VaeActivation act)
  * layout oneDNN prefers for this source, bias/residual/act fused. */
 static gboolean
 conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md,
-         int n, int oh, int ow, dnnl_primitive_desc_t *pd, GError **error)
+         int n, int oh, int ow, dnnl_data_type_t dt, dnnl_primitive_desc_t *pd,
+         GError **error)
 {
   dnnl_memory_desc_t w_md, b_md, d_md;
   dnnl_dims_t wd = { op->out_channels, op->in_channels, op->kernel, op->kernel };
@@ -124,9 +136,9 @@ conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md
   dnnl_post_ops_t po = NULL;
   gboolean ok = FALSE;
 
-  dnnl_memory_desc_init_by_tag (&w_md, 4, wd, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&w_md, 4, wd, src_md->data_type, dnnl_format_tag_any);
   dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
-  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dt, dnnl_format_tag_any);
   DNNL_TRY (dnnl_convolution_forward_desc_init (&desc, dnnl_forward_inference,
               dnnl_convolution_direct, src_md, &w_md, op->bias ? &b_md : NULL,
               &d_md, strides, pad_l, pad_r), "convolution descriptor", op->name);
@@ -155,7 +167,7 @@ upsample_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *sr
   dnnl_resampling_desc_t desc;
   dnnl_memory_desc_t d_md;
   dnnl_dims_t dd = { n, op->out_channels, oh, ow };
-  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dnnl_f32, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, src_md->data_type, dnnl_format_tag_any);
   DNNL_TRY (dnnl_resampling_forward_desc_init (&desc, dnnl_forward_inference,
               dnnl_resampling_nearest, NULL, src_md, &d_md), "resampling", op->name);
   DNNL_TRY (dnnl_primitive_desc_create (pd, &desc, NULL, ctx->engine, NULL),
@@ -219,6 +231,24 @@ take_buffer (OnednnPlan *plan, gsize size)
   return best;
 }
 
+/* With the bf16 option, the convolutions that see raw pixels or latents (few
+ * input channels, little work) and the one that writes the result stay
+ * float32: they cost little and decide much of the accuracy. */
+static gboolean
+conv_runs_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt)
+{
+  return dt != dnnl_f32 && op->kind == VAE_OP_CONV2D && op->in_channels >= 16
+      && op->out != g->output;
+}
+
+/* The value a convolution reads: the shadow copy when there is one. */
+static int
+conv_src (const OnednnPlan *plan, const VaeOp *op)
+{
+  int s = plan->values[op->in].shadow;
+  return op->kind == VAE_OP_CONV2D && s >= 0 ? s : op->in;
+}
+
 static int
 inplace_candidate (const OnednnPlan *plan, const VaeOp *op, guint i)
 {
@@ -230,7 +260,7 @@ inplace_candidate (const OnednnPlan *plan, const VaeOp *op, guint i)
     case VAE_OP_ATTENTION: cand = op->in; break;
     default: break;
   }
-  if (cand <= 0 || plan->values[cand].last_use != (int) i)
+  if (cand < 0 || plan->values[cand].buffer < 0 || plan->values[cand].last_use != (int) i)
     return -1;
   if (!dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
     return -1;
@@ -245,26 +275,33 @@ assign_buffers (OnednnPlan *plan)
     plan->values[v].last_use = -1;
   for (guint i = 0; i < g->ops->len; i++) {
     const VaeOp *op = vae_graph_op (g, i);
-    int reads[4] = { op->in, op->in2, op->in3, op->residual };
-    for (int r = 0; r < 4; r++)
+    int reads[5] = { op->in, op->in2, op->in3, op->residual, conv_src (plan, op) };
+    for (int r = 0; r < 5; r++)
       if (reads[r] >= 0)
         plan->values[reads[r]].last_use = i;
   }
   plan->values[g->output].last_use = G_MAXINT;
-  plan->values[0].buffer = -1;
+  /* The input is the caller's buffer, unless it is cast to the activation
+   * type first: then it is ours, and reusable once read. */
+  plan->values[0].buffer = plan->in_mem
+      ? take_buffer (plan, dnnl_memory_desc_get_size (&plan->values[0].md)) : -1;
 
   for (guint i = 0; i < g->ops->len; i++) {
     const VaeOp *op = vae_graph_op (g, i);
     PlanValue *out = &plan->values[op->out];
+    int src = conv_src (plan, op);
+    if (src != op->in && plan->values[src].buffer < 0)
+      plan->values[src].buffer = take_buffer (plan, dnnl_memory_desc_get_size (&plan->values[src].md));
     int cand = inplace_candidate (plan, op, i);
     if (cand > 0)
       out->buffer = plan->values[cand].buffer;
     else
       out->buffer = take_buffer (plan, dnnl_memory_desc_get_size (&out->md));
-    int reads[4] = { op->in, op->in2, op->in3, op->residual };
-    for (int r = 0; r < 4; r++) {
+    int reads[5] = { op->in, op->in2, op->in3, op->residual, src != op->in ? src : -1 };
+    for (int r = 0; r < 5; r++) {
       int v = reads[r];
-      if (v <= 0 || plan->values[v].last_use != (int) i || v == cand)
+      if (v < 0 || plan->values[v].buffer < 0 || plan->values[v].last_use != (int) i
+          || v == cand)
         continue;
       /* The same value may be read twice by one op: release it once. */
       plan->values[v].last_use = -2;
@@ -281,7 +318,7 @@ onednn_plan_matches (const OnednnPlan *plan, const VaeGraph *graph, int n, int h
 
 OnednnPlan *
 onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
-                 GError **error)
+                 dnnl_data_type_t dt, GError **error)
 {
   OnednnPlan *plan = g_new0 (OnednnPlan, 1);
   guint n_ops = graph->ops->len;
@@ -293,16 +330,39 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   plan->n = n;
   plan->h = h;
   plan->w = w;
+  plan->dt = dt;
   plan->n_values = graph->values->len;
-  plan->values = g_new0 (PlanValue, plan->n_values);
+  /* Room for one shadow per value. */
+  plan->values = g_new0 (PlanValue, 2 * plan->n_values);
+  for (guint v = 0; v < 2 * plan->n_values; v++)
+    plan->values[v].shadow = plan->values[v].buffer = -1;
+  g_autofree gboolean *conv_only = g_new0 (gboolean, plan->n_values);
+  if (dt != dnnl_f32) {
+    /* A value is bf16 when only convolutions (or upsamples) read it. */
+    for (guint v = 0; v < plan->n_values; v++)
+      conv_only[v] = (int) v != graph->output;
+    for (guint i = 0; i < n_ops; i++) {
+      const VaeOp *op = vae_graph_op (graph, i);
+      if (op->kind == VAE_OP_CONV2D ? !conv_runs_bf16 (graph, op, dt)
+          : op->kind != VAE_OP_UPSAMPLE2X)
+        conv_only[op->in] = FALSE;
+      if (op->in2 >= 0) conv_only[op->in2] = FALSE;
+      if (op->in3 >= 0) conv_only[op->in3] = FALSE;
+      if (op->residual >= 0) conv_only[op->residual] = FALSE;
+    }
+  }
   plan->buffers = g_array_new (FALSE, TRUE, sizeof (PlanBuffer));
   plan->steps = g_array_new (FALSE, TRUE, sizeof (OnednnStep));
   plan->owned = g_ptr_array_new_with_free_func (g_aligned_free);
   vae_graph_infer_sizes (graph, h, w, hs, ws);
 
   /* Pass 1: every value's layout, from the primitive that writes it. */
-  md_plain (&plan->in_md, n, vae_graph_channels (graph, 0), h, w, dnnl_nchw);
-  plan->values[0].md = plan->in_md;
+  md_plain (&plan->in_md, n, vae_graph_channels (graph, 0), h, w, dnnl_f32);
+  md_plain (&plan->values[0].md, n, vae_graph_channels (graph, 0), h, w,
+            conv_only[0] ? dt : dnnl_f32);
+  if (conv_only[0])
+    DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
+              "memory", "input");
   for (guint i = 0; i < n_ops; i++) {
     const VaeOp *op = vae_graph_op (graph, i);
     const dnnl_memory_desc_t *src_md = &plan->values[op->in].md;
@@ -314,9 +374,27 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
     }
     switch (op->kind) {
       case VAE_OP_CONV2D:
-        if (!conv_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], &pds[i], error))
+      {
+        gboolean bf16 = conv_runs_bf16 (graph, op, dt);
+        dnnl_data_type_t want = bf16 ? dt : dnnl_f32;
+        if (src_md->data_type != want) {
+          PlanValue *in = &plan->values[op->in];
+          if (in->shadow < 0) {
+            in->shadow = plan->n_values + op->in;
+            plan->values[in->shadow].md = in->md;
+            plan->values[in->shadow].md.data_type = want;
+          }
+          src_md = &plan->values[in->shadow].md;
+        }
+        if (!conv_pd (ctx, op, src_md, n, hs[op->out], ws[op->out],
+                      bf16 && conv_only[op->out] ? dt : dnnl_f32, &pds[i], error))
           goto fail;
         out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
+        break;
+      }
+      case VAE_OP_GROUP_NORM:
+        out->md = *src_md;
+        out->md.data_type = conv_only[op->out] ? dt : dnnl_f32;
         break;
       case VAE_OP_UPSAMPLE2X:
         if (!upsample_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], &pds[i], error))
@@ -329,7 +407,7 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
     }
   }
   md_plain (&plan->out_md, n, vae_graph_channels (graph, graph->output),
-            hs[graph->output], ws[graph->output], dnnl_nchw);
+            hs[graph->output], ws[graph->output], dnnl_f32);
 
   /* Pass 2: buffers, reused once a value is dead. */
   assign_buffers (plan);
@@ -338,13 +416,17 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
     /* Touch every page now so runs never pay for fresh page faults. */
     buf->data = g_aligned_alloc0 (1, buf->size, 64);
   }
-  DNNL_TRY (dnnl_memory_create (&plan->values[0].mem, &plan->in_md, ctx->engine, NULL),
-            "memory", "input");
-  for (guint v = 1; v < plan->n_values; v++) {
+  for (guint v = 0; v < 2 * plan->n_values; v++) {
     PlanValue *pv = &plan->values[v];
-    float *data = g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
+    if (v >= plan->n_values && pv->buffer < 0)
+      continue;   /* no shadow */
+    void *data = pv->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
     DNNL_TRY (dnnl_memory_create (&pv->mem, &pv->md, ctx->engine, data), "memory", "value");
   }
+  if (plan->in_mem
+      && !onednn_reorder_init (ctx, &plan->from_input, &plan->in_md, plan->in_mem,
+                               &plan->values[0].md, plan->values[0].mem, "input", error))
+    goto fail;
 
   /* Pass 3: the steps. */
   for (guint i = 0; i < n_ops; i++) {
@@ -393,7 +475,21 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
             dnnl_memory_destroy (bmem);
           goto fail;
         }
-        prim_arg (&step.prim, DNNL_ARG_SRC, in->mem);
+        PlanValue *src = &plan->values[conv_src (plan, op)];
+        if (src != in && !in->cast_done) {
+          OnednnStep cast = { STEP_PRIM, op };
+          if (!onednn_reorder_init (ctx, &cast.prim, &in->md, in->mem, &src->md,
+                                    src->mem, op->name, error)) {
+            dnnl_memory_destroy (wmem);
+            if (bmem)
+              dnnl_memory_destroy (bmem);
+            onednn_prim_clear (&step.prim);
+            goto fail;
+          }
+          g_array_append_val (plan->steps, cast);
+          in->cast_done = TRUE;
+        }
+        prim_arg (&step.prim, DNNL_ARG_SRC, src->mem);
         prim_arg (&step.prim, DNNL_ARG_WEIGHTS, wmem);
         if (bmem)
           prim_arg (&step.prim, DNNL_ARG_BIAS, bmem);
@@ -409,15 +505,15 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
         g_array_append_val (plan->steps, step);
         break;
       case VAE_OP_GROUP_NORM: {
-        float *src = op->in == 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, in->buffer).data;
-        float *dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
+        void *src = in->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, in->buffer).data;
+        void *dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
         if (!src) {
           g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                        "group norm '%s' on the graph input is not supported", op->name);
           goto fail;
         }
         step.kind = STEP_GROUP_NORM;
-        step.gn = onednn_group_norm_new (ctx, op, &in->md, src, dst, error);
+        step.gn = onednn_group_norm_new (ctx, op, &in->md, &out->md, src, dst, error);
         if (!step.gn)
           goto fail;
         g_array_append_val (plan->steps, step);
@@ -488,7 +584,13 @@ onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
   double times[5] = { 0 }, start = g_get_monotonic_time () / 1e6;
   if (profile < 0)
     profile = g_strcmp0 (g_getenv ("VAE_ONEDNN_PROFILE"), "1") == 0;
-  dnnl_memory_set_data_handle (plan->values[0].mem, (void *) input);
+  if (plan->in_mem) {
+    dnnl_memory_set_data_handle (plan->in_mem, (void *) input);
+    if (!onednn_prim_run (ctx, &plan->from_input, "input", error))
+      return FALSE;
+  } else {
+    dnnl_memory_set_data_handle (plan->values[0].mem, (void *) input);
+  }
   dnnl_memory_set_data_handle (plan->out_mem, output);
   for (guint i = 0; i < plan->steps->len; i++) {
     OnednnStep *s = &g_array_index (plan->steps, OnednnStep, i);
@@ -533,10 +635,13 @@ onednn_plan_free (OnednnPlan *plan)
     g_array_unref (plan->steps);
   }
   onednn_prim_clear (&plan->to_output);
+  onednn_prim_clear (&plan->from_input);
+  if (plan->in_mem)
+    dnnl_memory_destroy (plan->in_mem);
   if (plan->out_mem)
     dnnl_memory_destroy (plan->out_mem);
-  for (guint v = 0; v < plan->n_values; v++)
-    if (plan->values[v].mem)
+  for (guint v = 0; v < 2 * plan->n_values; v++)
+    if (plan->values && plan->values[v].mem)
       dnnl_memory_destroy (plan->values[v].mem);
   g_free (plan->values);
   if (plan->buffers) {

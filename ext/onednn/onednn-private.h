@@ -36,10 +36,11 @@ typedef struct {
  * per image because a and b differ per image. */
 typedef struct {
   const VaeOp *op;
-  const float *src;            /* value buffers, set at plan time */
-  float *dst;
-  dnnl_memory_desc_t image_md; /* the value's layout, batch 1 */
-  gsize image_elems;           /* elements per image, padding included */
+  const guint8 *src;           /* value buffers, set at plan time */
+  guint8 *dst;
+  dnnl_memory_desc_t image_md; /* the input's layout, batch 1 */
+  dnnl_memory_desc_t image_dst_md;  /* the output's (may differ in type) */
+  gsize image_bytes, image_dst_bytes;   /* per image, padding included */
   int n, h, w;
   float *scale, *shift;        /* [C] for the image in flight */
   OnednnPrim apply;            /* binary mul + add + act over one image */
@@ -84,7 +85,8 @@ gboolean onednn_reorder_init (const OnednnCtx *ctx, OnednnPrim *p,
 
 OnednnGroupNorm *onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
                                         const dnnl_memory_desc_t *md,
-                                        const float *src, float *dst, GError **error);
+                                        const dnnl_memory_desc_t *dst_md,
+                                        const void *src, void *dst, GError **error);
 gboolean onednn_group_norm_run (const OnednnCtx *ctx, OnednnGroupNorm *gn, GError **error);
 void onednn_group_norm_free (OnednnGroupNorm *gn);
 
@@ -98,8 +100,10 @@ void onednn_attention_free (OnednnAttention *a);
 
 /* A plan: one graph at one (n, h, w), with its memory allocated once. */
 typedef struct _OnednnPlan OnednnPlan;
+/* DT: the activations' type (f32, or bf16 for the bf16 option); the
+ * graph's input and output stay float32 NCHW. */
 OnednnPlan *onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph,
-                             int n, int h, int w, GError **error);
+                             int n, int h, int w, dnnl_data_type_t dt, GError **error);
 gboolean onednn_plan_matches (const OnednnPlan *plan, const VaeGraph *graph,
                               int n, int h, int w);
 gboolean onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
