@@ -26,6 +26,7 @@ import argparse
 import datetime
 import os
 import platform
+import re
 import shlex
 import statistics
 import subprocess
@@ -199,7 +200,7 @@ def run_cmd(cmd, threads, timeout, verbose):
     if verbose and p.stdout.strip():
         for l in p.stdout.strip().splitlines()[-3:]:
             print("    " + l, file=sys.stderr)
-    return parse_median(p.stdout), wall
+    return parse_median(p.stdout), p.stdout
 
 
 def parse_size(s):
@@ -302,10 +303,14 @@ def main():
                     print(f"== {label} {op} {w}x{h} runs={runs}", file=sys.stderr)
                 if not a.only_torch:
                     cmd = [a.vae_tool, "bench", "--model", path, "--op", op, "--width", str(w), "--height", str(h),
-                           "--batch", "1", "--runs", str(runs), "--backend", "cpu"]
+                           "--batch", "1", "--runs", str(runs), "--backend", "cpu", "--threads", str(a.threads)]
                     if a.precision:
                         cmd += ["--precision", a.precision]
-                    ours, _ = run_cmd(cmd, a.threads, a.timeout, verbose)
+                    ours, out = run_cmd(cmd, a.threads, a.timeout, verbose)
+                    m = re.search(r"gflop_per_batch=([0-9.]+)", out)
+                    if m and abs(float(m.group(1)) - 2 * gmac) > 0.01 * 2 * gmac:
+                        print(f"note: vae-tool counts {float(m.group(1)):.2f} GFLOP per batch, this script "
+                              f"{2 * gmac:.2f} (GFLOP/s columns use the latter)", file=sys.stderr)
                 cmd = [a.python, peer, "bench", "--model", path, "--op", op, "--width", str(w), "--height", str(h),
                        "--batch", "1", "--runs", str(runs), "--warmup", "1", "--threads", str(a.threads)]
                 torch_s, _ = run_cmd(cmd, a.threads, a.timeout, verbose)

@@ -731,6 +731,11 @@ vae_tensor_view_to_f32 (const VaeTensorView *t, float *dst, GError **error)
 
   switch (t->dtype) {
   case VAE_DTYPE_F32:
+#if G_BYTE_ORDER == G_LITTLE_ENDIAN
+    if (n > 0)
+      memcpy (dst, p, (gsize) n * 4);
+    return TRUE;
+#endif
     for (guint64 i = 0; i < n; i++, p += 4) {
       guint32 u = (guint32) p[0] | (guint32) p[1] << 8 | (guint32) p[2] << 16
           | (guint32) p[3] << 24;
