@@ -6,81 +6,136 @@
  * primitive with an add and the activation as post-ops: one JIT pass. */
 #include "onednn-private.h"
 #include <math.h>
+#include <string.h>
 
-#define MAX_BLOCK 16
+/* Where one image's channels live: N_BLOCKS runs of CB channels, run b at
+ * b * S_C, position (y, x) of a run at y * S_H + x * S_W; within a run the
+ * channels are contiguous.  Covers nChw16c (runs are the blocks), nhwc
+ * (runs of 16 adjacent channels) and nchw (runs of one channel). */
+typedef struct {
+  int n_blocks, cb, channels, h, w;
+  gint64 s_c, s_h, s_w;
+} ChannelRuns;
+
+typedef float v16f __attribute__ ((vector_size (64)));
+typedef guint16 v16h __attribute__ ((vector_size (32)));
+typedef guint32 v16u __attribute__ ((vector_size (64)));
+
+static inline v16f
+load16_f32 (const float *p)
+{
+  v16f v;
+  memcpy (&v, p, sizeof v);
+  return v;
+}
+
+static inline v16f
+load16_bf16 (const guint16 *p)
+{
+  v16h h;
+  memcpy (&h, p, sizeof h);
+  v16u u = __builtin_convertvector (h, v16u) << 16;
+  return (v16f) u;
+}
+
+static inline float
+load1_f32 (const float *p)
+{
+  return *p;
+}
+
+static inline float
+load1_bf16 (const guint16 *p)
+{
+  union { guint32 u; float f; } bits = { .u = (guint32) *p << 16 };
+  return bits.f;
+}
 
 /* Shifted sums per channel of one image: sum (x - k_c) and sum (x - k_c)^2
  * with k_c the channel's first value, so the variance does not cancel.
- * Rows are summed in float (vectorised), images in double.  One copy per
- * activation type: LOAD widens an element to float. */
-#define DEFINE_CHANNEL_SUMS(NAME, TYPE, LOAD)                                 \
+ * Rows are summed in float (16 lanes), images in double.  One copy per
+ * activation type; target clones give the wide-vector versions. */
+#define DEFINE_CHANNEL_SUMS(NAME, TYPE, LOAD16, LOAD1)                        \
   __attribute__ ((target_clones ("avx512f", "avx2", "default")))              \
   static void                                                                 \
-  NAME (const TYPE *x, int n_blocks, int cb, int channels, gint64 s_c,        \
-        gint64 s_h, gint64 s_w, int h, int w, double *s1, double *s2,         \
+  NAME (const TYPE *x, const ChannelRuns *r, double *s1, double *s2,          \
         float *shift)                                                         \
   {                                                                           \
     _Pragma ("omp parallel for schedule(static)")                             \
-    for (int b = 0; b < n_blocks; b++) {                                      \
-      const TYPE *base = x + b * s_c;                                         \
-      float k[MAX_BLOCK];                                                     \
-      double a1[MAX_BLOCK] = { 0 }, a2[MAX_BLOCK] = { 0 };                    \
+    for (int b = 0; b < r->n_blocks; b++) {                                   \
+      const TYPE *base = x + b * r->s_c;                                      \
+      int cb = MIN (r->cb, r->channels - b * r->cb);                          \
+      float k[16] = { 0 };                                                    \
+      double a1[16] = { 0 }, a2[16] = { 0 };                                  \
       for (int i = 0; i < cb; i++)                                            \
-        k[i] = LOAD (base[i]);                                                \
-      for (int y = 0; y < h; y++) {                                           \
-        float r1[MAX_BLOCK] = { 0 }, r2[MAX_BLOCK] = { 0 };                   \
-        const TYPE *row = base + y * s_h;                                     \
-        if (cb == MAX_BLOCK && s_w == MAX_BLOCK) {                            \
-          for (int xx = 0; xx < w; xx++) {                                    \
-            const TYPE *p = row + xx * MAX_BLOCK;                             \
-            _Pragma ("omp simd")                                              \
-            for (int i = 0; i < MAX_BLOCK; i++) {                             \
-              float d = LOAD (p[i]) - k[i];                                   \
-              r1[i] += d;                                                     \
-              r2[i] += d * d;                                                 \
-            }                                                                 \
+        k[i] = LOAD1 (base + i);                                              \
+      for (int y = 0; y < r->h; y++) {                                        \
+        const TYPE *row = base + y * r->s_h;                                  \
+        float f1[16], f2[16];                                                 \
+        if (cb == 16) {                                                       \
+          v16f kv, r1 = { 0 }, r2 = { 0 };                                    \
+          memcpy (&kv, k, sizeof kv);                                         \
+          for (int xx = 0; xx < r->w; xx++) {                                 \
+            v16f d = LOAD16 (row + xx * r->s_w) - kv;                         \
+            r1 += d;                                                          \
+            r2 += d * d;                                                      \
           }                                                                   \
+          memcpy (f1, &r1, sizeof f1);                                        \
+          memcpy (f2, &r2, sizeof f2);                                        \
         } else {                                                              \
-          for (int xx = 0; xx < w; xx++) {                                    \
-            const TYPE *p = row + xx * s_w;                                   \
+          for (int i = 0; i < cb; i++)                                        \
+            f1[i] = f2[i] = 0;                                                \
+          for (int xx = 0; xx < r->w; xx++)                                   \
             for (int i = 0; i < cb; i++) {                                    \
-              float d = LOAD (p[i]) - k[i];                                   \
-              r1[i] += d;                                                     \
-              r2[i] += d * d;                                                 \
+              float d = LOAD1 (row + xx * r->s_w + i) - k[i];                 \
+              f1[i] += d;                                                     \
+              f2[i] += d * d;                                                 \
             }                                                                 \
-          }                                                                   \
         }                                                                     \
         for (int i = 0; i < cb; i++) {                                        \
-          a1[i] += r1[i];                                                     \
-          a2[i] += r2[i];                                                     \
+          a1[i] += f1[i];                                                     \
+          a2[i] += f2[i];                                                     \
         }                                                                     \
       }                                                                       \
       for (int i = 0; i < cb; i++) {                                          \
-        int c = b * cb + i;                                                   \
-        if (c < channels) {                                                   \
-          s1[c] = a1[i];                                                      \
-          s2[c] = a2[i];                                                      \
-          shift[c] = k[i];                                                    \
-        }                                                                     \
+        s1[b * r->cb + i] = a1[i];                                            \
+        s2[b * r->cb + i] = a2[i];                                            \
+        shift[b * r->cb + i] = k[i];                                          \
       }                                                                       \
     }                                                                         \
   }
 
-static inline float
-load_f32 (float v)
-{
-  return v;
-}
+DEFINE_CHANNEL_SUMS (channel_sums_f32, float, load16_f32, load1_f32)
+DEFINE_CHANNEL_SUMS (channel_sums_bf16, guint16, load16_bf16, load1_bf16)
 
-static inline float
-load_bf16 (guint16 v)
+/* The channel runs of a layout, or FALSE for one we do not read. */
+static gboolean
+channel_runs (const dnnl_memory_desc_t *md, ChannelRuns *r)
 {
-  union { guint32 u; float f; } bits = { .u = (guint32) v << 16 };
-  return bits.f;
+  const dnnl_blocking_desc_t *blk = &md->format_desc.blocking;
+  r->channels = md->dims[1];
+  r->h = md->dims[2];
+  r->w = md->dims[3];
+  r->s_h = blk->strides[2];
+  r->s_w = blk->strides[3];
+  if (md->format_kind != dnnl_blocked
+      || (md->data_type != dnnl_f32 && md->data_type != dnnl_bf16))
+    return FALSE;
+  if (blk->inner_nblks == 1 && blk->inner_idxs[0] == 1 && blk->inner_blks[0] <= 16) {
+    r->cb = blk->inner_blks[0];               /* nChw16c, nChw8c */
+    r->s_c = blk->strides[1];
+  } else if (blk->inner_nblks == 0 && blk->strides[1] == 1) {
+    r->cb = MIN (16, r->channels);            /* nhwc */
+    r->s_c = r->cb;
+  } else if (blk->inner_nblks == 0) {
+    r->cb = 1;                                /* nchw and other plain */
+    r->s_c = blk->strides[1];
+  } else {
+    return FALSE;
+  }
+  r->n_blocks = (r->channels + r->cb - 1) / r->cb;
+  return TRUE;
 }
-
-DEFINE_CHANNEL_SUMS (channel_sums_f32, float, load_f32)
-DEFINE_CHANNEL_SUMS (channel_sums_bf16, guint16, load_bf16)
 
 OnednnGroupNorm *
 onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
@@ -88,11 +143,8 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
                        const void *src, void *dst,
                        GError **error)
 {
-  const dnnl_blocking_desc_t *blk = &md->format_desc.blocking;
-  if ((md->data_type != dnnl_f32 && md->data_type != dnnl_bf16)
-      || md->format_kind != dnnl_blocked
-      || !(blk->inner_nblks == 0 || (blk->inner_nblks == 1 && blk->inner_idxs[0] == 1
-                                     && blk->inner_blks[0] <= MAX_BLOCK))) {
+  ChannelRuns runs;
+  if (!channel_runs (md, &runs)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                  "group norm '%s': activation layout not supported", op->name);
     return NULL;
@@ -170,10 +222,9 @@ gboolean
 onednn_group_norm_run (const OnednnCtx *ctx, OnednnGroupNorm *gn, GError **error)
 {
   const VaeOp *op = gn->op;
-  const dnnl_blocking_desc_t *blk = &gn->image_md.format_desc.blocking;
   int channels = op->in_channels;
-  int cb = blk->inner_nblks ? (int) blk->inner_blks[0] : 1;
-  int n_blocks = (channels + cb - 1) / cb;
+  ChannelRuns runs;
+  channel_runs (&gn->image_md, &runs);
   int per_group = channels / op->groups;
   double hw = (double) gn->h * gn->w;
   g_autofree double *s1 = g_new (double, channels);
@@ -183,11 +234,9 @@ onednn_group_norm_run (const OnednnCtx *ctx, OnednnGroupNorm *gn, GError **error
   for (int n = 0; n < gn->n; n++) {
     const guint8 *x = gn->src + n * gn->image_bytes;
     if (gn->image_md.data_type == dnnl_bf16)
-      channel_sums_bf16 ((const guint16 *) x, n_blocks, cb, channels, blk->strides[1],
-                         blk->strides[2], blk->strides[3], gn->h, gn->w, s1, s2, k);
+      channel_sums_bf16 ((const guint16 *) x, &runs, s1, s2, k);
     else
-      channel_sums_f32 ((const float *) x, n_blocks, cb, channels, blk->strides[1],
-                        blk->strides[2], blk->strides[3], gn->h, gn->w, s1, s2, k);
+      channel_sums_f32 ((const float *) x, &runs, s1, s2, k);
     for (int g = 0; g < op->groups; g++) {
       double sum = 0, sumsq = 0, count = hw * per_group;
       for (int c = g * per_group; c < (g + 1) * per_group; c++) {
