@@ -7,13 +7,17 @@
  * (or an upsample feeding one) are its only readers; a float32 value that
  * a convolution reads gets a bf16 shadow copy, cast once.
  *
- * Activations stay in the layout each convolution prefers (nChw16c on
- * AVX-512) from the first op to the last; only the graph's input and output
- * are plain NCHW.  Bias, residual adds (sum post-op) and activations are
+ * Activations stay in one layout (nhwc, see ACTIVATION_LAYOUT) from the
+ * first op to the last; only the graph's input and output are plain NCHW.  Bias, residual adds (sum post-op) and activations are
  * fused into the convolutions; buffers are reused as soon as a value is
  * dead, and residual adds write in place into the dying residual. */
 #include "onednn-private.h"
 #include <string.h>
+
+/* Every activation is nhwc: oneDNN 2.6's brgemm convolutions prefer it on
+ * AVX-512 machines, its binary primitive (GroupNorm's apply) runs JIT code
+ * on it, and GroupNorm statistics read 16 adjacent channels at a time. */
+#define ACTIVATION_LAYOUT dnnl_nhwc
 
 typedef struct {
   dnnl_memory_desc_t md;
@@ -40,7 +44,7 @@ struct _OnednnPlan {
   GArray *steps;               /* OnednnStep */
   GPtrArray *owned;            /* reordered weights, g_aligned_free'd */
   dnnl_memory_desc_t in_md, out_md;
-  dnnl_memory_t in_mem;        /* user input when it needs a cast, else NULL */
+  dnnl_memory_t in_mem;        /* user input, handle set per run */
   dnnl_memory_t out_mem;       /* user output, handle set per run */
   OnednnPrim from_input;       /* float32 input -> activation type */
   OnednnPrim to_output;
@@ -103,10 +107,11 @@ fail:
 }
 
 static void
-md_plain (dnnl_memory_desc_t *md, int n, int c, int h, int w, dnnl_data_type_t dt)
+md_4d (dnnl_memory_desc_t *md, int n, int c, int h, int w, dnnl_data_type_t dt,
+       dnnl_format_tag_t tag)
 {
   dnnl_dims_t dims = { n, c, h, w };
-  dnnl_memory_desc_init_by_tag (md, 4, dims, dt, dnnl_nchw);
+  dnnl_memory_desc_init_by_tag (md, 4, dims, dt, tag);
 }
 
 dnnl_status_t
@@ -138,7 +143,7 @@ conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md
 
   dnnl_memory_desc_init_by_tag (&w_md, 4, wd, src_md->data_type, dnnl_format_tag_any);
   dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
-  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dt, dnnl_format_tag_any);
+  dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dt, ACTIVATION_LAYOUT);
   DNNL_TRY (dnnl_convolution_forward_desc_init (&desc, dnnl_forward_inference,
               dnnl_convolution_direct, src_md, &w_md, op->bias ? &b_md : NULL,
               &d_md, strides, pad_l, pad_r), "convolution descriptor", op->name);
@@ -357,12 +362,11 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   vae_graph_infer_sizes (graph, h, w, hs, ws);
 
   /* Pass 1: every value's layout, from the primitive that writes it. */
-  md_plain (&plan->in_md, n, vae_graph_channels (graph, 0), h, w, dnnl_f32);
-  md_plain (&plan->values[0].md, n, vae_graph_channels (graph, 0), h, w,
-            conv_only[0] ? dt : dnnl_f32);
-  if (conv_only[0])
-    DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
-              "memory", "input");
+  md_4d (&plan->in_md, n, vae_graph_channels (graph, 0), h, w, dnnl_f32, dnnl_nchw);
+  md_4d (&plan->values[0].md, n, vae_graph_channels (graph, 0), h, w,
+         conv_only[0] ? dt : dnnl_f32, ACTIVATION_LAYOUT);
+  DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
+            "memory", "input");
   for (guint i = 0; i < n_ops; i++) {
     const VaeOp *op = vae_graph_op (graph, i);
     const dnnl_memory_desc_t *src_md = &plan->values[op->in].md;
@@ -406,8 +410,8 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
         break;
     }
   }
-  md_plain (&plan->out_md, n, vae_graph_channels (graph, graph->output),
-            hs[graph->output], ws[graph->output], dnnl_f32);
+  md_4d (&plan->out_md, n, vae_graph_channels (graph, graph->output),
+         hs[graph->output], ws[graph->output], dnnl_f32, dnnl_nchw);
 
   /* Pass 2: buffers, reused once a value is dead. */
   assign_buffers (plan);
