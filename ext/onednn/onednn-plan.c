@@ -36,6 +36,12 @@ typedef struct {
 
 struct _OnednnPlan {
   const VaeGraph *graph;
+  VaeOp *ops;                  /* the graph's ops as this plan runs them */
+  guint n_ops;
+  gboolean *skip;              /* upsamples folded into the next conv */
+  gboolean *upconv;            /* convs that do those upsamples (upconv.c) */
+  guint8 *phases;              /* scratch for the upconvs' phase outputs */
+  GPtrArray *phase_mems;       /* dnnl_memory_t views into it */
   int n, h, w;
   dnnl_data_type_t dt;         /* activations */
   PlanValue *values;           /* the graph's values, then shadows */
@@ -278,21 +284,23 @@ assign_buffers (OnednnPlan *plan)
   const VaeGraph *g = plan->graph;
   for (guint v = 0; v < plan->n_values; v++)
     plan->values[v].last_use = -1;
-  for (guint i = 0; i < g->ops->len; i++) {
-    const VaeOp *op = vae_graph_op (g, i);
+  for (guint i = 0; i < plan->n_ops; i++) {
+    const VaeOp *op = &plan->ops[i];
+    if (plan->skip[i])
+      continue;
     int reads[5] = { op->in, op->in2, op->in3, op->residual, conv_src (plan, op) };
     for (int r = 0; r < 5; r++)
       if (reads[r] >= 0)
         plan->values[reads[r]].last_use = i;
   }
   plan->values[g->output].last_use = G_MAXINT;
-  /* The input is the caller's buffer, unless it is cast to the activation
-   * type first: then it is ours, and reusable once read. */
-  plan->values[0].buffer = plan->in_mem
-      ? take_buffer (plan, dnnl_memory_desc_get_size (&plan->values[0].md)) : -1;
+  /* The input is ours (the caller's is reordered into it), reusable once read. */
+  plan->values[0].buffer = take_buffer (plan, dnnl_memory_desc_get_size (&plan->values[0].md));
 
-  for (guint i = 0; i < g->ops->len; i++) {
-    const VaeOp *op = vae_graph_op (g, i);
+  for (guint i = 0; i < plan->n_ops; i++) {
+    const VaeOp *op = &plan->ops[i];
+    if (plan->skip[i])
+      continue;
     PlanValue *out = &plan->values[op->out];
     int src = conv_src (plan, op);
     if (src != op->in && plan->values[src].buffer < 0)
@@ -315,10 +323,77 @@ assign_buffers (OnednnPlan *plan)
   }
 }
 
+/* A convolution step: weights reordered once into the primitive's layout
+ * (WEIGHT is OIHW float32 with KERNEL x KERNEL taps), bias as is. */
+static gboolean
+conv_step_add (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
+               dnnl_primitive_desc_t pd, const float *weight, int kernel,
+               dnnl_memory_t src, dnnl_memory_t dst, GError **error)
+{
+  const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0);
+  dnnl_memory_desc_t user_w, b_md;
+  dnnl_dims_t wd = { op->out_channels, op->in_channels, kernel, kernel };
+  dnnl_dims_t bd = { op->out_channels };
+  dnnl_memory_t wmem = NULL, bmem = NULL, umem = NULL;
+  OnednnPrim wr = { 0 };
+  OnednnStep step = { STEP_PRIM, op };
+  gboolean ok;
+
+  dnnl_memory_desc_init_by_tag (&user_w, 4, wd, dnnl_f32, dnnl_oihw);
+  dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
+  void *wdata = g_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64);
+  g_ptr_array_add (plan->owned, wdata);
+  ok = dnnl_memory_create (&umem, &user_w, ctx->engine, (void *) weight) == dnnl_success
+      && dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success
+      && (!op->bias || dnnl_memory_create (&bmem, &b_md, ctx->engine, op->bias) == dnnl_success);
+  if (!ok)
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: memory failed for '%s'", op->name);
+  ok = ok && onednn_reorder_init (ctx, &wr, &user_w, umem, w_md, wmem, op->name, error)
+      && onednn_prim_run (ctx, &wr, op->name, error)
+      && prim_from_pd (&step.prim, pd, op->name, error);
+  onednn_prim_clear (&wr);
+  if (umem)
+    dnnl_memory_destroy (umem);
+  if (!ok) {
+    if (wmem)
+      dnnl_memory_destroy (wmem);
+    if (bmem)
+      dnnl_memory_destroy (bmem);
+    return FALSE;
+  }
+  prim_arg (&step.prim, DNNL_ARG_SRC, src);
+  prim_arg (&step.prim, DNNL_ARG_WEIGHTS, wmem);
+  if (bmem)
+    prim_arg (&step.prim, DNNL_ARG_BIAS, bmem);
+  prim_arg (&step.prim, DNNL_ARG_DST, dst);
+  g_array_append_val (plan->steps, step);
+  return TRUE;
+}
+
 gboolean
 onednn_plan_matches (const OnednnPlan *plan, const VaeGraph *graph, int n, int h, int w)
 {
   return plan && plan->graph == graph && plan->n == n && plan->h == h && plan->w == w;
+}
+
+static void
+memory_destroy (gpointer mem)
+{
+  dnnl_memory_destroy (mem);
+}
+
+static void
+free_pds (dnnl_primitive_desc_t *pds, dnnl_primitive_desc_t (*phase_pds)[4], guint n)
+{
+  for (guint i = 0; i < n; i++) {
+    if (pds[i])
+      dnnl_primitive_desc_destroy (pds[i]);
+    for (int p = 0; p < 4; p++)
+      if (phase_pds[i][p])
+        dnnl_primitive_desc_destroy (phase_pds[i][p]);
+  }
+  g_free (pds);
+  g_free (phase_pds);
 }
 
 OnednnPlan *
@@ -328,6 +403,31 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   OnednnPlan *plan = g_new0 (OnednnPlan, 1);
   guint n_ops = graph->ops->len;
   dnnl_primitive_desc_t *pds = g_new0 (dnnl_primitive_desc_t, n_ops);
+  dnnl_primitive_desc_t (*phase_pds)[4] = g_malloc0_n (n_ops, sizeof *phase_pds);
+  g_autofree int *readers = g_new0 (int, graph->values->len);
+  gsize phases_size = 0;
+
+  /* The ops as run: an upsample read only by a 3x3 conv is folded into it. */
+  plan->n_ops = n_ops;
+  plan->ops = g_new (VaeOp, n_ops);
+  plan->skip = g_new0 (gboolean, n_ops);
+  plan->upconv = g_new0 (gboolean, n_ops);
+  for (guint i = 0; i < n_ops; i++) {
+    const VaeOp *op = vae_graph_op (graph, i);
+    plan->ops[i] = *op;
+    int reads[4] = { op->in, op->in2, op->in3, op->residual };
+    for (int r = 0; r < 4; r++)
+      if (reads[r] >= 0)
+        readers[reads[r]]++;
+  }
+  for (guint i = 0; i + 1 < n_ops; i++) {
+    VaeOp *up = &plan->ops[i], *conv = &plan->ops[i + 1];
+    if (onednn_upconv_foldable (up, conv, readers[up->out]) && up->out != graph->output) {
+      plan->skip[i] = TRUE;
+      plan->upconv[i + 1] = TRUE;
+      conv->in = up->in;
+    }
+  }
   g_autofree int *hs = g_new (int, graph->values->len);
   g_autofree int *ws = g_new (int, graph->values->len);
 
@@ -347,7 +447,9 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
     for (guint v = 0; v < plan->n_values; v++)
       conv_only[v] = (int) v != graph->output;
     for (guint i = 0; i < n_ops; i++) {
-      const VaeOp *op = vae_graph_op (graph, i);
+      const VaeOp *op = &plan->ops[i];
+      if (plan->skip[i])
+        continue;
       if (op->kind == VAE_OP_CONV2D ? !conv_runs_bf16 (graph, op, dt)
           : op->kind != VAE_OP_UPSAMPLE2X)
         conv_only[op->in] = FALSE;
@@ -359,6 +461,7 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   plan->buffers = g_array_new (FALSE, TRUE, sizeof (PlanBuffer));
   plan->steps = g_array_new (FALSE, TRUE, sizeof (OnednnStep));
   plan->owned = g_ptr_array_new_with_free_func (g_aligned_free);
+  plan->phase_mems = g_ptr_array_new_with_free_func (memory_destroy);
   vae_graph_infer_sizes (graph, h, w, hs, ws);
 
   /* Pass 1: every value's layout, from the primitive that writes it. */
@@ -368,7 +471,9 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
             "memory", "input");
   for (guint i = 0; i < n_ops; i++) {
-    const VaeOp *op = vae_graph_op (graph, i);
+    const VaeOp *op = &plan->ops[i];
+    if (plan->skip[i])
+      continue;
     const dnnl_memory_desc_t *src_md = &plan->values[op->in].md;
     PlanValue *out = &plan->values[op->out];
     if (hs[op->out] < 1 || ws[op->out] < 1) {
@@ -390,8 +495,20 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
           }
           src_md = &plan->values[in->shadow].md;
         }
-        if (!conv_pd (ctx, op, src_md, n, hs[op->out], ws[op->out],
-                      bf16 && conv_only[op->out] ? dt : dnnl_f32, &pds[i], error))
+        dnnl_data_type_t out_dt = bf16 && conv_only[op->out] ? dt : dnnl_f32;
+        if (plan->upconv[i]) {
+          for (int p = 0; p < 4; p++) {
+            VaeOp phase = onednn_upconv_phase_op (op, p / 2, p % 2);
+            if (!conv_pd (ctx, &phase, src_md, n, hs[op->in], ws[op->in], out_dt,
+                          &phase_pds[i][p], error))
+              goto fail;
+          }
+          md_4d (&out->md, n, op->out_channels, hs[op->out], ws[op->out], out_dt,
+                 ACTIVATION_LAYOUT);
+          phases_size = MAX (phases_size, dnnl_memory_desc_get_size (&out->md));
+          break;
+        }
+        if (!conv_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], out_dt, &pds[i], error))
           goto fail;
         out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
         break;
@@ -422,31 +539,28 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   }
   for (guint v = 0; v < 2 * plan->n_values; v++) {
     PlanValue *pv = &plan->values[v];
-    if (v >= plan->n_values && pv->buffer < 0)
-      continue;   /* no shadow */
+    if (pv->md.ndims == 0)
+      continue;   /* no shadow, or a folded upsample's output */
     void *data = pv->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
     DNNL_TRY (dnnl_memory_create (&pv->mem, &pv->md, ctx->engine, data), "memory", "value");
   }
-  if (plan->in_mem
-      && !onednn_reorder_init (ctx, &plan->from_input, &plan->in_md, plan->in_mem,
-                               &plan->values[0].md, plan->values[0].mem, "input", error))
+  if (!onednn_reorder_init (ctx, &plan->from_input, &plan->in_md, plan->in_mem,
+                            &plan->values[0].md, plan->values[0].mem, "input", error))
     goto fail;
+  if (phases_size) {
+    plan->phases = g_aligned_alloc0 (1, phases_size, 64);
+    g_ptr_array_add (plan->owned, plan->phases);
+  }
 
   /* Pass 3: the steps. */
   for (guint i = 0; i < n_ops; i++) {
-    const VaeOp *op = vae_graph_op (graph, i);
+    const VaeOp *op = &plan->ops[i];
+    if (plan->skip[i])
+      continue;
     PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
     OnednnStep step = { STEP_PRIM, op };
     switch (op->kind) {
       case VAE_OP_CONV2D: {
-        const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md (pds[i], dnnl_query_weights_md, 0);
-        dnnl_memory_desc_t user_w, b_md;
-        dnnl_dims_t wd = { op->out_channels, op->in_channels, op->kernel, op->kernel };
-        dnnl_dims_t bd = { op->out_channels };
-        dnnl_memory_t wmem = NULL, bmem = NULL, umem = NULL;
-        OnednnPrim wr = { 0 };
-        gboolean ok;
-
         if (op->residual >= 0 && plan->values[op->residual].buffer != out->buffer) {
           /* The sum post-op adds into the destination: put the residual there. */
           OnednnStep copy = { STEP_PRIM, op };
@@ -456,48 +570,41 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
             goto fail;
           g_array_append_val (plan->steps, copy);
         }
-        /* Weights into the convolution's own layout, once per plan. */
-        dnnl_memory_desc_init_by_tag (&user_w, 4, wd, dnnl_f32, dnnl_oihw);
-        dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
-        float *wdata = g_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64);
-        g_ptr_array_add (plan->owned, wdata);
-        ok = dnnl_memory_create (&umem, &user_w, ctx->engine, op->weight) == dnnl_success
-            && dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success
-            && (!op->bias || dnnl_memory_create (&bmem, &b_md, ctx->engine, op->bias) == dnnl_success);
-        if (!ok)
-          g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: memory failed for '%s'", op->name);
-        ok = ok && onednn_reorder_init (ctx, &wr, &user_w, umem, w_md, wmem, op->name, error)
-            && onednn_prim_run (ctx, &wr, op->name, error)
-            && prim_from_pd (&step.prim, pds[i], op->name, error);
-        onednn_prim_clear (&wr);
-        if (umem)
-          dnnl_memory_destroy (umem);
-        if (!ok) {
-          if (wmem)
-            dnnl_memory_destroy (wmem);
-          if (bmem)
-            dnnl_memory_destroy (bmem);
-          goto fail;
-        }
         PlanValue *src = &plan->values[conv_src (plan, op)];
         if (src != in && !in->cast_done) {
           OnednnStep cast = { STEP_PRIM, op };
           if (!onednn_reorder_init (ctx, &cast.prim, &in->md, in->mem, &src->md,
-                                    src->mem, op->name, error)) {
-            dnnl_memory_destroy (wmem);
-            if (bmem)
-              dnnl_memory_destroy (bmem);
-            onednn_prim_clear (&step.prim);
+                                    src->mem, op->name, error))
             goto fail;
-          }
           g_array_append_val (plan->steps, cast);
           in->cast_done = TRUE;
         }
-        prim_arg (&step.prim, DNNL_ARG_SRC, src->mem);
-        prim_arg (&step.prim, DNNL_ARG_WEIGHTS, wmem);
-        if (bmem)
-          prim_arg (&step.prim, DNNL_ARG_BIAS, bmem);
-        prim_arg (&step.prim, DNNL_ARG_DST, out->mem);
+        if (!plan->upconv[i]) {
+          if (!conv_step_add (ctx, plan, op, pds[i], op->weight, op->kernel, src->mem,
+                              out->mem, error))
+            goto fail;
+          break;
+        }
+        /* Four phase convolutions into scratch, then one interleave. */
+        gsize phase_bytes = dnnl_memory_desc_get_size (&out->md) / 4;
+        for (int p = 0; p < 4; p++) {
+          const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md (phase_pds[i][p], dnnl_query_dst_md, 0);
+          dnnl_memory_t pmem = NULL;
+          float *pw = onednn_upconv_phase_weights (op, p / 2, p % 2);
+          g_ptr_array_add (plan->owned, pw);
+          DNNL_TRY (dnnl_memory_create (&pmem, pmd, ctx->engine, plan->phases + p * phase_bytes),
+                    "memory", op->name);
+          g_ptr_array_add (plan->phase_mems, pmem);
+          if (!conv_step_add (ctx, plan, op, phase_pds[i][p], pw, 2, src->mem, pmem, error))
+            goto fail;
+        }
+        step.kind = STEP_INTERLEAVE;
+        step.interleave.phases = plan->phases;
+        step.interleave.dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
+        step.interleave.n = n;
+        step.interleave.h = hs[op->in];
+        step.interleave.w = ws[op->in];
+        step.interleave.pixel_bytes = phase_bytes / ((gsize) n * hs[op->in] * ws[op->in]);
         g_array_append_val (plan->steps, step);
         break;
       }
@@ -552,17 +659,11 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
                             plan->out_mem, "output", error))
     goto fail;
 
-  for (guint i = 0; i < n_ops; i++)
-    if (pds[i])
-      dnnl_primitive_desc_destroy (pds[i]);
-  g_free (pds);
+  free_pds (pds, phase_pds, n_ops);
   return plan;
 
 fail:
-  for (guint i = 0; i < n_ops; i++)
-    if (pds[i])
-      dnnl_primitive_desc_destroy (pds[i]);
-  g_free (pds);
+  free_pds (pds, phase_pds, n_ops);
   onednn_plan_free (plan);
   return NULL;
 }
@@ -604,6 +705,7 @@ onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
       case STEP_PRIM: ok = onednn_prim_run (ctx, &s->prim, "step", error); break;
       case STEP_GROUP_NORM: ok = onednn_group_norm_run (ctx, s->gn, error); break;
       case STEP_ATTENTION: ok = onednn_attention_run (ctx, s->attn, error); break;
+      case STEP_INTERLEAVE: onednn_interleave_run (&s->interleave); break;
     }
     if (!ok)
       return FALSE;
@@ -655,5 +757,10 @@ onednn_plan_free (OnednnPlan *plan)
   }
   if (plan->owned)
     g_ptr_array_unref (plan->owned);
+  if (plan->phase_mems)
+    g_ptr_array_unref (plan->phase_mems);
+  g_free (plan->ops);
+  g_free (plan->skip);
+  g_free (plan->upconv);
   g_free (plan);
 }

@@ -60,7 +60,16 @@ typedef struct {
   dnnl_memory_t m_q_tail, m_s_tail, m_o_tail;
 } OnednnAttention;
 
-typedef enum { STEP_PRIM, STEP_GROUP_NORM, STEP_ATTENTION } OnednnStepKind;
+/* Four phase outputs [n, h, w] (nhwc, one after another) into one
+ * [n, 2h, 2w] nhwc tensor. */
+typedef struct {
+  const guint8 *phases;
+  guint8 *dst;
+  int n, h, w;
+  gsize pixel_bytes;
+} OnednnInterleave;
+
+typedef enum { STEP_PRIM, STEP_GROUP_NORM, STEP_ATTENTION, STEP_INTERLEAVE } OnednnStepKind;
 
 typedef struct {
   OnednnStepKind kind;
@@ -68,7 +77,14 @@ typedef struct {
   OnednnPrim prim;
   OnednnGroupNorm *gn;
   OnednnAttention *attn;
+  OnednnInterleave interleave;
 } OnednnStep;
+
+/* upconv.c: upsample2x + conv3x3 as four 2x2 phase convolutions. */
+gboolean onednn_upconv_foldable (const VaeOp *up, const VaeOp *conv, int up_readers);
+VaeOp onednn_upconv_phase_op (const VaeOp *conv, int py, int px);
+float *onednn_upconv_phase_weights (const VaeOp *conv, int py, int px);
+void onednn_interleave_run (const OnednnInterleave *il);
 
 /* Appends ACT to PO: swish with alpha 1 (x * sigmoid(x)), relu with
  * alpha 0 (alpha is relu's negative slope). */
