@@ -172,10 +172,15 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
   gn->image_dst_md.dims[0] = 1;
   gn->image_dst_md.padded_dims[0] = 1;
   gn->image_dst_bytes = dnnl_memory_desc_get_size (&gn->image_dst_md);
-  gn->scale = g_aligned_alloc0 (op->in_channels, sizeof (float), 64);
-  gn->shift = g_aligned_alloc0 (op->in_channels, sizeof (float), 64);
+  /* Padded to a whole block: in the blocked layout the vectors are too. */
+  gn->scale = g_aligned_alloc0 ((op->in_channels + 15) / 16 * 16, sizeof (float), 64);
+  gn->shift = g_aligned_alloc0 ((op->in_channels + 15) / 16 * 16, sizeof (float), 64);
 
-  dnnl_memory_desc_init_by_tag (&vec_md, 4, vd, dnnl_f32, dnnl_abcd);
+  /* The per-channel vectors in the activation's own blocking (C in order,
+   * padded): oneDNN has JIT code for that pairing only; a plain vector
+   * against a blocked tensor falls back to its reference code. */
+  dnnl_memory_desc_init_by_tag (&vec_md, 4, vd, dnnl_f32,
+                                runs.cb == 16 && runs.s_w == 16 ? dnnl_nChw16c : dnnl_abcd);
   DNNL_TRY (dnnl_binary_desc_init (&desc, dnnl_binary_mul, &gn->image_md, &vec_md,
                                    &gn->image_dst_md), "binary", op->name);
   DNNL_TRY (dnnl_primitive_attr_create (&attr), "attributes", op->name);

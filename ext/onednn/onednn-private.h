@@ -60,12 +60,13 @@ typedef struct {
   dnnl_memory_t m_q_tail, m_s_tail, m_o_tail;
 } OnednnAttention;
 
-/* Four phase outputs [n, h, w] (nhwc, one after another) into one
- * [n, 2h, 2w] nhwc tensor. */
+/* Four phase outputs [planes, h, w, pixel] (one after another) into one
+ * [planes, 2h, 2w, pixel] tensor: nChw16c with planes = images x channel
+ * blocks and 16-channel pixels (nhwc would be planes = images). */
 typedef struct {
   const guint8 *phases;
   guint8 *dst;
-  int n, h, w;
+  int planes, h, w;
   gsize pixel_bytes;
 } OnednnInterleave;
 

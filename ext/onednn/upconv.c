@@ -64,9 +64,9 @@ void
 onednn_interleave_run (const OnednnInterleave *il)
 {
   const gsize pb = il->pixel_bytes;
-  const gsize phase_bytes = (gsize) il->n * il->h * il->w * pb;
+  const gsize phase_bytes = (gsize) il->planes * il->h * il->w * pb;
 #pragma omp parallel for collapse(2) schedule(static)
-  for (int n = 0; n < il->n; n++)
+  for (int n = 0; n < il->planes; n++)
     for (int y = 0; y < il->h; y++)
       for (int p = 0; p < 4; p++) {
         const guint8 *src = il->phases + p * phase_bytes
