@@ -27,11 +27,11 @@ matmul_prim (const OnednnCtx *ctx, const char *layer, const dnnl_memory_desc_t *
   dnnl_primitive_desc_t pd = NULL;
   gboolean ok = FALSE;
   DNNL_TRY (dnnl_matmul_desc_init (&desc, a, b, NULL, c), "matmul", layer);
-  DNNL_TRY (dnnl_primitive_attr_create (&attr), "attributes", layer);
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", layer);
   if (scale != 1.0f)
     DNNL_TRY (dnnl_primitive_attr_set_output_scales (attr, 1, 0, &scale), "scale", layer);
   DNNL_TRY (dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL), "matmul", layer);
-  DNNL_TRY (dnnl_primitive_create (prim, pd), "matmul", layer);
+  DNNL_TRY (onednn_primitive_create (ctx, prim, pd), "matmul", layer);
   ok = TRUE;
 fail:
   if (pd)
@@ -47,12 +47,16 @@ softmax_prim (const OnednnCtx *ctx, const char *layer, const dnnl_memory_desc_t 
 {
   dnnl_softmax_desc_t desc;
   dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = NULL;
   gboolean ok = FALSE;
   DNNL_TRY (dnnl_softmax_forward_desc_init (&desc, dnnl_forward_inference, md, 1), "softmax", layer);
-  DNNL_TRY (dnnl_primitive_desc_create (&pd, &desc, NULL, ctx->engine, NULL), "softmax", layer);
-  DNNL_TRY (dnnl_primitive_create (prim, pd), "softmax", layer);
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", layer);
+  DNNL_TRY (dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL), "softmax", layer);
+  DNNL_TRY (onednn_primitive_create (ctx, prim, pd), "softmax", layer);
   ok = TRUE;
 fail:
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
   if (pd)
     dnnl_primitive_desc_destroy (pd);
   return ok;
@@ -157,9 +161,9 @@ onednn_attention_run (const OnednnCtx *ctx, OnednnAttention *a, GError **error)
       dnnl_exec_arg_t qk[3] = { { DNNL_ARG_SRC, mq }, { DNNL_ARG_WEIGHTS, a->m_kt }, { DNNL_ARG_DST, ms } };
       dnnl_exec_arg_t sm[2] = { { DNNL_ARG_SRC, ms }, { DNNL_ARG_DST, ms } };
       dnnl_exec_arg_t pv[3] = { { DNNL_ARG_SRC, ms }, { DNNL_ARG_WEIGHTS, a->m_v }, { DNNL_ARG_DST, mo } };
-      DNNL_TRY (dnnl_primitive_execute (a->qk[slot], ctx->stream, 3, qk), "q k^T", layer);
-      DNNL_TRY (dnnl_primitive_execute (a->softmax[slot], ctx->stream, 2, sm), "softmax", layer);
-      DNNL_TRY (dnnl_primitive_execute (a->pv[slot], ctx->stream, 3, pv), "p v", layer);
+      DNNL_TRY (onednn_execute (ctx, a->qk[slot], 3, qk), "q k^T", layer);
+      DNNL_TRY (onednn_execute (ctx, a->softmax[slot], 2, sm), "softmax", layer);
+      DNNL_TRY (onednn_execute (ctx, a->pv[slot], 3, pv), "p v", layer);
     }
   }
   return onednn_prim_run (ctx, &a->from_rows, layer, error);

@@ -14,6 +14,7 @@
 typedef struct {
   VaeEngine parent;
   OnednnCtx ctx;
+  OnednnScratch scratch;
   OnednnPlan *plans[2];        /* by VaeDirection */
   GQueue done;                 /* VaeBatch, in submission order */
 } OnednnEngine;
@@ -32,6 +33,7 @@ onednn_open (VaeEngine *engine, GError **error)
     omp_set_num_threads (engine->options.threads);
 #endif
   g_queue_init (&self->done);
+  self->ctx.scratch = &self->scratch;
   DNNL_TRY (dnnl_engine_create (&self->ctx.engine, dnnl_cpu, 0), "engine creation", "cpu");
   DNNL_TRY (dnnl_stream_create (&self->ctx.stream, self->ctx.engine,
                                 dnnl_stream_default_flags), "stream creation", "cpu");
@@ -82,6 +84,7 @@ onednn_close (VaeEngine *engine)
   for (int i = 0; i < 2; i++)
     onednn_plan_free (self->plans[i]);
   g_queue_clear (&self->done);
+  onednn_scratch_free (&self->scratch);
   if (self->ctx.stream)
     dnnl_stream_destroy (self->ctx.stream);
   if (self->ctx.engine)

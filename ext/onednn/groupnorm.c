@@ -183,7 +183,7 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
                                 runs.cb == 16 && runs.s_w == 16 ? dnnl_nChw16c : dnnl_abcd);
   DNNL_TRY (dnnl_binary_desc_init (&desc, dnnl_binary_mul, &gn->image_md, &vec_md,
                                    &gn->image_dst_md), "binary", op->name);
-  DNNL_TRY (dnnl_primitive_attr_create (&attr), "attributes", op->name);
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
   DNNL_TRY (dnnl_post_ops_create (&po), "post-ops", op->name);
   DNNL_TRY (dnnl_post_ops_append_binary (po, dnnl_binary_add, &vec_md), "add post-op", op->name);
   if (op->act != VAE_ACT_NONE)
@@ -191,7 +191,7 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
   DNNL_TRY (dnnl_primitive_attr_set_post_ops (attr, po), "post-ops", op->name);
   DNNL_TRY (dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL),
             "group norm apply", op->name);
-  DNNL_TRY (dnnl_primitive_create (&gn->apply.prim, pd), "group norm apply", op->name);
+  DNNL_TRY (onednn_primitive_create (ctx, &gn->apply.prim, pd), "group norm apply", op->name);
   DNNL_TRY (dnnl_memory_create (&gn->src_mem, &gn->image_md, ctx->engine, NULL), "memory", op->name);
   DNNL_TRY (dnnl_memory_create (&gn->dst_mem, &gn->image_dst_md, ctx->engine, NULL), "memory", op->name);
   DNNL_TRY (dnnl_memory_create (&scale_mem, &vec_md, ctx->engine, gn->scale), "memory", op->name);

@@ -91,11 +91,64 @@ onednn_prim_clear (OnednnPrim *p)
   p->prim = NULL;
 }
 
+dnnl_status_t
+onednn_attr_new (dnnl_primitive_attr_t *attr)
+{
+  dnnl_status_t st = dnnl_primitive_attr_create (attr);
+  if (st == dnnl_success)
+    st = dnnl_primitive_attr_set_scratchpad_mode (*attr, dnnl_scratchpad_mode_user);
+  return st;
+}
+
+dnnl_status_t
+onednn_primitive_create (const OnednnCtx *ctx, dnnl_primitive_t *prim,
+                         const_dnnl_primitive_desc_t pd)
+{
+  const dnnl_memory_desc_t *md = dnnl_primitive_desc_query_md (pd, dnnl_query_scratchpad_md, 0);
+  if (md)
+    ctx->scratch->needed = MAX (ctx->scratch->needed, dnnl_memory_desc_get_size (md));
+  return dnnl_primitive_create (prim, pd);
+}
+
+dnnl_status_t
+onednn_execute (const OnednnCtx *ctx, dnnl_primitive_t prim, int nargs,
+                const dnnl_exec_arg_t *args)
+{
+  OnednnScratch *s = ctx->scratch;
+  dnnl_exec_arg_t all[16];
+  g_assert (nargs < (int) G_N_ELEMENTS (all));
+  if (s->needed > s->size) {
+    dnnl_dims_t dims = { (dnnl_dim_t) s->needed };
+    dnnl_memory_desc_t md;
+    onednn_scratch_free (s);
+    s->size = s->needed;
+    s->data = g_aligned_alloc0 (1, s->size, 64);
+    dnnl_memory_desc_init_by_tag (&md, 1, dims, dnnl_u8, dnnl_a);
+    dnnl_status_t st = dnnl_memory_create (&s->mem, &md, ctx->engine, s->data);
+    if (st != dnnl_success)
+      return st;
+  }
+  memcpy (all, args, nargs * sizeof *args);
+  all[nargs].arg = DNNL_ARG_SCRATCHPAD;
+  all[nargs].memory = s->mem;
+  return dnnl_primitive_execute (prim, ctx->stream, nargs + (s->mem ? 1 : 0), all);
+}
+
+void
+onednn_scratch_free (OnednnScratch *s)
+{
+  if (s->mem)
+    dnnl_memory_destroy (s->mem);
+  g_aligned_free (s->data);
+  s->mem = NULL;
+  s->data = NULL;
+  s->size = 0;
+}
+
 gboolean
 onednn_prim_run (const OnednnCtx *ctx, OnednnPrim *p, const char *layer, GError **error)
 {
-  DNNL_TRY (dnnl_primitive_execute (p->prim, ctx->stream, p->nargs, p->args),
-            "execute", layer);
+  DNNL_TRY (onednn_execute (ctx, p->prim, p->nargs, p->args), "execute", layer);
   return TRUE;
 fail:
   return FALSE;
@@ -111,9 +164,10 @@ prim_arg (OnednnPrim *p, int arg, dnnl_memory_t mem)
 }
 
 static gboolean
-prim_from_pd (OnednnPrim *p, dnnl_primitive_desc_t pd, const char *layer, GError **error)
+prim_from_pd (const OnednnCtx *ctx, OnednnPrim *p, dnnl_primitive_desc_t pd,
+              const char *layer, GError **error)
 {
-  DNNL_TRY (dnnl_primitive_create (&p->prim, pd), "primitive creation", layer);
+  DNNL_TRY (onednn_primitive_create (ctx, &p->prim, pd), "primitive creation", layer);
   return TRUE;
 fail:
   return FALSE;
@@ -126,9 +180,13 @@ onednn_reorder_init (const OnednnCtx *ctx, OnednnPrim *p,
                      const char *layer, GError **error)
 {
   dnnl_primitive_desc_t pd = NULL;
-  DNNL_TRY (dnnl_reorder_primitive_desc_create (&pd, src_md, ctx->engine, dst_md,
-                                                ctx->engine, NULL), "reorder", layer);
-  gboolean ok = prim_from_pd (p, pd, layer, error);
+  dnnl_primitive_attr_t attr = NULL;
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", layer);
+  dnnl_status_t st = dnnl_reorder_primitive_desc_create (&pd, src_md, ctx->engine, dst_md,
+                                                         ctx->engine, attr);
+  dnnl_primitive_attr_destroy (attr);
+  DNNL_TRY (st, "reorder", layer);
+  gboolean ok = prim_from_pd (ctx, p, pd, layer, error);
   dnnl_primitive_desc_destroy (pd);
   if (!ok)
     return FALSE;
@@ -177,7 +235,7 @@ conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md
   dnnl_memory_desc_init_by_tag (&w_md, 4, wd, src_md->data_type, dnnl_format_tag_any);
   dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
   dnnl_memory_desc_init_by_tag (&d_md, 4, dd, dt, ACTIVATION_LAYOUT);
-  DNNL_TRY (dnnl_primitive_attr_create (&attr), "attributes", op->name);
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
   DNNL_TRY (dnnl_post_ops_create (&po), "post-ops", op->name);
   if (op->residual >= 0)
     DNNL_TRY (dnnl_post_ops_append_sum (po, 1.0f), "sum post-op", op->name);
@@ -214,12 +272,17 @@ upsample_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *sr
   dnnl_memory_desc_t d_md;
   dnnl_dims_t dd = { n, op->out_channels, oh, ow };
   dnnl_memory_desc_init_by_tag (&d_md, 4, dd, src_md->data_type, dnnl_format_tag_any);
+  dnnl_primitive_attr_t attr = NULL;
   DNNL_TRY (dnnl_resampling_forward_desc_init (&desc, dnnl_forward_inference,
               dnnl_resampling_nearest, NULL, src_md, &d_md), "resampling", op->name);
-  DNNL_TRY (dnnl_primitive_desc_create (pd, &desc, NULL, ctx->engine, NULL),
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
+  DNNL_TRY (dnnl_primitive_desc_create (pd, &desc, attr, ctx->engine, NULL),
             "resampling", op->name);
+  dnnl_primitive_attr_destroy (attr);
   return TRUE;
 fail:
+  if (attr)
+    dnnl_primitive_attr_destroy (attr);
   return FALSE;
 }
 
@@ -231,11 +294,14 @@ eltwise_step (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
   dnnl_eltwise_desc_t desc;
   dnnl_primitive_desc_t pd = NULL;
   OnednnStep step = { STEP_PRIM, op };
+  dnnl_primitive_attr_t attr = NULL;
   DNNL_TRY (dnnl_eltwise_forward_desc_init (&desc, dnnl_forward_inference, alg, md,
                                             alpha, 0.0f), "eltwise", op->name);
-  DNNL_TRY (dnnl_primitive_desc_create (&pd, &desc, NULL, ctx->engine, NULL),
-            "eltwise", op->name);
-  gboolean ok = prim_from_pd (&step.prim, pd, op->name, error);
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
+  dnnl_status_t st = dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL);
+  dnnl_primitive_attr_destroy (attr);
+  DNNL_TRY (st, "eltwise", op->name);
+  gboolean ok = prim_from_pd (ctx, &step.prim, pd, op->name, error);
   dnnl_primitive_desc_destroy (pd);
   if (!ok)
     return FALSE;
@@ -386,7 +452,7 @@ conv_step_add (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
     g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: memory failed for '%s'", op->name);
   ok = ok && onednn_reorder_init (ctx, &wr, &user_w, umem, w_md, wmem, op->name, error)
       && onednn_prim_run (ctx, &wr, op->name, error)
-      && prim_from_pd (&step.prim, pd, op->name, error);
+      && prim_from_pd (ctx, &step.prim, pd, op->name, error);
   onednn_prim_clear (&wr);
   if (umem)
     dnnl_memory_destroy (umem);
@@ -654,7 +720,7 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
         break;
       }
       case VAE_OP_UPSAMPLE2X:
-        if (!prim_from_pd (&step.prim, pds[i], op->name, error))
+        if (!prim_from_pd (ctx, &step.prim, pds[i], op->name, error))
           goto fail;
         prim_arg (&step.prim, DNNL_ARG_SRC, in->mem);
         prim_arg (&step.prim, DNNL_ARG_DST, out->mem);

@@ -19,10 +19,32 @@ G_BEGIN_DECLS
     }                                                                         \
   } while (0)
 
+/* One scratchpad per engine, shared by all its primitives (oneDNN's user
+ * scratchpad mode): the default mode keeps a scratchpad per thread, which
+ * every GStreamer streaming thread that ran a batch would leave behind. */
+typedef struct {
+  gsize needed;                /* the largest any primitive asked for */
+  gsize size;
+  void *data;
+  dnnl_memory_t mem;
+} OnednnScratch;
+
 typedef struct {
   dnnl_engine_t engine;
   dnnl_stream_t stream;
+  OnednnScratch *scratch;
 } OnednnCtx;
+
+/* Attributes with the user scratchpad mode; every primitive uses them. */
+dnnl_status_t onednn_attr_new (dnnl_primitive_attr_t *attr);
+/* dnnl_primitive_create, noting the primitive's scratchpad size. */
+dnnl_status_t onednn_primitive_create (const OnednnCtx *ctx, dnnl_primitive_t *prim,
+                                       const_dnnl_primitive_desc_t pd);
+/* dnnl_primitive_execute with the engine's scratchpad added (grown first
+ * when a new primitive needs more). */
+dnnl_status_t onednn_execute (const OnednnCtx *ctx, dnnl_primitive_t prim, int nargs,
+                              const dnnl_exec_arg_t *args);
+void onednn_scratch_free (OnednnScratch *scratch);
 
 /* A primitive with its arguments, executed as is. */
 typedef struct {
