@@ -1,0 +1,918 @@
+/* gst-vae: GstVaeBase, the shared streaming core of vaeencode and vaedecode.
+ *
+ * Threading: everything about batches and pushing happens under the stream
+ * lock (priv->lock): chain, serialized events, drain queries and the
+ * batch-timeout thread all take it, so output buffers are pushed by one
+ * thread at a time, in input order.  FLUSH_START only raises a flag and
+ * forwards the event (which unblocks a push in progress); FLUSH_STOP takes
+ * the lock and drops whatever is pending. */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#include "gstvaebase.h"
+#include <gst/video/video.h>
+#include <math.h>
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC (gst_vae_base_debug);
+#define GST_CAT_DEFAULT gst_vae_base_debug
+
+#define DEFAULT_BACKEND GST_VAE_BACKEND_AUTO
+#define DEFAULT_MODEL NULL
+#define DEFAULT_BATCH_SIZE 0
+#define DEFAULT_BATCH_TIMEOUT 0
+#define DEFAULT_MAX_INFLIGHT 1
+#define DEFAULT_THREADS 0
+#define DEFAULT_DEVICE_ID 0
+#define DEFAULT_ENDPOINT NULL
+#define DEFAULT_SCALING_FACTOR (-1.0)
+#define DEFAULT_SHIFT_FACTOR NAN
+
+enum {
+  PROP_0,
+  PROP_BACKEND,
+  PROP_MODEL,
+  PROP_BATCH_SIZE,
+  PROP_BATCH_TIMEOUT,
+  PROP_MAX_INFLIGHT,
+  PROP_THREADS,
+  PROP_DEVICE_ID,
+  PROP_ENDPOINT,
+  PROP_SCALING_FACTOR,
+  PROP_SHIFT_FACTOR,
+};
+
+/* What an output buffer inherits from its input frame. */
+typedef struct {
+  GstClockTime pts, dts, duration;
+  guint64 offset, offset_end;
+  guint flags;
+} FrameMeta;
+
+typedef struct {
+  VaeBatch vb;
+  guint n, capacity;
+  float *in, *out;
+  FrameMeta *metas;
+} Batch;
+
+typedef struct {
+  GstPad *sinkpad, *srcpad;
+
+  /* Properties, under the object lock. */
+  GstVaeBackend backend;
+  char *model_path;
+  guint batch_size_prop;
+  guint batch_timeout;
+  guint max_inflight;
+  gint threads;
+  gint device_id;
+  char *endpoint;
+  double scaling_factor, shift_factor;
+
+  /* Stream state, under priv->lock. */
+  GMutex lock;
+  GCond cond;
+  VaeModel *model;
+  VaeEngine *engine;
+  gboolean configured;
+  gboolean caps_failed;        /* an error was posted for the current caps */
+  GstVaeFrameGeometry geom;
+  guint batch_size;            /* effective */
+  Batch *filling;              /* frames waiting for their batch, or NULL */
+  GQueue inflight;             /* submitted Batch *, oldest first */
+  gint64 oldest_us;            /* monotonic time of filling's first frame */
+  GstFlowReturn timer_flow;    /* a push result from the timer thread */
+  GThread *timer;
+  gboolean timer_stop;
+  gint flushing;               /* atomic */
+
+  /* For the LATENCY query, which must not take the stream lock (a push
+   * may hold it while blocked in preroll); under the object lock. */
+  guint lat_batch_size;
+  gint lat_fps_n, lat_fps_d;
+} GstVaeBasePrivate;
+
+G_DEFINE_ABSTRACT_TYPE_WITH_PRIVATE (GstVaeBase, gst_vae_base, GST_TYPE_ELEMENT)
+
+#define PRIV(b) ((GstVaeBasePrivate *) gst_vae_base_get_instance_private (GST_VAE_BASE (b)))
+
+/* ---- batches ---- */
+
+static void
+batch_free (Batch *b)
+{
+  if (!b)
+    return;
+  g_free (b->in);
+  g_free (b->out);
+  g_free (b->metas);
+  g_free (b);
+}
+
+static Batch *
+batch_new (const GstVaeFrameGeometry *g, guint capacity)
+{
+  Batch *b = g_new0 (Batch, 1);
+  b->capacity = capacity;
+  b->in = g_try_new (float, g->in_floats * capacity);
+  b->out = g_try_new (float, g->out_floats * capacity);
+  b->metas = g_new0 (FrameMeta, capacity);
+  if (!b->in || !b->out) {
+    batch_free (b);
+    return NULL;
+  }
+  return b;
+}
+
+/* Submits the filling batch to the engine. */
+static gboolean
+submit_filling (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  Batch *b = priv->filling;
+  GError *err = NULL;
+
+  if (!b || b->n == 0)
+    return TRUE;
+  priv->filling = NULL;
+  b->vb.direction = priv->geom.direction;
+  b->vb.n = (int) b->n;
+  b->vb.h = priv->geom.h;
+  b->vb.w = priv->geom.w;
+  b->vb.input = b->in;
+  b->vb.output = b->out;
+  b->vb.user_data = b;
+  b->vb.error = NULL;
+  GST_LOG_OBJECT (self, "submitting a batch of %u frames", b->n);
+  if (!vae_engine_submit (priv->engine, &b->vb, &err)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("The '%s' engine refused a batch of %u frames.", vae_engine_name (priv->engine), b->n),
+        ("%s", err ? err->message : "unknown error"));
+    g_clear_error (&err);
+    batch_free (b);
+    return FALSE;
+  }
+  g_queue_push_tail (&priv->inflight, b);
+  return TRUE;
+}
+
+/* Waits for the oldest in-flight batch and pushes its frames. */
+static GstFlowReturn
+complete_oldest (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstVaeBaseClass *klass = GST_VAE_BASE_GET_CLASS (self);
+  GstFlowReturn ret = GST_FLOW_OK;
+  Batch *b = g_queue_pop_head (&priv->inflight);
+  VaeBatch *vb;
+
+  if (!b)
+    return GST_FLOW_OK;
+  vb = vae_engine_wait (priv->engine);
+  if (vb != &b->vb) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("The '%s' engine returned batches out of order.", vae_engine_name (priv->engine)),
+        ("expected batch %p, got %p", (void *) &b->vb, (void *) vb));
+    batch_free (b);
+    return GST_FLOW_ERROR;
+  }
+  if (vb->error) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+        ("The '%s' engine failed on a batch of %u frames.", vae_engine_name (priv->engine), b->n),
+        ("%s", vb->error->message));
+    g_clear_error (&vb->error);
+    batch_free (b);
+    return GST_FLOW_ERROR;
+  }
+  for (guint i = 0; i < b->n && ret == GST_FLOW_OK; i++) {
+    GstBuffer *out = NULL;
+    const FrameMeta *m = &b->metas[i];
+
+    if (g_atomic_int_get (&priv->flushing)) {
+      ret = GST_FLOW_FLUSHING;
+      break;
+    }
+    ret = klass->make_output (self, b->out + priv->geom.out_floats * i, &out);
+    if (ret != GST_FLOW_OK)
+      break;
+    GST_BUFFER_PTS (out) = m->pts;
+    GST_BUFFER_DTS (out) = m->dts;
+    GST_BUFFER_DURATION (out) = m->duration;
+    GST_BUFFER_OFFSET (out) = m->offset;
+    GST_BUFFER_OFFSET_END (out) = m->offset_end;
+    GST_BUFFER_FLAGS (out) |= m->flags;
+    ret = gst_pad_push (priv->srcpad, out);
+  }
+  batch_free (b);
+  return ret;
+}
+
+/* Runs what is pending.  ALL: the filling batch however full, and every
+ * in-flight batch; else keeps up to max-inflight - 1 batches in flight. */
+static GstFlowReturn
+run_pending (GstVaeBase *self, gboolean all)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstFlowReturn ret = GST_FLOW_OK;
+  guint keep = 0;
+
+  if (!priv->engine)
+    return GST_FLOW_OK;
+  if (!submit_filling (self))
+    ret = GST_FLOW_ERROR;
+  if (!all) {
+    GST_OBJECT_LOCK (self);
+    keep = MAX (priv->max_inflight, 1) - 1;
+    GST_OBJECT_UNLOCK (self);
+  }
+  while (g_queue_get_length (&priv->inflight) > keep) {
+    GstFlowReturn r = complete_oldest (self);
+    if (ret == GST_FLOW_OK)
+      ret = r;
+  }
+  return ret;
+}
+
+/* Drops pending frames; waits for in-flight batches without pushing them. */
+static void
+drop_pending (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  Batch *b;
+
+  if (priv->filling)
+    GST_DEBUG_OBJECT (self, "dropping %u pending frames", priv->filling->n);
+  g_clear_pointer (&priv->filling, batch_free);
+  while ((b = g_queue_pop_head (&priv->inflight))) {
+    VaeBatch *vb = vae_engine_wait (priv->engine);
+    if (vb)
+      g_clear_error (&vb->error);
+    batch_free (b);
+  }
+}
+
+static GstFlowReturn
+drain (GstVaeBase *self)
+{
+  return run_pending (self, TRUE);
+}
+
+/* ---- batch-timeout thread ---- */
+
+static gpointer
+timer_thread (gpointer data)
+{
+  GstVaeBase *self = data;
+  GstVaeBasePrivate *priv = PRIV (self);
+
+  g_mutex_lock (&priv->lock);
+  while (!priv->timer_stop) {
+    guint timeout;
+    GST_OBJECT_LOCK (self);
+    timeout = priv->batch_timeout;
+    GST_OBJECT_UNLOCK (self);
+    if (timeout > 0 && priv->filling && priv->filling->n > 0
+        && !g_atomic_int_get (&priv->flushing)) {
+      gint64 deadline = priv->oldest_us + (gint64) timeout * 1000;
+      if (g_get_monotonic_time () >= deadline) {
+        GST_DEBUG_OBJECT (self, "batch-timeout: flushing %u frames", priv->filling->n);
+        GstFlowReturn r = drain (self);
+        if (r != GST_FLOW_OK && priv->timer_flow == GST_FLOW_OK)
+          priv->timer_flow = r;
+        continue;
+      }
+      g_cond_wait_until (&priv->cond, &priv->lock, deadline);
+    } else {
+      g_cond_wait (&priv->cond, &priv->lock);
+    }
+  }
+  g_mutex_unlock (&priv->lock);
+  return NULL;
+}
+
+static void
+stop_timer (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GThread *t;
+
+  g_mutex_lock (&priv->lock);
+  t = priv->timer;
+  priv->timer = NULL;
+  priv->timer_stop = TRUE;
+  g_cond_broadcast (&priv->cond);
+  g_mutex_unlock (&priv->lock);
+  if (t)
+    g_thread_join (t);
+}
+
+/* ---- engine and model ---- */
+
+const VaeModel *
+gst_vae_base_get_model (GstVaeBase *base)
+{
+  return PRIV (base)->model;
+}
+
+GstPad *
+gst_vae_base_get_srcpad (GstVaeBase *base)
+{
+  return PRIV (base)->srcpad;
+}
+
+double
+gst_vae_base_get_scaling_property (GstVaeBase *base)
+{
+  GstVaeBasePrivate *priv = PRIV (base);
+  double v;
+  GST_OBJECT_LOCK (base);
+  v = priv->scaling_factor;
+  GST_OBJECT_UNLOCK (base);
+  return (isnan (v) || v < 0) ? NAN : v;
+}
+
+double
+gst_vae_base_get_shift_property (GstVaeBase *base)
+{
+  GstVaeBasePrivate *priv = PRIV (base);
+  double v;
+  GST_OBJECT_LOCK (base);
+  v = priv->shift_factor;
+  GST_OBJECT_UNLOCK (base);
+  return v;
+}
+
+gboolean
+gst_vae_base_ensure_engine (GstVaeBase *base)
+{
+  GstVaeBasePrivate *priv = PRIV (base);
+  VaeEngineOptions eo = VAE_ENGINE_OPTIONS_INIT;
+  g_autofree char *endpoint = NULL;
+  GstVaeBackend backend;
+  GError *err = NULL;
+
+  if (priv->engine)
+    return TRUE;
+  if (!priv->model) {
+    GST_ELEMENT_ERROR (base, RESOURCE, NOT_FOUND, ("No model is loaded."),
+                       ("the element was not started with a model"));
+    return FALSE;
+  }
+  GST_OBJECT_LOCK (base);
+  backend = priv->backend;
+  eo.threads = priv->threads;
+  eo.device_id = priv->device_id;
+  endpoint = g_strdup (priv->endpoint);
+  GST_OBJECT_UNLOCK (base);
+  eo.endpoint = endpoint;
+  priv->engine = vae_engine_new (gst_vae_backend_nick (backend), priv->model, &eo, &err);
+  if (!priv->engine) {
+    GST_ELEMENT_ERROR (base, RESOURCE, FAILED,
+        ("Could not open the '%s' engine.", gst_vae_backend_nick (backend)),
+        ("%s", err ? err->message : "unknown error"));
+    g_clear_error (&err);
+    return FALSE;
+  }
+  GST_INFO_OBJECT (base, "opened the '%s' engine for model '%s'",
+                   vae_engine_name (priv->engine), priv->model->name);
+  return TRUE;
+}
+
+static gboolean
+load_model (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  g_autofree char *path = NULL;
+  GError *err = NULL;
+
+  GST_OBJECT_LOCK (self);
+  path = g_strdup (priv->model_path);
+  GST_OBJECT_UNLOCK (self);
+  if (!path || !*path) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND, ("No model given."),
+        ("set the 'model' property to a diffusers folder, an LDM safetensors file "
+         "or a TAESD file or folder"));
+    return FALSE;
+  }
+  priv->model = vae_model_load (path, NULL, &err);
+  if (!priv->model) {
+    if (!g_file_test (path, G_FILE_TEST_EXISTS))
+      GST_ELEMENT_ERROR (self, RESOURCE, NOT_FOUND,
+          ("Model '%s' not found.", path), ("%s", err ? err->message : path));
+    else
+      GST_ELEMENT_ERROR (self, RESOURCE, FAILED,
+          ("Could not load model '%s'.", path), ("%s", err ? err->message : path));
+    g_clear_error (&err);
+    return FALSE;
+  }
+  GST_INFO_OBJECT (self, "loaded model '%s' (%s, %d latent channels, factor %d)",
+                   priv->model->name, vae_family_name (priv->model->family),
+                   priv->model->latent_channels, priv->model->spatial_factor);
+  return TRUE;
+}
+
+static void
+reset_stream (GstVaeBase *self)
+{
+  GstVaeBaseClass *klass = GST_VAE_BASE_GET_CLASS (self);
+  if (klass->reset)
+    klass->reset (self);
+}
+
+/* ---- pads ---- */
+
+static guint
+effective_batch_size (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  guint bs;
+  GST_OBJECT_LOCK (self);
+  bs = priv->batch_size_prop;
+  GST_OBJECT_UNLOCK (self);
+  if (bs == 0 && priv->engine)
+    bs = (guint) MAX (vae_engine_preferred_batch (priv->engine), 1);
+  return MAX (bs, 1);
+}
+
+static gboolean
+handle_caps (GstVaeBase *self, GstCaps *caps)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstVaeBaseClass *klass = GST_VAE_BASE_GET_CLASS (self);
+  GstVaeFrameGeometry geom = { 0 };
+
+  GST_DEBUG_OBJECT (self, "sink caps %" GST_PTR_FORMAT, caps);
+  if (!priv->model) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("No model is loaded."),
+                       ("caps arrived before the element was started"));
+    return FALSE;
+  }
+  priv->configured = FALSE;
+  priv->caps_failed = TRUE;
+  if (!klass->set_caps (self, caps, &geom))
+    return FALSE;
+  if (!gst_vae_base_ensure_engine (self))
+    return FALSE;
+  priv->caps_failed = FALSE;
+  priv->geom = geom;
+  priv->batch_size = effective_batch_size (self);
+  priv->configured = TRUE;
+  GST_OBJECT_LOCK (self);
+  priv->lat_batch_size = priv->batch_size;
+  priv->lat_fps_n = geom.fps_n;
+  priv->lat_fps_d = geom.fps_d;
+  GST_OBJECT_UNLOCK (self);
+  GST_INFO_OBJECT (self, "batch size %u, engine input %dx%d", priv->batch_size, geom.w, geom.h);
+  return TRUE;
+}
+
+static GstFlowReturn
+gst_vae_base_chain (GstPad *pad, GstObject *parent, GstBuffer *buf)
+{
+  GstVaeBase *self = GST_VAE_BASE (parent);
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstVaeBaseClass *klass = GST_VAE_BASE_GET_CLASS (self);
+  GstFlowReturn ret = GST_FLOW_OK;
+  guint timeout;
+
+  if (g_atomic_int_get (&priv->flushing)) {
+    gst_buffer_unref (buf);
+    return GST_FLOW_FLUSHING;
+  }
+  g_mutex_lock (&priv->lock);
+  if (g_atomic_int_get (&priv->flushing)) {
+    ret = GST_FLOW_FLUSHING;
+    goto out;
+  }
+  if (!priv->configured) {
+    if (!priv->caps_failed)   /* else the caps error is already posted */
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, (NULL),
+                         ("a buffer arrived before caps were negotiated"));
+    ret = GST_FLOW_NOT_NEGOTIATED;
+    goto out;
+  }
+  if (priv->timer_flow != GST_FLOW_OK) {
+    ret = priv->timer_flow;
+    priv->timer_flow = GST_FLOW_OK;
+    goto out;
+  }
+  if (!priv->filling) {
+    priv->filling = batch_new (&priv->geom, priv->batch_size);
+    if (!priv->filling) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."),
+          ("could not allocate a batch of %u frames", priv->batch_size));
+      ret = GST_FLOW_ERROR;
+      goto out;
+    }
+  }
+  Batch *b = priv->filling;
+  ret = klass->fill_slot (self, buf, b->in + priv->geom.in_floats * b->n);
+  if (ret != GST_FLOW_OK)
+    goto out;
+  FrameMeta *m = &b->metas[b->n];
+  m->pts = GST_BUFFER_PTS (buf);
+  m->dts = GST_BUFFER_DTS (buf);
+  m->duration = GST_BUFFER_DURATION (buf);
+  m->offset = GST_BUFFER_OFFSET (buf);
+  m->offset_end = GST_BUFFER_OFFSET_END (buf);
+  m->flags = GST_BUFFER_FLAGS (buf) & ~(GST_BUFFER_FLAG_TAG_MEMORY
+                                       | (GST_MINI_OBJECT_FLAG_LAST - 1));
+  if (b->n++ == 0)
+    priv->oldest_us = g_get_monotonic_time ();
+
+  if (b->n >= b->capacity) {
+    ret = run_pending (self, FALSE);
+  } else {
+    GST_OBJECT_LOCK (self);
+    timeout = priv->batch_timeout;
+    GST_OBJECT_UNLOCK (self);
+    if (timeout > 0) {
+      if (!priv->timer) {
+        GError *err = NULL;
+        priv->timer_stop = FALSE;
+        priv->timer = g_thread_try_new ("vae-batch-timer", timer_thread, self, &err);
+        if (!priv->timer) {
+          GST_ELEMENT_ERROR (self, RESOURCE, FAILED, ("Could not start a thread."),
+                             ("%s", err->message));
+          g_clear_error (&err);
+          ret = GST_FLOW_ERROR;
+          goto out;
+        }
+      }
+      g_cond_broadcast (&priv->cond);
+    }
+  }
+out:
+  g_mutex_unlock (&priv->lock);
+  gst_buffer_unref (buf);
+  return ret;
+}
+
+static gboolean
+gst_vae_base_sink_event (GstPad *pad, GstObject *parent, GstEvent *event)
+{
+  GstVaeBase *self = GST_VAE_BASE (parent);
+  GstVaeBasePrivate *priv = PRIV (self);
+  gboolean res = TRUE;
+
+  GST_LOG_OBJECT (self, "event %" GST_PTR_FORMAT, event);
+  switch (GST_EVENT_TYPE (event)) {
+    case GST_EVENT_FLUSH_START:
+      g_atomic_int_set (&priv->flushing, 1);
+      return gst_pad_push_event (priv->srcpad, event);
+    case GST_EVENT_FLUSH_STOP:
+      g_mutex_lock (&priv->lock);
+      drop_pending (self);
+      priv->timer_flow = GST_FLOW_OK;
+      reset_stream (self);
+      g_atomic_int_set (&priv->flushing, 0);
+      g_mutex_unlock (&priv->lock);
+      return gst_pad_push_event (priv->srcpad, event);
+    case GST_EVENT_CAPS: {
+      GstCaps *caps;
+      gst_event_parse_caps (event, &caps);
+      g_mutex_lock (&priv->lock);
+      drain (self);
+      res = handle_caps (self, caps);
+      g_mutex_unlock (&priv->lock);
+      gst_event_unref (event);
+      return res;
+    }
+    case GST_EVENT_STREAM_START:
+      g_mutex_lock (&priv->lock);
+      drain (self);
+      reset_stream (self);
+      g_mutex_unlock (&priv->lock);
+      break;
+    case GST_EVENT_TAG:
+      break;
+    default:
+      if (GST_EVENT_IS_SERIALIZED (event)) {
+        g_mutex_lock (&priv->lock);
+        drain (self);
+        g_mutex_unlock (&priv->lock);
+      }
+      break;
+  }
+  return gst_pad_event_default (pad, parent, event);
+}
+
+static gboolean
+gst_vae_base_sink_query (GstPad *pad, GstObject *parent, GstQuery *query)
+{
+  GstVaeBase *self = GST_VAE_BASE (parent);
+  GstVaeBasePrivate *priv = PRIV (self);
+
+  switch (GST_QUERY_TYPE (query)) {
+    case GST_QUERY_DRAIN:
+      g_mutex_lock (&priv->lock);
+      drain (self);
+      g_mutex_unlock (&priv->lock);
+      return TRUE;
+    case GST_QUERY_ALLOCATION: {
+      GstCaps *caps = NULL;
+      g_mutex_lock (&priv->lock);
+      drain (self);
+      g_mutex_unlock (&priv->lock);
+      gst_query_parse_allocation (query, &caps, NULL);
+      if (caps && gst_caps_get_size (caps) > 0
+          && gst_structure_has_name (gst_caps_get_structure (caps, 0), "video/x-raw"))
+        gst_query_add_allocation_meta (query, GST_VIDEO_META_API_TYPE, NULL);
+      return TRUE;
+    }
+    default:
+      return gst_pad_query_default (pad, parent, query);
+  }
+}
+
+static gboolean
+gst_vae_base_src_query (GstPad *pad, GstObject *parent, GstQuery *query)
+{
+  GstVaeBase *self = GST_VAE_BASE (parent);
+  GstVaeBasePrivate *priv = PRIV (self);
+
+  switch (GST_QUERY_TYPE (query)) {
+    case GST_QUERY_LATENCY: {
+      gboolean live;
+      GstClockTime min, max, lat = 0, frame = GST_CLOCK_TIME_NONE;
+      guint bs, timeout;
+
+      if (!gst_pad_peer_query (priv->sinkpad, query))
+        return FALSE;
+      gst_query_parse_latency (query, &live, &min, &max);
+      GST_OBJECT_LOCK (self);
+      bs = priv->lat_batch_size ? priv->lat_batch_size : MAX (priv->batch_size_prop, 1);
+      if (priv->lat_fps_n > 0 && priv->lat_fps_d > 0)
+        frame = gst_util_uint64_scale_int (GST_SECOND, priv->lat_fps_d, priv->lat_fps_n);
+      timeout = priv->batch_timeout;
+      GST_OBJECT_UNLOCK (self);
+      if (bs > 1 && GST_CLOCK_TIME_IS_VALID (frame))
+        lat = frame * (bs - 1);
+      if (bs > 1 && timeout > 0) {
+        GstClockTime t = (GstClockTime) timeout * GST_MSECOND;
+        lat = GST_CLOCK_TIME_IS_VALID (frame) ? MIN (lat, t) : t;
+      }
+      GST_DEBUG_OBJECT (self, "batching latency %" GST_TIME_FORMAT, GST_TIME_ARGS (lat));
+      min += lat;
+      if (GST_CLOCK_TIME_IS_VALID (max))
+        max += lat;
+      gst_query_set_latency (query, live, min, max);
+      return TRUE;
+    }
+    default:
+      return gst_pad_query_default (pad, parent, query);
+  }
+}
+
+/* ---- state ---- */
+
+static void
+stop_stream (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstVaeBaseClass *klass = GST_VAE_BASE_GET_CLASS (self);
+
+  stop_timer (self);
+  g_mutex_lock (&priv->lock);
+  if (priv->engine)
+    drop_pending (self);
+  else
+    g_clear_pointer (&priv->filling, batch_free);
+  g_clear_pointer (&priv->engine, vae_engine_free);
+  g_clear_pointer (&priv->model, vae_model_free);
+  priv->configured = FALSE;
+  GST_OBJECT_LOCK (self);
+  priv->lat_batch_size = 0;
+  priv->lat_fps_n = 0;
+  GST_OBJECT_UNLOCK (self);
+  priv->timer_flow = GST_FLOW_OK;
+  if (klass->stop)
+    klass->stop (self);
+  g_mutex_unlock (&priv->lock);
+}
+
+static GstStateChangeReturn
+gst_vae_base_change_state (GstElement *element, GstStateChange transition)
+{
+  GstVaeBase *self = GST_VAE_BASE (element);
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstStateChangeReturn ret;
+
+  switch (transition) {
+    case GST_STATE_CHANGE_READY_TO_PAUSED:
+      g_mutex_lock (&priv->lock);
+      g_atomic_int_set (&priv->flushing, 0);
+      priv->timer_flow = GST_FLOW_OK;
+      priv->configured = FALSE;
+      priv->caps_failed = FALSE;
+      gboolean ok = load_model (self);
+      if (ok)
+        reset_stream (self);
+      g_mutex_unlock (&priv->lock);
+      if (!ok)
+        return GST_STATE_CHANGE_FAILURE;
+      break;
+    case GST_STATE_CHANGE_PAUSED_TO_READY:
+      g_atomic_int_set (&priv->flushing, 1);
+      break;
+    default:
+      break;
+  }
+  ret = GST_ELEMENT_CLASS (gst_vae_base_parent_class)->change_state (element, transition);
+  switch (transition) {
+    case GST_STATE_CHANGE_PAUSED_TO_READY:
+      stop_stream (self);
+      break;
+    case GST_STATE_CHANGE_READY_TO_PAUSED:
+      if (ret == GST_STATE_CHANGE_FAILURE)
+        stop_stream (self);
+      break;
+    default:
+      break;
+  }
+  return ret;
+}
+
+/* ---- GObject ---- */
+
+static void
+gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
+                           GParamSpec *pspec)
+{
+  GstVaeBasePrivate *priv = PRIV (object);
+
+  GST_OBJECT_LOCK (object);
+  switch (prop_id) {
+    case PROP_BACKEND: priv->backend = g_value_get_enum (value); break;
+    case PROP_MODEL:
+      g_free (priv->model_path);
+      priv->model_path = g_value_dup_string (value);
+      break;
+    case PROP_BATCH_SIZE: priv->batch_size_prop = g_value_get_uint (value); break;
+    case PROP_BATCH_TIMEOUT: priv->batch_timeout = g_value_get_uint (value); break;
+    case PROP_MAX_INFLIGHT: priv->max_inflight = g_value_get_uint (value); break;
+    case PROP_THREADS: priv->threads = g_value_get_int (value); break;
+    case PROP_DEVICE_ID: priv->device_id = g_value_get_int (value); break;
+    case PROP_ENDPOINT:
+      g_free (priv->endpoint);
+      priv->endpoint = g_value_dup_string (value);
+      break;
+    case PROP_SCALING_FACTOR: priv->scaling_factor = g_value_get_double (value); break;
+    case PROP_SHIFT_FACTOR: priv->shift_factor = g_value_get_double (value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK (object);
+}
+
+static void
+gst_vae_base_get_property (GObject *object, guint prop_id, GValue *value, GParamSpec *pspec)
+{
+  GstVaeBasePrivate *priv = PRIV (object);
+
+  GST_OBJECT_LOCK (object);
+  switch (prop_id) {
+    case PROP_BACKEND: g_value_set_enum (value, priv->backend); break;
+    case PROP_MODEL: g_value_set_string (value, priv->model_path); break;
+    case PROP_BATCH_SIZE: g_value_set_uint (value, priv->batch_size_prop); break;
+    case PROP_BATCH_TIMEOUT: g_value_set_uint (value, priv->batch_timeout); break;
+    case PROP_MAX_INFLIGHT: g_value_set_uint (value, priv->max_inflight); break;
+    case PROP_THREADS: g_value_set_int (value, priv->threads); break;
+    case PROP_DEVICE_ID: g_value_set_int (value, priv->device_id); break;
+    case PROP_ENDPOINT: g_value_set_string (value, priv->endpoint); break;
+    case PROP_SCALING_FACTOR: g_value_set_double (value, priv->scaling_factor); break;
+    case PROP_SHIFT_FACTOR: g_value_set_double (value, priv->shift_factor); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK (object);
+}
+
+static void
+gst_vae_base_finalize (GObject *object)
+{
+  GstVaeBasePrivate *priv = PRIV (object);
+
+  stop_timer (GST_VAE_BASE (object));
+  g_clear_pointer (&priv->filling, batch_free);
+  g_clear_pointer (&priv->engine, vae_engine_free);
+  g_clear_pointer (&priv->model, vae_model_free);
+  g_free (priv->model_path);
+  g_free (priv->endpoint);
+  g_mutex_clear (&priv->lock);
+  g_cond_clear (&priv->cond);
+  G_OBJECT_CLASS (gst_vae_base_parent_class)->finalize (object);
+}
+
+static void
+gst_vae_base_constructed (GObject *object)
+{
+  GstVaeBase *self = GST_VAE_BASE (object);
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstElementClass *eclass = GST_ELEMENT_GET_CLASS (self);
+  GstPadTemplate *t;
+
+  G_OBJECT_CLASS (gst_vae_base_parent_class)->constructed (object);
+
+  t = gst_element_class_get_pad_template (eclass, "sink");
+  g_return_if_fail (t != NULL);
+  priv->sinkpad = gst_pad_new_from_template (t, "sink");
+  gst_pad_set_chain_function (priv->sinkpad, gst_vae_base_chain);
+  gst_pad_set_event_function (priv->sinkpad, gst_vae_base_sink_event);
+  gst_pad_set_query_function (priv->sinkpad, gst_vae_base_sink_query);
+  gst_element_add_pad (GST_ELEMENT (self), priv->sinkpad);
+
+  t = gst_element_class_get_pad_template (eclass, "src");
+  g_return_if_fail (t != NULL);
+  priv->srcpad = gst_pad_new_from_template (t, "src");
+  gst_pad_set_query_function (priv->srcpad, gst_vae_base_src_query);
+  gst_pad_use_fixed_caps (priv->srcpad);
+  gst_element_add_pad (GST_ELEMENT (self), priv->srcpad);
+}
+
+static void
+gst_vae_base_init (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+
+  g_mutex_init (&priv->lock);
+  g_cond_init (&priv->cond);
+  g_queue_init (&priv->inflight);
+  priv->backend = DEFAULT_BACKEND;
+  priv->model_path = g_strdup (DEFAULT_MODEL);
+  priv->batch_size_prop = DEFAULT_BATCH_SIZE;
+  priv->batch_timeout = DEFAULT_BATCH_TIMEOUT;
+  priv->max_inflight = DEFAULT_MAX_INFLIGHT;
+  priv->threads = DEFAULT_THREADS;
+  priv->device_id = DEFAULT_DEVICE_ID;
+  priv->endpoint = g_strdup (DEFAULT_ENDPOINT);
+  priv->scaling_factor = DEFAULT_SCALING_FACTOR;
+  priv->shift_factor = DEFAULT_SHIFT_FACTOR;
+  priv->timer_flow = GST_FLOW_OK;
+}
+
+static void
+gst_vae_base_class_init (GstVaeBaseClass *klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS;
+  GParamSpec *shift;
+
+  GST_DEBUG_CATEGORY_INIT (gst_vae_base_debug, "vaebase", 0, "VAE element base");
+
+  gobject_class->constructed = gst_vae_base_constructed;
+  gobject_class->set_property = gst_vae_base_set_property;
+  gobject_class->get_property = gst_vae_base_get_property;
+  gobject_class->finalize = gst_vae_base_finalize;
+  element_class->change_state = GST_DEBUG_FUNCPTR (gst_vae_base_change_state);
+
+  g_object_class_install_property (gobject_class, PROP_BACKEND,
+      g_param_spec_enum ("backend", "Backend",
+          "Engine that runs the model: auto picks cuda when usable, else cpu",
+          GST_TYPE_VAE_BACKEND, DEFAULT_BACKEND, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_MODEL,
+      g_param_spec_string ("model", "Model",
+          "Model path: a diffusers folder, a single LDM safetensors file, or a TAESD "
+          "file or folder (loaded when the element starts)",
+          DEFAULT_MODEL, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
+      g_param_spec_uint ("batch-size", "Batch size",
+          "Frames per engine run (0 = what the engine prefers); every frame still "
+          "gives its own output buffer", 0, 4096, DEFAULT_BATCH_SIZE,
+          rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_BATCH_TIMEOUT,
+      g_param_spec_uint ("batch-timeout", "Batch timeout",
+          "Milliseconds after the oldest pending frame when a partial batch is run "
+          "anyway (0 = wait for a full batch); use with live sources",
+          0, G_MAXUINT / 1000, DEFAULT_BATCH_TIMEOUT, rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_MAX_INFLIGHT,
+      g_param_spec_uint ("max-inflight", "Max in flight",
+          "Batches submitted to the engine before the oldest is waited for "
+          "(asynchronous engines: cuda, remote)", 1, 64, DEFAULT_MAX_INFLIGHT,
+          rw | GST_PARAM_MUTABLE_PLAYING));
+  g_object_class_install_property (gobject_class, PROP_THREADS,
+      g_param_spec_int ("threads", "Threads",
+          "CPU threads of the engine (0 = the engine's default)", 0, 1024,
+          DEFAULT_THREADS, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_DEVICE_ID,
+      g_param_spec_int ("device-id", "Device ID", "GPU index for GPU engines", 0, 1024,
+          DEFAULT_DEVICE_ID, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_ENDPOINT,
+      g_param_spec_string ("endpoint", "Endpoint",
+          "Server URL for the remote backend", DEFAULT_ENDPOINT,
+          rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_SCALING_FACTOR,
+      g_param_spec_double ("scaling-factor", "Scaling factor",
+          "Latent scaling factor: diffusion = (mean - shift) * scaling "
+          "(negative = from the model, or on vaedecode from the caps, then the model)",
+          -G_MAXDOUBLE, G_MAXDOUBLE, DEFAULT_SCALING_FACTOR, rw | GST_PARAM_MUTABLE_READY));
+  /* NaN cannot pass g_param_spec_double's range check; set it afterwards. */
+  shift = g_param_spec_double ("shift-factor", "Shift factor",
+      "Latent shift factor (NaN = from the model, or on vaedecode from the caps, "
+      "then the model)", -G_MAXDOUBLE, G_MAXDOUBLE, 0.0, rw | GST_PARAM_MUTABLE_READY);
+  G_PARAM_SPEC_DOUBLE (shift)->default_value = DEFAULT_SHIFT_FACTOR;
+  g_object_class_install_property (gobject_class, PROP_SHIFT_FACTOR, shift);
+
+  gst_type_mark_as_plugin_api (GST_TYPE_VAE_BASE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_VAE_BACKEND, 0);
+}

@@ -1,0 +1,326 @@
+/* gst-vae: vaedecode.
+ *
+ * SECTION:element-vaedecode
+ * @title: vaedecode
+ * @see_also: vaeencode, safetensorsdemux
+ *
+ * Decodes diffusion-model latents (the caps vaeencode and safetensorsdemux
+ * produce: `other/tensors,format=static,num_tensors=1,types={float32,float16},
+ * dimensions=W:H:C:1` plus `model`, `scaling-factor`, `shift-factor`,
+ * `spatial-factor`, `width`, `height`) back into video frames with a VAE.
+ * The latents' channel count must match the model's.  Frames come out at the
+ * source size the caps carry (the encoder's padding is cropped away) in RGB,
+ * RGBA, BGRx, I420 or NV12, as downstream prefers (RGB when it does not
+ * care).  Scaling and shift factors come from the element's properties when
+ * set, else from the caps, else from the model.  Every latent buffer gives one
+ * frame with the same timestamps, whatever the batch size.
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 videotestsrc num-buffers=30 ! vaeencode model=/path/to/taef2 ! vaedecode model=/path/to/taef2 ! videoconvert ! autovideosink
+ * ]|
+ * A round trip through the latent space of TAEF2.
+ * |[
+ * gst-launch-1.0 filesrc location=z.safetensors ! safetensorsdemux ! vaedecode model=/path/to/taef2 ! videoconvert ! pngenc ! filesink location=out.png
+ * ]|
+ * Decodes stored latents to a picture.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#include "gstvaedecode.h"
+#include "gstvaeelements.h"
+#include "gstvaelatentcaps.h"
+#include "codec.h"
+#include "safetensors.h"
+#include <gst/video/video.h>
+#include <math.h>
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC (gst_vae_decode_debug);
+#define GST_CAT_DEFAULT gst_vae_decode_debug
+
+#define OUTPUT_FORMATS "{ RGB, RGBA, BGRx, I420, NV12 }"
+
+struct _GstVaeDecode {
+  GstVaeBase parent;
+
+  /* Stream state (stream lock). */
+  GstVaeLatentInfo linfo;
+  GstVideoInfo out_info;
+  GstVideoInfo rgb_info;
+  GstVideoConverter *convert;  /* NULL for RGB and RGBA output */
+  GstBuffer *rgb;              /* scratch RGB frame for the converter */
+  float *latents;              /* one frame of latents as float32 */
+  gsize n_latents;
+  int ph, pw;
+  double scaling, shift;
+};
+
+G_DEFINE_TYPE (GstVaeDecode, gst_vae_decode, GST_TYPE_VAE_BASE)
+GST_ELEMENT_REGISTER_DEFINE (vaedecode, "vaedecode", GST_RANK_NONE, GST_TYPE_VAE_DECODE)
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VAE_LATENT_CAPS_TEMPLATE));
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE (OUTPUT_FORMATS)));
+
+static void
+free_stream (GstVaeDecode *self)
+{
+  g_clear_pointer (&self->convert, gst_video_converter_free);
+  gst_clear_buffer (&self->rgb);
+  g_clear_pointer (&self->latents, g_free);
+  gst_vae_latent_info_clear (&self->linfo);
+}
+
+static gboolean
+gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *geom)
+{
+  GstVaeDecode *self = GST_VAE_DECODE (base);
+  const VaeModel *model = gst_vae_base_get_model (base);
+  GstPad *srcpad = gst_vae_base_get_srcpad (base);
+  GError *err = NULL;
+  double prop;
+
+  free_stream (self);
+  if (!gst_vae_latent_info_from_caps (&self->linfo, caps, &err)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Invalid latent caps."),
+                       ("%s: %" GST_PTR_FORMAT, err->message, caps));
+    g_clear_error (&err);
+    return FALSE;
+  }
+  if (!model->decoder) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Model '%s' has no decoder.", model->name),
+        ("%s holds only an encoder; give vaedecode a model with a decoder", model->path));
+    return FALSE;
+  }
+  if (self->linfo.channels != model->latent_channels) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("The latents have %d channels but model '%s' takes %d.", self->linfo.channels,
+         model->name, model->latent_channels),
+        ("caps: %d latent channels (model '%s'), model %s: %d latent channels",
+         self->linfo.channels, self->linfo.model ? self->linfo.model : "unknown",
+         model->path, model->latent_channels));
+    return FALSE;
+  }
+  const int f = model->spatial_factor;
+  if (self->linfo.spatial_factor > 0 && self->linfo.spatial_factor != f) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("The latents have spatial factor %d but model '%s' has %d.",
+         self->linfo.spatial_factor, model->name, f), ("%" GST_PTR_FORMAT, caps));
+    return FALSE;
+  }
+  self->ph = self->linfo.latent_height * f;
+  self->pw = self->linfo.latent_width * f;
+  if (self->linfo.width <= 0 || self->linfo.height <= 0) {
+    self->linfo.width = self->pw;
+    self->linfo.height = self->ph;
+  }
+  if (self->linfo.width > self->pw || self->linfo.height > self->ph) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Invalid latent caps."),
+        ("source size %dx%d is larger than the decoded %dx%d", self->linfo.width,
+         self->linfo.height, self->pw, self->ph));
+    return FALSE;
+  }
+
+  prop = gst_vae_base_get_scaling_property (base);
+  self->scaling = !isnan (prop) ? prop
+      : (!isnan (self->linfo.scaling_factor) && self->linfo.scaling_factor > 0)
+          ? self->linfo.scaling_factor : model->scaling_factor;
+  prop = gst_vae_base_get_shift_property (base);
+  self->shift = !isnan (prop) ? prop
+      : !isnan (self->linfo.shift_factor) ? self->linfo.shift_factor : model->shift_factor;
+  if (self->scaling == 0) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Scaling factor is 0."), (NULL));
+    return FALSE;
+  }
+
+  /* Output caps: our formats in our order of preference, as downstream allows. */
+  const int w = self->linfo.width, h = self->linfo.height;
+  GstCaps *ours = gst_caps_from_string ("video/x-raw, format=(string)" OUTPUT_FORMATS);
+  gst_caps_set_simple (ours, "width", G_TYPE_INT, w, "height", G_TYPE_INT, h,
+      "framerate", GST_TYPE_FRACTION, self->linfo.fps_n, self->linfo.fps_d,
+      "pixel-aspect-ratio", GST_TYPE_FRACTION, 1, 1, NULL);
+  GstCaps *peer = gst_pad_peer_query_caps (srcpad, NULL);
+  GstCaps *out = gst_caps_intersect_full (ours, peer, GST_CAPS_INTERSECT_FIRST);
+  gst_caps_unref (peer);
+  if (gst_caps_is_empty (out)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Downstream accepts none of the output formats."),
+        ("offered %" GST_PTR_FORMAT, ours));
+    gst_caps_unref (ours);
+    gst_caps_unref (out);
+    return FALSE;
+  }
+  gst_caps_unref (ours);
+  out = gst_caps_fixate (out);
+  if (!gst_video_info_from_caps (&self->out_info, out)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Invalid output caps."),
+                       ("%" GST_PTR_FORMAT, out));
+    gst_caps_unref (out);
+    return FALSE;
+  }
+  GST_DEBUG_OBJECT (self, "src caps %" GST_PTR_FORMAT, out);
+  gboolean ok = gst_pad_set_caps (srcpad, out);
+  gst_caps_unref (out);
+  if (!ok) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Downstream refused the video caps."),
+                       (NULL));
+    return FALSE;
+  }
+
+  GstVideoFormat fmt = GST_VIDEO_INFO_FORMAT (&self->out_info);
+  if (fmt != GST_VIDEO_FORMAT_RGB && fmt != GST_VIDEO_FORMAT_RGBA) {
+    gst_video_info_set_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
+    GST_VIDEO_INFO_FPS_N (&self->rgb_info) = GST_VIDEO_INFO_FPS_N (&self->out_info);
+    GST_VIDEO_INFO_FPS_D (&self->rgb_info) = GST_VIDEO_INFO_FPS_D (&self->out_info);
+    GST_VIDEO_INFO_PAR_N (&self->rgb_info) = GST_VIDEO_INFO_PAR_N (&self->out_info);
+    GST_VIDEO_INFO_PAR_D (&self->rgb_info) = GST_VIDEO_INFO_PAR_D (&self->out_info);
+    GST_VIDEO_INFO_INTERLACE_MODE (&self->rgb_info) = GST_VIDEO_INFO_INTERLACE_MODE (&self->out_info);
+    self->convert = gst_video_converter_new (&self->rgb_info, &self->out_info,
+        gst_structure_new ("GstVideoConverter",
+            GST_VIDEO_CONVERTER_OPT_DITHER_METHOD, GST_TYPE_VIDEO_DITHER_METHOD,
+            GST_VIDEO_DITHER_NONE, GST_VIDEO_CONVERTER_OPT_THREADS, G_TYPE_UINT, 1,
+            NULL));
+    if (!self->convert) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Cannot convert RGB to %s.",
+          gst_video_format_to_string (fmt)), (NULL));
+      return FALSE;
+    }
+    self->rgb = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&self->rgb_info), NULL);
+  }
+  self->n_latents = (gsize) self->linfo.channels * self->linfo.latent_width
+                    * self->linfo.latent_height;
+  self->latents = g_try_new (float, self->n_latents);
+  if (!self->latents || (self->convert && !self->rgb)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."), (NULL));
+    return FALSE;
+  }
+
+  geom->direction = VAE_DIRECTION_DECODE;
+  geom->h = self->linfo.latent_height;
+  geom->w = self->linfo.latent_width;
+  geom->in_floats = self->n_latents;
+  geom->out_floats = (gsize) vae_engine_output_channels (model, VAE_DIRECTION_DECODE)
+                     * self->ph * self->pw;
+  geom->fps_n = self->linfo.fps_n;
+  geom->fps_d = self->linfo.fps_d;
+  return TRUE;
+}
+
+static GstFlowReturn
+gst_vae_decode_fill_slot (GstVaeBase *base, GstBuffer *inbuf, float *slot)
+{
+  GstVaeDecode *self = GST_VAE_DECODE (base);
+  const gsize need = gst_vae_latent_info_frame_size (&self->linfo);
+  GstMapInfo map;
+
+  if (!gst_buffer_map (inbuf, &map, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map a latent buffer."), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  if (map.size < need) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Latent buffer too small."),
+        ("%" G_GSIZE_FORMAT " bytes where %dx%dx%d %s latents need %" G_GSIZE_FORMAT,
+         map.size, self->linfo.channels, self->linfo.latent_height,
+         self->linfo.latent_width, vae_dtype_name (self->linfo.dtype), need));
+    gst_buffer_unmap (inbuf, &map);
+    return GST_FLOW_ERROR;
+  }
+  if (self->linfo.dtype == VAE_DTYPE_F16) {
+    for (gsize i = 0; i < self->n_latents; i++) {
+      guint16 hv;
+      memcpy (&hv, map.data + 2 * i, 2);
+      self->latents[i] = vae_f16_to_f32 (hv);
+    }
+  } else {
+    memcpy (self->latents, map.data, self->n_latents * sizeof (float));
+  }
+  gst_buffer_unmap (inbuf, &map);
+  vae_latents_to_decoder (self->latents, self->n_latents, self->scaling, self->shift, slot);
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn
+gst_vae_decode_make_output (GstVaeBase *base, const float *slot, GstBuffer **outbuf)
+{
+  GstVaeDecode *self = GST_VAE_DECODE (base);
+  const VaeModel *model = gst_vae_base_get_model (base);
+  const int w = self->linfo.width, h = self->linfo.height;
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&self->out_info), NULL);
+  GstVideoFrame frame, rgb;
+
+  if (!buf || !gst_video_frame_map (&frame, &self->out_info, buf, GST_MAP_WRITE)) {
+    if (buf)
+      gst_buffer_unref (buf);
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  if (!self->convert) {
+    int bpp = GST_VIDEO_INFO_FORMAT (&self->out_info) == GST_VIDEO_FORMAT_RGBA ? 4 : 3;
+    vae_pixels_to_rgb8 (model, slot, self->ph, self->pw, GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
+                        w, h, GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0), bpp);
+  } else {
+    if (!gst_video_frame_map (&rgb, &self->rgb_info, self->rgb, GST_MAP_READWRITE)) {
+      gst_video_frame_unmap (&frame);
+      gst_buffer_unref (buf);
+      GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map the RGB scratch frame."),
+                         (NULL));
+      return GST_FLOW_ERROR;
+    }
+    vae_pixels_to_rgb8 (model, slot, self->ph, self->pw, GST_VIDEO_FRAME_PLANE_DATA (&rgb, 0),
+                        w, h, GST_VIDEO_FRAME_PLANE_STRIDE (&rgb, 0), 3);
+    gst_video_converter_frame (self->convert, &rgb, &frame);
+    gst_video_frame_unmap (&rgb);
+  }
+  gst_video_frame_unmap (&frame);
+  *outbuf = buf;
+  return GST_FLOW_OK;
+}
+
+static void
+gst_vae_decode_stop (GstVaeBase *base)
+{
+  free_stream (GST_VAE_DECODE (base));
+}
+
+static void
+gst_vae_decode_finalize (GObject *object)
+{
+  free_stream (GST_VAE_DECODE (object));
+  G_OBJECT_CLASS (gst_vae_decode_parent_class)->finalize (object);
+}
+
+static void
+gst_vae_decode_init (GstVaeDecode *self)
+{
+  gst_vae_latent_info_init (&self->linfo);
+}
+
+static void
+gst_vae_decode_class_init (GstVaeDecodeClass *klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstVaeBaseClass *base_class = GST_VAE_BASE_CLASS (klass);
+
+  GST_DEBUG_CATEGORY_INIT (gst_vae_decode_debug, "vaedecode", 0, "VAE decoder element");
+
+  gobject_class->finalize = gst_vae_decode_finalize;
+
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+  gst_element_class_set_static_metadata (element_class, "VAE decoder",
+      "Filter/Converter/Video/Tensor",
+      "Decodes diffusion-model latents back into video frames with a VAE "
+      "(AutoencoderKL or tiny autoencoder), batching frames on CPU, CUDA or a remote server",
+      "gst-vae developers");
+
+  base_class->set_caps = gst_vae_decode_set_caps;
+  base_class->fill_slot = gst_vae_decode_fill_slot;
+  base_class->make_output = gst_vae_decode_make_output;
+  base_class->stop = gst_vae_decode_stop;
+}

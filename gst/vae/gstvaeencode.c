@@ -1,0 +1,397 @@
+/* gst-vae: vaeencode.
+ *
+ * SECTION:element-vaeencode
+ * @title: vaeencode
+ * @see_also: vaedecode, safetensorsmux
+ *
+ * Encodes video frames into diffusion-model latents with a VAE (an
+ * AutoencoderKL such as SD's or FLUX.1's, or a tiny autoencoder such as
+ * TAESD or TAEF2).  Input is raw video in RGB, RGBA, BGRx, BGRA, I420 or
+ * NV12 of any size and framerate; the element converts it to the model's
+ * input range itself (no videoconvert needed) and pads frames whose size is
+ * not a multiple of the model's spatial factor by repeating the last row and
+ * column.  Every input frame gives one buffer of latents with the same
+ * timestamps, whatever the batch size.
+ *
+ * The output follows NNStreamer's tensor caps
+ * (`other/tensors,format=static,num_tensors=1,types=float32,dimensions=W:H:C:1`)
+ * plus `model`, `scaling-factor`, `shift-factor`, `spatial-factor` and the
+ * source `width`/`height`.  Latents are diffusion-space by default:
+ * `(mean - shift) * scaling`.
+ *
+ * ## Example launch line
+ * |[
+ * gst-launch-1.0 videotestsrc num-buffers=30 ! vaeencode model=/path/to/taef2 ! fakesink
+ * ]|
+ * Encodes 30 frames with TAEF2 on the best available engine.
+ * |[
+ * gst-launch-1.0 filesrc location=in.png ! pngdec ! vaeencode model=/path/to/taef2 ! safetensorsmux ! filesink location=z.safetensors
+ * ]|
+ * Writes the latents of a picture to a safetensors file.
+ */
+#ifdef HAVE_CONFIG_H
+#include "config.h"
+#endif
+#include "gstvaeencode.h"
+#include "gstvaeelements.h"
+#include "gstvaelatentcaps.h"
+#include "codec.h"
+#include "safetensors.h"
+#include <gst/video/video.h>
+#include <math.h>
+#include <string.h>
+
+GST_DEBUG_CATEGORY_STATIC (gst_vae_encode_debug);
+#define GST_CAT_DEFAULT gst_vae_encode_debug
+
+#define DEFAULT_LATENT_MODE GST_VAE_LATENT_MODE_MODE
+#define DEFAULT_SEED 0
+#define DEFAULT_LATENT_DTYPE GST_VAE_LATENT_DTYPE_FLOAT32
+
+enum {
+  PROP_0,
+  PROP_LATENT_MODE,
+  PROP_SEED,
+  PROP_LATENT_DTYPE,
+};
+
+struct _GstVaeEncode {
+  GstVaeBase parent;
+
+  /* Properties, under the object lock. */
+  GstVaeLatentMode latent_mode;
+  guint64 seed;
+  GstVaeLatentDType latent_dtype;
+
+  /* Stream state (stream lock). */
+  GstVaeLatentMode mode;       /* as configured at caps time */
+  GstVaeLatentDType dtype;
+  GstVideoInfo vinfo;
+  GstVideoInfo rgb_info;
+  GstVideoConverter *convert;  /* NULL for RGB and RGBA input */
+  GstBuffer *rgb;              /* converted frame */
+  int ph, pw, lh, lw;
+  int enc_c, out_c;
+  double scaling, shift;
+  GRand *rng;
+  float *scratch;              /* out_c * lh * lw floats */
+};
+
+G_DEFINE_TYPE (GstVaeEncode, gst_vae_encode, GST_TYPE_VAE_BASE)
+GST_ELEMENT_REGISTER_DEFINE (vaeencode, "vaeencode", GST_RANK_NONE, GST_TYPE_VAE_ENCODE)
+
+static GstStaticPadTemplate sink_template = GST_STATIC_PAD_TEMPLATE ("sink",
+    GST_PAD_SINK, GST_PAD_ALWAYS,
+    GST_STATIC_CAPS (GST_VIDEO_CAPS_MAKE ("{ RGB, RGBA, BGRx, BGRA, I420, NV12 }")));
+
+static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
+    GST_PAD_SRC, GST_PAD_ALWAYS, GST_STATIC_CAPS (GST_VAE_LATENT_CAPS_TEMPLATE));
+
+static void
+free_stream (GstVaeEncode *self)
+{
+  g_clear_pointer (&self->convert, gst_video_converter_free);
+  gst_clear_buffer (&self->rgb);
+  g_clear_pointer (&self->scratch, g_free);
+}
+
+static gboolean
+gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *geom)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (base);
+  const VaeModel *model = gst_vae_base_get_model (base);
+  GstVaeLatentInfo li;
+  GstVideoInfo vinfo;
+  double prop;
+
+  if (!gst_video_info_from_caps (&vinfo, caps)) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Invalid video caps."),
+                       ("could not parse %" GST_PTR_FORMAT, caps));
+    return FALSE;
+  }
+  if (!model->encoder) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Model '%s' has no encoder.", model->name),
+        ("%s holds only a decoder; give vaeencode a model with an encoder", model->path));
+    return FALSE;
+  }
+  free_stream (self);
+  self->vinfo = vinfo;
+
+  GST_OBJECT_LOCK (self);
+  self->mode = self->latent_mode;
+  self->dtype = self->latent_dtype;
+  GST_OBJECT_UNLOCK (self);
+
+  const int f = model->spatial_factor;
+  const int w = GST_VIDEO_INFO_WIDTH (&vinfo), h = GST_VIDEO_INFO_HEIGHT (&vinfo);
+  self->ph = vae_padded_size (h, f);
+  self->pw = vae_padded_size (w, f);
+  self->lh = self->ph / f;
+  self->lw = self->pw / f;
+  self->enc_c = vae_engine_output_channels (model, VAE_DIRECTION_ENCODE);
+  self->out_c = vae_latent_channels_for_mode (model, (VaeLatentMode) self->mode);
+  if (self->enc_c < model->latent_channels) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Model '%s' is inconsistent.", model->name),
+        ("its encoder gives %d channels, fewer than its %d latent channels",
+         self->enc_c, model->latent_channels));
+    return FALSE;
+  }
+
+  prop = gst_vae_base_get_scaling_property (base);
+  self->scaling = isnan (prop) ? model->scaling_factor : prop;
+  prop = gst_vae_base_get_shift_property (base);
+  self->shift = isnan (prop) ? model->shift_factor : prop;
+
+  GstVideoFormat fmt = GST_VIDEO_INFO_FORMAT (&vinfo);
+  if (fmt != GST_VIDEO_FORMAT_RGB && fmt != GST_VIDEO_FORMAT_RGBA) {
+    gst_video_info_set_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
+    GST_VIDEO_INFO_FPS_N (&self->rgb_info) = GST_VIDEO_INFO_FPS_N (&vinfo);
+    GST_VIDEO_INFO_FPS_D (&self->rgb_info) = GST_VIDEO_INFO_FPS_D (&vinfo);
+    GST_VIDEO_INFO_PAR_N (&self->rgb_info) = GST_VIDEO_INFO_PAR_N (&vinfo);
+    GST_VIDEO_INFO_PAR_D (&self->rgb_info) = GST_VIDEO_INFO_PAR_D (&vinfo);
+    GST_VIDEO_INFO_INTERLACE_MODE (&self->rgb_info) = GST_VIDEO_INFO_INTERLACE_MODE (&vinfo);
+    self->rgb_info.colorimetry = vinfo.colorimetry;
+    if (GST_VIDEO_INFO_IS_YUV (&vinfo)) {
+      /* RGB output: full range, same primaries/transfer, no matrix. */
+      self->rgb_info.colorimetry.range = GST_VIDEO_COLOR_RANGE_0_255;
+      self->rgb_info.colorimetry.matrix = GST_VIDEO_COLOR_MATRIX_RGB;
+    }
+    self->convert = gst_video_converter_new (&vinfo, &self->rgb_info,
+        gst_structure_new ("GstVideoConverter",
+            GST_VIDEO_CONVERTER_OPT_DITHER_METHOD, GST_TYPE_VIDEO_DITHER_METHOD,
+            GST_VIDEO_DITHER_NONE, GST_VIDEO_CONVERTER_OPT_THREADS, G_TYPE_UINT, 1,
+            NULL));
+    if (!self->convert) {
+      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Cannot convert %s to RGB.",
+          gst_video_format_to_string (fmt)), ("%" GST_PTR_FORMAT, caps));
+      return FALSE;
+    }
+    self->rgb = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&self->rgb_info), NULL);
+  }
+  self->scratch = g_try_new (float, (gsize) self->out_c * self->lh * self->lw);
+  if (!self->scratch || (self->convert && !self->rgb)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."),
+                       ("frames of %dx%d", w, h));
+    return FALSE;
+  }
+
+  gst_vae_latent_info_init (&li);
+  li.dtype = self->dtype == GST_VAE_LATENT_DTYPE_FLOAT16 ? VAE_DTYPE_F16 : VAE_DTYPE_F32;
+  li.channels = self->out_c;
+  li.latent_width = self->lw;
+  li.latent_height = self->lh;
+  li.width = w;
+  li.height = h;
+  li.spatial_factor = f;
+  li.scaling_factor = self->scaling;
+  li.shift_factor = self->shift;
+  li.model = g_strdup (model->name);
+  li.fps_n = GST_VIDEO_INFO_FPS_N (&vinfo);
+  li.fps_d = GST_VIDEO_INFO_FPS_D (&vinfo);
+  GstCaps *out = gst_vae_latent_info_to_caps (&li);
+  gst_vae_latent_info_clear (&li);
+  GST_DEBUG_OBJECT (self, "src caps %" GST_PTR_FORMAT, out);
+  gboolean ok = gst_pad_set_caps (gst_vae_base_get_srcpad (base), out);
+  gst_caps_unref (out);
+  if (!ok) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Downstream refused the latent caps."),
+                       ("%dx%dx%d latents of model %s", self->lw, self->lh, self->out_c,
+                        model->name));
+    return FALSE;
+  }
+
+  geom->direction = VAE_DIRECTION_ENCODE;
+  geom->h = self->ph;
+  geom->w = self->pw;
+  geom->in_floats = (gsize) model->image_channels * self->ph * self->pw;
+  geom->out_floats = (gsize) self->enc_c * self->lh * self->lw;
+  geom->fps_n = GST_VIDEO_INFO_FPS_N (&vinfo);
+  geom->fps_d = GST_VIDEO_INFO_FPS_D (&vinfo);
+  return TRUE;
+}
+
+static GstFlowReturn
+gst_vae_encode_fill_slot (GstVaeBase *base, GstBuffer *inbuf, float *slot)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (base);
+  const VaeModel *model = gst_vae_base_get_model (base);
+  GstVideoFrame frame;
+  const int w = GST_VIDEO_INFO_WIDTH (&self->vinfo), h = GST_VIDEO_INFO_HEIGHT (&self->vinfo);
+
+  if (!gst_video_frame_map (&frame, &self->vinfo, inbuf, GST_MAP_READ)) {
+    GST_ELEMENT_ERROR (self, STREAM, FORMAT, ("Could not map an input frame."),
+        ("buffer of %" G_GSIZE_FORMAT " bytes for %dx%d %s", gst_buffer_get_size (inbuf),
+         w, h, gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&self->vinfo))));
+    return GST_FLOW_ERROR;
+  }
+  if (!self->convert) {
+    int bpp = GST_VIDEO_INFO_FORMAT (&self->vinfo) == GST_VIDEO_FORMAT_RGBA ? 4 : 3;
+    vae_pixels_from_rgb8 (model, GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), w, h,
+                          GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0), bpp, slot,
+                          self->ph, self->pw);
+  } else {
+    GstVideoFrame rgb;
+    if (!gst_video_frame_map (&rgb, &self->rgb_info, self->rgb, GST_MAP_READWRITE)) {
+      gst_video_frame_unmap (&frame);
+      GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map the RGB scratch frame."),
+                         (NULL));
+      return GST_FLOW_ERROR;
+    }
+    gst_video_converter_frame (self->convert, &frame, &rgb);
+    vae_pixels_from_rgb8 (model, GST_VIDEO_FRAME_PLANE_DATA (&rgb, 0), w, h,
+                          GST_VIDEO_FRAME_PLANE_STRIDE (&rgb, 0), 3, slot, self->ph, self->pw);
+    gst_video_frame_unmap (&rgb);
+  }
+  gst_video_frame_unmap (&frame);
+  return GST_FLOW_OK;
+}
+
+static GstFlowReturn
+gst_vae_encode_make_output (GstVaeBase *base, const float *slot, GstBuffer **outbuf)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (base);
+  const VaeModel *model = gst_vae_base_get_model (base);
+  const gsize n = (gsize) self->out_c * self->lh * self->lw;
+  const gboolean f16 = self->dtype == GST_VAE_LATENT_DTYPE_FLOAT16;
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, n * (f16 ? 2 : 4), NULL);
+  GstMapInfo map;
+
+  if (!buf || !gst_buffer_map (buf, &map, GST_MAP_WRITE)) {
+    if (buf)
+      gst_buffer_unref (buf);
+    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."), (NULL));
+    return GST_FLOW_ERROR;
+  }
+  vae_latents_from_encoder (model, slot, self->lh, self->lw, (VaeLatentMode) self->mode,
+                            self->rng, self->scaling, self->shift, self->scratch);
+  if (f16) {
+    guint16 *dst = (guint16 *) map.data;
+    for (gsize i = 0; i < n; i++)
+      dst[i] = vae_f32_to_f16 (self->scratch[i]);
+  } else {
+    memcpy (map.data, self->scratch, n * sizeof (float));
+  }
+  gst_buffer_unmap (buf, &map);
+  *outbuf = buf;
+  return GST_FLOW_OK;
+}
+
+static void
+gst_vae_encode_reset (GstVaeBase *base)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (base);
+  guint64 seed;
+  guint32 words[2];
+
+  GST_OBJECT_LOCK (self);
+  seed = self->seed;
+  GST_OBJECT_UNLOCK (self);
+  words[0] = (guint32) seed;
+  words[1] = (guint32) (seed >> 32);
+  g_clear_pointer (&self->rng, g_rand_free);
+  self->rng = g_rand_new_with_seed_array (words, 2);
+}
+
+static void
+gst_vae_encode_stop (GstVaeBase *base)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (base);
+  free_stream (self);
+  g_clear_pointer (&self->rng, g_rand_free);
+}
+
+static void
+gst_vae_encode_set_property (GObject *object, guint prop_id, const GValue *value,
+                             GParamSpec *pspec)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_LATENT_MODE: self->latent_mode = g_value_get_enum (value); break;
+    case PROP_SEED: self->seed = g_value_get_uint64 (value); break;
+    case PROP_LATENT_DTYPE: self->latent_dtype = g_value_get_enum (value); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_vae_encode_get_property (GObject *object, guint prop_id, GValue *value,
+                             GParamSpec *pspec)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (object);
+
+  GST_OBJECT_LOCK (self);
+  switch (prop_id) {
+    case PROP_LATENT_MODE: g_value_set_enum (value, self->latent_mode); break;
+    case PROP_SEED: g_value_set_uint64 (value, self->seed); break;
+    case PROP_LATENT_DTYPE: g_value_set_enum (value, self->latent_dtype); break;
+    default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
+  }
+  GST_OBJECT_UNLOCK (self);
+}
+
+static void
+gst_vae_encode_finalize (GObject *object)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (object);
+  free_stream (self);
+  g_clear_pointer (&self->rng, g_rand_free);
+  G_OBJECT_CLASS (gst_vae_encode_parent_class)->finalize (object);
+}
+
+static void
+gst_vae_encode_init (GstVaeEncode *self)
+{
+  self->latent_mode = DEFAULT_LATENT_MODE;
+  self->seed = DEFAULT_SEED;
+  self->latent_dtype = DEFAULT_LATENT_DTYPE;
+}
+
+static void
+gst_vae_encode_class_init (GstVaeEncodeClass *klass)
+{
+  GObjectClass *gobject_class = G_OBJECT_CLASS (klass);
+  GstElementClass *element_class = GST_ELEMENT_CLASS (klass);
+  GstVaeBaseClass *base_class = GST_VAE_BASE_CLASS (klass);
+  const GParamFlags rw = G_PARAM_READWRITE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY;
+
+  GST_DEBUG_CATEGORY_INIT (gst_vae_encode_debug, "vaeencode", 0, "VAE encoder element");
+
+  gobject_class->set_property = gst_vae_encode_set_property;
+  gobject_class->get_property = gst_vae_encode_get_property;
+  gobject_class->finalize = gst_vae_encode_finalize;
+
+  g_object_class_install_property (gobject_class, PROP_LATENT_MODE,
+      g_param_spec_enum ("latent-mode", "Latent mode",
+          "What to emit: the distribution's mode, a seeded sample, or the "
+          "distribution (scaled mean then logvar, 2C channels; KL models)",
+          GST_TYPE_VAE_LATENT_MODE, DEFAULT_LATENT_MODE, rw));
+  g_object_class_install_property (gobject_class, PROP_SEED,
+      g_param_spec_uint64 ("seed", "Seed",
+          "Random seed of latent-mode=sample (reseeded at each stream start and flush: "
+          "same seed, same output)", 0, G_MAXUINT64, DEFAULT_SEED, rw));
+  g_object_class_install_property (gobject_class, PROP_LATENT_DTYPE,
+      g_param_spec_enum ("latent-dtype", "Latent dtype", "Element type of the latents",
+          GST_TYPE_VAE_LATENT_DTYPE, DEFAULT_LATENT_DTYPE, rw));
+
+  gst_element_class_add_static_pad_template (element_class, &sink_template);
+  gst_element_class_add_static_pad_template (element_class, &src_template);
+  gst_element_class_set_static_metadata (element_class, "VAE encoder",
+      "Filter/Converter/Video/Tensor",
+      "Encodes video frames into diffusion-model latents with a VAE "
+      "(AutoencoderKL or tiny autoencoder), batching frames on CPU, CUDA or a remote server",
+      "gst-vae developers");
+
+  base_class->set_caps = gst_vae_encode_set_caps;
+  base_class->fill_slot = gst_vae_encode_fill_slot;
+  base_class->make_output = gst_vae_encode_make_output;
+  base_class->reset = gst_vae_encode_reset;
+  base_class->stop = gst_vae_encode_stop;
+
+  gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_MODE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_DTYPE, 0);
+}

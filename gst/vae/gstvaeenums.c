@@ -1,0 +1,67 @@
+/* gst-vae: enum GTypes of the elements' properties. */
+#include "gstvaeenums.h"
+
+GType
+gst_vae_backend_get_type (void)
+{
+  static gsize type = 0;
+  static const GEnumValue values[] = {
+    { GST_VAE_BACKEND_AUTO, "Automatic: CUDA when usable, else CPU", "auto" },
+    { GST_VAE_BACKEND_CPU, "CPU (oneDNN)", "cpu" },
+    { GST_VAE_BACKEND_CUDA, "CUDA (NVIDIA GPU)", "cuda" },
+    { GST_VAE_BACKEND_REMOTE, "Remote server over HTTP (see endpoint)", "remote" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstVaeBackend", values);
+    g_once_init_leave (&type, t);
+  }
+  return (GType) type;
+}
+
+const char *
+gst_vae_backend_nick (GstVaeBackend backend)
+{
+  switch (backend) {
+    case GST_VAE_BACKEND_CPU: return "cpu";
+    case GST_VAE_BACKEND_CUDA: return "cuda";
+    case GST_VAE_BACKEND_REMOTE: return "remote";
+    case GST_VAE_BACKEND_AUTO:
+    default: return "auto";
+  }
+}
+
+GType
+gst_vae_latent_mode_get_type (void)
+{
+  static gsize type = 0;
+  static const GEnumValue values[] = {
+    { GST_VAE_LATENT_MODE_MODE, "The distribution's mode (mean)", "mode" },
+    { GST_VAE_LATENT_MODE_SAMPLE, "A seeded sample: mean + std * N(0,1)", "sample" },
+    { GST_VAE_LATENT_MODE_DISTRIBUTION,
+      "Scaled mean then logvar, 2C channels (C for models without logvar)",
+      "distribution" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstVaeLatentMode", values);
+    g_once_init_leave (&type, t);
+  }
+  return (GType) type;
+}
+
+GType
+gst_vae_latent_dtype_get_type (void)
+{
+  static gsize type = 0;
+  static const GEnumValue values[] = {
+    { GST_VAE_LATENT_DTYPE_FLOAT32, "32-bit float", "float32" },
+    { GST_VAE_LATENT_DTYPE_FLOAT16, "16-bit float (IEEE half)", "float16" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstVaeLatentDType", values);
+    g_once_init_leave (&type, t);
+  }
+  return (GType) type;
+}

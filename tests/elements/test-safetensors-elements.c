@@ -1,0 +1,810 @@
+/* gst-vae: GstHarness tests of safetensorsmux and safetensorsdemux.
+ *
+ * The plugin is found through GST_PLUGIN_PATH (set by meson).  Files are
+ * checked with the core reader (vae_safetensors_new_from_bytes) and test
+ * inputs written with the core writer. */
+#include <gst/check/gstcheck.h>
+#include <gst/check/gstharness.h>
+#include <glib/gstdio.h>
+#include <unistd.h>
+#include <math.h>
+#include <string.h>
+
+#include "gstvaelatentcaps.h"
+#include "safetensors.h"
+
+#define N_FRAMES 5
+#define FPS_N 6
+#define FPS_D 1
+
+/* ---- helpers ---- */
+
+static void
+make_info (GstVaeLatentInfo *info, VaeDType dtype, int c, int h, int w)
+{
+  gst_vae_latent_info_init (info);
+  info->dtype = dtype;
+  info->channels = c;
+  info->latent_height = h;
+  info->latent_width = w;
+  info->spatial_factor = 8;
+  info->width = w * 8 - 3;
+  info->height = h * 8 - 5;
+  info->scaling_factor = 0.3611;
+  info->shift_factor = 0.1159;
+  info->model = g_strdup ("test-model");
+  info->fps_n = FPS_N;
+  info->fps_d = FPS_D;
+}
+
+static float
+frame_value (int frame, gsize i)
+{
+  /* exactly representable in F16 */
+  return (float) frame * 16.0f + (float) (i % 64) * 0.25f - 4.0f;
+}
+
+static GstBuffer *
+make_frame (const GstVaeLatentInfo *info, int frame)
+{
+  gsize n = (gsize) info->channels * info->latent_height * info->latent_width;
+  GstBuffer *buf = gst_buffer_new_allocate (NULL, gst_vae_latent_info_frame_size (info), NULL);
+  GstMapInfo map;
+  fail_unless (gst_buffer_map (buf, &map, GST_MAP_WRITE));
+  for (gsize i = 0; i < n; i++) {
+    if (info->dtype == VAE_DTYPE_F16) {
+      guint16 v = vae_f32_to_f16 (frame_value (frame, i));
+      memcpy (map.data + i * 2, &v, 2);
+    } else {
+      float v = frame_value (frame, i);
+      memcpy (map.data + i * 4, &v, 4);
+    }
+  }
+  gst_buffer_unmap (buf, &map);
+  return buf;
+}
+
+static GstClockTime
+frame_pts (int frame)
+{
+  return gst_util_uint64_scale (frame * GST_SECOND, FPS_D, FPS_N);
+}
+
+/* A harness whose element posts to BUS. */
+static GstHarness *
+harness_with_bus (const char *name, GstBus **bus)
+{
+  GstHarness *h = gst_harness_new (name);
+  *bus = gst_bus_new ();
+  gst_element_set_bus (h->element, *bus);
+  return h;
+}
+
+/* The error on BUS (NULL when none); checks its domain and code. */
+static GError *
+pop_error (GstBus *bus, GQuark domain, gint code)
+{
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  GError *err = NULL;
+  gchar *debug = NULL;
+  if (!msg)
+    return NULL;
+  gst_message_parse_error (msg, &err, &debug);
+  GST_INFO ("error: %s (%s)", err->message, debug ? debug : "");
+  fail_unless (debug != NULL && debug[0] != '\0', "an element error without debug text");
+  fail_unless (err->domain == domain && err->code == code,
+      "unexpected error %s %d: %s", g_quark_to_string (err->domain), err->code, err->message);
+  g_free (debug);
+  gst_message_unref (msg);
+  return err;
+}
+
+static void
+assert_no_error (GstBus *bus)
+{
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  if (msg) {
+    GError *err = NULL;
+    gchar *debug = NULL;
+    gst_message_parse_error (msg, &err, &debug);
+    ck_abort_msg ("unexpected error: %s (%s)", err->message, debug ? debug : "");
+  }
+}
+
+static void
+harness_done (GstHarness *h, GstBus *bus)
+{
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (h);
+}
+
+/* Muxes N frames described by INFO; returns the file. */
+static GBytes *
+mux_frames (const GstVaeLatentInfo *info, int n, gboolean pts_hole)
+{
+  GstBus *bus;
+  GstHarness *h = harness_with_bus ("safetensorsmux", &bus);
+  GstCaps *caps = gst_vae_latent_info_to_caps (info);
+  GstBuffer *out;
+  GstMapInfo map;
+  GBytes *bytes;
+  GstEvent *ev;
+  gboolean saw_eos = FALSE;
+
+  gst_harness_set_src_caps (h, caps);
+  for (int i = 0; i < n; i++) {
+    GstBuffer *buf = make_frame (info, i);
+    GST_BUFFER_PTS (buf) = (pts_hole && i == 1) ? GST_CLOCK_TIME_NONE : frame_pts (i);
+    GST_BUFFER_DURATION (buf) = frame_pts (i + 1) - frame_pts (i);
+    fail_unless_equals_int (gst_harness_push (h, buf), GST_FLOW_OK);
+  }
+  fail_unless_equals_int (gst_harness_buffers_received (h), 0);
+  fail_unless (gst_harness_push_event (h, gst_event_new_eos ()));
+  assert_no_error (bus);
+
+  fail_unless_equals_int (gst_harness_buffers_received (h), 1);
+  out = gst_harness_try_pull (h);
+  fail_unless (out != NULL);
+  fail_unless (gst_buffer_map (out, &map, GST_MAP_READ));
+  bytes = g_bytes_new (map.data, map.size);
+  gst_buffer_unmap (out, &map);
+  gst_buffer_unref (out);
+
+  {
+    GstCaps *outcaps = gst_pad_get_current_caps (h->sinkpad);
+    fail_unless (outcaps != NULL);
+    fail_unless (gst_structure_has_name (gst_caps_get_structure (outcaps, 0),
+            "application/x-safetensors"));
+    gst_caps_unref (outcaps);
+  }
+  while ((ev = gst_harness_try_pull_event (h))) {
+    if (GST_EVENT_TYPE (ev) == GST_EVENT_EOS)
+      saw_eos = TRUE;
+    gst_event_unref (ev);
+  }
+  fail_unless (saw_eos, "no EOS after the file");
+  harness_done (h, bus);
+  return bytes;
+}
+
+static const char *
+meta (const VaeSafetensors *st, const char *key)
+{
+  const char *v = vae_safetensors_metadata (st, key);
+  fail_unless (v != NULL, "metadata '%s' missing", key);
+  return v;
+}
+
+static void
+check_muxed (GBytes *bytes, const GstVaeLatentInfo *info, int n, gboolean pts_hole)
+{
+  GError *error = NULL;
+  VaeSafetensors *st = vae_safetensors_new_from_bytes (bytes, "muxed", &error);
+  const VaeTensorView *lat, *pts;
+  gsize frame_elems = (gsize) info->channels * info->latent_height * info->latent_width;
+  gint64 shape[4] = { n, info->channels, info->latent_height, info->latent_width };
+  gint64 pts_shape[1] = { n };
+  float *vals;
+
+  fail_unless (st != NULL, "%s", error ? error->message : "?");
+  lat = vae_safetensors_lookup (st, "latents");
+  fail_unless (lat != NULL);
+  fail_unless_equals_int (lat->dtype, info->dtype);
+  fail_unless (vae_tensor_view_check_shape (lat, "muxed", 4, shape, &error), "%s",
+      error ? error->message : "?");
+  vals = g_new (float, lat->n_elements);
+  fail_unless (vae_tensor_view_to_f32 (lat, vals, NULL));
+  for (int f = 0; f < n; f++)
+    for (gsize i = 0; i < frame_elems; i++)
+      fail_unless (vals[f * frame_elems + i] == frame_value (f, i),
+          "frame %d element %zu: %g != %g", f, i, vals[f * frame_elems + i],
+          frame_value (f, i));
+  g_free (vals);
+
+  pts = vae_safetensors_lookup (st, "pts");
+  fail_unless (pts != NULL);
+  fail_unless_equals_int (pts->dtype, VAE_DTYPE_I64);
+  fail_unless (vae_tensor_view_check_shape (pts, "muxed", 1, pts_shape, NULL));
+  for (int f = 0; f < n; f++) {
+    gint64 p;
+    memcpy (&p, pts->data + f * 8, 8);
+    if (pts_hole && f == 1) {
+      fail_unless_equals_int64 (p, -1);
+    } else {
+      fail_unless_equals_int64 (p, (gint64) frame_pts (f));
+    }
+  }
+
+  fail_unless_equals_string (meta (st, "model"), "test-model");
+  fail_unless_equals_float (g_ascii_strtod (meta (st, "scaling_factor"), NULL), info->scaling_factor);
+  fail_unless_equals_float (g_ascii_strtod (meta (st, "shift_factor"), NULL), info->shift_factor);
+  fail_unless_equals_string (meta (st, "framerate"), "6/1");
+  fail_unless_equals_int (atoi (meta (st, "width")), info->width);
+  fail_unless_equals_int (atoi (meta (st, "height")), info->height);
+  fail_unless_equals_int (atoi (meta (st, "spatial_factor")), 8);
+  vae_safetensors_free (st);
+}
+
+/* Runs the demuxer on BYTES (pushed without caps, as filesrc does, in
+ * chunks of CHUNK bytes).  Returns the harness (EOS pushed) for the caller
+ * to pull from; the caller tears it down with harness_done. */
+static GstHarness *
+demux_bytes (GBytes *bytes, gsize chunk, GstBus **bus)
+{
+  GstHarness *h = harness_with_bus ("safetensorsdemux", bus);
+  gsize size;
+  const guint8 *data = g_bytes_get_data (bytes, &size);
+  GstSegment seg;
+
+  gst_harness_play (h);
+  fail_unless (gst_harness_push_event (h, gst_event_new_stream_start ("file")));
+  gst_segment_init (&seg, GST_FORMAT_BYTES);
+  fail_unless (gst_harness_push_event (h, gst_event_new_segment (&seg)));
+  for (gsize off = 0; off < size; off += chunk) {
+    gsize n = MIN (chunk, size - off);
+    fail_unless_equals_int (gst_harness_push (h, gst_buffer_new_memdup (data + off, n)), GST_FLOW_OK);
+  }
+  /* nothing comes out before the whole file is in */
+  fail_unless_equals_int (gst_harness_buffers_received (h), 0);
+  gst_harness_push_event (h, gst_event_new_eos ());
+  return h;
+}
+
+static GstCaps *
+demuxed_caps (GstHarness *h)
+{
+  GstCaps *caps = gst_pad_get_current_caps (h->sinkpad);
+  fail_unless (caps != NULL, "the demuxer set no caps");
+  return caps;
+}
+
+static void
+pull_eos (GstHarness *h)
+{
+  GstEvent *ev;
+  gboolean eos = FALSE, segment = FALSE, start = FALSE;
+  while ((ev = gst_harness_try_pull_event (h))) {
+    if (GST_EVENT_TYPE (ev) == GST_EVENT_EOS)
+      eos = TRUE;
+    if (GST_EVENT_TYPE (ev) == GST_EVENT_STREAM_START)
+      start = TRUE;
+    if (GST_EVENT_TYPE (ev) == GST_EVENT_SEGMENT) {
+      const GstSegment *s;
+      gst_event_parse_segment (ev, &s);
+      fail_unless_equals_int (s->format, GST_FORMAT_TIME);
+      segment = TRUE;
+    }
+    gst_event_unref (ev);
+  }
+  fail_unless (start && segment && eos, "stream-start %d segment %d eos %d", start, segment, eos);
+}
+
+/* ---- safetensorsmux ---- */
+
+static void
+run_mux (VaeDType dtype)
+{
+  GstVaeLatentInfo info;
+  GBytes *bytes;
+  make_info (&info, dtype, 4, 3, 5);
+  bytes = mux_frames (&info, N_FRAMES, FALSE);
+  check_muxed (bytes, &info, N_FRAMES, FALSE);
+  g_bytes_unref (bytes);
+  gst_vae_latent_info_clear (&info);
+}
+
+GST_START_TEST (test_mux_f32)
+{
+  run_mux (VAE_DTYPE_F32);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_mux_f16)
+{
+  run_mux (VAE_DTYPE_F16);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_mux_pts_none)
+{
+  GstVaeLatentInfo info;
+  GBytes *bytes;
+  make_info (&info, VAE_DTYPE_F32, 2, 2, 2);
+  bytes = mux_frames (&info, 3, TRUE);
+  check_muxed (bytes, &info, 3, TRUE);
+  g_bytes_unref (bytes);
+  gst_vae_latent_info_clear (&info);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_mux_zero_frames)
+{
+  GstVaeLatentInfo info;
+  GstBus *bus;
+  GstHarness *h = harness_with_bus ("safetensorsmux", &bus);
+  GError *err;
+
+  make_info (&info, VAE_DTYPE_F32, 4, 3, 5);
+  gst_harness_set_src_caps (h, gst_vae_latent_info_to_caps (&info));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  err = pop_error (bus, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED);
+  fail_unless (err != NULL, "no error for a stream without frames");
+  fail_unless (strstr (err->message, "no latent frames") != NULL, "%s", err->message);
+  g_error_free (err);
+  fail_unless_equals_int (gst_harness_buffers_received (h), 0);
+  harness_done (h, bus);
+  gst_vae_latent_info_clear (&info);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_mux_zero_frames_no_caps)
+{
+  GstBus *bus;
+  GstHarness *h = harness_with_bus ("safetensorsmux", &bus);
+  GError *err;
+
+  gst_harness_play (h);
+  gst_harness_push_event (h, gst_event_new_stream_start ("x"));
+  gst_harness_push_event (h, gst_event_new_eos ());
+  err = pop_error (bus, GST_STREAM_ERROR, GST_STREAM_ERROR_FAILED);
+  fail_unless (err != NULL, "no error for an empty stream");
+  g_error_free (err);
+  harness_done (h, bus);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_mux_caps_change)
+{
+  GstVaeLatentInfo a, b;
+  GstBus *bus;
+  GstHarness *h = harness_with_bus ("safetensorsmux", &bus);
+  GError *err;
+
+  make_info (&a, VAE_DTYPE_F32, 4, 3, 5);
+  make_info (&b, VAE_DTYPE_F32, 4, 3, 6);
+  gst_harness_set_src_caps (h, gst_vae_latent_info_to_caps (&a));
+  fail_unless_equals_int (gst_harness_push (h, make_frame (&a, 0)), GST_FLOW_OK);
+  /* same layout, other framerate: fine */
+  a.fps_n = 12;
+  fail_unless (gst_harness_push_event (h, gst_event_new_caps (gst_vae_latent_info_to_caps (&a))));
+  assert_no_error (bus);
+  fail_unless_equals_int (gst_harness_push (h, make_frame (&a, 1)), GST_FLOW_OK);
+  /* another latent size: an element error (the event is sticky, so
+   * gst_pad_push_event may still report it as stored) */
+  gst_harness_push_event (h, gst_event_new_caps (gst_vae_latent_info_to_caps (&b)));
+  err = pop_error (bus, GST_STREAM_ERROR, GST_STREAM_ERROR_FORMAT);
+  fail_unless (err != NULL, "no error for a layout change");
+  g_error_free (err);
+  harness_done (h, bus);
+  gst_vae_latent_info_clear (&a);
+  gst_vae_latent_info_clear (&b);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_mux_wrong_buffer_size)
+{
+  GstVaeLatentInfo info;
+  GstBus *bus;
+  GstHarness *h = harness_with_bus ("safetensorsmux", &bus);
+  GError *err;
+
+  make_info (&info, VAE_DTYPE_F32, 4, 3, 5);
+  gst_harness_set_src_caps (h, gst_vae_latent_info_to_caps (&info));
+  fail_if (gst_harness_push (h, gst_buffer_new_allocate (NULL, 7, NULL)) == GST_FLOW_OK);
+  err = pop_error (bus, GST_STREAM_ERROR, GST_STREAM_ERROR_FORMAT);
+  fail_unless (err != NULL);
+  g_error_free (err);
+  harness_done (h, bus);
+  gst_vae_latent_info_clear (&info);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_mux_refuses_video)
+{
+  GstHarness *h = gst_harness_new ("safetensorsmux");
+  GstCaps *caps = gst_caps_from_string ("video/x-raw,format=RGB,width=8,height=8,framerate=1/1");
+  fail_if (gst_pad_peer_query_accept_caps (h->srcpad, caps));
+  gst_caps_unref (caps);
+  gst_harness_teardown (h);
+}
+GST_END_TEST;
+
+/* ---- safetensorsdemux ---- */
+
+GST_START_TEST (test_demux_written_file)
+{
+  g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
+  const int T = 3, C = 4, H = 2, W = 3;
+  gint64 shape[4] = { T, C, H, W }, pshape[1] = { T };
+  gint64 pts[3] = { 0, 100, -1 };
+  float data[3 * 4 * 2 * 3];
+  GBytes *bytes;
+  GstBus *bus;
+  GstHarness *h;
+  GstCaps *caps;
+  GstVaeLatentInfo info;
+  GError *error = NULL;
+
+  for (guint i = 0; i < G_N_ELEMENTS (data); i++)
+    data[i] = (float) i * 0.5f - 3.0f;
+  fail_unless (vae_safetensors_writer_add (w, "latents", VAE_DTYPE_F32, 4, shape, data, sizeof data, NULL));
+  fail_unless (vae_safetensors_writer_add (w, "pts", VAE_DTYPE_I64, 1, pshape, pts, sizeof pts, NULL));
+  vae_safetensors_writer_set_metadata (w, "model", "taef2");
+  vae_safetensors_writer_set_metadata (w, "scaling_factor", "0.3611");
+  vae_safetensors_writer_set_metadata (w, "shift_factor", "0.1159");
+  vae_safetensors_writer_set_metadata (w, "framerate", "25/1");
+  vae_safetensors_writer_set_metadata (w, "width", "20");
+  vae_safetensors_writer_set_metadata (w, "height", "13");
+  vae_safetensors_writer_set_metadata (w, "spatial_factor", "8");
+  bytes = vae_safetensors_writer_to_bytes (w);
+
+  h = demux_bytes (bytes, 100, &bus);
+  assert_no_error (bus);
+  caps = demuxed_caps (h);
+  gst_vae_latent_info_init (&info);
+  fail_unless (gst_vae_latent_info_from_caps (&info, caps, &error), "%s", error ? error->message : "?");
+  fail_unless_equals_int (info.dtype, VAE_DTYPE_F32);
+  fail_unless_equals_int (info.channels, C);
+  fail_unless_equals_int (info.latent_height, H);
+  fail_unless_equals_int (info.latent_width, W);
+  fail_unless_equals_int (info.width, 20);
+  fail_unless_equals_int (info.height, 13);
+  fail_unless_equals_int (info.spatial_factor, 8);
+  fail_unless_equals_float (info.scaling_factor, 0.3611);
+  fail_unless_equals_float (info.shift_factor, 0.1159);
+  fail_unless_equals_string (info.model, "taef2");
+  fail_unless_equals_int (info.fps_n, 25);
+  fail_unless_equals_int (info.fps_d, 1);
+  gst_caps_unref (caps);
+
+  fail_unless_equals_int (gst_harness_buffers_received (h), T);
+  for (int f = 0; f < T; f++) {
+    GstBuffer *buf = gst_harness_pull (h);
+    GstMapInfo map;
+    fail_unless (buf != NULL);
+    if (pts[f] < 0) {
+      fail_if (GST_BUFFER_PTS_IS_VALID (buf));
+    } else {
+      fail_unless_equals_uint64 (GST_BUFFER_PTS (buf), (guint64) pts[f]);
+    }
+    fail_unless_equals_uint64 (GST_BUFFER_DURATION (buf), GST_SECOND / 25);
+    fail_unless (gst_buffer_map (buf, &map, GST_MAP_READ));
+    fail_unless_equals_int (map.size, C * H * W * 4);
+    fail_unless (memcmp (map.data, data + f * C * H * W, map.size) == 0);
+    gst_buffer_unmap (buf, &map);
+    gst_buffer_unref (buf);
+  }
+  pull_eos (h);
+  harness_done (h, bus);
+  gst_vae_latent_info_clear (&info);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
+/* `latents` alone: framerate 0/1, no factors, no model, no timestamps. */
+static void
+run_latents_only (int ndim, VaeDType dtype)
+{
+  g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
+  const int T = ndim == 4 ? 2 : 1, C = 4, H = 2, W = 3;
+  gint64 shape4[4] = { T, C, H, W }, shape3[3] = { C, H, W };
+  float ref[2 * 4 * 2 * 3];
+  guint16 half[2 * 4 * 2 * 3];
+  gsize n = (gsize) T * C * H * W;
+  GBytes *bytes;
+  GstBus *bus;
+  GstHarness *h;
+  GstCaps *caps;
+  GstStructure *s;
+  GstVaeLatentInfo info;
+
+  for (gsize i = 0; i < n; i++) {
+    ref[i] = (float) i * 0.25f - 2.0f;
+    half[i] = dtype == VAE_DTYPE_BF16 ? vae_f32_to_bf16 (ref[i]) : vae_f32_to_f16 (ref[i]);
+  }
+  if (dtype == VAE_DTYPE_F32) {
+    fail_unless (vae_safetensors_writer_add (w, "latents", dtype, ndim, ndim == 4 ? shape4 : shape3,
+            ref, n * 4, NULL));
+  } else {
+    fail_unless (vae_safetensors_writer_add (w, "latents", dtype, ndim, ndim == 4 ? shape4 : shape3,
+            half, n * 2, NULL));
+  }
+  bytes = vae_safetensors_writer_to_bytes (w);
+
+  h = demux_bytes (bytes, 4096, &bus);
+  assert_no_error (bus);
+  caps = demuxed_caps (h);
+  s = gst_caps_get_structure (caps, 0);
+  fail_if (gst_structure_has_field (s, "scaling-factor"), "%" GST_PTR_FORMAT, caps);
+  fail_if (gst_structure_has_field (s, "shift-factor"), "%" GST_PTR_FORMAT, caps);
+  fail_if (gst_structure_has_field (s, "model"), "%" GST_PTR_FORMAT, caps);
+  gst_vae_latent_info_init (&info);
+  fail_unless (gst_vae_latent_info_from_caps (&info, caps, NULL));
+  fail_unless_equals_int (info.fps_n, 0);
+  fail_unless_equals_int (info.fps_d, 1);
+  fail_unless_equals_int (info.spatial_factor, 8);
+  fail_unless_equals_int (info.width, W * 8);
+  fail_unless_equals_int (info.height, H * 8);
+  fail_unless_equals_int (info.channels, C);
+  /* BF16 is widened to F32 */
+  fail_unless_equals_int (info.dtype, dtype == VAE_DTYPE_F16 ? VAE_DTYPE_F16 : VAE_DTYPE_F32);
+  gst_caps_unref (caps);
+
+  fail_unless_equals_int (gst_harness_buffers_received (h), T);
+  for (int f = 0; f < T; f++) {
+    GstBuffer *buf = gst_harness_pull (h);
+    GstMapInfo map;
+    gsize fe = (gsize) C * H * W;
+    fail_if (GST_BUFFER_PTS_IS_VALID (buf));
+    fail_if (GST_BUFFER_DURATION_IS_VALID (buf));
+    fail_unless (gst_buffer_map (buf, &map, GST_MAP_READ));
+    if (dtype == VAE_DTYPE_F16) {
+      fail_unless_equals_int (map.size, fe * 2);
+      fail_unless (memcmp (map.data, half + f * fe, map.size) == 0);
+    } else {
+      fail_unless_equals_int (map.size, fe * 4);
+      fail_unless (memcmp (map.data, ref + f * fe, map.size) == 0);
+    }
+    gst_buffer_unmap (buf, &map);
+    gst_buffer_unref (buf);
+  }
+  pull_eos (h);
+  harness_done (h, bus);
+  gst_vae_latent_info_clear (&info);
+  g_bytes_unref (bytes);
+}
+
+GST_START_TEST (test_demux_latents_only)
+{
+  run_latents_only (4, VAE_DTYPE_F32);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_demux_one_frame_3d)
+{
+  run_latents_only (3, VAE_DTYPE_F16);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_demux_bf16)
+{
+  run_latents_only (4, VAE_DTYPE_BF16);
+}
+GST_END_TEST;
+
+/* mux -> demux gives back the caps, the frames and their timestamps */
+static void
+run_round_trip (VaeDType dtype)
+{
+  GstVaeLatentInfo info;
+  GstCaps *in_caps, *out_caps;
+  GBytes *bytes;
+  GstBus *bus;
+  GstHarness *h;
+
+  make_info (&info, dtype, 16, 4, 6);
+  in_caps = gst_vae_latent_info_to_caps (&info);
+  bytes = mux_frames (&info, N_FRAMES, FALSE);
+  h = demux_bytes (bytes, 1000, &bus);
+  assert_no_error (bus);
+  out_caps = demuxed_caps (h);
+  fail_unless (gst_caps_is_equal (in_caps, out_caps), "%" GST_PTR_FORMAT " != %" GST_PTR_FORMAT,
+      in_caps, out_caps);
+  fail_unless_equals_int (gst_harness_buffers_received (h), N_FRAMES);
+  for (int f = 0; f < N_FRAMES; f++) {
+    GstBuffer *buf = gst_harness_pull (h);
+    GstBuffer *ref = make_frame (&info, f);
+    GstMapInfo a, b;
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (buf), frame_pts (f));
+    fail_unless_equals_uint64 (GST_BUFFER_DURATION (buf), gst_util_uint64_scale (GST_SECOND, FPS_D, FPS_N));
+    fail_unless (gst_buffer_map (buf, &a, GST_MAP_READ));
+    fail_unless (gst_buffer_map (ref, &b, GST_MAP_READ));
+    fail_unless_equals_int (a.size, b.size);
+    fail_unless (memcmp (a.data, b.data, a.size) == 0, "frame %d differs", f);
+    gst_buffer_unmap (buf, &a);
+    gst_buffer_unmap (ref, &b);
+    gst_buffer_unref (buf);
+    gst_buffer_unref (ref);
+  }
+  pull_eos (h);
+  harness_done (h, bus);
+  gst_caps_unref (in_caps);
+  gst_caps_unref (out_caps);
+  g_bytes_unref (bytes);
+  gst_vae_latent_info_clear (&info);
+}
+
+GST_START_TEST (test_round_trip_f32)
+{
+  run_round_trip (VAE_DTYPE_F32);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_round_trip_f16)
+{
+  run_round_trip (VAE_DTYPE_F16);
+}
+GST_END_TEST;
+
+static void
+expect_decode_error (GBytes *bytes, const char *what)
+{
+  GstBus *bus;
+  GstHarness *h = demux_bytes (bytes, 64, &bus);
+  GError *err = pop_error (bus, GST_STREAM_ERROR, GST_STREAM_ERROR_DECODE);
+  fail_unless (err != NULL, "no element error for %s", what);
+  g_error_free (err);
+  fail_unless_equals_int (gst_harness_buffers_received (h), 0);
+  harness_done (h, bus);
+}
+
+GST_START_TEST (test_demux_garbage)
+{
+  guint8 junk[300];
+  GBytes *bytes;
+  for (guint i = 0; i < sizeof junk; i++)
+    junk[i] = (guint8) (i * 37 + 11);
+  bytes = g_bytes_new (junk, sizeof junk);
+  expect_decode_error (bytes, "garbage");
+  g_bytes_unref (bytes);
+
+  /* a plausible header length with JSON that is not */
+  {
+    guint8 b[64] = { 40, 0, 0, 0, 0, 0, 0, 0, '{', '"', 'l', 'a', 't' };
+    bytes = g_bytes_new (b, sizeof b);
+    expect_decode_error (bytes, "broken JSON");
+    g_bytes_unref (bytes);
+  }
+  /* nothing at all */
+  bytes = g_bytes_new (NULL, 0);
+  expect_decode_error (bytes, "an empty input");
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_demux_truncated)
+{
+  GstVaeLatentInfo info;
+  GBytes *full, *part;
+  gsize size;
+
+  make_info (&info, VAE_DTYPE_F32, 4, 3, 5);
+  full = mux_frames (&info, 3, FALSE);
+  size = g_bytes_get_size (full);
+  part = g_bytes_new_from_bytes (full, 0, size - 7);
+  expect_decode_error (part, "a file missing its tail");
+  g_bytes_unref (part);
+  part = g_bytes_new_from_bytes (full, 0, 20);
+  expect_decode_error (part, "a file cut inside its header");
+  g_bytes_unref (part);
+  part = g_bytes_new_from_bytes (full, 0, 5);
+  expect_decode_error (part, "a file cut inside its length");
+  g_bytes_unref (part);
+  g_bytes_unref (full);
+  gst_vae_latent_info_clear (&info);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_demux_unusable_tensors)
+{
+  gint64 shape2[2] = { 4, 4 }, shape4[4] = { 2, 1, 2, 2 }, pshape[1] = { 3 };
+  float f[16] = { 0 };
+  gint64 p[3] = { 0 };
+  guint8 u[8] = { 0 };
+  gint64 shape_u[4] = { 2, 1, 2, 2 };
+  struct { const char *what; int kind; } cases[] = {
+    { "no 'latents' tensor", 0 }, { "2-D latents", 1 }, { "U8 latents", 2 },
+    { "a pts tensor of the wrong length", 3 },
+  };
+  for (guint c = 0; c < G_N_ELEMENTS (cases); c++) {
+    g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
+    GBytes *bytes;
+    switch (cases[c].kind) {
+    case 0:
+      fail_unless (vae_safetensors_writer_add (w, "other", VAE_DTYPE_F32, 2, shape2, f, sizeof f, NULL));
+      break;
+    case 1:
+      fail_unless (vae_safetensors_writer_add (w, "latents", VAE_DTYPE_F32, 2, shape2, f, sizeof f, NULL));
+      break;
+    case 2:
+      fail_unless (vae_safetensors_writer_add (w, "latents", VAE_DTYPE_U8, 4, shape_u, u, sizeof u, NULL));
+      break;
+    case 3:
+      fail_unless (vae_safetensors_writer_add (w, "latents", VAE_DTYPE_F32, 4, shape4, f, 8 * 4, NULL));
+      fail_unless (vae_safetensors_writer_add (w, "pts", VAE_DTYPE_I64, 1, pshape, p, sizeof p, NULL));
+      break;
+    }
+    bytes = vae_safetensors_writer_to_bytes (w);
+    expect_decode_error (bytes, cases[c].what);
+    g_bytes_unref (bytes);
+  }
+}
+GST_END_TEST;
+
+GST_START_TEST (test_demux_pipeline_filesrc)
+{
+  /* filesrc gives buffers without caps: it must link and play */
+  GstVaeLatentInfo info;
+  GBytes *bytes;
+  gchar *path, *desc;
+  GError *error = NULL;
+  GstElement *pipe;
+  GstBus *bus;
+  GstMessage *msg;
+  GstElement *sink;
+  guint64 n = 0;
+  int fd;
+
+  make_info (&info, VAE_DTYPE_F16, 4, 3, 5);
+  bytes = mux_frames (&info, 4, FALSE);
+  fd = g_file_open_tmp ("test-demux-XXXXXX.safetensors", &path, &error);
+  fail_unless (fd >= 0, "%s", error ? error->message : "?");
+  close (fd);
+  fail_unless (g_file_set_contents (path, g_bytes_get_data (bytes, NULL),
+          g_bytes_get_size (bytes), NULL));
+  desc = g_strdup_printf ("filesrc location=\"%s\" blocksize=97 ! safetensorsdemux ! "
+      "fakesink name=sink sync=false", path);
+  pipe = gst_parse_launch (desc, &error);
+  fail_unless (pipe != NULL, "%s", error ? error->message : "?");
+  fail_unless (gst_element_set_state (pipe, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  bus = gst_element_get_bus (pipe);
+  msg = gst_bus_timed_pop_filtered (bus, 30 * GST_SECOND, GST_MESSAGE_EOS | GST_MESSAGE_ERROR);
+  fail_unless (msg != NULL, "timed out");
+  if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR) {
+    GError *e = NULL;
+    gchar *dbg = NULL;
+    gst_message_parse_error (msg, &e, &dbg);
+    ck_abort_msg ("pipeline error: %s (%s)", e->message, dbg);
+  }
+  gst_message_unref (msg);
+  sink = gst_bin_get_by_name (GST_BIN (pipe), "sink");
+  {
+    GstStructure *stats = NULL;
+    g_object_get (sink, "stats", &stats, NULL);
+    fail_unless (gst_structure_get_uint64 (stats, "rendered", &n));
+    gst_structure_free (stats);
+  }
+  fail_unless_equals_uint64 (n, 4);
+  gst_object_unref (sink);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+  g_unlink (path);
+  g_free (path);
+  g_free (desc);
+  g_bytes_unref (bytes);
+  gst_vae_latent_info_clear (&info);
+}
+GST_END_TEST;
+
+static Suite *
+safetensors_elements_suite (void)
+{
+  Suite *s = suite_create ("safetensors-elements");
+  TCase *tc = tcase_create ("general");
+
+  tcase_set_timeout (tc, 60);
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_mux_f32);
+  tcase_add_test (tc, test_mux_f16);
+  tcase_add_test (tc, test_mux_pts_none);
+  tcase_add_test (tc, test_mux_zero_frames);
+  tcase_add_test (tc, test_mux_zero_frames_no_caps);
+  tcase_add_test (tc, test_mux_caps_change);
+  tcase_add_test (tc, test_mux_wrong_buffer_size);
+  tcase_add_test (tc, test_mux_refuses_video);
+  tcase_add_test (tc, test_demux_written_file);
+  tcase_add_test (tc, test_demux_latents_only);
+  tcase_add_test (tc, test_demux_one_frame_3d);
+  tcase_add_test (tc, test_demux_bf16);
+  tcase_add_test (tc, test_round_trip_f32);
+  tcase_add_test (tc, test_round_trip_f16);
+  tcase_add_test (tc, test_demux_garbage);
+  tcase_add_test (tc, test_demux_truncated);
+  tcase_add_test (tc, test_demux_unusable_tensors);
+  tcase_add_test (tc, test_demux_pipeline_filesrc);
+  return s;
+}
+
+GST_CHECK_MAIN (safetensors_elements);
