@@ -14,6 +14,9 @@ if [ -z "${VAE_TESTDATA:-}" ] || [ ! -f "$model/taef2_encoder.safetensors" ]; th
   echo "SKIP: no TAEF2 model at '$model' (set VAE_TESTDATA to ../shared/testdata)"
   exit 77
 fi
+# shellcheck source=../asan-preload.sh
+. "$(dirname "$0")/../asan-preload.sh"
+vae_asan_preload "${GST_PLUGIN_PATH:?GST_PLUGIN_PATH must name the plugin build folder}"
 python=/usr/bin/python3
 if ! $python -c 'import gi; gi.require_version("Gst", "1.0"); from gi.repository import Gst' 2>/dev/null; then
   echo "FAIL: python3-gst-1.0 (PyGObject + GStreamer) is not installed"

@@ -47,16 +47,9 @@ export GST_PLUGIN_PATH="$plugin_dir"
 # a registry of our own, so a stale user registry cannot hide the plugin
 export GST_REGISTRY="$work/registry.bin"
 export GST_DEBUG_NO_COLOR=1
-# An ASan build of the plugin cannot be dlopen()ed by the uninstrumented
-# gst-launch-1.0 unless the ASan runtime is loaded first.  Leaks are not
-# judged here (gst-launch-1.0 and GStreamer's registry keep memory until
-# exit); the element tests check ours under LSan.
-if asan_lib=$(ldd "$plugin_dir/libgstvae.so" 2>/dev/null | awk '/libasan\.so/ {print $3; exit}') \
-   && [ -n "$asan_lib" ]; then
-  echo "(ASan build of the plugin: preloading $asan_lib, leak detection off for gst-launch-1.0)"
-  export LD_PRELOAD="$asan_lib${LD_PRELOAD:+:$LD_PRELOAD}"
-  export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0:verify_asan_link_order=0"
-fi
+# shellcheck source=../asan-preload.sh
+. "$(dirname "$0")/../asan-preload.sh"
+vae_asan_preload "$plugin_dir"
 
 failures=0
 passes=0
