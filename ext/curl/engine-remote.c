@@ -1,0 +1,822 @@
+/* gst-vae: the remote engine (backend "remote").
+ *
+ * Speaks the Hugging Face Hybrid Inference VAE wire protocol
+ * (../shared/docs/hybrid-inference-protocol.md) over libcurl's multi
+ * interface: one CURLM for the engine (so keep-alive connections are reused),
+ * a pool of reused easy handles, up to max-inflight requests at once.
+ *
+ * Units.  The engine interface works in the model's internal units; the wire
+ * does not:
+ * - encode: the model-range input [image_min, 1] is sent as a raw uint8
+ *   [B,3,H,W] tensor (round(255 * (x - image_min) / (1 - image_min))) with
+ *   scaling_factor=1&shift_factor=0, so the server returns the unscaled mode
+ *   (the distribution's mean) [B,C,h,w].  For models whose encoder outputs
+ *   moments (KL) the mean half is filled and the logvar half set to 0:
+ *   remote encode gives the mode only, never a sample.
+ * - decode: the (already unscaled) float32 latents [B,C,h,w] are sent with
+ *   output_type=pt&partial_postprocess=False&scaling_factor=1&shift_factor=0;
+ *   the float [B,3,H,W] reply in [-1,1] is mapped to the model range.
+ *
+ * Settings that VaeEngineOptions does not carry yet come from the
+ * environment:
+ *   HF_TOKEN                  sent as "Authorization: Bearer ..."; never
+ *                             printed, logged or put in an error message
+ *   VAE_REMOTE_MAX_INFLIGHT   requests in flight at once (default 4)
+ *   VAE_REMOTE_TIMEOUT_MS     per-request timeout (default 60000)
+ *   VAE_REMOTE_RETRIES        retries after the first attempt (default 3)
+ *   VAE_REMOTE_BACKOFF_MS     first backoff delay (default 250, doubled each
+ *                             retry, plus up to 50% jitter, at least the
+ *                             server's Retry-After)
+ *   VAE_REMOTE_BATCH          preferred frames per batch (default 8)
+ */
+#include <curl/curl.h>
+#include <json-glib/json-glib.h>
+#include <math.h>
+#include <string.h>
+
+#include "engine.h"
+#include "vae-error.h"
+
+/* The wire is little-endian; decode sends the caller's floats as they are. */
+#if G_BYTE_ORDER != G_LITTLE_ENDIAN
+#error "the remote engine assumes a little-endian host"
+#endif
+
+#define MAX_DIMS 8
+
+typedef struct _RemoteEngine RemoteEngine;
+
+typedef struct {
+  char *url;         /* as given (used for requests) */
+  char *display;     /* without any user:password@ part (used in messages) */
+  int busy;          /* requests in flight to it */
+} Endpoint;
+
+typedef struct {
+  RemoteEngine *self;
+  VaeBatch *batch;
+  /* What is sent. */
+  char *query;                 /* "shape=...&dtype=..." etc. */
+  guint8 *body;
+  gsize body_size;
+  gboolean body_owned;         /* decode sends the caller's floats as-is */
+  /* What is expected back. */
+  int exp_dims[4];
+  gsize exp_elems;
+  /* State. */
+  int attempt;                 /* attempts made so far */
+  gint64 not_before;           /* monotonic us: backoff until */
+  int endpoint;                /* -1 when not in flight */
+  CURL *easy;                  /* while in flight */
+  struct curl_slist *headers;
+  GByteArray *reply;
+  gsize reply_limit;
+  gboolean reply_too_large;
+  char *h_shape, *h_dtype, *h_retry_after;
+  char errbuf[CURL_ERROR_SIZE];
+  gboolean done;
+} Request;
+
+struct _RemoteEngine {
+  VaeEngine parent;
+  CURLM *multi;
+  Endpoint *endpoints;
+  int n_endpoints;
+  guint rr;                    /* round-robin start among equally busy */
+  GQueue queue;                /* Request*, submission order */
+  GPtrArray *idle_easy;        /* CURL* ready for reuse */
+  int inflight;
+  int max_inflight;
+  long timeout_ms;
+  int retries;
+  long backoff_ms;
+  int batch;
+  char *auth_header;           /* "Authorization: Bearer ..." or NULL */
+};
+
+/* ---- small helpers ---- */
+
+static int
+env_int (const char *name, int def, int lo, int hi)
+{
+  const char *s = g_getenv (name);
+  if (!s || !*s)
+    return def;
+  char *end = NULL;
+  gint64 v = g_ascii_strtoll (s, &end, 10);
+  if (!end || *end || v < lo || v > hi) {
+    g_warning ("remote engine: ignoring %s='%s' (want %d..%d)", name, s, lo, hi);
+    return def;
+  }
+  return (int) v;
+}
+
+/* The URL without its user:password@ part, for messages. */
+static char *
+redact_url (const char *url)
+{
+  const char *scheme = strstr (url, "://");
+  if (!scheme)
+    return g_strdup (url);
+  const char *host = scheme + 3;
+  const char *end = host + strcspn (host, "/?#");
+  const char *at = NULL;
+  for (const char *p = host; p < end; p++)
+    if (*p == '@')
+      at = p;
+  if (!at)
+    return g_strdup (url);
+  return g_strdup_printf ("%.*s%s", (int) (host - url), url, at + 1);
+}
+
+static float
+half_to_float (guint16 h)
+{
+  guint32 sign = (guint32) (h & 0x8000) << 16;
+  guint32 exp = (h >> 10) & 0x1f;
+  guint32 man = h & 0x3ff;
+  guint32 bits;
+  if (exp == 0) {
+    if (man == 0) {
+      bits = sign;
+    } else {   /* subnormal */
+      exp = 127 - 15 + 1;
+      while (!(man & 0x400)) {
+        man <<= 1;
+        exp--;
+      }
+      man &= 0x3ff;
+      bits = sign | (exp << 23) | (man << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  memcpy (&f, &bits, 4);
+  return f;
+}
+
+static float
+bf16_to_float (guint16 h)
+{
+  guint32 bits = (guint32) h << 16;
+  float f;
+  memcpy (&f, &bits, 4);
+  return f;
+}
+
+static int
+dtype_size (const char *dtype)
+{
+  if (!dtype)
+    return 0;
+  if (g_str_equal (dtype, "float32"))
+    return 4;
+  if (g_str_equal (dtype, "float16") || g_str_equal (dtype, "bfloat16"))
+    return 2;
+  return 0;
+}
+
+/* Element I of a little-endian float tensor of DTYPE. */
+static inline float
+load_elem (const guint8 *p, int size, gboolean bf16, gsize i)
+{
+  if (size == 4) {
+    float f;
+    memcpy (&f, p + 4 * i, 4);
+    return f;
+  }
+  guint16 h = (guint16) (p[2 * i] | (p[2 * i + 1] << 8));
+  return bf16 ? bf16_to_float (h) : half_to_float (h);
+}
+
+/* "[1,4,64,64]" -> dims; FALSE when it is not a list of 1..MAX_DIMS ints. */
+static gboolean
+parse_shape (const char *s, int *dims, int *n_dims)
+{
+  const char *p = s;
+  int n = 0;
+  while (g_ascii_isspace (*p))
+    p++;
+  if (*p++ != '[')
+    return FALSE;
+  for (;;) {
+    while (g_ascii_isspace (*p))
+      p++;
+    if (*p == ']' && n == 0)
+      break;
+    char *end = NULL;
+    gint64 v = g_ascii_strtoll (p, &end, 10);
+    if (end == p || v < 0 || v > G_MAXINT || n >= MAX_DIMS)
+      return FALSE;
+    dims[n++] = (int) v;
+    p = end;
+    while (g_ascii_isspace (*p))
+      p++;
+    if (*p == ',') {
+      p++;
+      continue;
+    }
+    if (*p == ']')
+      break;
+    return FALSE;
+  }
+  p++;
+  while (g_ascii_isspace (*p))
+    p++;
+  if (*p || n == 0)
+    return FALSE;
+  *n_dims = n;
+  return TRUE;
+}
+
+static char *
+shape_text (const int *dims, int n)
+{
+  GString *s = g_string_new ("[");
+  for (int i = 0; i < n; i++)
+    g_string_append_printf (s, i ? ",%d" : "%d", dims[i]);
+  g_string_append_c (s, ']');
+  return g_string_free (s, FALSE);
+}
+
+/* The server's message: the JSON "error" member, else the body's start. */
+static char *
+server_message (const GByteArray *reply)
+{
+  if (!reply || reply->len == 0)
+    return g_strdup ("empty body");
+  g_autoptr (JsonParser) parser = json_parser_new ();
+  if (json_parser_load_from_data (parser, (const char *) reply->data,
+                                  (gssize) reply->len, NULL)) {
+    JsonNode *root = json_parser_get_root (parser);
+    if (root && JSON_NODE_HOLDS_OBJECT (root)) {
+      JsonObject *o = json_node_get_object (root);
+      JsonNode *e = json_object_get_member (o, "error");
+      if (e && JSON_NODE_HOLDS_VALUE (e) && json_node_get_value_type (e) == G_TYPE_STRING)
+        return g_strdup (json_node_get_string (e));
+    }
+  }
+  GString *s = g_string_new (NULL);
+  for (guint i = 0; i < reply->len && s->len < 200; i++) {
+    char c = (char) reply->data[i];
+    g_string_append_c (s, g_ascii_isprint (c) ? c : ' ');
+  }
+  if (reply->len > 200)
+    g_string_append (s, "...");
+  return g_string_free (s, FALSE);
+}
+
+/* ---- requests ---- */
+
+static void
+request_reset_reply (Request *r)
+{
+  g_clear_pointer (&r->h_shape, g_free);
+  g_clear_pointer (&r->h_dtype, g_free);
+  g_clear_pointer (&r->h_retry_after, g_free);
+  if (r->reply)
+    g_byte_array_set_size (r->reply, 0);
+  r->reply_too_large = FALSE;
+  r->errbuf[0] = '\0';
+}
+
+static void
+request_free (Request *r)
+{
+  request_reset_reply (r);
+  if (r->reply)
+    g_byte_array_unref (r->reply);
+  if (r->body_owned)
+    g_free (r->body);
+  g_free (r->query);
+  curl_slist_free_all (r->headers);
+  g_free (r);
+}
+
+static size_t
+on_write (char *data, size_t size, size_t nmemb, void *user)
+{
+  Request *r = user;
+  gsize n = size * nmemb;
+  if (r->reply->len + n > r->reply_limit) {
+    r->reply_too_large = TRUE;
+    return 0;   /* aborts the transfer with CURLE_WRITE_ERROR */
+  }
+  g_byte_array_append (r->reply, (const guint8 *) data, (guint) n);
+  return n;
+}
+
+static size_t
+on_header (char *data, size_t size, size_t nmemb, void *user)
+{
+  Request *r = user;
+  gsize n = size * nmemb;
+  if (n >= 5 && g_ascii_strncasecmp (data, "HTTP/", 5) == 0) {
+    /* A new response (after a 1xx): forget what came before. */
+    g_clear_pointer (&r->h_shape, g_free);
+    g_clear_pointer (&r->h_dtype, g_free);
+    g_clear_pointer (&r->h_retry_after, g_free);
+    return n;
+  }
+  const char *colon = memchr (data, ':', n);
+  if (!colon)
+    return n;
+  gsize name_len = (gsize) (colon - data);
+  g_autofree char *value = g_strndup (colon + 1, n - name_len - 1);
+  g_strstrip (value);
+  char **slot = NULL;
+  if (name_len == 5 && g_ascii_strncasecmp (data, "shape", 5) == 0)
+    slot = &r->h_shape;
+  else if (name_len == 5 && g_ascii_strncasecmp (data, "dtype", 5) == 0)
+    slot = &r->h_dtype;
+  else if (name_len == 11 && g_ascii_strncasecmp (data, "retry-after", 11) == 0)
+    slot = &r->h_retry_after;
+  if (slot) {
+    g_free (*slot);
+    *slot = g_steal_pointer (&value);
+  }
+  return n;
+}
+
+static int
+pick_endpoint (RemoteEngine *self)
+{
+  int best = -1;
+  for (int k = 0; k < self->n_endpoints; k++) {
+    int i = (int) ((self->rr + (guint) k) % (guint) self->n_endpoints);
+    if (best < 0 || self->endpoints[i].busy < self->endpoints[best].busy)
+      best = i;
+  }
+  self->rr++;
+  return best;
+}
+
+static gboolean
+request_start (RemoteEngine *self, Request *r)
+{
+  CURL *easy = self->idle_easy->len
+      ? g_ptr_array_steal_index_fast (self->idle_easy, self->idle_easy->len - 1)
+      : curl_easy_init ();
+  if (!easy)
+    return FALSE;
+  curl_easy_reset (easy);   /* keeps the connection cache of the multi */
+
+  int ep = pick_endpoint (self);
+  const char *base = self->endpoints[ep].url;
+  const char *sep = strchr (base, '?') ? "&" : "?";
+  g_autofree char *url = g_strconcat (base, sep, r->query, NULL);
+
+  request_reset_reply (r);
+  if (!r->reply)
+    r->reply = g_byte_array_new ();
+
+  curl_easy_setopt (easy, CURLOPT_URL, url);
+  curl_easy_setopt (easy, CURLOPT_POST, 1L);
+  curl_easy_setopt (easy, CURLOPT_POSTFIELDS, (const char *) r->body);
+  curl_easy_setopt (easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) r->body_size);
+  curl_easy_setopt (easy, CURLOPT_HTTPHEADER, r->headers);
+  curl_easy_setopt (easy, CURLOPT_WRITEFUNCTION, on_write);
+  curl_easy_setopt (easy, CURLOPT_WRITEDATA, r);
+  curl_easy_setopt (easy, CURLOPT_HEADERFUNCTION, on_header);
+  curl_easy_setopt (easy, CURLOPT_HEADERDATA, r);
+  curl_easy_setopt (easy, CURLOPT_ERRORBUFFER, r->errbuf);
+  curl_easy_setopt (easy, CURLOPT_PRIVATE, r);
+  curl_easy_setopt (easy, CURLOPT_TIMEOUT_MS, self->timeout_ms);
+  curl_easy_setopt (easy, CURLOPT_CONNECTTIMEOUT_MS, MIN (self->timeout_ms, 30000L));
+  curl_easy_setopt (easy, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt (easy, CURLOPT_TCP_KEEPALIVE, 1L);
+  curl_easy_setopt (easy, CURLOPT_TCP_NODELAY, 1L);
+  curl_easy_setopt (easy, CURLOPT_FOLLOWLOCATION, 0L);
+
+  if (curl_multi_add_handle (self->multi, easy) != CURLM_OK) {
+    g_ptr_array_add (self->idle_easy, easy);
+    return FALSE;
+  }
+  r->easy = easy;
+  r->endpoint = ep;
+  r->attempt++;
+  self->endpoints[ep].busy++;
+  self->inflight++;
+  return TRUE;
+}
+
+static void
+request_fail (Request *r, const char *endpoint, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+
+static void
+request_fail (Request *r, const char *endpoint, const char *fmt, ...)
+{
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *cause = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  g_clear_error (&r->batch->error);
+  g_set_error (&r->batch->error, VAE_ERROR, VAE_ERROR_ENGINE,
+               "remote %s to %s failed: %s",
+               r->batch->direction == VAE_DIRECTION_ENCODE ? "encode" : "decode",
+               endpoint, cause);
+  r->done = TRUE;
+}
+
+/* A 200 reply: check it against the request and convert it into the
+ * batch's output.  FALSE (with the batch's error set) when it does not fit. */
+static gboolean
+request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
+{
+  const VaeModel *m = self->parent.model;
+  VaeBatch *b = r->batch;
+  int dims[MAX_DIMS], n_dims = 0;
+  g_autofree char *want = shape_text (r->exp_dims, 4);
+
+  if (!r->h_shape || !parse_shape (r->h_shape, dims, &n_dims)) {
+    request_fail (r, endpoint, "reply has %s 'shape' header (expected %s)",
+                  r->h_shape ? "a malformed" : "no", want);
+    return FALSE;
+  }
+  if (n_dims != 4 || memcmp (dims, r->exp_dims, sizeof r->exp_dims) != 0) {
+    request_fail (r, endpoint, "reply 'shape' header %s does not match the request "
+                  "(expected %s)", r->h_shape, want);
+    return FALSE;
+  }
+  int esize = dtype_size (r->h_dtype);
+  if (!esize) {
+    request_fail (r, endpoint, "reply 'dtype' header %s%s%s is not a float type",
+                  r->h_dtype ? "'" : "", r->h_dtype ? r->h_dtype : "missing",
+                  r->h_dtype ? "'" : "");
+    return FALSE;
+  }
+  if (r->reply->len != r->exp_elems * (gsize) esize) {
+    request_fail (r, endpoint, "reply body is %u bytes, expected %" G_GSIZE_FORMAT
+                  " for shape %s dtype %s", r->reply->len,
+                  r->exp_elems * (gsize) esize, r->h_shape, r->h_dtype);
+    return FALSE;
+  }
+  gboolean bf16 = g_str_equal (r->h_dtype, "bfloat16");
+  const guint8 *src = r->reply->data;
+
+  if (b->direction == VAE_DIRECTION_ENCODE) {
+    int C = r->exp_dims[1];
+    gsize plane = (gsize) r->exp_dims[2] * (gsize) r->exp_dims[3];
+    int out_c = vae_engine_output_channels (m, VAE_DIRECTION_ENCODE);
+    for (int n = 0; n < b->n; n++) {
+      float *dst = b->output + (gsize) n * (gsize) out_c * plane;
+      gsize base = (gsize) n * (gsize) C * plane;
+      for (gsize i = 0; i < (gsize) C * plane; i++)
+        dst[i] = load_elem (src, esize, bf16, base + i);
+      /* logvar (moments models): 0, i.e. the mode only. */
+      if (out_c > C)
+        memset (dst + (gsize) C * plane, 0, (gsize) (out_c - C) * plane * sizeof (float));
+    }
+  } else {
+    float lo = m->image_min, span = 1.0f - m->image_min;
+    for (gsize i = 0; i < r->exp_elems; i++) {
+      float v = load_elem (src, esize, bf16, i);
+      b->output[i] = lo + (v + 1.0f) * 0.5f * span;
+    }
+  }
+  r->done = TRUE;
+  return TRUE;
+}
+
+static gboolean
+retryable_curl (CURLcode rc)
+{
+  switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_OPERATION_TIMEDOUT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+    case CURLE_WEIRD_SERVER_REPLY:
+      return TRUE;
+    default:
+      return FALSE;
+  }
+}
+
+/* Schedules another attempt, or fails the request after the last one. */
+static void
+request_retry_or_fail (RemoteEngine *self, Request *r, const char *endpoint,
+                       const char *cause)
+{
+  if (r->attempt > self->retries) {
+    request_fail (r, endpoint, "%s (after %d attempt%s)", cause, r->attempt,
+                  r->attempt == 1 ? "" : "s");
+    return;
+  }
+  double delay = (double) self->backoff_ms * (double) (1u << MIN (r->attempt - 1, 16));
+  delay += g_random_double_range (0.0, 0.5) * delay;
+  if (r->h_retry_after) {
+    char *end = NULL;
+    double ra = g_ascii_strtod (r->h_retry_after, &end);
+    if (end && end != r->h_retry_after && ra >= 0)
+      delay = MAX (delay, MIN (ra, 300.0) * 1000.0);
+    /* An HTTP date is not parsed: the exponential delay applies. */
+  }
+  g_debug ("remote engine: %s: %s, retrying in %.0f ms", endpoint, cause, delay);
+  r->not_before = g_get_monotonic_time () + (gint64) (delay * 1000.0);
+}
+
+static void
+request_completed (RemoteEngine *self, Request *r, CURLcode rc)
+{
+  Endpoint *ep = &self->endpoints[r->endpoint];
+  const char *endpoint = ep->display;
+  long status = 0;
+  curl_easy_getinfo (r->easy, CURLINFO_RESPONSE_CODE, &status);
+
+  curl_multi_remove_handle (self->multi, r->easy);
+  g_ptr_array_add (self->idle_easy, r->easy);
+  r->easy = NULL;
+  r->endpoint = -1;
+  ep->busy--;
+  self->inflight--;
+
+  if (rc != CURLE_OK) {
+    if (r->reply_too_large) {
+      request_fail (r, endpoint, "reply body larger than the %" G_GSIZE_FORMAT
+                    " bytes the request can produce (HTTP %ld)", r->reply_limit, status);
+      return;
+    }
+    g_autofree char *cause = g_strdup_printf ("%s%s%s%s",
+        curl_easy_strerror (rc), r->errbuf[0] ? " (" : "", r->errbuf,
+        r->errbuf[0] ? ")" : "");
+    if (retryable_curl (rc))
+      request_retry_or_fail (self, r, endpoint, cause);
+    else
+      request_fail (r, endpoint, "%s", cause);
+    return;
+  }
+  if (status == 200) {
+    request_finish_ok (self, r, endpoint);
+    return;
+  }
+  g_autofree char *msg = server_message (r->reply);
+  g_autofree char *cause = g_strdup_printf ("HTTP %ld: %s", status, msg);
+  if (status == 429 || status == 502 || status == 503 || status == 504)
+    request_retry_or_fail (self, r, endpoint, cause);
+  else if (status == 401 || status == 403)
+    request_fail (r, endpoint, "%s (%s)", cause, self->auth_header
+                  ? "the HF_TOKEN was refused" : "HF_TOKEN is not set");
+  else
+    request_fail (r, endpoint, "%s", cause);
+}
+
+/* Starts what may start, drives the transfers, handles what finished. */
+static void
+pump (RemoteEngine *self)
+{
+  gint64 now = g_get_monotonic_time ();
+  for (GList *l = self->queue.head; l && self->inflight < self->max_inflight; l = l->next) {
+    Request *r = l->data;
+    if (r->done || r->easy || r->not_before > now)
+      continue;
+    if (!request_start (self, r))
+      request_fail (r, self->endpoints[0].display, "could not create a transfer");
+  }
+  int running = 0;
+  curl_multi_perform (self->multi, &running);
+  CURLMsg *msg;
+  int left = 0;
+  while ((msg = curl_multi_info_read (self->multi, &left))) {
+    if (msg->msg != CURLMSG_DONE)
+      continue;
+    Request *r = NULL;
+    curl_easy_getinfo (msg->easy_handle, CURLINFO_PRIVATE, (char **) &r);
+    if (r)
+      request_completed (self, r, msg->data.result);
+  }
+}
+
+/* ---- the vtable ---- */
+
+static gboolean
+remote_open (VaeEngine *engine, GError **error)
+{
+  RemoteEngine *self = (RemoteEngine *) engine;
+  static gsize curl_init = 0;
+  if (g_once_init_enter (&curl_init)) {
+    curl_global_init (CURL_GLOBAL_DEFAULT);
+    g_once_init_leave (&curl_init, 1);
+  }
+
+  g_auto (GStrv) parts = g_strsplit (engine->endpoint ? engine->endpoint : "", ",", -1);
+  GArray *eps = g_array_new (FALSE, TRUE, sizeof (Endpoint));
+  for (int i = 0; parts[i]; i++) {
+    char *u = g_strstrip (parts[i]);
+    if (!*u)
+      continue;
+    if (!g_str_has_prefix (u, "http://") && !g_str_has_prefix (u, "https://")) {
+      g_autofree char *shown = redact_url (u);
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "remote engine: endpoint '%s' is not an http:// or https:// URL", shown);
+      for (guint k = 0; k < eps->len; k++) {
+        g_free (g_array_index (eps, Endpoint, k).url);
+        g_free (g_array_index (eps, Endpoint, k).display);
+      }
+      g_array_free (eps, TRUE);
+      return FALSE;
+    }
+    Endpoint e = { g_strdup (u), redact_url (u), 0 };
+    g_array_append_val (eps, e);
+  }
+  if (eps->len == 0) {
+    g_array_free (eps, TRUE);
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "remote engine: no endpoint given (a comma-separated list of URLs)");
+    return FALSE;
+  }
+  self->n_endpoints = (int) eps->len;
+  self->endpoints = (Endpoint *) g_array_free (eps, FALSE);
+
+  self->max_inflight = env_int ("VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256);
+  self->timeout_ms = env_int ("VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000);
+  self->retries = env_int ("VAE_REMOTE_RETRIES", 3, 0, 100);
+  self->backoff_ms = env_int ("VAE_REMOTE_BACKOFF_MS", 250, 0, 600000);
+  self->batch = env_int ("VAE_REMOTE_BATCH", 8, 1, 4096);
+  const char *token = g_getenv ("HF_TOKEN");
+  if (token && *token)
+    self->auth_header = g_strconcat ("Authorization: Bearer ", token, NULL);
+
+  self->multi = curl_multi_init ();
+  if (!self->multi) {
+    for (int i = 0; i < self->n_endpoints; i++) {
+      g_free (self->endpoints[i].url);
+      g_free (self->endpoints[i].display);
+    }
+    g_clear_pointer (&self->endpoints, g_free);
+    g_clear_pointer (&self->auth_header, g_free);
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: curl_multi_init failed");
+    return FALSE;
+  }
+  curl_multi_setopt (self->multi, CURLMOPT_MAX_HOST_CONNECTIONS, (long) self->max_inflight);
+  g_queue_init (&self->queue);
+  self->idle_easy = g_ptr_array_new ();
+  return TRUE;
+}
+
+static gboolean
+remote_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
+{
+  RemoteEngine *self = (RemoteEngine *) engine;
+  const VaeModel *m = engine->model;
+  int f = m->spatial_factor, C = m->latent_channels, ic = m->image_channels;
+  Request *r = g_new0 (Request, 1);
+  r->self = self;
+  r->batch = batch;
+  r->endpoint = -1;
+  g_clear_error (&batch->error);
+
+  GString *q = g_string_new (NULL);
+  const char *accept;
+  if (batch->direction == VAE_DIRECTION_ENCODE) {
+    gsize n = (gsize) batch->n * (gsize) ic * (gsize) batch->h * (gsize) batch->w;
+    float lo = m->image_min, inv = 1.0f / (1.0f - m->image_min);
+    r->body = g_malloc (n ? n : 1);
+    r->body_size = n;
+    r->body_owned = TRUE;
+    for (gsize i = 0; i < n; i++) {
+      float x = (batch->input[i] - lo) * inv;
+      if (!(x >= 0.0f))          /* also NaN */
+        x = 0.0f;
+      else if (x > 1.0f)
+        x = 1.0f;
+      r->body[i] = (guint8) lrintf (x * 255.0f);
+    }
+    g_string_append_printf (q, "scaling_factor=1&shift_factor=0"
+                            "&shape=%d&shape=%d&shape=%d&shape=%d&dtype=uint8",
+                            batch->n, ic, batch->h, batch->w);
+    r->exp_dims[0] = batch->n;
+    r->exp_dims[1] = C;
+    r->exp_dims[2] = batch->h / f;
+    r->exp_dims[3] = batch->w / f;
+    accept = "Accept: tensor/binary";
+  } else {
+    gsize n = (gsize) batch->n * (gsize) C * (gsize) batch->h * (gsize) batch->w;
+    r->body = (guint8 *) batch->input;
+    r->body_size = n * sizeof (float);
+    r->body_owned = FALSE;
+    g_string_append_printf (q, "output_type=pt&partial_postprocess=False"
+                            "&scaling_factor=1&shift_factor=0"
+                            "&shape=%d&shape=%d&shape=%d&shape=%d&dtype=float32",
+                            batch->n, C, batch->h, batch->w);
+    r->exp_dims[0] = batch->n;
+    r->exp_dims[1] = ic;
+    r->exp_dims[2] = batch->h * f;
+    r->exp_dims[3] = batch->w * f;
+    accept = "Accept: tensor/binary";
+  }
+  r->query = g_string_free (q, FALSE);
+  r->exp_elems = (gsize) r->exp_dims[0] * (gsize) r->exp_dims[1]
+      * (gsize) r->exp_dims[2] * (gsize) r->exp_dims[3];
+  /* Largest body the request can produce (float32) plus room for headers
+   * of an error body. */
+  r->reply_limit = r->exp_elems * 4 + (1 << 20);
+
+  r->headers = curl_slist_append (r->headers, "Content-Type: tensor/binary");
+  r->headers = curl_slist_append (r->headers, accept);
+  r->headers = curl_slist_append (r->headers, "Expect:");
+  if (self->auth_header)
+    r->headers = curl_slist_append (r->headers, self->auth_header);
+  if (!r->headers) {
+    request_free (r);
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: out of memory");
+    return FALSE;
+  }
+
+  g_queue_push_tail (&self->queue, r);
+  pump (self);
+  return TRUE;
+}
+
+static VaeBatch *
+remote_wait (VaeEngine *engine)
+{
+  RemoteEngine *self = (RemoteEngine *) engine;
+  Request *head = g_queue_peek_head (&self->queue);
+  if (!head)
+    return NULL;
+  for (;;) {
+    pump (self);
+    if (head->done)
+      break;
+    /* Sleep until there is network activity, curl wants attention, or
+     * the earliest backoff ends. */
+    gint64 now = g_get_monotonic_time ();
+    long wait_ms = 1000;
+    long curl_ms = -1;
+    curl_multi_timeout (self->multi, &curl_ms);
+    if (curl_ms >= 0)
+      wait_ms = MIN (wait_ms, curl_ms);
+    if (self->inflight < self->max_inflight) {
+      for (GList *l = self->queue.head; l; l = l->next) {
+        Request *r = l->data;
+        if (r->done || r->easy)
+          continue;
+        long ms = (long) ((r->not_before - now + 999) / 1000);
+        wait_ms = MIN (wait_ms, MAX (ms, 0));
+      }
+    }
+    if (wait_ms > 0)
+      curl_multi_poll (self->multi, NULL, 0, (int) wait_ms, NULL);
+  }
+  g_queue_pop_head (&self->queue);
+  VaeBatch *b = head->batch;
+  request_free (head);
+  return b;
+}
+
+static int
+remote_preferred_batch (VaeEngine *engine)
+{
+  return ((RemoteEngine *) engine)->batch;
+}
+
+static void
+remote_close (VaeEngine *engine)
+{
+  RemoteEngine *self = (RemoteEngine *) engine;
+  Request *r;
+  while ((r = g_queue_pop_head (&self->queue))) {
+    if (r->easy) {
+      curl_multi_remove_handle (self->multi, r->easy);
+      curl_easy_cleanup (r->easy);
+    }
+    request_free (r);
+  }
+  if (self->idle_easy) {
+    for (guint i = 0; i < self->idle_easy->len; i++)
+      curl_easy_cleanup (self->idle_easy->pdata[i]);
+    g_ptr_array_free (self->idle_easy, TRUE);
+  }
+  if (self->multi)
+    curl_multi_cleanup (self->multi);
+  for (int i = 0; i < self->n_endpoints; i++) {
+    g_free (self->endpoints[i].url);
+    g_free (self->endpoints[i].display);
+  }
+  g_free (self->endpoints);
+  if (self->auth_header) {
+    memset (self->auth_header, 0, strlen (self->auth_header));
+    g_free (self->auth_header);
+  }
+}
+
+const VaeEngineVTable vae_engine_remote = {
+  .name = "remote",
+  .instance_size = sizeof (RemoteEngine),
+  .open = remote_open,
+  .submit = remote_submit,
+  .wait = remote_wait,
+  .preferred_batch = remote_preferred_batch,
+  .close = remote_close,
+};

@@ -1,0 +1,462 @@
+/* The remote engine against a fake Hybrid Inference server of our own
+ * (fake_server.py, model-free): order of outputs, unit conversions, retries,
+ * and the errors for a bad reply, a 400 and a server that is down. */
+#include <gio/gio.h>
+#include <math.h>
+#include <string.h>
+
+#include "engine.h"
+#include "model.h"
+#include "vae-error.h"
+
+typedef struct {
+  GSubprocess *proc;
+  int port;
+} Server;
+
+static const char *
+testdata (void)
+{
+  const char *d = g_getenv ("VAE_TESTDATA");
+  return d ? d : "../shared/testdata";
+}
+
+static VaeModel *
+load_model (const char *name)
+{
+  g_autofree char *path = g_build_filename (testdata (), "models", name, NULL);
+  if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
+    g_autofree char *msg = g_strdup_printf ("SKIPPED: test model %s is missing", path);
+    g_printerr ("%s\n", msg);
+    g_test_skip (msg);
+    return NULL;
+  }
+  g_autoptr (GError) err = NULL;
+  VaeModel *m = vae_model_load (path, NULL, &err);
+  g_assert_no_error (err);
+  return m;
+}
+
+static gboolean
+server_start (Server *s, const VaeModel *m)
+{
+  const char *py = g_getenv ("VAE_PYTHON");
+  const char *script = g_getenv ("FAKE_SERVER");
+  g_assert_nonnull (script);
+  g_autoptr (GError) err = NULL;
+  g_autofree char *c = g_strdup_printf ("%d", m->latent_channels);
+  g_autofree char *f = g_strdup_printf ("%d", m->spatial_factor);
+  s->proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDIN_PIPE,
+                              &err,
+                              py ? py : "python3", script,
+                              "--latent-channels", c, "--factor", f, NULL);
+  g_assert_no_error (err);
+  g_autoptr (GDataInputStream) in =
+      g_data_input_stream_new (g_subprocess_get_stdout_pipe (s->proc));
+  g_autofree char *line = g_data_input_stream_read_line (in, NULL, NULL, &err);
+  g_assert_no_error (err);
+  g_assert_nonnull (line);
+  const char *p = strstr (line, "127.0.0.1:");
+  g_assert_nonnull (p);
+  s->port = atoi (p + strlen ("127.0.0.1:"));
+  g_assert_cmpint (s->port, >, 0);
+  return TRUE;
+}
+
+static void
+server_stop (Server *s)
+{
+  if (!s->proc)
+    return;
+  g_subprocess_force_exit (s->proc);
+  g_subprocess_wait (s->proc, NULL, NULL);
+  g_clear_object (&s->proc);
+}
+
+static VaeEngine *
+open_engine (const VaeModel *m, const char *endpoint)
+{
+  VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
+  o.endpoint = endpoint;
+  g_autoptr (GError) err = NULL;
+  VaeEngine *e = vae_engine_new ("remote", m, &o, &err);
+  g_assert_no_error (err);
+  g_assert_nonnull (e);
+  return e;
+}
+
+/* What the fake server's encode gives, through the engine's conversions. */
+static void
+expect_encode (const VaeModel *m, const VaeBatch *b, float *exp)
+{
+  int f = m->spatial_factor, C = m->latent_channels;
+  int oc = vae_engine_output_channels (m, VAE_DIRECTION_ENCODE);
+  int lh = b->h / f, lw = b->w / f;
+  float lo = m->image_min, inv = 1.0f / (1.0f - m->image_min);
+  for (int n = 0; n < b->n; n++)
+    for (int c = 0; c < oc; c++)
+      for (int y = 0; y < lh; y++)
+        for (int x = 0; x < lw; x++) {
+          float v = 0.0f;
+          if (c < C) {
+            const float *src = b->input + ((gsize) n * 3 + (gsize) (c % 3)) * b->h * b->w;
+            double s = 0;
+            for (int dy = 0; dy < f; dy++)
+              for (int dx = 0; dx < f; dx++) {
+                float xx = (src[(y * f + dy) * b->w + x * f + dx] - lo) * inv;
+                xx = xx < 0 ? 0 : xx > 1 ? 1 : xx;
+                s += (double) lrintf (xx * 255.0f);
+              }
+            v = (float) (s / (f * f) / 127.5 - 1.0);
+          }
+          exp[(((gsize) n * oc + c) * lh + y) * lw + x] = v;
+        }
+}
+
+static void
+expect_decode (const VaeModel *m, const VaeBatch *b, float *exp)
+{
+  int f = m->spatial_factor, C = m->latent_channels;
+  int H = b->h * f, W = b->w * f;
+  for (int n = 0; n < b->n; n++)
+    for (int c = 0; c < 3; c++)
+      for (int y = 0; y < H; y++)
+        for (int x = 0; x < W; x++) {
+          float v = b->input[(((gsize) n * C + (c % C)) * b->h + y / f) * b->w + x / f];
+          exp[(((gsize) n * 3 + c) * H + y) * W + x] =
+              m->image_min + (v + 1.0f) * 0.5f * (1.0f - m->image_min);
+        }
+}
+
+typedef struct {
+  VaeBatch batch;
+  float *in, *out, *exp;
+  gsize in_n, out_n;
+} TestBatch;
+
+static void
+make_batch (const VaeModel *m, VaeDirection dir, int n, int h, int w, int tag, TestBatch *t)
+{
+  int f = m->spatial_factor;
+  memset (t, 0, sizeof *t);
+  t->batch.direction = dir;
+  t->batch.n = n;
+  t->batch.h = h;
+  t->batch.w = w;
+  t->batch.user_data = GINT_TO_POINTER (tag);
+  int ic = dir == VAE_DIRECTION_ENCODE ? 3 : m->latent_channels;
+  int oc = vae_engine_output_channels (m, dir);
+  int oh = dir == VAE_DIRECTION_ENCODE ? h / f : h * f;
+  int ow = dir == VAE_DIRECTION_ENCODE ? w / f : w * f;
+  t->in_n = (gsize) n * ic * h * w;
+  t->out_n = (gsize) n * oc * oh * ow;
+  t->in = g_new (float, t->in_n);
+  t->out = g_new (float, t->out_n);
+  t->exp = g_new (float, t->out_n);
+  GRand *rand = g_rand_new_with_seed ((guint32) tag + 1);
+  for (gsize i = 0; i < t->in_n; i++)
+    t->in[i] = dir == VAE_DIRECTION_ENCODE
+        ? (float) g_rand_double_range (rand, m->image_min, 1.0)
+        : (float) g_rand_double_range (rand, -1.0, 1.0);
+  g_rand_free (rand);
+  for (gsize i = 0; i < t->out_n; i++)
+    t->out[i] = NAN;
+  t->batch.input = t->in;
+  t->batch.output = t->out;
+  if (dir == VAE_DIRECTION_ENCODE)
+    expect_encode (m, &t->batch, t->exp);
+  else
+    expect_decode (m, &t->batch, t->exp);
+}
+
+static void
+free_batch (TestBatch *t)
+{
+  g_free (t->in);
+  g_free (t->out);
+  g_free (t->exp);
+  g_clear_error (&t->batch.error);
+}
+
+static void
+check_batch (TestBatch *t)
+{
+  g_assert_no_error (t->batch.error);
+  for (gsize i = 0; i < t->out_n; i++)
+    if (!(fabsf (t->out[i] - t->exp[i]) <= 1e-5f))
+      g_error ("batch %d element %" G_GSIZE_FORMAT ": got %g, expected %g",
+               GPOINTER_TO_INT (t->batch.user_data), i, t->out[i], t->exp[i]);
+}
+
+/* Several batches over two endpoints whose replies come back in random
+ * order: outputs in submission order, equal to the fake transformation. */
+static void
+run_order (const char *model_name, VaeDirection dir)
+{
+  g_autoptr (VaeModel) m = load_model (model_name);
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  g_autofree char *ep = g_strdup_printf ("http://127.0.0.1:%d/delay, http://127.0.0.1:%d/predict",
+                                         s.port, s.port);
+  VaeEngine *e = open_engine (m, ep);
+  enum { N = 7 };
+  TestBatch t[N];
+  for (int i = 0; i < N; i++) {
+    int h = dir == VAE_DIRECTION_ENCODE ? 32 : 4, w = dir == VAE_DIRECTION_ENCODE ? 24 : 3;
+    make_batch (m, dir, 1 + i % 3, h, w, i, &t[i]);
+    g_autoptr (GError) err = NULL;
+    g_assert_true (vae_engine_submit (e, &t[i].batch, &err));
+    g_assert_no_error (err);
+  }
+  for (int i = 0; i < N; i++) {
+    VaeBatch *b = vae_engine_wait (e);
+    g_assert_nonnull (b);
+    g_assert_cmpint (GPOINTER_TO_INT (b->user_data), ==, i);
+    check_batch (&t[i]);
+  }
+  g_assert_null (vae_engine_wait (e));
+  vae_engine_free (e);
+  for (int i = 0; i < N; i++)
+    free_batch (&t[i]);
+  server_stop (&s);
+}
+
+static void test_encode_order_tiny (void) { run_order ("tiny-sd-random", VAE_DIRECTION_ENCODE); }
+static void test_decode_order_tiny (void) { run_order ("tiny-sd-random", VAE_DIRECTION_DECODE); }
+static void test_encode_order_kl (void) { run_order ("kl-sd-mini", VAE_DIRECTION_ENCODE); }
+static void test_decode_order_kl (void) { run_order ("kl-sd-mini", VAE_DIRECTION_DECODE); }
+
+/* One encode batch against PATH on a live server (or PORT when no server);
+ * returns the batch's error, NULL on success (outputs checked). */
+static GError *
+run_one (const VaeModel *m, const char *url)
+{
+  VaeEngine *e = open_engine (m, url);
+  TestBatch t;
+  make_batch (m, VAE_DIRECTION_ENCODE, 2, 16, 16, 42, &t);
+  g_autoptr (GError) err = NULL;
+  if (vae_engine_run (e, &t.batch, &err))
+    check_batch (&t);
+  else
+    g_assert_nonnull (err);
+  vae_engine_free (e);
+  free_batch (&t);
+  return g_steal_pointer (&err);
+}
+
+static void
+test_retry_503 (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/flaky", s.port);
+  g_autoptr (GError) err = run_one (m, url);
+  g_assert_no_error (err);
+  server_stop (&s);
+}
+
+static void
+expect_error (const char *path, const char *needle)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d%s", s.port, path);
+  g_autoptr (GError) err = NULL;
+  VaeEngine *e = open_engine (m, url);
+  TestBatch t;
+  make_batch (m, VAE_DIRECTION_ENCODE, 2, 16, 16, 1, &t);
+  g_assert_false (vae_engine_run (e, &t.batch, &err));
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ENGINE);
+  g_test_message ("error: %s", err->message);
+  g_assert_nonnull (strstr (err->message, url));
+  g_assert_nonnull (strstr (err->message, needle));
+  vae_engine_free (e);
+  free_batch (&t);
+  server_stop (&s);
+}
+
+/* The number of TCP connections the fake server has accepted. */
+static int
+server_connections (const Server *s)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GSocketClient) client = g_socket_client_new ();
+  g_autoptr (GSocketConnection) conn =
+      g_socket_client_connect_to_host (client, "127.0.0.1", (guint16) s->port, NULL, &err);
+  g_assert_no_error (err);
+  const char *req = "GET /connections HTTP/1.0\r\n\r\n";
+  GOutputStream *out = g_io_stream_get_output_stream (G_IO_STREAM (conn));
+  g_assert_true (g_output_stream_write_all (out, req, strlen (req), NULL, NULL, &err));
+  GInputStream *in = g_io_stream_get_input_stream (G_IO_STREAM (conn));
+  char buf[4096];
+  gsize got = 0, n = 0;
+  do {
+    g_assert_true (g_input_stream_read_all (in, buf + got, sizeof buf - 1 - got, &n, NULL, &err));
+    got += n;
+  } while (n > 0 && got < sizeof buf - 1);
+  buf[got] = '\0';
+  const char *body = strstr (buf, "\r\n\r\n");
+  g_assert_nonnull (body);
+  return atoi (body + 4);
+}
+
+/* Twelve batches, two in flight: kept-alive connections are reused. */
+static void
+test_keepalive (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  g_setenv ("VAE_REMOTE_MAX_INFLIGHT", "2", TRUE);
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/predict", s.port);
+  VaeEngine *e = open_engine (m, url);
+  g_unsetenv ("VAE_REMOTE_MAX_INFLIGHT");
+  enum { N = 12 };
+  TestBatch t[N];
+  for (int i = 0; i < N; i++) {
+    make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, i, &t[i]);
+    g_assert_true (vae_engine_submit (e, &t[i].batch, NULL));
+  }
+  for (int i = 0; i < N; i++) {
+    g_assert_true (vae_engine_wait (e) == &t[i].batch);
+    check_batch (&t[i]);
+  }
+  vae_engine_free (e);
+  for (int i = 0; i < N; i++)
+    free_batch (&t[i]);
+  int conns = server_connections (&s);
+  g_test_message ("%d connections for %d requests", conns - 1, N);
+  g_assert_cmpint (conns - 1, <=, 2);   /* the last one is ours */
+  server_stop (&s);
+}
+
+/* HF_TOKEN goes out as a bearer token, and never into an error message. */
+static void
+test_token (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/auth", s.port);
+  g_setenv ("HF_TOKEN", "sekrit", TRUE);
+  g_autoptr (GError) ok = run_one (m, url);
+  g_assert_no_error (ok);
+  g_setenv ("HF_TOKEN", "wrongtoken", TRUE);
+  g_autoptr (GError) err = run_one (m, url);
+  g_unsetenv ("HF_TOKEN");
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ENGINE);
+  g_test_message ("error: %s", err->message);
+  g_assert_nonnull (strstr (err->message, "401"));
+  g_assert_null (strstr (err->message, "wrongtoken"));
+  server_stop (&s);
+}
+
+/* A reply held past the timeout is retried, then reported. */
+static void
+test_timeout (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/slow", s.port);
+  g_setenv ("VAE_REMOTE_TIMEOUT_MS", "300", TRUE);
+  g_setenv ("VAE_REMOTE_RETRIES", "1", TRUE);
+  g_autoptr (GError) err = run_one (m, url);
+  g_setenv ("VAE_REMOTE_TIMEOUT_MS", "20000", TRUE);
+  g_setenv ("VAE_REMOTE_RETRIES", "3", TRUE);
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ENGINE);
+  g_test_message ("error: %s", err->message);
+  g_assert_nonnull (strstr (err->message, url));
+  g_assert_nonnull (strstr (err->message, "2 attempts"));
+  g_assert_nonnull (strcasestr (err->message, "timeout"));
+  server_stop (&s);
+}
+
+static void test_bad_shape (void) { expect_error ("/badshape", "'shape' header [2,5,2,2]"); }
+static void test_boom (void) { expect_error ("/boom", "boom"); }
+
+static void
+test_server_down (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  /* A port nobody listens on: bind one, note it, close it. */
+  g_autoptr (GError) err = NULL;
+  g_autoptr (GSocket) sock = g_socket_new (G_SOCKET_FAMILY_IPV4, G_SOCKET_TYPE_STREAM,
+                                           G_SOCKET_PROTOCOL_TCP, &err);
+  g_assert_no_error (err);
+  g_autoptr (GInetAddress) lo = g_inet_address_new_loopback (G_SOCKET_FAMILY_IPV4);
+  g_autoptr (GSocketAddress) any = g_inet_socket_address_new (lo, 0);
+  g_assert_true (g_socket_bind (sock, any, TRUE, &err));
+  g_autoptr (GSocketAddress) bound = g_socket_get_local_address (sock, &err);
+  int port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
+  g_socket_close (sock, NULL);
+
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/", port);
+  VaeEngine *e = open_engine (m, url);
+  TestBatch t;
+  make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, 1, &t);
+  g_assert_false (vae_engine_run (e, &t.batch, &err));
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ENGINE);
+  g_test_message ("error: %s", err->message);
+  g_assert_nonnull (strstr (err->message, url));
+  g_assert_nonnull (strstr (err->message, "attempts"));
+  vae_engine_free (e);
+  free_batch (&t);
+}
+
+static void
+test_bad_endpoint (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
+  g_autoptr (GError) err = NULL;
+  o.endpoint = " , ";
+  g_assert_null (vae_engine_new ("remote", m, &o, &err));
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ARGUMENT);
+  g_clear_error (&err);
+  o.endpoint = "ftp://user:secret@host/";
+  g_assert_null (vae_engine_new ("remote", m, &o, &err));
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ARGUMENT);
+  g_assert_null (strstr (err->message, "secret"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_setenv ("VAE_REMOTE_BACKOFF_MS", "10", TRUE);
+  g_setenv ("VAE_REMOTE_RETRIES", "3", TRUE);
+  g_setenv ("VAE_REMOTE_TIMEOUT_MS", "20000", TRUE);
+  g_unsetenv ("HF_TOKEN");
+  g_test_add_func ("/remote/encode-order-tiny", test_encode_order_tiny);
+  g_test_add_func ("/remote/decode-order-tiny", test_decode_order_tiny);
+  g_test_add_func ("/remote/encode-order-kl", test_encode_order_kl);
+  g_test_add_func ("/remote/decode-order-kl", test_decode_order_kl);
+  g_test_add_func ("/remote/retry-503", test_retry_503);
+  g_test_add_func ("/remote/bad-shape", test_bad_shape);
+  g_test_add_func ("/remote/boom", test_boom);
+  g_test_add_func ("/remote/server-down", test_server_down);
+  g_test_add_func ("/remote/bad-endpoint", test_bad_endpoint);
+  g_test_add_func ("/remote/keepalive", test_keepalive);
+  g_test_add_func ("/remote/token", test_token);
+  g_test_add_func ("/remote/timeout", test_timeout);
+  return g_test_run ();
+}

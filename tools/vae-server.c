@@ -1,0 +1,1396 @@
+/* vae-server: the Hybrid Inference VAE protocol over HTTP (libsoup 3).
+ *
+ * Routes: POST /encode, POST /decode, GET / and GET /health ("Ok"),
+ * GET /metrics (Prometheus text).  See
+ * ../shared/docs/hybrid-inference-protocol.md for the wire format.
+ *
+ * Threads: the main thread runs libsoup (parsing, validation, conversion
+ * to the engine's float input, replies); one worker thread owns the engine.
+ * Requests of the same direction and frame size that arrive within a few
+ * milliseconds of each other are merged into one engine batch (up to
+ * --max-batch frames).  Messages are paused while queued and unpaused from
+ * an idle callback on the main context once their reply is ready. */
+#include "engine.h"
+#include "codec.h"
+#include "model.h"
+#include "safetensors.h"
+#include "vae-error.h"
+
+#include <libsoup/soup.h>
+#include <json-glib/json-glib.h>
+#include <glib-unix.h>
+#include <png.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_SIDE 8192
+#define MAX_FRAMES 1024
+#define GATHER_USEC 3000
+
+typedef struct _Server Server;
+
+typedef enum { OUT_TENSOR_F32, OUT_TENSOR_F16, OUT_TENSOR_BF16, OUT_U8_NHWC, OUT_PNG } OutKind;
+
+typedef struct {
+  Server *server;
+  SoupServerMessage *msg;     /* owned ref */
+  const char *route;
+  gint64 start_us;
+  VaeDirection direction;
+  int n, h, w;                /* engine input frames and spatial size */
+  float *input;               /* engine input, n frames */
+  float *output;              /* engine output, n frames */
+  /* encode: latent factors; decode: reply kind */
+  double scaling, shift;
+  OutKind out;
+  /* reply, filled by the worker */
+  guint status;
+  char *error;
+  GBytes *body;
+  const char *content_type;
+  char *shape_header;
+  const char *dtype_header;
+  gboolean replied, gone;     /* main thread only */
+} Job;
+
+struct _Server {
+  VaeModel *model;
+  VaeEngine *engine;
+  SoupServer *soup;
+  GMainLoop *loop;
+  char *token;
+  int max_batch;
+  gint64 max_body;
+  int max_queue;
+
+  GMutex lock;                /* guards the fields below */
+  GCond cond;
+  GQueue queue;               /* Job*, waiting for the worker */
+  gboolean stopping;          /* worker exits when the queue is empty */
+  int in_flight;              /* paused messages not yet finished */
+  gboolean draining;          /* SIGTERM seen */
+
+  /* metrics */
+  GHashTable *requests;       /* "route\tstatus" -> guint64* */
+  guint64 frames_encode, frames_decode;
+  guint64 batches, batch_frames_sum;
+  guint64 batch_hist[8];      /* <=1,2,4,8,16,32,64,+Inf */
+  guint64 errors;
+  double latency_sum;
+  guint64 latency_count;
+  double engine_seconds;
+
+  GThread *worker;
+};
+
+static const int hist_bounds[7] = { 1, 2, 4, 8, 16, 32, 64 };
+
+/* ---- metrics ---- */
+
+static void
+record_request (Server *s, const char *route, guint status, gint64 start_us)
+{
+  char key[64];
+  g_snprintf (key, sizeof key, "%s\t%u", route, status);
+  g_mutex_lock (&s->lock);
+  guint64 *v = g_hash_table_lookup (s->requests, key);
+  if (!v) {
+    v = g_new0 (guint64, 1);
+    g_hash_table_insert (s->requests, g_strdup (key), v);
+  }
+  (*v)++;
+  if (status >= 400)
+    s->errors++;
+  if (start_us > 0) {
+    s->latency_sum += (g_get_monotonic_time () - start_us) / 1e6;
+    s->latency_count++;
+  }
+  g_mutex_unlock (&s->lock);
+}
+
+static char *
+metrics_text (Server *s)
+{
+  GString *t = g_string_new (NULL);
+  g_mutex_lock (&s->lock);
+  g_string_append (t, "# HELP vae_requests_total HTTP requests by route and status.\n"
+                      "# TYPE vae_requests_total counter\n");
+  GHashTableIter it;
+  gpointer k, v;
+  g_hash_table_iter_init (&it, s->requests);
+  while (g_hash_table_iter_next (&it, &k, &v)) {
+    const char *tab = strchr (k, '\t');
+    g_string_append_printf (t, "vae_requests_total{route=\"%.*s\",status=\"%s\"} %"
+                            G_GUINT64_FORMAT "\n", (int) (tab - (const char *) k),
+                            (const char *) k, tab + 1, *(guint64 *) v);
+  }
+  g_string_append_printf (t,
+      "# HELP vae_frames_total Frames run through the engine.\n"
+      "# TYPE vae_frames_total counter\n"
+      "vae_frames_total{direction=\"encode\"} %" G_GUINT64_FORMAT "\n"
+      "vae_frames_total{direction=\"decode\"} %" G_GUINT64_FORMAT "\n",
+      s->frames_encode, s->frames_decode);
+  g_string_append (t, "# HELP vae_batch_size Frames per engine batch.\n"
+                      "# TYPE vae_batch_size histogram\n");
+  guint64 cum = 0;
+  for (int i = 0; i < 7; i++) {
+    cum += s->batch_hist[i];
+    g_string_append_printf (t, "vae_batch_size_bucket{le=\"%d\"} %" G_GUINT64_FORMAT "\n",
+                            hist_bounds[i], cum);
+  }
+  cum += s->batch_hist[7];
+  g_string_append_printf (t, "vae_batch_size_bucket{le=\"+Inf\"} %" G_GUINT64_FORMAT "\n"
+      "vae_batch_size_sum %" G_GUINT64_FORMAT "\n"
+      "vae_batch_size_count %" G_GUINT64_FORMAT "\n", cum, s->batch_frames_sum, s->batches);
+  g_string_append_printf (t,
+      "# HELP vae_errors_total Requests answered with a 4xx or 5xx status.\n"
+      "# TYPE vae_errors_total counter\n"
+      "vae_errors_total %" G_GUINT64_FORMAT "\n"
+      "# HELP vae_request_duration_seconds Time from request to reply.\n"
+      "# TYPE vae_request_duration_seconds summary\n"
+      "vae_request_duration_seconds_sum %.6f\n"
+      "vae_request_duration_seconds_count %" G_GUINT64_FORMAT "\n"
+      "# HELP vae_engine_seconds_total Time spent in the engine.\n"
+      "# TYPE vae_engine_seconds_total counter\n"
+      "vae_engine_seconds_total %.6f\n"
+      "# HELP vae_queue_depth Requests waiting for the engine.\n"
+      "# TYPE vae_queue_depth gauge\n"
+      "vae_queue_depth %u\n"
+      "# HELP vae_in_flight Requests accepted and not yet answered.\n"
+      "# TYPE vae_in_flight gauge\n"
+      "vae_in_flight %d\n",
+      s->errors, s->latency_sum, s->latency_count, s->engine_seconds,
+      s->queue.length, s->in_flight);
+  g_mutex_unlock (&s->lock);
+  return g_string_free (t, FALSE);
+}
+
+/* ---- replies (main thread) ---- */
+
+static void
+reply_bytes (SoupServerMessage *msg, guint status, const char *content_type,
+             const void *data, gsize len)
+{
+  soup_server_message_set_status (msg, status, NULL);
+  soup_server_message_set_response (msg, content_type, SOUP_MEMORY_COPY, data, len);
+}
+
+static void
+reply_error (Server *s, SoupServerMessage *msg, const char *route, gint64 start_us,
+             guint status, const char *message)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "error");
+  json_builder_add_string_value (b, message);
+  json_builder_end_object (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  gsize len;
+  g_autofree char *text = json_generator_to_data (gen, &len);
+  reply_bytes (msg, status, "application/json", text, len);
+  record_request (s, route, status, start_us);
+}
+
+/* ---- tensors ---- */
+
+typedef enum { DT_U8, DT_F16, DT_BF16, DT_F32 } DType;
+
+static gboolean
+dtype_parse (const char *name, DType *dt)
+{
+  if (!name)
+    return FALSE;
+  if (!g_ascii_strcasecmp (name, "uint8") || !g_ascii_strcasecmp (name, "torch.uint8"))
+    *dt = DT_U8;
+  else if (!g_ascii_strcasecmp (name, "float16") || !g_ascii_strcasecmp (name, "torch.float16"))
+    *dt = DT_F16;
+  else if (!g_ascii_strcasecmp (name, "bfloat16") || !g_ascii_strcasecmp (name, "torch.bfloat16"))
+    *dt = DT_BF16;
+  else if (!g_ascii_strcasecmp (name, "float32") || !g_ascii_strcasecmp (name, "torch.float32"))
+    *dt = DT_F32;
+  else
+    return FALSE;
+  return TRUE;
+}
+
+static gsize
+dtype_size (DType dt)
+{
+  return dt == DT_U8 ? 1 : dt == DT_F32 ? 4 : 2;
+}
+
+static float
+elem_f32 (const guint8 *p, DType dt, gsize i)
+{
+  switch (dt) {
+  case DT_U8:
+    return p[i];
+  case DT_F16: {
+    guint16 h;
+    memcpy (&h, p + 2 * i, 2);
+    return vae_f16_to_f32 (GUINT16_FROM_LE (h));
+  }
+  case DT_BF16: {
+    guint16 h;
+    memcpy (&h, p + 2 * i, 2);
+    return vae_bf16_to_f32 (GUINT16_FROM_LE (h));
+  }
+  case DT_F32:
+  default: {
+    guint32 u;
+    float f;
+    memcpy (&u, p + 4 * i, 4);
+    u = GUINT32_FROM_LE (u);
+    memcpy (&f, &u, 4);
+    return f;
+  }
+  }
+}
+
+/* Float tensor to little-endian bytes of OUT kind (f32, f16, bf16). */
+static GBytes *
+floats_to_bytes (const float *src, gsize n, OutKind out)
+{
+  if (out == OUT_TENSOR_F32) {
+    guint32 *d = g_new (guint32, n);
+    for (gsize i = 0; i < n; i++) {
+      guint32 u;
+      memcpy (&u, &src[i], 4);
+      d[i] = GUINT32_TO_LE (u);
+    }
+    return g_bytes_new_take (d, n * 4);
+  }
+  guint16 *d = g_new (guint16, n);
+  for (gsize i = 0; i < n; i++)
+    d[i] = GUINT16_TO_LE (out == OUT_TENSOR_F16 ? vae_f32_to_f16 (src[i])
+                                                : vae_f32_to_bf16 (src[i]));
+  return g_bytes_new_take (d, n * 2);
+}
+
+/* ---- query ---- */
+
+typedef struct {
+  GPtrArray *keys, *values;
+} Query;
+
+static void
+query_parse (Query *q, const char *text)
+{
+  q->keys = g_ptr_array_new_with_free_func (g_free);
+  q->values = g_ptr_array_new_with_free_func (g_free);
+  if (!text)
+    return;
+  g_auto (GStrv) parts = g_strsplit (text, "&", -1);
+  for (int i = 0; parts[i]; i++) {
+    if (!*parts[i])
+      continue;
+    char *eq = strchr (parts[i], '=');
+    if (eq)
+      *eq = '\0';
+    for (char *c = parts[i]; *c; c++)
+      if (*c == '+')
+        *c = ' ';
+    if (eq)
+      for (char *c = eq + 1; *c; c++)
+        if (*c == '+')
+          *c = ' ';
+    char *k = g_uri_unescape_string (parts[i], NULL);
+    char *v = g_uri_unescape_string (eq ? eq + 1 : "", NULL);
+    if (!k || !v) {
+      g_free (k);
+      g_free (v);
+      continue;
+    }
+    g_ptr_array_add (q->keys, k);
+    g_ptr_array_add (q->values, v);
+  }
+}
+
+static void
+query_clear (Query *q)
+{
+  g_ptr_array_unref (q->keys);
+  g_ptr_array_unref (q->values);
+}
+
+static const char *
+query_get (const Query *q, const char *key)
+{
+  const char *r = NULL;
+  for (guint i = 0; i < q->keys->len; i++)
+    if (!strcmp (q->keys->pdata[i], key))
+      r = q->values->pdata[i];
+  return r;
+}
+
+static gboolean
+query_bool (const Query *q, const char *key, gboolean def)
+{
+  const char *v = query_get (q, key);
+  if (!v || !*v)
+    return def;
+  return !g_ascii_strcasecmp (v, "true") || !strcmp (v, "1")
+         || !g_ascii_strcasecmp (v, "yes");
+}
+
+/* FALSE (and *ok FALSE) when present but not a number. */
+static gboolean
+query_double (const Query *q, const char *key, double *out, gboolean *ok)
+{
+  const char *v = query_get (q, key);
+  if (!v)
+    return FALSE;
+  char *end;
+  double d = g_ascii_strtod (v, &end);
+  if (end == v || *end || !isfinite (d)) {
+    *ok = FALSE;
+    return FALSE;
+  }
+  *out = d;
+  return TRUE;
+}
+
+/* shape=1&shape=4 or shape=[1,4] or shape=1,4. Returns ndim, -1 when bad,
+ * 0 when absent. */
+static int
+query_shape (const Query *q, gint64 *dims, int max)
+{
+  int nd = 0;
+  gboolean any = FALSE;
+  for (guint i = 0; i < q->keys->len; i++) {
+    if (strcmp (q->keys->pdata[i], "shape"))
+      continue;
+    any = TRUE;
+    g_autofree char *v = g_strdup (q->values->pdata[i]);
+    g_strdelimit (v, "[]()", ' ');
+    g_auto (GStrv) items = g_strsplit (v, ",", -1);
+    for (int j = 0; items[j]; j++) {
+      g_strstrip (items[j]);
+      if (!*items[j])
+        continue;
+      char *end;
+      gint64 d = g_ascii_strtoll (items[j], &end, 10);
+      if (*end || d < 1 || d > (1 << 24) || nd >= max)
+        return -1;
+      dims[nd++] = d;
+    }
+  }
+  if (any && nd == 0)
+    return -1;
+  return nd;
+}
+
+/* ---- PNG in memory ---- */
+
+static gboolean
+png_decode (const guint8 *data, gsize len, guint8 **rgb, int *w, int *h, char **err)
+{
+  png_image img;
+  memset (&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory (&img, data, len)) {
+    *err = g_strdup_printf ("cannot read the PNG body: %s", img.message);
+    return FALSE;
+  }
+  if (img.width < 1 || img.height < 1 || img.width > MAX_SIDE || img.height > MAX_SIDE) {
+    *err = g_strdup_printf ("PNG of %ux%u is empty or larger than %d pixels a side",
+                            img.width, img.height, MAX_SIDE);
+    png_image_free (&img);
+    return FALSE;
+  }
+  img.format = PNG_FORMAT_RGB;
+  guint8 *buf = g_try_malloc (PNG_IMAGE_SIZE (img));
+  if (!buf) {
+    png_image_free (&img);
+    *err = g_strdup ("out of memory for the PNG body");
+    return FALSE;
+  }
+  if (!png_image_finish_read (&img, NULL, buf, 0, NULL)) {
+    *err = g_strdup_printf ("cannot read the PNG body: %s", img.message);
+    png_image_free (&img);
+    g_free (buf);
+    return FALSE;
+  }
+  *rgb = buf;
+  *w = img.width;
+  *h = img.height;
+  return TRUE;
+}
+
+static GBytes *
+png_encode (const guint8 *rgb, int w, int h)
+{
+  png_image img;
+  memset (&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  img.width = w;
+  img.height = h;
+  img.format = PNG_FORMAT_RGB;
+  png_alloc_size_t size = 0;
+  if (!png_image_write_get_memory_size (img, size, 0, rgb, w * 3, NULL))
+    return NULL;
+  void *buf = g_malloc (size);
+  if (!png_image_write_to_memory (&img, buf, &size, 0, rgb, w * 3, NULL)) {
+    g_free (buf);
+    return NULL;
+  }
+  return g_bytes_new_take (buf, size);
+}
+
+/* ---- worker ---- */
+
+static void
+job_free (Job *job)
+{
+  if (job->msg)
+    g_object_unref (job->msg);
+  g_free (job->input);
+  g_free (job->output);
+  g_free (job->error);
+  g_free (job->shape_header);
+  if (job->body)
+    g_bytes_unref (job->body);
+  g_free (job);
+}
+
+static gboolean
+job_finish_idle (gpointer data)
+{
+  Job *job = data;
+  Server *s = job->server;
+  if (job->gone) {          /* the client went away */
+    record_request (s, job->route, 499, job->start_us);
+    job_free (job);
+    return G_SOURCE_REMOVE;
+  }
+  if (job->status == 200) {
+    SoupMessageHeaders *hd = soup_server_message_get_response_headers (job->msg);
+    if (job->shape_header)
+      soup_message_headers_replace (hd, "shape", job->shape_header);
+    if (job->dtype_header)
+      soup_message_headers_replace (hd, "dtype", job->dtype_header);
+    soup_server_message_set_status (job->msg, 200, NULL);
+    gsize len;
+    const void *d = g_bytes_get_data (job->body, &len);
+    soup_server_message_set_response (job->msg, job->content_type, SOUP_MEMORY_COPY, d, len);
+    record_request (s, job->route, 200, job->start_us);
+  } else {
+    reply_error (s, job->msg, job->route, job->start_us, job->status,
+                 job->error ? job->error : "internal error");
+  }
+  job->replied = TRUE;
+  g_clear_pointer (&job->input, g_free);
+  g_clear_pointer (&job->output, g_free);
+  g_clear_pointer (&job->body, g_bytes_unref);
+  soup_server_message_unpause (job->msg);
+  return G_SOURCE_REMOVE;
+}
+
+static gsize
+frame_in_size (Server *s, const Job *j)
+{
+  const VaeModel *m = s->model;
+  return j->direction == VAE_DIRECTION_ENCODE
+             ? (gsize) m->image_channels * j->h * j->w
+             : (gsize) m->latent_channels * j->h * j->w;
+}
+
+static gsize
+frame_out_size (Server *s, const Job *j)
+{
+  const VaeModel *m = s->model;
+  const int f = m->spatial_factor;
+  const int c = vae_engine_output_channels (m, j->direction);
+  return j->direction == VAE_DIRECTION_ENCODE ? (gsize) c * (j->h / f) * (j->w / f)
+                                              : (gsize) c * (j->h * f) * (j->w * f);
+}
+
+/* Post-processing of one job's engine output into its reply body. */
+static void
+job_build_reply (Server *s, Job *j)
+{
+  const VaeModel *m = s->model;
+  const int f = m->spatial_factor;
+  if (j->direction == VAE_DIRECTION_ENCODE) {
+    const int lh = j->h / f, lw = j->w / f;
+    const int c = vae_latent_channels_for_mode (m, VAE_LATENT_MODE);
+    const gsize fo = frame_out_size (s, j), fl = (gsize) c * lh * lw;
+    float *lat = g_new (float, fl * j->n);
+    for (int i = 0; i < j->n; i++)
+      vae_latents_from_encoder (m, j->output + fo * i, lh, lw, VAE_LATENT_MODE, NULL,
+                                j->scaling, j->shift, lat + fl * i);
+    j->body = floats_to_bytes (lat, fl * j->n, j->out);
+    g_free (lat);
+    j->shape_header = g_strdup_printf ("[%d,%d,%d,%d]", j->n, c, lh, lw);
+    j->dtype_header = j->out == OUT_TENSOR_F16 ? "float16"
+                      : j->out == OUT_TENSOR_BF16 ? "bfloat16" : "float32";
+    j->content_type = "tensor/binary";
+    j->status = 200;
+    return;
+  }
+  const int oh = j->h * f, ow = j->w * f;
+  const gsize fo = frame_out_size (s, j);
+  const int oc = vae_engine_output_channels (m, VAE_DIRECTION_DECODE);
+  if (j->out == OUT_U8_NHWC || j->out == OUT_PNG) {
+    const gsize fb = (gsize) oh * ow * 3;
+    guint8 *rgb = g_new (guint8, fb * j->n);
+    for (int i = 0; i < j->n; i++)
+      vae_pixels_to_rgb8 (m, j->output + fo * i, oh, ow, rgb + fb * i, ow, oh, ow * 3, 3);
+    if (j->out == OUT_PNG) {
+      j->body = png_encode (rgb, ow, oh);
+      g_free (rgb);
+      if (!j->body) {
+        j->status = 500;
+        j->error = g_strdup ("PNG encoding failed");
+        return;
+      }
+      j->content_type = "image/png";
+    } else {
+      j->body = g_bytes_new_take (rgb, fb * j->n);
+      j->shape_header = g_strdup_printf ("[%d,%d,%d,3]", j->n, oh, ow);
+      j->dtype_header = "uint8";
+      j->content_type = "tensor/binary";
+    }
+    j->status = 200;
+    return;
+  }
+  /* float [-1, 1] */
+  const gsize total = fo * j->n;
+  float *px = g_new (float, total);
+  const float span = 1.0f - m->image_min;
+  for (gsize i = 0; i < total; i++)
+    px[i] = (j->output[i] - m->image_min) / span * 2.0f - 1.0f;
+  j->body = floats_to_bytes (px, total, j->out);
+  g_free (px);
+  j->shape_header = g_strdup_printf ("[%d,%d,%d,%d]", j->n, oc, oh, ow);
+  j->dtype_header = j->out == OUT_TENSOR_F16 ? "float16"
+                    : j->out == OUT_TENSOR_BF16 ? "bfloat16" : "float32";
+  j->content_type = "tensor/binary";
+  j->status = 200;
+}
+
+static gboolean
+compatible (const Job *a, const Job *b)
+{
+  return a->direction == b->direction && a->h == b->h && a->w == b->w;
+}
+
+static void
+run_batch (Server *s, GPtrArray *jobs)
+{
+  Job *first = jobs->pdata[0];
+  int n = 0;
+  for (guint i = 0; i < jobs->len; i++)
+    n += ((Job *) jobs->pdata[i])->n;
+  const gsize fi = frame_in_size (s, first), fo = frame_out_size (s, first);
+  float *in = NULL, *out = NULL;
+  gboolean single = jobs->len == 1;
+  if (single) {
+    in = first->input;
+  } else {
+    in = g_try_new (float, fi * n);
+  }
+  out = g_try_new (float, fo * n);
+  GError *error = NULL;
+  if (!in || !out) {
+    g_set_error (&error, VAE_ERROR, VAE_ERROR_ARGUMENT, "out of memory for %d frames", n);
+  } else {
+    if (!single) {
+      gsize off = 0;
+      for (guint i = 0; i < jobs->len; i++) {
+        Job *j = jobs->pdata[i];
+        memcpy (in + off, j->input, fi * j->n * sizeof (float));
+        off += fi * j->n;
+      }
+    }
+    VaeBatch batch = { first->direction, n, first->h, first->w, in, out, NULL, NULL };
+    gint64 t0 = g_get_monotonic_time ();
+    vae_engine_run (s->engine, &batch, &error);
+    gint64 t1 = g_get_monotonic_time ();
+    g_mutex_lock (&s->lock);
+    s->engine_seconds += (t1 - t0) / 1e6;
+    s->batches++;
+    s->batch_frames_sum += n;
+    int b = 7;
+    for (int k = 0; k < 7; k++)
+      if (n <= hist_bounds[k]) {
+        b = k;
+        break;
+      }
+    s->batch_hist[b]++;
+    if (!error) {
+      if (first->direction == VAE_DIRECTION_ENCODE)
+        s->frames_encode += n;
+      else
+        s->frames_decode += n;
+    }
+    g_mutex_unlock (&s->lock);
+  }
+  gsize off = 0;
+  for (guint i = 0; i < jobs->len; i++) {
+    Job *j = jobs->pdata[i];
+    if (error) {
+      j->status = 500;
+      j->error = g_strdup_printf ("engine failed: %s", error->message);
+    } else {
+      j->output = g_new (float, fo * j->n);
+      memcpy (j->output, out + off, fo * j->n * sizeof (float));
+      off += fo * j->n;
+      job_build_reply (s, j);
+    }
+    g_main_context_invoke (NULL, job_finish_idle, j);
+  }
+  g_clear_error (&error);
+  if (!single)
+    g_free (in);
+  g_free (out);
+}
+
+static gpointer
+worker_main (gpointer data)
+{
+  Server *s = data;
+  GQueue pending = G_QUEUE_INIT;   /* jobs set aside: another size/direction */
+  for (;;) {
+    g_mutex_lock (&s->lock);
+    while (!pending.length && !s->queue.length && !s->stopping)
+      g_cond_wait (&s->cond, &s->lock);
+    if (!pending.length && !s->queue.length && s->stopping) {
+      g_mutex_unlock (&s->lock);
+      break;
+    }
+    GPtrArray *jobs = g_ptr_array_new ();
+    Job *first = pending.length ? g_queue_pop_head (&pending) : g_queue_pop_head (&s->queue);
+    g_ptr_array_add (jobs, first);
+    int frames = first->n;
+    /* Compatible jobs already set aside. */
+    for (GList *l = pending.head; l && frames < s->max_batch;) {
+      GList *next = l->next;
+      Job *j = l->data;
+      if (compatible (first, j) && frames + j->n <= s->max_batch) {
+        g_ptr_array_add (jobs, j);
+        frames += j->n;
+        g_queue_delete_link (&pending, l);
+      }
+      l = next;
+    }
+    /* Then whatever arrives within the gather window. */
+    const gint64 deadline = g_get_monotonic_time () + GATHER_USEC;
+    while (frames < s->max_batch) {
+      if (!s->queue.length) {
+        if (s->stopping || !g_cond_wait_until (&s->cond, &s->lock, deadline))
+          if (!s->queue.length)
+            break;
+        continue;
+      }
+      Job *j = g_queue_pop_head (&s->queue);
+      if (compatible (first, j) && frames + j->n <= s->max_batch) {
+        g_ptr_array_add (jobs, j);
+        frames += j->n;
+      } else {
+        g_queue_push_tail (&pending, j);
+      }
+    }
+    g_mutex_unlock (&s->lock);
+    run_batch (s, jobs);
+    g_ptr_array_unref (jobs);
+  }
+  return NULL;
+}
+
+/* ---- request handling (main thread) ---- */
+
+static gboolean
+authorized (Server *s, SoupServerMessage *msg)
+{
+  if (!s->token)
+    return TRUE;
+  const char *a = soup_message_headers_get_one (
+      soup_server_message_get_request_headers (msg), "Authorization");
+  if (!a || g_ascii_strncasecmp (a, "Bearer ", 7))
+    return FALSE;
+  a += 7;
+  while (*a == ' ')
+    a++;
+  /* Compare in constant time over the token's length. */
+  const gsize tl = strlen (s->token), al = strlen (a);
+  guint diff = tl != al;
+  for (gsize i = 0; i < tl; i++)
+    diff |= (guint) (s->token[i] ^ (i < al ? a[i] : 0));
+  return diff == 0;
+}
+
+static const char *
+route_of (const char *path)
+{
+  if (!strcmp (path, "/encode"))
+    return "/encode";
+  if (!strcmp (path, "/decode"))
+    return "/decode";
+  if (!strcmp (path, "/health"))
+    return "/health";
+  if (!strcmp (path, "/metrics"))
+    return "/metrics";
+  if (!strcmp (path, "/"))
+    return "/";
+  return "other";
+}
+
+static gboolean
+needs_auth (const char *route)
+{
+  return !strcmp (route, "/encode") || !strcmp (route, "/decode")
+         || !strcmp (route, "/metrics");
+}
+
+/* Answers 413 on the raw connection without reading the body the client
+ * announced: write the reply, shut our side down, then discard what the
+ * client still sends for a short while (so that it reads the reply instead
+ * of a connection reset) and close. */
+typedef struct {
+  GIOStream *stream;
+  GSource *source;
+  gint64 deadline;
+  gsize discarded;
+} Drain;
+
+static void
+drain_free (Drain *d)
+{
+  g_io_stream_close (d->stream, NULL, NULL);
+  g_object_unref (d->stream);
+  g_free (d);
+}
+
+static gboolean
+drain_ready (GObject *stream, gpointer data)
+{
+  Drain *d = data;
+  char buf[16384];
+  for (;;) {
+    GError *e = NULL;
+    gssize r = g_pollable_input_stream_read_nonblocking (G_POLLABLE_INPUT_STREAM (stream),
+                                                         buf, sizeof buf, NULL, &e);
+    gboolean would_block = r < 0 && g_error_matches (e, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK);
+    g_clear_error (&e);
+    if (r > 0)
+      d->discarded += r;
+    const gboolean more = g_get_monotonic_time () < d->deadline
+                          && d->discarded < ((gsize) 64 << 20);
+    if (r > 0 && more)
+      continue;
+    if (would_block && more)
+      return G_SOURCE_CONTINUE;
+    drain_free (d);
+    return G_SOURCE_REMOVE;
+  }
+}
+
+static gboolean
+drain_timeout (gpointer data)
+{
+  (void) data;
+  return G_SOURCE_REMOVE;
+}
+
+static void
+reject_too_large (Server *s, SoupServerMessage *msg, const char *route, const char *message)
+{
+  g_autoptr (JsonBuilder) b = json_builder_new ();
+  json_builder_begin_object (b);
+  json_builder_set_member_name (b, "error");
+  json_builder_add_string_value (b, message);
+  json_builder_end_object (b);
+  g_autoptr (JsonGenerator) gen = json_generator_new ();
+  g_autoptr (JsonNode) root = json_builder_get_root (b);
+  json_generator_set_root (gen, root);
+  gsize len;
+  g_autofree char *text = json_generator_to_data (gen, &len);
+  g_autofree char *head = g_strdup_printf ("HTTP/1.1 413 Request Entity Too Large\r\n"
+                                           "Content-Type: application/json\r\n"
+                                           "Content-Length: %" G_GSIZE_FORMAT "\r\n"
+                                           "Connection: close\r\n\r\n", len);
+  GIOStream *stream = soup_server_message_steal_connection (msg);
+  record_request (s, route, 413, 0);
+  if (!stream)
+    return;
+  GOutputStream *out = g_io_stream_get_output_stream (stream);
+  g_output_stream_write_all (out, head, strlen (head), NULL, NULL, NULL);
+  g_output_stream_write_all (out, text, len, NULL, NULL, NULL);
+  g_output_stream_flush (out, NULL, NULL);
+  if (G_IS_SOCKET_CONNECTION (stream))
+    g_socket_shutdown (g_socket_connection_get_socket (G_SOCKET_CONNECTION (stream)), FALSE,
+                       TRUE, NULL);
+  GInputStream *in = g_io_stream_get_input_stream (stream);
+  Drain *d = g_new0 (Drain, 1);
+  d->stream = stream;
+  d->deadline = g_get_monotonic_time () + 2 * G_USEC_PER_SEC;
+  if (!G_IS_POLLABLE_INPUT_STREAM (in)) {
+    drain_free (d);
+    return;
+  }
+  GSource *src = g_pollable_input_stream_create_source (G_POLLABLE_INPUT_STREAM (in), NULL);
+  g_source_set_callback (src, (GSourceFunc) (void (*) (void)) drain_ready, d, NULL);
+  /* Wake up at the deadline even when the client sends nothing. */
+  GSource *t = g_timeout_source_new (2100);
+  g_source_set_callback (t, drain_timeout, NULL, NULL);
+  g_source_add_child_source (src, t);
+  g_source_unref (t);
+  g_source_attach (src, NULL);
+  g_source_unref (src);
+}
+
+/* Runs once the headers are in, before the body is read. */
+static void
+early_handler (SoupServer *soup, SoupServerMessage *msg, const char *path,
+               GHashTable *query, gpointer data)
+{
+  Server *s = data;
+  (void) soup;
+  (void) query;
+  const char *route = route_of (path);
+  if (needs_auth (route) && !authorized (s, msg)) {
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg),
+                                  "WWW-Authenticate", "Bearer");
+    reply_error (s, msg, route, 0, 401, "missing or wrong Authorization: Bearer token");
+    return;
+  }
+  SoupMessageHeaders *rh = soup_server_message_get_request_headers (msg);
+  if (soup_message_headers_get_encoding (rh) == SOUP_ENCODING_CONTENT_LENGTH
+      && soup_message_headers_get_content_length (rh) > s->max_body) {
+    const gint64 cl = soup_message_headers_get_content_length (rh);
+    g_autofree char *m = g_strdup_printf ("request body of %" G_GINT64_FORMAT
+                                          " bytes is larger than the limit of %"
+                                          G_GINT64_FORMAT " bytes", cl, s->max_body);
+    if (soup_message_headers_get_expectations (rh) & SOUP_EXPECTATION_CONTINUE) {
+      /* libsoup answers without reading the body. */
+      soup_message_headers_replace (soup_server_message_get_response_headers (msg),
+                                    "Connection", "close");
+      reply_error (s, msg, route, 0, 413, m);
+      return;
+    }
+    reject_too_large (s, msg, route, m);
+  }
+}
+
+static void
+on_finished (SoupServerMessage *msg, gpointer data)
+{
+  Job *job = data;
+  Server *s = job->server;
+  g_signal_handlers_disconnect_by_func (msg, on_finished, job);
+  job->gone = TRUE;
+  if (job->replied)
+    job_free (job);
+  g_mutex_lock (&s->lock);
+  s->in_flight--;
+  gboolean done = s->draining && s->in_flight == 0;
+  g_mutex_unlock (&s->lock);
+  if (done)
+    g_main_loop_quit (s->loop);
+}
+
+/* Fills JOB's input from the request; FALSE with a 400 message in *ERR. */
+static gboolean
+prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
+{
+  const VaeModel *m = s->model;
+  const int f = m->spatial_factor;
+  gsize len;
+  const guint8 *data = g_bytes_get_data (body, &len);
+  gint64 dims[8];
+  int nd = query_shape (q, dims, 8);
+  const char *dts = query_get (q, "dtype");
+  gboolean ok = TRUE;
+  job->scaling = m->scaling_factor;
+  job->shift = m->shift_factor;
+  gboolean have_scale = query_double (q, "scaling_factor", &job->scaling, &ok);
+  query_double (q, "shift_factor", &job->shift, &ok);
+  if (have_scale && !query_get (q, "shift_factor"))
+    job->shift = 0.0;
+  if (!ok) {
+    *err = g_strdup ("scaling_factor and shift_factor must be numbers");
+    return FALSE;
+  }
+  if (!m->encoder) {
+    *err = g_strdup ("this model has no encoder");
+    return FALSE;
+  }
+  job->direction = VAE_DIRECTION_ENCODE;
+  job->out = OUT_TENSOR_F32;
+
+  if (nd == 0 && !dts) {
+    static const guint8 png_sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
+    if (len >= 8 && !memcmp (data, png_sig, 8)) {
+      g_autofree guint8 *rgb = NULL;
+      int w, h;
+      if (!png_decode (data, len, &rgb, &w, &h, err))
+        return FALSE;
+      if (w % f || h % f) {
+        *err = g_strdup_printf ("image of %dx%d: width and height must be multiples of %d",
+                                w, h, f);
+        return FALSE;
+      }
+      job->n = 1;
+      job->h = h;
+      job->w = w;
+      job->input = g_new (float, (gsize) 3 * h * w);
+      vae_pixels_from_rgb8 (m, rgb, w, h, w * 3, 3, job->input, h, w);
+      return TRUE;
+    }
+    if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) {
+      *err = g_strdup ("JPEG bodies are not supported by this server; send PNG or a raw tensor");
+      return FALSE;
+    }
+    *err = g_strdup ("Expected `shape` in query params (or a PNG body).");
+    return FALSE;
+  }
+  if (nd == 0) {
+    *err = g_strdup ("Expected `shape` in query params.");
+    return FALSE;
+  }
+  if (nd < 0) {
+    *err = g_strdup ("`shape` must be a list of positive integers");
+    return FALSE;
+  }
+  if (!dts) {
+    *err = g_strdup ("Expected `dtype` in query params.");
+    return FALSE;
+  }
+  DType dt;
+  if (!dtype_parse (dts, &dt)) {
+    *err = g_strdup_printf ("Supported `dtype`: ['uint8', 'float16', 'float32', "
+                            "'bfloat16']. Got `%s`.", dts);
+    return FALSE;
+  }
+  gint64 b, c, h, w;
+  if (nd == 4) {
+    b = dims[0]; c = dims[1]; h = dims[2]; w = dims[3];
+  } else if (nd == 3) {
+    b = 1; c = dims[0]; h = dims[1]; w = dims[2];
+  } else {
+    *err = g_strdup_printf ("`shape` must be [B,3,H,W] (got %d dimensions)", nd);
+    return FALSE;
+  }
+  if (c != m->image_channels) {
+    *err = g_strdup_printf ("`shape` has %" G_GINT64_FORMAT " channels; the model takes %d",
+                            c, m->image_channels);
+    return FALSE;
+  }
+  if (b > MAX_FRAMES || h > MAX_SIDE || w > MAX_SIDE) {
+    *err = g_strdup_printf ("`shape` too large (at most %d frames of %d pixels a side)",
+                            MAX_FRAMES, MAX_SIDE);
+    return FALSE;
+  }
+  if (h % f || w % f) {
+    *err = g_strdup_printf ("height %" G_GINT64_FORMAT " and width %" G_GINT64_FORMAT
+                            " must be multiples of %d", h, w, f);
+    return FALSE;
+  }
+  const gsize count = (gsize) b * c * h * w;
+  if (len != count * dtype_size (dt)) {
+    *err = g_strdup_printf ("cannot reshape a body of %" G_GSIZE_FORMAT " bytes into shape [%"
+                            G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%"
+                            G_GINT64_FORMAT "] of %s (%" G_GSIZE_FORMAT " bytes)",
+                            len, b, c, h, w, dts, count * dtype_size (dt));
+    return FALSE;
+  }
+  job->n = (int) b;
+  job->h = (int) h;
+  job->w = (int) w;
+  job->input = g_try_new (float, count);
+  if (!job->input) {
+    *err = g_strdup ("out of memory");
+    return FALSE;
+  }
+  const float lo = m->image_min, span = 1.0f - m->image_min;
+  if (dt == DT_U8) {
+    for (gsize i = 0; i < count; i++)
+      job->input[i] = data[i] / 255.0f * span + lo;
+  } else {
+    for (gsize i = 0; i < count; i++)
+      job->input[i] = (elem_f32 (data, dt, i) + 1.0f) * 0.5f * span + lo;
+  }
+  if (dt == DT_F16)
+    job->out = OUT_TENSOR_F16;
+  return TRUE;
+}
+
+static gboolean
+prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBytes *body,
+                char **err)
+{
+  const VaeModel *m = s->model;
+  const int f = m->spatial_factor;
+  gsize len;
+  const guint8 *data = g_bytes_get_data (body, &len);
+  gint64 dims[8];
+  if (!m->decoder) {
+    *err = g_strdup ("this model has no decoder");
+    return FALSE;
+  }
+  int nd = query_shape (q, dims, 8);
+  const char *dts = query_get (q, "dtype");
+  if (nd == 0) {
+    *err = g_strdup ("Expected `shape` in query params.");
+    return FALSE;
+  }
+  if (nd < 0) {
+    *err = g_strdup ("`shape` must be a list of positive integers");
+    return FALSE;
+  }
+  if (!dts) {
+    *err = g_strdup ("Expected `dtype` in query params.");
+    return FALSE;
+  }
+  DType dt;
+  if (!dtype_parse (dts, &dt) || dt == DT_U8) {
+    *err = g_strdup_printf ("Supported `dtype`: ['float16', 'float32', 'bfloat16']. "
+                            "Got `%s`.", dts);
+    return FALSE;
+  }
+  /* scaling */
+  gboolean ok = TRUE;
+  double scaling = 1.0, shift = 0.0;
+  gboolean have_scale = query_double (q, "scaling_factor", &scaling, &ok);
+  gboolean have_shift = query_double (q, "shift_factor", &shift, &ok);
+  if (!ok || (have_scale && scaling == 0.0)) {
+    *err = g_strdup ("scaling_factor and shift_factor must be numbers (scaling not 0)");
+    return FALSE;
+  }
+  if (!have_scale && !have_shift && query_bool (q, "do_scaling", FALSE)) {
+    scaling = m->scaling_factor;
+    shift = m->shift_factor;
+  }
+  /* output */
+  const char *ot = query_get (q, "output_type");
+  if (!ot)
+    ot = "pt";
+  if (!strcmp (ot, "pt")) {
+    if (query_bool (q, "partial_postprocess", FALSE))
+      job->out = OUT_U8_NHWC;
+    else
+      job->out = dt == DT_F16 ? OUT_TENSOR_F16 : dt == DT_BF16 ? OUT_TENSOR_BF16
+                                                                 : OUT_TENSOR_F32;
+  } else if (!strcmp (ot, "pil")) {
+    const char *fmt = query_get (q, "image_format");
+    if (!fmt) {
+      const char *acc = soup_message_headers_get_one (
+          soup_server_message_get_request_headers (msg), "Accept");
+      fmt = acc && strstr (acc, "image/jpeg") ? "jpg" : "png";
+    }
+    if (!g_ascii_strcasecmp (fmt, "png")) {
+      job->out = OUT_PNG;
+    } else if (!g_ascii_strcasecmp (fmt, "jpg") || !g_ascii_strcasecmp (fmt, "jpeg")) {
+      *err = g_strdup ("image_format=jpg is not supported by this server; use "
+                       "image_format=png");
+      return FALSE;
+    } else {
+      *err = g_strdup_printf ("unknown image_format `%s` (png or jpg)", fmt);
+      return FALSE;
+    }
+  } else {
+    *err = g_strdup_printf ("unsupported output_type `%s` (pt or pil)", ot);
+    return FALSE;
+  }
+  gint64 b, c, h, w;
+  gboolean packed = FALSE;
+  if (nd == 4) {
+    b = dims[0]; c = dims[1]; h = dims[2]; w = dims[3];
+  } else if (nd == 3 && query_get (q, "height") && query_get (q, "width")) {
+    /* Packed Flux latents [B, (H/16)*(W/16), 4C]. */
+    gint64 H = g_ascii_strtoll (query_get (q, "height"), NULL, 10);
+    gint64 W = g_ascii_strtoll (query_get (q, "width"), NULL, 10);
+    if (H < 16 || W < 16 || H % 16 || W % 16 || dims[2] % 4
+        || dims[1] != (H / 16) * (W / 16)) {
+      *err = g_strdup ("packed latents: `height`/`width` do not match `shape`");
+      return FALSE;
+    }
+    b = dims[0]; c = dims[2] / 4; h = H / 8; w = W / 8;
+    packed = TRUE;
+  } else {
+    *err = g_strdup_printf ("`shape` must be [B,C,h,w] (got %d dimensions)", nd);
+    return FALSE;
+  }
+  if (c != m->latent_channels) {
+    *err = g_strdup_printf ("`shape` has %" G_GINT64_FORMAT " latent channels; the model "
+                            "takes %d", c, m->latent_channels);
+    return FALSE;
+  }
+  if (b > MAX_FRAMES || h * f > MAX_SIDE || w * f > MAX_SIDE) {
+    *err = g_strdup_printf ("`shape` too large (at most %d frames of %d pixels a side)",
+                            MAX_FRAMES, MAX_SIDE);
+    return FALSE;
+  }
+  if (job->out == OUT_PNG && b != 1) {
+    *err = g_strdup ("output_type=pil takes one frame (B=1); use output_type=pt for batches");
+    return FALSE;
+  }
+  const gsize count = (gsize) b * c * h * w;
+  if (len != count * dtype_size (dt)) {
+    *err = g_strdup_printf ("cannot reshape a body of %" G_GSIZE_FORMAT " bytes into the "
+                            "given shape of %s (%" G_GSIZE_FORMAT " bytes)",
+                            len, dts, count * dtype_size (dt));
+    return FALSE;
+  }
+  job->direction = VAE_DIRECTION_DECODE;
+  job->n = (int) b;
+  job->h = (int) h;
+  job->w = (int) w;
+  float *z = g_try_new (float, count);
+  job->input = g_try_new (float, count);
+  if (!z || !job->input) {
+    g_free (z);
+    *err = g_strdup ("out of memory");
+    return FALSE;
+  }
+  if (!packed) {
+    for (gsize i = 0; i < count; i++)
+      z[i] = elem_f32 (data, dt, i);
+  } else {
+    /* view b, h/2, w/2, c, 2, 2 -> permute 0,3,1,4,2,5 -> b, c, h, w */
+    const gint64 h2 = h / 2, w2 = w / 2;
+    gsize o = 0;
+    for (gint64 bi = 0; bi < b; bi++)
+      for (gint64 ci = 0; ci < c; ci++)
+        for (gint64 y = 0; y < h; y++)
+          for (gint64 x = 0; x < w; x++) {
+            gsize src = ((((bi * h2 + y / 2) * w2 + x / 2) * c + ci) * 2 + y % 2) * 2 + x % 2;
+            z[o++] = elem_f32 (data, dt, src);
+          }
+  }
+  vae_latents_to_decoder (z, count, scaling, shift, job->input);
+  g_free (z);
+  return TRUE;
+}
+
+static void
+handler (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable *query,
+         gpointer data)
+{
+  Server *s = data;
+  (void) soup;
+  (void) query;
+  const char *route = route_of (path);
+  const char *method = soup_server_message_get_method (msg);
+  const gint64 start = g_get_monotonic_time ();
+
+  if (soup_server_message_get_status (msg) != 0)
+    return;   /* answered by the early handler */
+
+  if (!strcmp (route, "/health") || !strcmp (route, "/")) {
+    if (strcmp (method, "GET") && strcmp (method, "HEAD")) {
+      reply_error (s, msg, route, start, 405, "use GET");
+      return;
+    }
+    reply_bytes (msg, 200, "text/plain", "Ok", 2);
+    record_request (s, route, 200, start);
+    return;
+  }
+  if (!strcmp (route, "/metrics")) {
+    g_autofree char *t = metrics_text (s);
+    reply_bytes (msg, 200, "text/plain; version=0.0.4", t, strlen (t));
+    record_request (s, route, 200, start);
+    return;
+  }
+  if (strcmp (route, "/encode") && strcmp (route, "/decode")) {
+    reply_error (s, msg, route, start, 404, "not found (routes: /encode, /decode, /health, "
+                                            "/metrics)");
+    return;
+  }
+  if (strcmp (method, "POST")) {
+    reply_error (s, msg, route, start, 405, "use POST");
+    return;
+  }
+  if (!authorized (s, msg)) {
+    reply_error (s, msg, route, start, 401, "missing or wrong Authorization: Bearer token");
+    return;
+  }
+  SoupMessageBody *rb = soup_server_message_get_request_body (msg);
+  g_autoptr (GBytes) body = soup_message_body_flatten (rb);
+  if ((gint64) g_bytes_get_size (body) > s->max_body) {
+    reply_error (s, msg, route, start, 413, "request body is larger than the limit");
+    return;
+  }
+  g_mutex_lock (&s->lock);
+  gboolean draining = s->draining;
+  gboolean full = (int) s->queue.length >= s->max_queue;
+  g_mutex_unlock (&s->lock);
+  if (draining) {
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg),
+                                  "Connection", "close");
+    reply_error (s, msg, route, start, 503, "server is shutting down");
+    return;
+  }
+  if (full) {
+    soup_message_headers_replace (soup_server_message_get_response_headers (msg),
+                                  "Retry-After", "1");
+    reply_error (s, msg, route, start, 503, "503 Service Unavailable: queue full");
+    return;
+  }
+
+  GUri *uri = soup_server_message_get_uri (msg);
+  Query q;
+  query_parse (&q, g_uri_get_query (uri));
+  Job *job = g_new0 (Job, 1);
+  job->server = s;
+  job->route = route;
+  job->start_us = start;
+  char *err = NULL;
+  gboolean ok = !strcmp (route, "/encode") ? prepare_encode (s, job, &q, body, &err)
+                                           : prepare_decode (s, job, msg, &q, body, &err);
+  query_clear (&q);
+  if (!ok) {
+    reply_error (s, msg, route, start, 400, err ? err : "bad request");
+    g_free (err);
+    job_free (job);
+    return;
+  }
+  /* The body is no longer needed. */
+  soup_message_body_truncate (rb);
+  job->msg = g_object_ref (msg);
+  g_signal_connect (msg, "finished", G_CALLBACK (on_finished), job);
+  soup_server_message_pause (msg);
+  g_mutex_lock (&s->lock);
+  s->in_flight++;
+  g_queue_push_tail (&s->queue, job);
+  g_cond_signal (&s->cond);
+  g_mutex_unlock (&s->lock);
+}
+
+static gboolean
+on_sigterm (gpointer data)
+{
+  Server *s = data;
+  g_mutex_lock (&s->lock);
+  s->draining = TRUE;
+  gboolean idle = s->in_flight == 0;
+  g_mutex_unlock (&s->lock);
+  /* Stop accepting new connections. */
+  for (GSList *l = soup_server_get_listeners (s->soup); l; l = l->next)
+    g_socket_close (l->data, NULL);
+  g_printerr ("vae-server: SIGTERM, finishing %s requests in flight\n",
+              idle ? "no" : "the");
+  if (idle)
+    g_main_loop_quit (s->loop);
+  return G_SOURCE_REMOVE;
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autofree char *model_path = NULL, *host = NULL, *backend = NULL, *token = NULL;
+  int port = 0, max_batch = 8, threads = 0, max_queue = 256;
+  gint64 max_body = 256 * 1024 * 1024;
+  double max_body_d = -1;
+  GOptionEntry entries[] = {
+    { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path, "Model folder or file", "PATH" },
+    { "host", 0, 0, G_OPTION_ARG_STRING, &host, "Address to listen on (127.0.0.1)", "HOST" },
+    { "port", 'p', 0, G_OPTION_ARG_INT, &port, "Port (0: any free port)", "N" },
+    { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend, "Engine (cpu, cuda, auto)", "NAME" },
+    { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "Engine threads (0: default)", "N" },
+    { "token", 0, 0, G_OPTION_ARG_STRING, &token, "Require Authorization: Bearer T", "T" },
+    { "max-batch", 0, 0, G_OPTION_ARG_INT, &max_batch, "Frames per engine batch (8)", "N" },
+    { "max-body-bytes", 0, 0, G_OPTION_ARG_DOUBLE, &max_body_d,
+      "Largest request body (256 MiB)", "N" },
+    { "max-queue", 0, 0, G_OPTION_ARG_INT, &max_queue,
+      "Requests waiting before 503 (256)", "N" },
+    { NULL, 0, 0, 0, NULL, NULL, NULL }
+  };
+  g_autoptr (GError) error = NULL;
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- VAE encode/decode over HTTP");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if (!g_option_context_parse (ctx, &argc, &argv, &error)) {
+    g_printerr ("vae-server: %s\n", error->message);
+    return 2;
+  }
+  if (!model_path) {
+    g_printerr ("vae-server: --model is required\n");
+    return 2;
+  }
+  if (port < 0 || port > 65535 || max_batch < 1 || max_batch > 4096 || max_queue < 1
+      || threads < 0) {
+    g_printerr ("vae-server: --port, --max-batch, --max-queue or --threads out of range\n");
+    return 2;
+  }
+  if (max_body_d >= 0)
+    max_body = (gint64) max_body_d;
+  if (token && !*token)
+    g_clear_pointer (&token, g_free);
+
+  Server srv;
+  memset (&srv, 0, sizeof srv);
+  Server *s = &srv;
+  g_mutex_init (&s->lock);
+  g_cond_init (&s->cond);
+  g_queue_init (&s->queue);
+  s->requests = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  s->max_batch = max_batch;
+  s->max_body = max_body;
+  s->max_queue = max_queue;
+  s->token = token;
+
+  s->model = vae_model_load (model_path, NULL, &error);
+  if (!s->model) {
+    g_printerr ("vae-server: %s\n", error->message);
+    return 1;
+  }
+  VaeEngineOptions eo = VAE_ENGINE_OPTIONS_INIT;
+  eo.threads = threads;
+  s->engine = vae_engine_new (backend && *backend ? backend : "cpu", s->model, &eo, &error);
+  if (!s->engine) {
+    g_printerr ("vae-server: %s\n", error->message);
+    vae_model_free (s->model);
+    return 1;
+  }
+
+  s->soup = soup_server_new ("server-header", "vae-server ", NULL);
+  soup_server_add_early_handler (s->soup, NULL, early_handler, s, NULL);
+  soup_server_add_handler (s->soup, NULL, handler, s, NULL);
+
+  const char *h = host ? host : "127.0.0.1";
+  g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (h);
+  if (!addr) {
+    g_printerr ("vae-server: --host %s is not an IP address\n", h);
+    return 1;
+  }
+  g_autoptr (GSocketAddress) sa = g_inet_socket_address_new (addr, port);
+  if (!soup_server_listen (s->soup, sa, 0, &error)) {
+    g_printerr ("vae-server: cannot listen on %s:%d: %s\n", h, port, error->message);
+    return 1;
+  }
+  GSList *uris = soup_server_get_uris (s->soup);
+  int bound = uris ? g_uri_get_port (uris->data) : port;
+  g_slist_free_full (uris, (GDestroyNotify) g_uri_unref);
+
+  s->worker = g_thread_new ("vae-worker", worker_main, s);
+  s->loop = g_main_loop_new (NULL, FALSE);
+  g_unix_signal_add (SIGTERM, on_sigterm, s);
+  g_unix_signal_add (SIGINT, on_sigterm, s);
+
+  printf ("listening on http://%s:%d/\n", h, bound);
+  fflush (stdout);
+  g_main_loop_run (s->loop);
+
+  /* Let the last replies go out. */
+  for (int i = 0; i < 100 && g_main_context_pending (NULL); i++)
+    g_main_context_iteration (NULL, FALSE);
+  g_mutex_lock (&s->lock);
+  s->stopping = TRUE;
+  g_cond_broadcast (&s->cond);
+  g_mutex_unlock (&s->lock);
+  g_thread_join (s->worker);
+  soup_server_disconnect (s->soup);
+  g_object_unref (s->soup);
+  g_main_loop_unref (s->loop);
+  vae_engine_free (s->engine);
+  vae_model_free (s->model);
+  g_hash_table_unref (s->requests);
+  g_mutex_clear (&s->lock);
+  g_cond_clear (&s->cond);
+  g_printerr ("vae-server: stopped\n");
+  return 0;
+}
