@@ -6,7 +6,10 @@
 #   vae_asan_preload PLUGIN_DIR
 vae_asan_preload() {
   local asan_lib
-  asan_lib=$(ldd "$1/libgstvae.so" 2>/dev/null | awk '/libasan\.so/ {print $3; exit}')
+  # The plugin's NEEDED entries name the ASan runtime (readelf reads the
+  # file; it does not run the loader as ldd does).
+  asan_lib=$(readelf -d "$1/libgstvae.so" 2>/dev/null \
+             | sed -n 's/.*Shared library: \[\(libasan\.so[^]]*\)\].*/\1/p' | head -n 1) || true
   if [ -n "$asan_lib" ]; then
     echo "(ASan build of the plugin: preloading $asan_lib, leak detection off for this program)"
     export LD_PRELOAD="$asan_lib${LD_PRELOAD:+:$LD_PRELOAD}"
