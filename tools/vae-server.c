@@ -894,6 +894,31 @@ on_finished (SoupServerMessage *msg, gpointer data)
 }
 
 /* Fills JOB's input from the request; FALSE with a 400 message in *ERR. */
+/* The shape/dtype query of a raw tensor body (ND from query_shape), with
+ * the protocol's error texts; uint8 only where ALLOW_U8 (image input). */
+static gboolean
+check_tensor_query (int nd, const char *dts, gboolean allow_u8, DType *dt, char **err)
+{
+  if (nd == 0) {
+    *err = g_strdup ("Expected `shape` in query params.");
+    return FALSE;
+  }
+  if (nd < 0) {
+    *err = g_strdup ("`shape` must be a list of positive integers");
+    return FALSE;
+  }
+  if (!dts) {
+    *err = g_strdup ("Expected `dtype` in query params.");
+    return FALSE;
+  }
+  if (!dtype_parse (dts, dt) || (!allow_u8 && *dt == DT_U8)) {
+    *err = g_strdup_printf ("Supported `dtype`: [%s'float16', 'float32', 'bfloat16']. "
+                            "Got `%s`.", allow_u8 ? "'uint8', " : "", dts);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean
 prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
 {
@@ -948,24 +973,9 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
     *err = g_strdup ("Expected `shape` in query params (or a PNG body).");
     return FALSE;
   }
-  if (nd == 0) {
-    *err = g_strdup ("Expected `shape` in query params.");
-    return FALSE;
-  }
-  if (nd < 0) {
-    *err = g_strdup ("`shape` must be a list of positive integers");
-    return FALSE;
-  }
-  if (!dts) {
-    *err = g_strdup ("Expected `dtype` in query params.");
-    return FALSE;
-  }
   DType dt;
-  if (!dtype_parse (dts, &dt)) {
-    *err = g_strdup_printf ("Supported `dtype`: ['uint8', 'float16', 'float32', "
-                            "'bfloat16']. Got `%s`.", dts);
+  if (!check_tensor_query (nd, dts, TRUE, &dt, err))
     return FALSE;
-  }
   gint64 b, c, h, w;
   if (nd == 4) {
     b = dims[0]; c = dims[1]; h = dims[2]; w = dims[3];
@@ -1034,24 +1044,9 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
   }
   int nd = query_shape (q, dims, 8);
   const char *dts = query_get (q, "dtype");
-  if (nd == 0) {
-    *err = g_strdup ("Expected `shape` in query params.");
-    return FALSE;
-  }
-  if (nd < 0) {
-    *err = g_strdup ("`shape` must be a list of positive integers");
-    return FALSE;
-  }
-  if (!dts) {
-    *err = g_strdup ("Expected `dtype` in query params.");
-    return FALSE;
-  }
   DType dt;
-  if (!dtype_parse (dts, &dt) || dt == DT_U8) {
-    *err = g_strdup_printf ("Supported `dtype`: ['float16', 'float32', 'bfloat16']. "
-                            "Got `%s`.", dts);
+  if (!check_tensor_query (nd, dts, FALSE, &dt, err))
     return FALSE;
-  }
   /* scaling */
   gboolean ok = TRUE;
   double scaling = 1.0, shift = 0.0;
