@@ -176,9 +176,9 @@ reply_bytes (SoupServerMessage *msg, guint status, const char *content_type,
   soup_server_message_set_response (msg, content_type, SOUP_MEMORY_COPY, data, len);
 }
 
-static void
-reply_error (Server *s, SoupServerMessage *msg, const char *route, gint64 start_us,
-             guint status, const char *message)
+/* The protocol's error body: {"error": "<message>"}. */
+static char *
+error_json (const char *message, gsize *len)
 {
   g_autoptr (JsonBuilder) b = json_builder_new ();
   json_builder_begin_object (b);
@@ -188,8 +188,15 @@ reply_error (Server *s, SoupServerMessage *msg, const char *route, gint64 start_
   g_autoptr (JsonGenerator) gen = json_generator_new ();
   g_autoptr (JsonNode) root = json_builder_get_root (b);
   json_generator_set_root (gen, root);
+  return json_generator_to_data (gen, len);
+}
+
+static void
+reply_error (Server *s, SoupServerMessage *msg, const char *route, gint64 start_us,
+             guint status, const char *message)
+{
   gsize len;
-  g_autofree char *text = json_generator_to_data (gen, &len);
+  g_autofree char *text = error_json (message, &len);
   reply_bytes (msg, status, "application/json", text, len);
   record_request (s, route, status, start_us);
 }
@@ -799,16 +806,8 @@ drain_timeout (gpointer data)
 static void
 reject_too_large (Server *s, SoupServerMessage *msg, const char *route, const char *message)
 {
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "error");
-  json_builder_add_string_value (b, message);
-  json_builder_end_object (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
   gsize len;
-  g_autofree char *text = json_generator_to_data (gen, &len);
+  g_autofree char *text = error_json (message, &len);
   g_autofree char *head = g_strdup_printf ("HTTP/1.1 413 Request Entity Too Large\r\n"
                                            "Content-Type: application/json\r\n"
                                            "Content-Length: %" G_GSIZE_FORMAT "\r\n"
