@@ -56,7 +56,7 @@ tool_options_clear (ToolOptions *o)
   { "threads", 't', 0, G_OPTION_ARG_INT, &(o)->threads,                       \
     "Worker threads (default: the engine's choice)", "N" },                   \
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &(o)->precision,                \
-    "Activation precision: f32 (default) or bf16", "f32|bf16" }
+    "Activation precision: auto (default: f32 on cpu, f16 on cuda), f32, bf16 or f16", "auto|f32|bf16|f16" }
 
 /* One line: GError messages are printed as they are, minus line breaks. */
 static void
@@ -112,14 +112,19 @@ engine_options_from (const ToolOptions *o, VaeEngineOptions *eo, GError **error)
     return FALSE;
   }
   eo->threads = o->threads;
-  if (!o->precision || g_ascii_strcasecmp (o->precision, "f32") == 0
-      || g_ascii_strcasecmp (o->precision, "fp32") == 0)
+  if (!o->precision || g_ascii_strcasecmp (o->precision, "auto") == 0)
+    eo->precision = VAE_PRECISION_AUTO;
+  else if (g_ascii_strcasecmp (o->precision, "f32") == 0
+           || g_ascii_strcasecmp (o->precision, "fp32") == 0)
     eo->precision = VAE_PRECISION_F32;
   else if (g_ascii_strcasecmp (o->precision, "bf16") == 0)
     eo->precision = VAE_PRECISION_BF16;
+  else if (g_ascii_strcasecmp (o->precision, "f16") == 0
+           || g_ascii_strcasecmp (o->precision, "fp16") == 0)
+    eo->precision = VAE_PRECISION_F16;
   else {
     g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                 "--precision '%s' is not known (use f32 or bf16)", o->precision);
+                 "--precision '%s' is not known (use auto, f32, bf16 or f16)", o->precision);
     return FALSE;
   }
   return TRUE;
@@ -139,6 +144,8 @@ precision_name (VaePrecision p)
     return "bf16";
   case VAE_PRECISION_F16:
     return "f16";
+  case VAE_PRECISION_AUTO:
+    return "auto";
   default:
     return "f32";
   }
@@ -510,7 +517,7 @@ cmd_bench (int argc, char **argv, GError **error)
   g_autoptr (VaeEngine) engine = NULL;
   g_autoptr (GRand) rng = NULL;
   g_autofree float *in = NULL, *out = NULL;
-  g_autofree double *times = NULL;
+  g_autofree double *times = NULL, *device_ms = NULL;
   VaeEngineOptions eo;
 
   if (!parse_args (ctx, "bench", &argc, &argv, error)
@@ -566,6 +573,7 @@ cmd_bench (int argc, char **argv, GError **error)
   in = g_try_new (float, n_in);
   out = g_try_new (float, n_out);
   times = g_new (double, o.runs);
+  device_ms = g_new0 (double, o.runs);
   if (!in || !out) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
                  "bench: out of memory for a batch of %d at %dx%d", o.batch, pw, ph);
@@ -592,6 +600,10 @@ cmd_bench (int argc, char **argv, GError **error)
     if (!vae_engine_run (engine, &batch, error))
       goto out;
     double s = (g_get_monotonic_time () - t0) / 1e6;
+    VaeEngineStats st;
+    vae_engine_stats (engine, &st);
+    if (st.last_device_ms >= 0)
+      device_ms[MAX (r, 0)] = st.last_device_ms;
     if (r < 0) {
       g_print ("warm-up: %.4f s\n", s);
     } else {
@@ -605,6 +617,19 @@ cmd_bench (int argc, char **argv, GError **error)
                              : 0.5 * (times[o.runs / 2 - 1] + times[o.runs / 2]);
   g_print ("gflop_per_s=%.1f (median; %.3f GFLOP per batch, %.3f s per frame)\n",
            median > 0 ? gflop / median : 0.0, gflop, median / o.batch);
+  /* GPU engines: device time without the host<->device copies and the
+   * most device memory held, for comparison with a peer timed with CUDA
+   * events and measured with its allocator's peak. */
+  VaeEngineStats st;
+  vae_engine_stats (engine, &st);
+  if (st.last_device_ms >= 0) {
+    qsort (device_ms, o.runs, sizeof (double), compare_doubles);
+    double dm = o.runs % 2 ? device_ms[o.runs / 2]
+                           : 0.5 * (device_ms[o.runs / 2 - 1] + device_ms[o.runs / 2]);
+    g_print ("device_ms=%.3f (median per batch, %.3f ms per frame)\n", dm, dm / o.batch);
+  }
+  if (st.device_bytes_peak > 0)
+    g_print ("device_peak_mib=%.1f\n", st.device_bytes_peak / 1048576.0);
   g_print ("median_s=%.6f\n", median);
   ok = TRUE;
 
@@ -703,11 +728,11 @@ print_usage (void)
 {
   g_print ("Usage:\n"
            "  vae-tool encode --model PATH --input IMG.png --output Z.safetensors "
-           "[--backend cpu] [--threads N] [--precision f32|bf16]\n"
+           "[--backend cpu] [--threads N] [--precision auto|f32|bf16|f16]\n"
            "  vae-tool decode --model PATH --input Z.safetensors --output OUT.png "
-           "[--backend cpu] [--threads N] [--precision f32|bf16]\n"
+           "[--backend cpu] [--threads N] [--precision auto|f32|bf16|f16]\n"
            "  vae-tool bench --model PATH --op encode|decode --width W --height H "
-           "[--batch N] [--runs R] [--backend cpu] [--threads N] [--precision f32|bf16]\n"
+           "[--batch N] [--runs R] [--backend cpu] [--threads N] [--precision auto|f32|bf16|f16]\n"
            "  vae-tool info --model PATH\n\n"
            "Commands:\n");
   for (guint i = 0; i < G_N_ELEMENTS (commands); i++)

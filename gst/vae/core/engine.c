@@ -118,6 +118,15 @@ vae_engine_preferred_batch (VaeEngine *engine)
   return engine->vt->preferred_batch ? engine->vt->preferred_batch (engine) : 1;
 }
 
+void
+vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats)
+{
+  stats->device_bytes_peak = 0;
+  stats->last_device_ms = -1;
+  if (engine->vt->stats)
+    engine->vt->stats (engine, stats);
+}
+
 gboolean
 vae_engine_run (VaeEngine *engine, VaeBatch *batch, GError **error)
 {

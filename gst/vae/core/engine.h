@@ -19,6 +19,8 @@ typedef enum {
   VAE_PRECISION_F32,
   VAE_PRECISION_BF16,
   VAE_PRECISION_F16,
+  /* The engine's own default: float32 on the CPU, float16 on the GPU. */
+  VAE_PRECISION_AUTO,
 } VaePrecision;
 
 typedef struct {
@@ -28,7 +30,7 @@ typedef struct {
   const char *endpoint;     /* remote engine */
 } VaeEngineOptions;
 
-#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_F32, 0, NULL }
+#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_AUTO, 0, NULL }
 
 /* One batch of frames.  Both buffers are NCHW float32 and owned by the
  * caller, which keeps them alive until the batch comes back from wait.
@@ -46,6 +48,14 @@ typedef struct {
 
 typedef struct _VaeEngine VaeEngine;
 
+/* What an engine can say about itself (benchmarks, vae-tool bench). */
+typedef struct {
+  guint64 device_bytes_peak;  /* most device memory the engine held at once
+                                 (weights, activations, workspaces); 0: n/a */
+  double last_device_ms;      /* device time of the last batch, without the
+                                 host<->device copies; < 0: n/a */
+} VaeEngineStats;
+
 typedef struct {
   const char *name;
   gsize instance_size;      /* >= sizeof (VaeEngine) */
@@ -57,6 +67,8 @@ typedef struct {
   /* Frames per batch the engine runs best with. */
   int (*preferred_batch) (VaeEngine *engine);
   void (*close) (VaeEngine *engine);
+  /* Optional (NULL: nothing to say). */
+  void (*stats) (VaeEngine *engine, VaeEngineStats *stats);
 } VaeEngineVTable;
 
 struct _VaeEngine {
@@ -78,6 +90,8 @@ const char *vae_engine_name (const VaeEngine *engine);
 gboolean vae_engine_submit (VaeEngine *engine, VaeBatch *batch, GError **error);
 VaeBatch *vae_engine_wait (VaeEngine *engine);
 int vae_engine_preferred_batch (VaeEngine *engine);
+/* Fills STATS (zero / -1 where the engine has nothing to say). */
+void vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats);
 /* submit + wait, with the batch's error moved to ERROR. */
 gboolean vae_engine_run (VaeEngine *engine, VaeBatch *batch, GError **error);
 
