@@ -1,6 +1,7 @@
 /* vae-server: the Hybrid Inference VAE protocol over HTTP (libsoup 3).
  *
- * Routes: POST /encode, POST /decode, GET / and GET /health ("Ok"),
+ * Routes: POST /encode (PNG or JPEG body, or a raw tensor), POST /decode
+ * (tensor, PNG or JPEG reply), GET / and GET /health ("Ok"),
  * GET /metrics (Prometheus text).  See
  * ../shared/docs/hybrid-inference-protocol.md for the wire format.
  *
@@ -15,11 +16,12 @@
 #include "model.h"
 #include "safetensors.h"
 #include "vae-error.h"
+#include "jpeg-memory.h"
+#include "png-memory.h"
 
 #include <libsoup/soup.h>
 #include <json-glib/json-glib.h>
 #include <glib-unix.h>
-#include <png.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -30,7 +32,9 @@
 
 typedef struct _Server Server;
 
-typedef enum { OUT_TENSOR_F32, OUT_TENSOR_F16, OUT_TENSOR_BF16, OUT_U8_NHWC, OUT_PNG } OutKind;
+typedef enum {
+  OUT_TENSOR_F32, OUT_TENSOR_F16, OUT_TENSOR_BF16, OUT_U8_NHWC, OUT_PNG, OUT_JPEG
+} OutKind;
 
 typedef struct {
   Server *server;
@@ -390,63 +394,6 @@ query_shape (const Query *q, gint64 *dims, int max)
   return nd;
 }
 
-/* ---- PNG in memory ---- */
-
-static gboolean
-png_decode (const guint8 *data, gsize len, guint8 **rgb, int *w, int *h, char **err)
-{
-  png_image img;
-  memset (&img, 0, sizeof img);
-  img.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory (&img, data, len)) {
-    *err = g_strdup_printf ("cannot read the PNG body: %s", img.message);
-    return FALSE;
-  }
-  if (img.width < 1 || img.height < 1 || img.width > MAX_SIDE || img.height > MAX_SIDE) {
-    *err = g_strdup_printf ("PNG of %ux%u is empty or larger than %d pixels a side",
-                            img.width, img.height, MAX_SIDE);
-    png_image_free (&img);
-    return FALSE;
-  }
-  img.format = PNG_FORMAT_RGB;
-  guint8 *buf = g_try_malloc (PNG_IMAGE_SIZE (img));
-  if (!buf) {
-    png_image_free (&img);
-    *err = g_strdup ("out of memory for the PNG body");
-    return FALSE;
-  }
-  if (!png_image_finish_read (&img, NULL, buf, 0, NULL)) {
-    *err = g_strdup_printf ("cannot read the PNG body: %s", img.message);
-    png_image_free (&img);
-    g_free (buf);
-    return FALSE;
-  }
-  *rgb = buf;
-  *w = img.width;
-  *h = img.height;
-  return TRUE;
-}
-
-static GBytes *
-png_encode (const guint8 *rgb, int w, int h)
-{
-  png_image img;
-  memset (&img, 0, sizeof img);
-  img.version = PNG_IMAGE_VERSION;
-  img.width = w;
-  img.height = h;
-  img.format = PNG_FORMAT_RGB;
-  png_alloc_size_t size = 0;
-  if (!png_image_write_get_memory_size (img, size, 0, rgb, w * 3, NULL))
-    return NULL;
-  void *buf = g_malloc (size);
-  if (!png_image_write_to_memory (&img, buf, &size, 0, rgb, w * 3, NULL)) {
-    g_free (buf);
-    return NULL;
-  }
-  return g_bytes_new_take (buf, size);
-}
-
 /* ---- worker ---- */
 
 static void
@@ -541,20 +488,22 @@ job_build_reply (Server *s, Job *j)
   const int oh = j->h * f, ow = j->w * f;
   const gsize fo = frame_out_size (s, j);
   const int oc = vae_engine_output_channels (m, VAE_DIRECTION_DECODE);
-  if (j->out == OUT_U8_NHWC || j->out == OUT_PNG) {
+  if (j->out == OUT_U8_NHWC || j->out == OUT_PNG || j->out == OUT_JPEG) {
     const gsize fb = (gsize) oh * ow * 3;
     guint8 *rgb = g_new (guint8, fb * j->n);
     for (int i = 0; i < j->n; i++)
       vae_pixels_to_rgb8 (m, j->output + fo * i, oh, ow, rgb + fb * i, ow, oh, ow * 3, 3);
-    if (j->out == OUT_PNG) {
-      j->body = png_encode (rgb, ow, oh);
+    if (j->out == OUT_PNG || j->out == OUT_JPEG) {
+      const gboolean png = j->out == OUT_PNG;
+      j->body = png ? vae_png_encode (rgb, ow, oh)
+                    : vae_jpeg_encode (rgb, ow, oh, VAE_JPEG_QUALITY);
       g_free (rgb);
       if (!j->body) {
         j->status = 500;
-        j->error = g_strdup ("PNG encoding failed");
+        j->error = g_strdup_printf ("%s encoding failed", png ? "PNG" : "JPEG");
         return;
       }
-      j->content_type = "image/png";
+      j->content_type = png ? "image/png" : "image/jpeg";
     } else {
       j->body = g_bytes_new_take (rgb, fb * j->n);
       j->shape_header = g_strdup_printf ("[%d,%d,%d,3]", j->n, oh, ow);
@@ -948,10 +897,13 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
 
   if (nd == 0 && !dts) {
     static const guint8 png_sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
-    if (len >= 8 && !memcmp (data, png_sig, 8)) {
+    const gboolean png = len >= 8 && !memcmp (data, png_sig, 8);
+    const gboolean jpeg = len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff;
+    if (png || jpeg) {
       g_autofree guint8 *rgb = NULL;
       int w, h;
-      if (!png_decode (data, len, &rgb, &w, &h, err))
+      if (png ? !vae_png_decode (data, len, MAX_SIDE, &rgb, &w, &h, err)
+              : !vae_jpeg_decode (data, len, MAX_SIDE, &rgb, &w, &h, err))
         return FALSE;
       if (w % f || h % f) {
         *err = g_strdup_printf ("image of %dx%d: width and height must be multiples of %d",
@@ -965,11 +917,7 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
       vae_pixels_from_rgb8 (m, rgb, w, h, w * 3, 3, job->input, h, w);
       return TRUE;
     }
-    if (len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff) {
-      *err = g_strdup ("JPEG bodies are not supported by this server; send PNG or a raw tensor");
-      return FALSE;
-    }
-    *err = g_strdup ("Expected `shape` in query params (or a PNG body).");
+    *err = g_strdup ("Expected `shape` in query params (or a PNG or JPEG body).");
     return FALSE;
   }
   DType dt;
@@ -1079,9 +1027,7 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
     if (!g_ascii_strcasecmp (fmt, "png")) {
       job->out = OUT_PNG;
     } else if (!g_ascii_strcasecmp (fmt, "jpg") || !g_ascii_strcasecmp (fmt, "jpeg")) {
-      *err = g_strdup ("image_format=jpg is not supported by this server; use "
-                       "image_format=png");
-      return FALSE;
+      job->out = OUT_JPEG;
     } else {
       *err = g_strdup_printf ("unknown image_format `%s` (png or jpg)", fmt);
       return FALSE;
@@ -1119,7 +1065,7 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
                             MAX_FRAMES, MAX_SIDE);
     return FALSE;
   }
-  if (job->out == OUT_PNG && b != 1) {
+  if ((job->out == OUT_PNG || job->out == OUT_JPEG) && b != 1) {
     *err = g_strdup ("output_type=pil takes one frame (B=1); use output_type=pt for batches");
     return FALSE;
   }

@@ -18,6 +18,7 @@
 #include "graph.h"
 #include "model.h"
 #include "safetensors.h"
+#include "tiling.h"
 #include "vae-error.h"
 #include "png-io.h"
 
@@ -34,6 +35,7 @@ typedef struct {
   char *backend;
   int threads;
   char *precision;
+  int tile, overlap;          /* --tile-size, --tile-overlap (pixels) */
   /* bench */
   char *op;
   int width, height, batch, runs;
@@ -57,6 +59,27 @@ tool_options_clear (ToolOptions *o)
     "Worker threads (default: the engine's choice)", "N" },                   \
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &(o)->precision,                \
     "Activation precision: auto (default: f32 on cpu, f16 on cuda), f32, bf16 or f16", "auto|f32|bf16|f16" }
+
+/* Tiled runs (tiling.h); the options start as TOOL_TILE_DEFAULTS. */
+#define TILE_ENTRIES(o)                                                       \
+  { "tile-size", 0, 0, G_OPTION_ARG_INT, &(o)->tile,                          \
+    "Run frames larger than N pixels (either side) in overlapping N x N "     \
+    "tiles, blended (default 0: never)", "N" },                               \
+  { "tile-overlap", 0, 0, G_OPTION_ARG_INT, &(o)->overlap,                    \
+    "Least overlap of neighbouring tiles in pixels (default 64)", "N" }
+
+#define TOOL_TILE_DEFAULTS .tile = 0, .overlap = VAE_TILE_OVERLAP_DEFAULT
+
+/* The tile options against MODEL, before anything runs. */
+static gboolean
+check_tiles (const ToolOptions *o, const VaeModel *model, const char *command,
+             GError **error)
+{
+  if (vae_tiling_check (model, o->tile, o->overlap, error))
+    return TRUE;
+  g_prefix_error (error, "%s: --tile-size/--tile-overlap: ", command);
+  return FALSE;
+}
 
 /* One line: GError messages are printed as they are, minus line breaks. */
 static void
@@ -179,7 +202,7 @@ load_model (const char *path, GError **error)
 static gboolean
 cmd_encode (int argc, char **argv, GError **error)
 {
-  ToolOptions o = { 0 };
+  ToolOptions o = { TOOL_TILE_DEFAULTS };
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
       "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
@@ -187,6 +210,7 @@ cmd_encode (int argc, char **argv, GError **error)
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
       "Output latents (safetensors)", "Z.safetensors" },
     ENGINE_ENTRIES (&o),
+    TILE_ENTRIES (&o),
     { NULL }
   };
   g_autoptr (GOptionContext) ctx =
@@ -224,6 +248,8 @@ cmd_encode (int argc, char **argv, GError **error)
                  "%s: model '%s' has no encoder", o.model, model->name);
     goto out;
   }
+  if (!check_tiles (&o, model, "encode", error))
+    goto out;
   if (!vae_png_read_rgb8 (o.input, &rgb, &width, &height, error))
     goto out;
 
@@ -253,7 +279,7 @@ cmd_encode (int argc, char **argv, GError **error)
   if (!engine)
     goto out;
   VaeBatch batch = { VAE_DIRECTION_ENCODE, 1, ph, pw, pixels, enc, NULL, NULL };
-  if (!vae_engine_run (engine, &batch, error))
+  if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
     goto out;
 
   vae_latents_from_encoder (model, enc, lh, lw, VAE_LATENT_MODE, NULL,
@@ -332,7 +358,7 @@ crop_size (const VaeSafetensors *st, int f, int lh, int lw, int *width, int *hei
 static gboolean
 cmd_decode (int argc, char **argv, GError **error)
 {
-  ToolOptions o = { 0 };
+  ToolOptions o = { TOOL_TILE_DEFAULTS };
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
       "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
@@ -341,6 +367,7 @@ cmd_decode (int argc, char **argv, GError **error)
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
       "Output image (PNG); several frames: OUT_0000.png, OUT_0001.png, ...", "OUT.png" },
     ENGINE_ENTRIES (&o),
+    TILE_ENTRIES (&o),
     { NULL }
   };
   g_autoptr (GOptionContext) ctx =
@@ -378,6 +405,8 @@ cmd_decode (int argc, char **argv, GError **error)
                  "%s: model '%s' has no decoder", o.model, model->name);
     goto out;
   }
+  if (!check_tiles (&o, model, "decode", error))
+    goto out;
   st = vae_safetensors_open (o.input, error);
   if (!st)
     goto out;
@@ -459,7 +488,7 @@ cmd_decode (int argc, char **argv, GError **error)
     const int m = MIN (chunk, n - first);
     VaeBatch batch = { VAE_DIRECTION_DECODE, m, lh, lw, dec_in + frame_latent * first,
                        pixels, NULL, NULL };
-    if (!vae_engine_run (engine, &batch, error))
+    if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
       goto out;
     for (int i = 0; i < m; i++) {
       vae_pixels_to_rgb8 (model, pixels + frame_pixels * i, oh, ow, rgb, width, height,
@@ -489,7 +518,7 @@ compare_doubles (const void *a, const void *b)
 static gboolean
 cmd_bench (int argc, char **argv, GError **error)
 {
-  ToolOptions o = { .batch = 1, .runs = 3 };
+  ToolOptions o = { .batch = 1, .runs = 3, TOOL_TILE_DEFAULTS };
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
       "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
@@ -500,6 +529,7 @@ cmd_bench (int argc, char **argv, GError **error)
     { "batch", 'n', 0, G_OPTION_ARG_INT, &o.batch, "Frames per batch (default 1)", "N" },
     { "runs", 'r', 0, G_OPTION_ARG_INT, &o.runs, "Timed runs (default 3)", "R" },
     ENGINE_ENTRIES (&o),
+    TILE_ENTRIES (&o),
     { NULL }
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new (
@@ -569,6 +599,13 @@ cmd_bench (int argc, char **argv, GError **error)
   const int ow = dir == VAE_DIRECTION_ENCODE ? lw : pw;
   const gsize n_in = (gsize) o.batch * in_c * bh * bw;
   const gsize n_out = (gsize) o.batch * out_c * oh * ow;
+  VaeTileGrid grid;
+  if (!vae_tile_grid (model, dir, bh, bw, o.tile, o.overlap, &grid, error)) {
+    g_prefix_error (error, "bench: --tile-size/--tile-overlap: ");
+    goto out;
+  }
+  const int tiles = grid.tiles_y * grid.tiles_x;
+  const int tile_scale = dir == VAE_DIRECTION_ENCODE ? 1 : f;   /* to pixels */
 
   in = g_try_new (float, n_in);
   out = g_try_new (float, n_out);
@@ -588,21 +625,26 @@ cmd_bench (int argc, char **argv, GError **error)
   if (!engine)
     goto out;
 
-  const double gflop = 2.0 * vae_graph_macs (graph, bh, bw) * o.batch / 1e9;
+  /* Tiled: the work of every tile, overlaps counted twice. */
+  const double gflop = 2.0 * vae_graph_macs (graph, grid.tile_h, grid.tile_w) * tiles
+                       * o.batch / 1e9;
   g_print ("bench: model=%s op=%s size=%dx%d (run at %dx%d) batch=%d backend=%s "
            "threads=%d precision=%s gflop_per_batch=%.3f\n",
            model->name, o.op, o.width, o.height, pw, ph, o.batch, vae_engine_name (engine),
            o.threads, precision_name (eo.precision), gflop);
+  if (tiles > 1)
+    g_print ("tiles: %dx%d per frame of %dx%d pixels, overlap >= %d pixels\n", grid.tiles_x,
+             grid.tiles_y, grid.tile_w * tile_scale, grid.tile_h * tile_scale, o.overlap);
 
   for (int r = -1; r < o.runs; r++) {
     VaeBatch batch = { dir, o.batch, bh, bw, in, out, NULL, NULL };
     gint64 t0 = g_get_monotonic_time ();
-    if (!vae_engine_run (engine, &batch, error))
+    if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
       goto out;
     double s = (g_get_monotonic_time () - t0) / 1e6;
     VaeEngineStats st;
     vae_engine_stats (engine, &st);
-    if (st.last_device_ms >= 0)
+    if (st.last_device_ms >= 0 && tiles == 1)   /* tiled: only the last tile batch's */
       device_ms[MAX (r, 0)] = st.last_device_ms;
     if (r < 0) {
       g_print ("warm-up: %.4f s\n", s);
@@ -622,7 +664,7 @@ cmd_bench (int argc, char **argv, GError **error)
    * events and measured with its allocator's peak. */
   VaeEngineStats st;
   vae_engine_stats (engine, &st);
-  if (st.last_device_ms >= 0) {
+  if (st.last_device_ms >= 0 && tiles == 1) {
     qsort (device_ms, o.runs, sizeof (double), compare_doubles);
     double dm = o.runs % 2 ? device_ms[o.runs / 2]
                            : 0.5 * (device_ms[o.runs / 2 - 1] + device_ms[o.runs / 2]);
@@ -728,11 +770,14 @@ print_usage (void)
 {
   g_print ("Usage:\n"
            "  vae-tool encode --model PATH --input IMG.png --output Z.safetensors "
-           "[--backend cpu] [--threads N] [--precision auto|f32|bf16|f16]\n"
+           "[--backend cpu] [--threads N] [--precision auto|f32|bf16|f16] "
+           "[--tile-size N] [--tile-overlap N]\n"
            "  vae-tool decode --model PATH --input Z.safetensors --output OUT.png "
-           "[--backend cpu] [--threads N] [--precision auto|f32|bf16|f16]\n"
+           "[--backend cpu] [--threads N] [--precision auto|f32|bf16|f16] "
+           "[--tile-size N] [--tile-overlap N]\n"
            "  vae-tool bench --model PATH --op encode|decode --width W --height H "
-           "[--batch N] [--runs R] [--backend cpu] [--threads N] [--precision auto|f32|bf16|f16]\n"
+           "[--batch N] [--runs R] [--backend cpu] [--threads N] [--precision auto|f32|bf16|f16] "
+           "[--tile-size N] [--tile-overlap N]\n"
            "  vae-tool info --model PATH\n\n"
            "Commands:\n");
   for (guint i = 0; i < G_N_ELEMENTS (commands); i++)

@@ -28,6 +28,9 @@ size_t vae_cuda_dtype_size (VaeCudaDtype dt);
 cudaError_t vae_cuda_f32_to_dtype (const float *src, void *dst, VaeCudaDtype dt,
                                    size_t count, cudaStream_t stream);
 
+/* Limits of the layout kernels: n <= 65535 for the two NCHW conversions;
+ * n * h (rows) < 2^31 for upsample2x and pad. */
+
 /* Host-layout frames in: SRC float32 NCHW [n, c, h, w] -> DST NHWC
  * [n, h, w, c_dst] in DT, channels c..c_dst-1 set to zero (c_dst >= c pads
  * the channel count for tensor-core friendly convolutions). */
@@ -57,8 +60,10 @@ cudaError_t vae_cuda_bias_act (void *y, const void *residual, const float *bias,
  * channels: y = act((x - mean) / sqrt(var + eps) * gamma[c] + beta[c]),
  * mean/var per (n, group) over hw * c/groups values (biased variance, as
  * torch.nn.GroupNorm).  GAMMA/BETA float32 [c].  STATS is a scratch area of
- * at least vae_cuda_group_norm_stats_size (n, groups) bytes on the device.
- * Y may equal X (in place). */
+ * at least vae_cuda_group_norm_stats_size (n, groups) bytes on the device
+ * (double sums; the call zeroes it on STREAM itself).  Y may equal X (in
+ * place).  Limits: c % groups == 0, c <= 2048, n <= 65535 (else
+ * cudaErrorInvalidValue). */
 size_t vae_cuda_group_norm_stats_size (int n, int groups);
 cudaError_t vae_cuda_group_norm (const void *x, void *y, VaeCudaDtype dt, int n, int hw,
                                  int c, int groups, float eps, const float *gamma,
@@ -75,7 +80,7 @@ cudaError_t vae_cuda_pad (const void *x, void *y, VaeCudaDtype dt, int n, int h,
                           cudaStream_t stream);
 
 /* Row softmax in place: S is ROWS x COLS (row-major, leading dimension COLS)
- * in DT; max and sum in float32. */
+ * in DT; max and sum in float32.  ROWS < 2^31 once COLS > 1024. */
 cudaError_t vae_cuda_softmax_rows (void *s, VaeCudaDtype dt, size_t rows, int cols,
                                    cudaStream_t stream);
 

@@ -1,2 +1,433 @@
-/* placeholder: being written */
-typedef int vae_cuda_placeholder_cuda_plan_c;
+/* gst-vae CUDA engine: one forward pass of a graph for a (n, h, w).
+ *
+ * Planned once, run many times.  Activations get device buffers from a pool
+ * by liveness (a buffer is reused as soon as the value in it is dead), a
+ * convolution with a residual that dies there accumulates into the
+ * residual's buffer (cuDNN's beta = 1) instead of a separate add, and
+ * GroupNorm/tanh run in place over dead inputs.  Convolution algorithms are
+ * measured on the plan's own buffers.  After a first direct run the device
+ * part (layout conversion in, every op, conversion out) is captured as a
+ * CUDA graph and replayed (VAE_CUDA_GRAPH=0 turns that off). */
+#include <string.h>
+
+#include "cuda-private.h"
+
+typedef struct {
+  size_t size;
+  void *ptr;
+  gboolean busy;
+} PoolBuffer;
+
+typedef struct {
+  const VaeOp *op;
+  const CudaOpParams *p;
+  int in, in2, in3, res, out, pad;   /* pool buffer indices, -1 = none */
+  int h, w, oh, ow;                  /* input and output sizes */
+  float beta;                        /* conv: 1 when accumulating into out */
+  CudaConv conv;
+} Step;
+
+struct _CudaPlan {
+  const VaeGraph *graph;
+  int n, h, w;
+  GArray *pool;                      /* PoolBuffer */
+  Step *steps;
+  guint n_steps;
+  int in_buf, out_buf;               /* pool buffers of the graph's input/output */
+  int in_c, out_c, out_h, out_w;
+  float *in_f32, *out_f32;           /* device staging, NCHW float32 */
+  void *scratch;                     /* conv workspace / attention scores */
+  size_t scratch_size;
+  void *gn_stats;
+  cudaEvent_t start, stop;
+  cudaGraphExec_t exec;
+  gboolean ran_once, no_graph;
+};
+
+static size_t
+value_bytes (const CudaCtx *ctx, const VaeGraph *g, int v, int n, const int *vh,
+             const int *vw)
+{
+  return (size_t) n * vh[v] * vw[v] * cuda_stored_channels (vae_graph_channels (g, v))
+         * vae_cuda_dtype_size (ctx->dt);
+}
+
+/* Best fit among free buffers, else a new one (allocated after planning). */
+static int
+pool_take (GArray *pool, size_t size)
+{
+  int best = -1;
+  for (guint i = 0; i < pool->len; i++) {
+    PoolBuffer *b = &g_array_index (pool, PoolBuffer, i);
+    if (!b->busy && b->size >= size
+        && (best < 0 || b->size < g_array_index (pool, PoolBuffer, best).size))
+      best = i;
+  }
+  if (best < 0) {
+    /* Growing the largest free buffer beats adding one more. */
+    for (guint i = 0; i < pool->len; i++) {
+      PoolBuffer *b = &g_array_index (pool, PoolBuffer, i);
+      if (!b->busy && (best < 0 || b->size > g_array_index (pool, PoolBuffer, best).size))
+        best = i;
+    }
+    if (best >= 0)
+      g_array_index (pool, PoolBuffer, best).size = size;
+  }
+  if (best < 0) {
+    PoolBuffer b = { size, NULL, FALSE };
+    g_array_append_val (pool, b);
+    best = pool->len - 1;
+  }
+  g_array_index (pool, PoolBuffer, best).busy = TRUE;
+  return best;
+}
+
+static void
+pool_release (GArray *pool, int i)
+{
+  if (i >= 0)
+    g_array_index (pool, PoolBuffer, i).busy = FALSE;
+}
+
+static void *
+buf (const CudaPlan *plan, int i)
+{
+  return i >= 0 ? g_array_index (plan->pool, PoolBuffer, i).ptr : NULL;
+}
+
+gboolean
+cuda_plan_matches (const CudaPlan *plan, const VaeGraph *graph, int n, int h, int w)
+{
+  return plan && plan->graph == graph && plan->n == n && plan->h == h && plan->w == w;
+}
+
+/* Assigns buffers to values and steps; nothing is allocated yet. */
+static gboolean
+plan_buffers (CudaCtx *ctx, CudaPlan *plan, const CudaWeights *weights, GError **error)
+{
+  const VaeGraph *g = plan->graph;
+  const guint n_values = g->values->len;
+  g_autofree int *vh = g_new (int, n_values), *vw = g_new (int, n_values);
+  g_autofree int *last = g_new (int, n_values), *where = g_new (int, n_values);
+  vae_graph_infer_sizes (g, plan->h, plan->w, vh, vw);
+
+  for (guint v = 0; v < n_values; v++) {
+    last[v] = -1;
+    where[v] = -1;
+  }
+  for (guint i = 0; i < plan->n_steps; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    int reads[4] = { op->in, op->in2, op->in3, op->residual };
+    for (int r = 0; r < 4; r++)
+      if (reads[r] >= 0)
+        last[reads[r]] = i;
+  }
+  last[g->output] = G_MAXINT;
+
+  where[0] = pool_take (plan->pool, value_bytes (ctx, g, 0, plan->n, vh, vw));
+  plan->in_buf = where[0];
+  for (guint i = 0; i < plan->n_steps; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    Step *s = &plan->steps[i];
+    s->op = op;
+    s->p = &weights->params[i];
+    s->in = where[op->in];
+    s->in2 = op->in2 >= 0 ? where[op->in2] : -1;
+    s->in3 = op->in3 >= 0 ? where[op->in3] : -1;
+    s->res = op->residual >= 0 ? where[op->residual] : -1;
+    s->pad = -1;
+    s->h = vh[op->in];
+    s->w = vw[op->in];
+    s->oh = vh[op->out];
+    s->ow = vw[op->out];
+    const size_t out_bytes = value_bytes (ctx, g, op->out, plan->n, vh, vw);
+
+    if (op->kind == VAE_OP_GROUP_NORM
+        && vae_graph_channels (g, op->in) % CUDA_CHANNEL_ALIGN != 0) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                   "%s: GroupNorm over %d channels (the cuda backend needs a multiple "
+                   "of %d)", op->name, vae_graph_channels (g, op->in), CUDA_CHANNEL_ALIGN);
+      return FALSE;
+    }
+    if (op->kind == VAE_OP_CONV2D) {
+      if (!cuda_conv_init (ctx, &s->conv, op, plan->n, s->h, s->w, s->oh, s->ow, error))
+        return FALSE;
+      if (s->conv.explicit_pad)
+        s->pad = pool_take (plan->pool, (size_t) plan->n * s->conv.pad_h * s->conv.pad_w
+                            * cuda_stored_channels (op->in_channels)
+                            * vae_cuda_dtype_size (ctx->dt));
+    }
+
+    gboolean in_dies = last[op->in] == (int) i && op->in2 != op->in && op->in3 != op->in
+                       && op->residual != op->in;
+    if (op->kind == VAE_OP_CONV2D && op->residual >= 0 && last[op->residual] == (int) i
+        && op->residual != op->in) {
+      /* out = conv(in) + residual, written over the dying residual. */
+      s->out = s->res;
+      s->res = -1;
+      s->beta = 1.0f;
+    } else if ((op->kind == VAE_OP_GROUP_NORM || op->kind == VAE_OP_TANH_CLAMP) && in_dies) {
+      s->out = s->in;
+    } else {
+      s->out = pool_take (plan->pool, out_bytes);
+    }
+    where[op->out] = s->out;
+
+    pool_release (plan->pool, s->pad);
+    int reads[4] = { op->in, op->in2, op->in3, op->residual };
+    for (int r = 0; r < 4; r++)
+      if (reads[r] >= 0 && last[reads[r]] == (int) i && where[reads[r]] != s->out) {
+        pool_release (plan->pool, where[reads[r]]);
+        last[reads[r]] = -2;   /* released once even when read twice */
+      }
+  }
+  plan->out_buf = where[g->output];
+  plan->out_h = vh[g->output];
+  plan->out_w = vw[g->output];
+  return TRUE;
+}
+
+static gboolean
+run_step (CudaCtx *ctx, const CudaPlan *plan, const Step *s, GError **error)
+{
+  const VaeOp *op = s->op;
+  const int n = plan->n;
+  const VaeGraph *g = plan->graph;
+  switch (op->kind) {
+  case VAE_OP_CONV2D: {
+    const void *x = buf (plan, s->in);
+    if (s->conv.explicit_pad) {
+      if (!cuda_check (vae_cuda_pad (x, buf (plan, s->pad), ctx->dt, n, s->h, s->w,
+                                     cuda_stored_channels (op->in_channels), op->pad_top,
+                                     op->pad_left, op->pad_bottom, op->pad_right,
+                                     ctx->stream), op->name, error))
+        return FALSE;
+      x = buf (plan, s->pad);
+    }
+    if (!cuda_conv_run (ctx, &s->conv, x, s->p->weight, buf (plan, s->out), s->beta,
+                        plan->scratch, error))
+      return FALSE;
+    if (s->p->bias || s->res >= 0 || op->act != VAE_ACT_NONE)
+      return cuda_check (vae_cuda_bias_act (buf (plan, s->out), buf (plan, s->res),
+                                            s->p->bias, ctx->dt, (size_t) n * s->oh * s->ow,
+                                            cuda_stored_channels (op->out_channels),
+                                            (VaeCudaAct) op->act, ctx->stream),
+                         op->name, error);
+    return TRUE;
+  }
+  case VAE_OP_GROUP_NORM:
+    return cuda_check (vae_cuda_group_norm (buf (plan, s->in), buf (plan, s->out), ctx->dt,
+                                            n, s->h * s->w, op->in_channels, op->groups,
+                                            op->eps, s->p->gamma, s->p->bias,
+                                            (VaeCudaAct) op->act, plan->gn_stats,
+                                            ctx->stream), op->name, error);
+  case VAE_OP_ATTENTION:
+    return cuda_attention_run (ctx, buf (plan, s->in), buf (plan, s->in2),
+                               buf (plan, s->in3), buf (plan, s->out), n, s->h * s->w,
+                               vae_graph_channels (g, op->in), plan->scratch, error);
+  case VAE_OP_UPSAMPLE2X:
+    return cuda_check (vae_cuda_upsample2x (buf (plan, s->in), buf (plan, s->out), ctx->dt,
+                                            n, s->h, s->w,
+                                            cuda_stored_channels (vae_graph_channels (g, op->in)),
+                                            ctx->stream), op->name, error);
+  case VAE_OP_TANH_CLAMP: {
+    const size_t count = (size_t) n * s->h * s->w
+                         * cuda_stored_channels (vae_graph_channels (g, op->in));
+    if (s->out != s->in
+        && !cuda_check (cudaMemcpyAsync (buf (plan, s->out), buf (plan, s->in),
+                                         count * vae_cuda_dtype_size (ctx->dt),
+                                         cudaMemcpyDeviceToDevice, ctx->stream),
+                        op->name, error))
+      return FALSE;
+    return cuda_check (vae_cuda_tanh_clamp (buf (plan, s->out), ctx->dt, count, op->clamp,
+                                            ctx->stream), op->name, error);
+  }
+  }
+  g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "%s: op kind %d is not known",
+               op->name, op->kind);
+  return FALSE;
+}
+
+/* The device part of a run: staging in -> every op -> staging out. */
+static gboolean
+run_device (CudaCtx *ctx, const CudaPlan *plan, GError **error)
+{
+  const VaeGraph *g = plan->graph;
+  if (!cuda_check (vae_cuda_nchw_f32_to_nhwc (plan->in_f32, buf (plan, plan->in_buf),
+                                              ctx->dt, plan->n, plan->in_c, plan->h,
+                                              plan->w, cuda_stored_channels (plan->in_c),
+                                              ctx->stream), "input conversion", error))
+    return FALSE;
+  for (guint i = 0; i < plan->n_steps; i++)
+    if (!run_step (ctx, plan, &plan->steps[i], error))
+      return FALSE;
+  return cuda_check (vae_cuda_nhwc_to_nchw_f32 (buf (plan, plan->out_buf), ctx->dt,
+                                                plan->out_f32, plan->n, plan->out_c,
+                                                plan->out_h, plan->out_w,
+                                                cuda_stored_channels (vae_graph_channels (g, g->output)),
+                                                ctx->stream), "output conversion", error);
+}
+
+CudaPlan *
+cuda_plan_new (CudaCtx *ctx, const CudaWeights *weights, int n, int h, int w,
+               GError **error)
+{
+  CudaPlan *plan = g_new0 (CudaPlan, 1);
+  const VaeGraph *g = weights->graph;
+  plan->graph = g;
+  plan->n = n;
+  plan->h = h;
+  plan->w = w;
+  plan->pool = g_array_new (FALSE, TRUE, sizeof (PoolBuffer));
+  plan->n_steps = g->ops->len;
+  plan->steps = g_new0 (Step, plan->n_steps);
+  plan->in_c = vae_graph_channels (g, 0);
+  plan->out_c = vae_graph_channels (g, g->output);
+
+  if (!plan_buffers (ctx, plan, weights, error))
+    goto fail;
+
+  for (guint i = 0; i < plan->pool->len; i++) {
+    PoolBuffer *b = &g_array_index (plan->pool, PoolBuffer, i);
+    if (!(b->ptr = cuda_alloc (ctx, b->size, "activations", error)))
+      goto fail;
+  }
+  plan->in_f32 = cuda_alloc (ctx, (size_t) n * plan->in_c * h * w * sizeof (float),
+                             "input staging", error);
+  plan->out_f32 = plan->in_f32 ? cuda_alloc (ctx, (size_t) n * plan->out_c * plan->out_h
+                                             * plan->out_w * sizeof (float),
+                                             "output staging", error) : NULL;
+  int max_groups = 1;
+  for (guint i = 0; i < plan->n_steps; i++)
+    if (plan->steps[i].op->kind == VAE_OP_GROUP_NORM)
+      max_groups = MAX (max_groups, plan->steps[i].op->groups);
+  plan->gn_stats = plan->out_f32 ? cuda_alloc (ctx, vae_cuda_group_norm_stats_size (n, max_groups),
+                                               "GroupNorm statistics", error) : NULL;
+  if (!plan->gn_stats)
+    goto fail;
+
+  /* Measure convolution algorithms with the largest workspace allowed, then
+   * keep only what the chosen ones (and attention) need. */
+  size_t need = 0;
+  for (guint i = 0; i < plan->n_steps; i++) {
+    const Step *s = &plan->steps[i];
+    if (s->op->kind == VAE_OP_ATTENTION)
+      need = MAX (need, cuda_attention_scratch_size (ctx, n, s->h * s->w));
+  }
+  void *trial = cuda_alloc (ctx, ctx->workspace_limit, "convolution workspace", error);
+  if (!trial)
+    goto fail;
+  for (guint i = 0; i < plan->n_steps; i++) {
+    Step *s = &plan->steps[i];
+    if (s->op->kind != VAE_OP_CONV2D)
+      continue;
+    const void *x = s->conv.explicit_pad ? buf (plan, s->pad) : buf (plan, s->in);
+    if (!cuda_conv_choose (ctx, &s->conv, x, s->p->weight, buf (plan, s->out), trial,
+                           ctx->workspace_limit, error)) {
+      cuda_free (ctx, trial);
+      g_prefix_error (error, "%s: ", s->op->name);
+      goto fail;
+    }
+    need = MAX (need, s->conv.workspace);
+  }
+  cuda_free (ctx, trial);
+  plan->scratch_size = need;
+  if (need && !(plan->scratch = cuda_alloc (ctx, need, "workspace", error)))
+    goto fail;
+
+  if (!cuda_check (cudaEventCreate (&plan->start), "event", error)
+      || !cuda_check (cudaEventCreate (&plan->stop), "event", error))
+    goto fail;
+  const char *graphs = g_getenv ("VAE_CUDA_GRAPH");
+  plan->no_graph = graphs && g_str_equal (graphs, "0");
+  return plan;
+
+fail:
+  cuda_plan_free (ctx, plan);
+  return NULL;
+}
+
+/* Captures the device part as a CUDA graph; FALSE (and direct launches
+ * from then on) when some library call cannot be captured. */
+static void
+capture (CudaCtx *ctx, CudaPlan *plan)
+{
+  cudaGraph_t graph = NULL;
+  g_autoptr (GError) error = NULL;
+  if (cudaStreamBeginCapture (ctx->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+    plan->no_graph = TRUE;
+    cudaGetLastError ();
+    return;
+  }
+  gboolean ok = run_device (ctx, plan, &error);
+  cudaError_t e = cudaStreamEndCapture (ctx->stream, &graph);
+  if (ok && e == cudaSuccess && graph
+      && cudaGraphInstantiate (&plan->exec, graph, 0) == cudaSuccess) {
+    cudaGraphDestroy (graph);
+    return;
+  }
+  if (graph)
+    cudaGraphDestroy (graph);
+  plan->exec = NULL;
+  plan->no_graph = TRUE;
+  cudaGetLastError ();
+  g_debug ("cuda: running without a CUDA graph (capture failed: %s)",
+           error ? error->message : cudaGetErrorString (e));
+}
+
+gboolean
+cuda_plan_run (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
+               double *device_ms, GError **error)
+{
+  const size_t in_bytes = (size_t) plan->n * plan->in_c * plan->h * plan->w * sizeof (float);
+  const size_t out_bytes = (size_t) plan->n * plan->out_c * plan->out_h * plan->out_w
+                           * sizeof (float);
+  if (!cuda_check (cudaMemcpyAsync (plan->in_f32, input, in_bytes, cudaMemcpyHostToDevice,
+                                    ctx->stream), "input upload", error))
+    return FALSE;
+  if (plan->ran_once && !plan->exec && !plan->no_graph)
+    capture (ctx, plan);
+  if (!cuda_check (cudaEventRecord (plan->start, ctx->stream), "event", error))
+    return FALSE;
+  if (plan->exec) {
+    if (!cuda_check (cudaGraphLaunch (plan->exec, ctx->stream), "CUDA graph launch", error))
+      return FALSE;
+  } else if (!run_device (ctx, plan, error)) {
+    return FALSE;
+  }
+  if (!cuda_check (cudaEventRecord (plan->stop, ctx->stream), "event", error)
+      || !cuda_check (cudaMemcpyAsync (output, plan->out_f32, out_bytes,
+                                       cudaMemcpyDeviceToHost, ctx->stream),
+                      "output download", error)
+      || !cuda_check (cudaStreamSynchronize (ctx->stream), "running the forward pass", error))
+    return FALSE;
+  float ms = 0;
+  cudaEventElapsedTime (&ms, plan->start, plan->stop);
+  *device_ms = ms;
+  plan->ran_once = TRUE;
+  return TRUE;
+}
+
+void
+cuda_plan_free (CudaCtx *ctx, CudaPlan *plan)
+{
+  if (!plan)
+    return;
+  if (plan->exec)
+    cudaGraphExecDestroy (plan->exec);
+  if (plan->start)
+    cudaEventDestroy (plan->start);
+  if (plan->stop)
+    cudaEventDestroy (plan->stop);
+  for (guint i = 0; i < plan->n_steps; i++)
+    cuda_conv_clear (&plan->steps[i].conv);
+  for (guint i = 0; i < plan->pool->len; i++)
+    cuda_free (ctx, g_array_index (plan->pool, PoolBuffer, i).ptr);
+  cuda_free (ctx, plan->in_f32);
+  cuda_free (ctx, plan->out_f32);
+  cuda_free (ctx, plan->scratch);
+  cuda_free (ctx, plan->gn_stats);
+  g_array_free (plan->pool, TRUE);
+  g_free (plan->steps);
+  g_free (plan);
+}

@@ -1,22 +1,442 @@
-/* placeholder while the CUDA engine is written: never usable. */
-#include "engine.h"
-#include "vae-error.h"
+/* gst-vae CUDA engine (backend "cuda"): cuDNN convolutions and the engine's
+ * own kernels in NHWC, float16 by default (bfloat16 and float32 as options;
+ * float32 runs without TF32, for checking against float32 references).
+ *
+ * Weights are uploaded once when the engine opens; a plan per direction is
+ * built the first time a (graph, n, h, w) is seen and reused (replayed as a
+ * CUDA graph) until the shape changes.  Batches run inside submit; wait
+ * hands them back in order.
+ *
+ * Environment: VAE_CUDA_WORKSPACE_MB (most workspace one convolution may
+ * use, default 256), VAE_CUDA_FIND=0 (cuDNN heuristics instead of measured
+ * algorithms), VAE_CUDA_GRAPH=0 (no CUDA graphs). */
+#include <string.h>
 
-static gboolean
-cuda_open (VaeEngine *engine, GError **error)
+#include "engine.h"
+#include "cuda-private.h"
+
+typedef struct {
+  VaeEngine parent;
+  CudaCtx ctx;
+  CudaWeights *weights[2];     /* by VaeDirection */
+  /* Two plans per direction: a batch split into sub-batches needs the
+   * full sub-batch size and the remainder. */
+  CudaPlan *plans[2][2];
+  guint plan_clock;
+  guint plan_used[2][2];
+  void *blas_workspace;
+  double last_ms;
+  GQueue done;
+} CudaEngine;
+
+/* ---- errors and memory ---- */
+
+gboolean
+cuda_check (cudaError_t e, const char *what, GError **error)
 {
-  g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "the cuda backend is not finished");
+  if (e == cudaSuccess)
+    return TRUE;
+  g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "cuda: %s: %s (%s)", what,
+               cudaGetErrorString (e), cudaGetErrorName (e));
   return FALSE;
 }
 
 gboolean
+cudnn_check (cudnnStatus_t s, const char *what, GError **error)
+{
+  if (s == CUDNN_STATUS_SUCCESS)
+    return TRUE;
+  g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "cuda: %s: cuDNN: %s", what,
+               cudnnGetErrorString (s));
+  return FALSE;
+}
+
+gboolean
+cublas_check (cublasStatus_t s, const char *what, GError **error)
+{
+  if (s == CUBLAS_STATUS_SUCCESS)
+    return TRUE;
+  g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "cuda: %s: cuBLAS: %s", what,
+               cublasGetStatusString (s));
+  return FALSE;
+}
+
+void *
+cuda_alloc (CudaCtx *ctx, size_t bytes, const char *what, GError **error)
+{
+  void *p = NULL;
+  cudaError_t e = cudaMalloc (&p, MAX (bytes, 1));
+  if (e != cudaSuccess) {
+    cudaGetLastError ();
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,
+                 "cuda: cannot allocate %.1f MiB of GPU memory for %s (%.1f MiB held): %s",
+                 bytes / 1048576.0, what, ctx->bytes_now / 1048576.0,
+                 cudaGetErrorString (e));
+    return NULL;
+  }
+  g_hash_table_insert (ctx->sizes, p, GSIZE_TO_POINTER (MAX (bytes, 1)));
+  ctx->bytes_now += MAX (bytes, 1);
+  ctx->bytes_peak = MAX (ctx->bytes_peak, ctx->bytes_now);
+  return p;
+}
+
+void
+cuda_free (CudaCtx *ctx, void *p)
+{
+  if (!p)
+    return;
+  ctx->bytes_now -= GPOINTER_TO_SIZE (g_hash_table_lookup (ctx->sizes, p));
+  g_hash_table_remove (ctx->sizes, p);
+  cudaFree (p);
+}
+
+/* ---- weights ---- */
+
+/* Float32 host data to a new device array in DT (via a float32 upload). */
+static void *
+upload (CudaCtx *ctx, const float *host, size_t count, VaeCudaDtype dt, GError **error)
+{
+  void *dst = cuda_alloc (ctx, count * vae_cuda_dtype_size (dt), "weights", error);
+  if (!dst)
+    return NULL;
+  if (dt == VAE_CUDA_F32) {
+    if (cuda_check (cudaMemcpy (dst, host, count * sizeof (float), cudaMemcpyHostToDevice),
+                    "weight upload", error))
+      return dst;
+    cuda_free (ctx, dst);
+    return NULL;
+  }
+  float *tmp = cuda_alloc (ctx, count * sizeof (float), "weight upload", error);
+  gboolean ok = tmp
+      && cuda_check (cudaMemcpy (tmp, host, count * sizeof (float), cudaMemcpyHostToDevice),
+                     "weight upload", error)
+      && cuda_check (vae_cuda_f32_to_dtype (tmp, dst, dt, count, ctx->stream),
+                     "weight conversion", error)
+      && cuda_check (cudaStreamSynchronize (ctx->stream), "weight conversion", error);
+  cuda_free (ctx, tmp);
+  if (!ok) {
+    cuda_free (ctx, dst);
+    return NULL;
+  }
+  return dst;
+}
+
+/* OIHW float32 -> KRSC with both channel counts padded with zeros. */
+static float *
+conv_filter_krsc (const VaeOp *op, size_t *count)
+{
+  const int k = op->out_channels, c = op->in_channels, r = op->kernel;
+  const int kp = cuda_stored_channels (k), cp = cuda_stored_channels (c);
+  *count = (size_t) kp * r * r * cp;
+  float *f = g_new0 (float, *count);
+  for (int o = 0; o < k; o++)
+    for (int i = 0; i < c; i++)
+      for (int y = 0; y < r; y++)
+        for (int x = 0; x < r; x++)
+          f[(((size_t) o * r + y) * r + x) * cp + i] = op->weight[(((size_t) o * c + i) * r + y) * r + x];
+  return f;
+}
+
+CudaWeights *
+cuda_weights_upload (CudaCtx *ctx, const VaeGraph *graph, GError **error)
+{
+  CudaWeights *w = g_new0 (CudaWeights, 1);
+  w->graph = graph;
+  w->params = g_new0 (CudaOpParams, graph->ops->len);
+  for (guint i = 0; i < graph->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (graph, i);
+    CudaOpParams *p = &w->params[i];
+    if (op->kind == VAE_OP_CONV2D) {
+      size_t count;
+      g_autofree float *krsc = conv_filter_krsc (op, &count);
+      if (!(p->weight = upload (ctx, krsc, count, ctx->dt, error)))
+        goto fail;
+      if (op->bias) {
+        const int kp = cuda_stored_channels (op->out_channels);
+        g_autofree float *b = g_new0 (float, kp);
+        memcpy (b, op->bias, op->out_channels * sizeof (float));
+        if (!(p->bias = upload (ctx, b, kp, VAE_CUDA_F32, error)))
+          goto fail;
+      }
+    } else if (op->kind == VAE_OP_GROUP_NORM) {
+      if (!(p->gamma = upload (ctx, op->gamma, op->in_channels, VAE_CUDA_F32, error))
+          || !(p->bias = upload (ctx, op->beta, op->in_channels, VAE_CUDA_F32, error)))
+        goto fail;
+    }
+  }
+  return w;
+fail:
+  g_prefix_error (error, "uploading the weights: ");
+  cuda_weights_free (ctx, w);
+  return NULL;
+}
+
+void
+cuda_weights_free (CudaCtx *ctx, CudaWeights *w)
+{
+  if (!w)
+    return;
+  for (guint i = 0; i < w->graph->ops->len; i++) {
+    cuda_free (ctx, w->params[i].weight);
+    cuda_free (ctx, w->params[i].bias);
+    cuda_free (ctx, w->params[i].gamma);
+  }
+  g_free (w->params);
+  g_free (w);
+}
+
+/* ---- the engine ---- */
+
+gboolean
 vae_engine_cuda_usable (void)
 {
+  int n = 0;
+  if (cudaGetDeviceCount (&n) != cudaSuccess) {
+    cudaGetLastError ();
+    return FALSE;
+  }
+  return n > 0;
+}
+
+#define BLAS_WORKSPACE_BYTES ((size_t) 32 << 20)
+
+static void cuda_close (VaeEngine *engine);
+
+static gboolean
+cuda_open_inner (VaeEngine *engine, GError **error)
+{
+  CudaEngine *self = (CudaEngine *) engine;
+  CudaCtx *ctx = &self->ctx;
+  g_queue_init (&self->done);
+  ctx->sizes = g_hash_table_new (NULL, NULL);
+  ctx->algos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  self->last_ms = -1;
+
+  switch (engine->options.precision) {
+  case VAE_PRECISION_F32:
+    ctx->dt = VAE_CUDA_F32;
+    ctx->cudnn_dt = CUDNN_DATA_FLOAT;
+    ctx->strict_f32 = TRUE;
+    break;
+  case VAE_PRECISION_BF16:
+    ctx->dt = VAE_CUDA_BF16;
+    ctx->cudnn_dt = CUDNN_DATA_BFLOAT16;
+    break;
+  default:
+    ctx->dt = VAE_CUDA_F16;
+    ctx->cudnn_dt = CUDNN_DATA_HALF;
+    break;
+  }
+  const char *ws = g_getenv ("VAE_CUDA_WORKSPACE_MB");
+  ctx->workspace_limit = (size_t) (ws ? g_ascii_strtoull (ws, NULL, 10) : 256) << 20;
+
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount (&count);
+  if (e != cudaSuccess || count == 0) {
+    cudaGetLastError ();
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "the cuda backend needs an NVIDIA GPU: %s",
+                 e != cudaSuccess ? cudaGetErrorString (e) : "no CUDA device found");
+    return FALSE;
+  }
+  if (engine->options.device_id < 0 || engine->options.device_id >= count) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "device-id %d does not exist (this machine has %d CUDA device%s)",
+                 engine->options.device_id, count, count == 1 ? "" : "s");
+    return FALSE;
+  }
+  ctx->device = engine->options.device_id;
+  if (!cuda_check (cudaSetDevice (ctx->device), "selecting the device", error)
+      || !cuda_check (cudaStreamCreateWithFlags (&ctx->stream, cudaStreamNonBlocking),
+                      "stream creation", error)
+      || !cudnn_check (cudnnCreate (&ctx->cudnn), "cuDNN initialisation", error)
+      || !cudnn_check (cudnnSetStream (ctx->cudnn, ctx->stream), "cuDNN stream", error)
+      || !cublas_check (cublasCreate (&ctx->cublas), "cuBLAS initialisation", error)
+      || !cublas_check (cublasSetStream (ctx->cublas, ctx->stream), "cuBLAS stream", error))
+    return FALSE;
+  /* A workspace of our own keeps cuBLAS from allocating during a CUDA graph
+   * capture; float32 mode keeps TF32 off. */
+  if (!(self->blas_workspace = cuda_alloc (ctx, BLAS_WORKSPACE_BYTES, "cuBLAS workspace",
+                                           error))
+      || !cublas_check (cublasSetWorkspace (ctx->cublas, self->blas_workspace,
+                                            BLAS_WORKSPACE_BYTES), "cuBLAS workspace", error)
+      || !cublas_check (cublasSetMathMode (ctx->cublas, ctx->strict_f32
+                                           ? CUBLAS_PEDANTIC_MATH : CUBLAS_DEFAULT_MATH),
+                        "cuBLAS math mode", error))
+    return FALSE;
+
+  const VaeGraph *graphs[2] = { engine->model->encoder, engine->model->decoder };
+  for (int d = 0; d < 2; d++)
+    if (graphs[d] && !(self->weights[d] = cuda_weights_upload (ctx, graphs[d], error)))
+      return FALSE;
+  return TRUE;
+}
+
+/* The core frees a failed engine without close: undo a partial open here. */
+static gboolean
+cuda_open (VaeEngine *engine, GError **error)
+{
+  if (cuda_open_inner (engine, error))
+    return TRUE;
+  cuda_close (engine);
   return FALSE;
+}
+
+/* The plan for (graph, n, h, w): a cached one, else a new one in place of
+ * the least recently used. */
+static CudaPlan *
+plan_for (CudaEngine *self, VaeDirection dir, int n, int h, int w, GError **error)
+{
+  CudaCtx *ctx = &self->ctx;
+  const CudaWeights *weights = self->weights[dir];
+  int slot = 0;
+  self->plan_clock++;
+  for (int i = 0; i < 2; i++)
+    if (cuda_plan_matches (self->plans[dir][i], weights->graph, n, h, w)) {
+      self->plan_used[dir][i] = self->plan_clock;
+      return self->plans[dir][i];
+    }
+  if (self->plans[dir][0] && (!self->plans[dir][1]
+                              || self->plan_used[dir][1] < self->plan_used[dir][0]))
+    slot = 1;
+  cuda_plan_free (ctx, self->plans[dir][slot]);
+  self->plans[dir][slot] = cuda_plan_new (ctx, weights, n, h, w, error);
+  self->plan_used[dir][slot] = self->plan_clock;
+  return self->plans[dir][slot];
+}
+
+/* cuDNN and the kernels index a tensor with 32-bit ints: the most frames of
+ * H x W whose largest activation stays under 2^31 elements. */
+static int
+max_frames_per_pass (const VaeGraph *g, int h, int w)
+{
+  const guint nv = g->values->len;
+  g_autofree int *vh = g_new (int, nv), *vw = g_new (int, nv);
+  vae_graph_infer_sizes (g, h, w, vh, vw);
+  guint64 largest = 1;
+  for (guint v = 0; v < nv; v++)
+    largest = MAX (largest, (guint64) (vh[v] + 1) * (vw[v] + 1)
+                            * cuda_stored_channels (vae_graph_channels (g, v)));
+  return (int) MIN ((guint64) G_MAXINT32 / largest, (guint64) G_MAXINT);
+}
+
+static gboolean
+run_batch (CudaEngine *self, VaeBatch *batch, GError **error)
+{
+  VaeEngine *engine = &self->parent;
+  CudaCtx *ctx = &self->ctx;
+  const CudaWeights *w = self->weights[batch->direction];
+  if (!w) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "model '%s' has no %s",
+                 engine->model->name,
+                 batch->direction == VAE_DIRECTION_ENCODE ? "encoder" : "decoder");
+    return FALSE;
+  }
+  if (!cuda_check (cudaSetDevice (ctx->device), "selecting the device", error))
+    return FALSE;
+  const int most = max_frames_per_pass (w->graph, batch->h, batch->w);
+  if (most < 1) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "a %dx%d frame is too large for one pass of the cuda backend (a "
+                 "tensor would pass 2^31 elements): use tiles (tile-size)",
+                 batch->w, batch->h);
+    return FALSE;
+  }
+  /* Equal sub-batches where the whole batch would pass that limit. */
+  const int passes = (batch->n + most - 1) / most;
+  const int per = (batch->n + passes - 1) / passes;
+  const int oc = vae_engine_output_channels (engine->model, batch->direction);
+  const int ic = vae_graph_channels (w->graph, 0);
+  const int f = engine->model->spatial_factor;
+  const int oh = batch->direction == VAE_DIRECTION_ENCODE ? batch->h / f : batch->h * f;
+  const int ow = batch->direction == VAE_DIRECTION_ENCODE ? batch->w / f : batch->w * f;
+  double total_ms = 0;
+  for (int first = 0; first < batch->n; first += per) {
+    const int m = MIN (per, batch->n - first);
+    CudaPlan *plan = plan_for (self, batch->direction, m, batch->h, batch->w, error);
+    double ms = 0;
+    if (!plan)
+      return FALSE;
+    if (!cuda_plan_run (ctx, plan, batch->input + (gsize) first * ic * batch->h * batch->w,
+                        batch->output + (gsize) first * oc * oh * ow, &ms, error)) {
+      /* A failed run may leave the plan's buffers in any state. */
+      for (int i = 0; i < 2; i++)
+        if (self->plans[batch->direction][i] == plan) {
+          cuda_plan_free (ctx, plan);
+          self->plans[batch->direction][i] = NULL;
+        }
+      return FALSE;
+    }
+    total_ms += ms;
+  }
+  self->last_ms = total_ms;
+  return TRUE;
+}
+
+static gboolean
+cuda_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
+{
+  CudaEngine *self = (CudaEngine *) engine;
+  run_batch (self, batch, &batch->error);
+  g_queue_push_tail (&self->done, batch);
+  return TRUE;
+}
+
+static VaeBatch *
+cuda_wait (VaeEngine *engine)
+{
+  return g_queue_pop_head (&((CudaEngine *) engine)->done);
+}
+
+static int
+cuda_preferred_batch (VaeEngine *engine)
+{
+  /* Enough frames to fill the GPU at common sizes; the plan is per batch
+   * size, so the element keeps it fixed. */
+  return 8;
+}
+
+static void
+cuda_stats (VaeEngine *engine, VaeEngineStats *stats)
+{
+  CudaEngine *self = (CudaEngine *) engine;
+  stats->device_bytes_peak = self->ctx.bytes_peak;
+  stats->last_device_ms = self->last_ms;
+}
+
+static void
+cuda_close (VaeEngine *engine)
+{
+  CudaEngine *self = (CudaEngine *) engine;
+  CudaCtx *ctx = &self->ctx;
+  if (ctx->stream)
+    cudaSetDevice (ctx->device);
+  for (int d = 0; d < 2; d++) {
+    for (int i = 0; i < 2; i++)
+      cuda_plan_free (ctx, self->plans[d][i]);
+    cuda_weights_free (ctx, self->weights[d]);
+  }
+  cuda_free (ctx, self->blas_workspace);
+  if (ctx->cublas)
+    cublasDestroy (ctx->cublas);
+  if (ctx->cudnn)
+    cudnnDestroy (ctx->cudnn);
+  if (ctx->stream)
+    cudaStreamDestroy (ctx->stream);
+  if (ctx->sizes)
+    g_hash_table_unref (ctx->sizes);
+  if (ctx->algos)
+    g_hash_table_unref (ctx->algos);
+  g_queue_clear (&self->done);
 }
 
 const VaeEngineVTable vae_engine_cuda = {
   .name = "cuda",
-  .instance_size = sizeof (VaeEngine),
+  .instance_size = sizeof (CudaEngine),
   .open = cuda_open,
+  .submit = cuda_submit,
+  .wait = cuda_wait,
+  .preferred_batch = cuda_preferred_batch,
+  .close = cuda_close,
+  .stats = cuda_stats,
 };

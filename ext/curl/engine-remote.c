@@ -7,17 +7,26 @@
  *
  * Units.  The engine interface works in the model's internal units; the wire
  * does not:
- * - encode: the model-range input [image_min, 1] is sent as a raw uint8
- *   [B,3,H,W] tensor (round(255 * (x - image_min) / (1 - image_min))) with
+ * - encode: the model-range input [image_min, 1] goes out as options say
+ *   (remote_input): a raw uint8 [B,3,H,W] tensor
+ *   (round(255 * (x - image_min) / (1 - image_min)), the element's 8-bit
+ *   pixels exactly), a raw float16 [B,3,H,W] tensor in [-1,1], or one PNG of
+ *   the 8-bit pixels per frame, one request each, sent concurrently (for
+ *   servers that take only images).  The query has
  *   scaling_factor=1&shift_factor=0, so the server returns the unscaled mode
- *   (the distribution's mean) [B,C,h,w].  For models whose encoder outputs
- *   moments (KL) the mean half is filled and the logvar half set to 0:
- *   remote encode gives the mode only, never a sample.
- * - decode: the (already unscaled) float32 latents [B,C,h,w] are sent with
- *   output_type=pt&partial_postprocess=False&scaling_factor=1&shift_factor=0;
- *   the float [B,3,H,W] reply in [-1,1] is mapped to the model range.
+ *   (the distribution's mean) [B,C,h,w] in any float dtype.  For models
+ *   whose encoder outputs moments (KL) the mean half is filled and the
+ *   logvar half set to 0: remote encode gives the mode only, never a sample.
+ * - decode: the unscaled latents x are scaled back with the model's factors,
+ *   z = (x - shift) * scaling, and sent as float32 with those factors and
+ *   output_type=pt&partial_postprocess=True: the server sees what diffusers'
+ *   remote_decode sends, unscales as the element does (z / scaling + shift)
+ *   and answers uint8 frames [B,H,W,3] (NHWC), which are mapped to the model
+ *   range exactly as the element maps 8-bit pixels, so that the element's
+ *   conversion back to 8 bits gives the server's bytes.
  *
- * Settings that VaeEngineOptions does not carry yet come from the
+ * Settings come from VaeEngineOptions (the elements' token, timeout and
+ * retries properties); where those are left at their defaults, from the
  * environment:
  *   HF_TOKEN                  sent as "Authorization: Bearer ..."; never
  *                             printed, logged or put in an error message
@@ -34,10 +43,13 @@
 #include <math.h>
 #include <string.h>
 
+#include "codec.h"
 #include "engine.h"
+#include "png-memory.h"
+#include "safetensors.h"
 #include "vae-error.h"
 
-/* The wire is little-endian; decode sends the caller's floats as they are. */
+/* The wire is little-endian; the engine writes and reads host floats. */
 #if G_BYTE_ORDER != G_LITTLE_ENDIAN
 #error "the remote engine assumes a little-endian host"
 #endif
@@ -55,11 +67,12 @@ typedef struct {
 typedef struct {
   RemoteEngine *self;
   VaeBatch *batch;
+  int first;                   /* the batch's frames first .. first+frames-1 */
+  int frames;                  /* (a PNG request carries one frame) */
   /* What is sent. */
   char *query;                 /* "shape=...&dtype=..." etc. */
-  guint8 *body;
+  guint8 *body;                /* owned */
   gsize body_size;
-  gboolean body_owned;         /* decode sends the caller's floats as-is */
   /* What is expected back. */
   int exp_dims[4];
   gsize exp_elems;
@@ -91,7 +104,9 @@ struct _RemoteEngine {
   int retries;
   long backoff_ms;
   int batch;
+  VaeRemoteInput input;        /* encode's wire format */
   char *auth_header;           /* "Authorization: Bearer ..." or NULL */
+  gboolean token_from_env;     /* for the 401 message */
 };
 
 /* ---- small helpers ---- */
@@ -289,8 +304,7 @@ request_free (Request *r)
   request_reset_reply (r);
   if (r->reply)
     g_byte_array_unref (r->reply);
-  if (r->body_owned)
-    g_free (r->body);
+  g_free (r->body);
   g_free (r->query);
   curl_slist_free_all (r->headers);
   g_free (r);
@@ -413,12 +427,24 @@ request_fail (Request *r, const char *endpoint, const char *fmt, ...)
   va_start (ap, fmt);
   g_autofree char *cause = g_strdup_vprintf (fmt, ap);
   va_end (ap);
-  g_clear_error (&r->batch->error);
+  r->done = TRUE;
+  /* A batch sent as several requests (PNG) reports its first failure. */
+  if (r->batch->error)
+    return;
   g_set_error (&r->batch->error, VAE_ERROR, VAE_ERROR_ENGINE,
                "remote %s to %s failed: %s",
                r->batch->direction == VAE_DIRECTION_ENCODE ? "encode" : "decode",
                endpoint, cause);
-  r->done = TRUE;
+}
+
+/* The dtype a reply must have: encode any float type, decode uint8 (the
+ * frames partial_postprocess=True asks for).  Element size, 0 when wrong. */
+static int
+reply_dtype_size (const Request *r)
+{
+  if (r->batch->direction == VAE_DIRECTION_DECODE)
+    return r->h_dtype && g_str_equal (r->h_dtype, "uint8") ? 1 : 0;
+  return dtype_size (r->h_dtype);
 }
 
 /* A 200 reply: check it against the request and convert it into the
@@ -428,6 +454,7 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
 {
   const VaeModel *m = self->parent.model;
   VaeBatch *b = r->batch;
+  const gboolean encode = b->direction == VAE_DIRECTION_ENCODE;
   int dims[MAX_DIMS], n_dims = 0;
   g_autofree char *want = shape_text (r->exp_dims, 4);
 
@@ -441,11 +468,11 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
                   "(expected %s)", r->h_shape, want);
     return FALSE;
   }
-  int esize = dtype_size (r->h_dtype);
+  int esize = reply_dtype_size (r);
   if (!esize) {
-    request_fail (r, endpoint, "reply 'dtype' header %s%s%s is not a float type",
+    request_fail (r, endpoint, "reply 'dtype' header %s%s%s is not %s",
                   r->h_dtype ? "'" : "", r->h_dtype ? r->h_dtype : "missing",
-                  r->h_dtype ? "'" : "");
+                  r->h_dtype ? "'" : "", encode ? "a float type" : "uint8");
     return FALSE;
   }
   if (r->reply->len != r->exp_elems * (gsize) esize) {
@@ -454,15 +481,15 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
                   r->exp_elems * (gsize) esize, r->h_shape, r->h_dtype);
     return FALSE;
   }
-  gboolean bf16 = g_str_equal (r->h_dtype, "bfloat16");
   const guint8 *src = r->reply->data;
 
-  if (b->direction == VAE_DIRECTION_ENCODE) {
+  if (encode) {
+    gboolean bf16 = g_str_equal (r->h_dtype, "bfloat16");
     int C = r->exp_dims[1];
     gsize plane = (gsize) r->exp_dims[2] * (gsize) r->exp_dims[3];
     int out_c = vae_engine_output_channels (m, VAE_DIRECTION_ENCODE);
-    for (int n = 0; n < b->n; n++) {
-      float *dst = b->output + (gsize) n * (gsize) out_c * plane;
+    for (int n = 0; n < r->frames; n++) {
+      float *dst = b->output + (gsize) (r->first + n) * (gsize) out_c * plane;
       gsize base = (gsize) n * (gsize) C * plane;
       for (gsize i = 0; i < (gsize) C * plane; i++)
         dst[i] = load_elem (src, esize, bf16, base + i);
@@ -471,11 +498,13 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
         memset (dst + (gsize) C * plane, 0, (gsize) (out_c - C) * plane * sizeof (float));
     }
   } else {
-    float lo = m->image_min, span = 1.0f - m->image_min;
-    for (gsize i = 0; i < r->exp_elems; i++) {
-      float v = load_elem (src, esize, bf16, i);
-      b->output[i] = lo + (v + 1.0f) * 0.5f * span;
-    }
+    /* NHWC 8-bit frames to the model's planar range, as the elements
+     * convert 8-bit pixels (codec.c), so that converting back is exact. */
+    int H = r->exp_dims[1], W = r->exp_dims[2];
+    gsize frame = (gsize) H * (gsize) W * 3;
+    for (int n = 0; n < r->frames; n++)
+      vae_pixels_from_rgb8 (m, src + (gsize) n * frame, W, H, W * 3, 3,
+                            b->output + (gsize) (r->first + n) * frame, H, W);
   }
   r->done = TRUE;
   return TRUE;
@@ -565,8 +594,10 @@ request_completed (RemoteEngine *self, Request *r, CURLcode rc)
   if (status == 429 || status == 502 || status == 503 || status == 504)
     request_retry_or_fail (self, r, endpoint, cause);
   else if (status == 401 || status == 403)
-    request_fail (r, endpoint, "%s (%s)", cause, self->auth_header
-                  ? "the HF_TOKEN was refused" : "HF_TOKEN is not set");
+    request_fail (r, endpoint, "%s (%s)", cause, !self->auth_header
+                  ? "no token: set the token property or HF_TOKEN"
+                  : self->token_from_env ? "the HF_TOKEN was refused"
+                                         : "the token was refused");
   else
     request_fail (r, endpoint, "%s", cause);
 }
@@ -639,11 +670,19 @@ remote_open (VaeEngine *engine, GError **error)
   self->endpoints = (Endpoint *) g_array_free (eps, FALSE);
 
   self->max_inflight = env_int ("VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256);
-  self->timeout_ms = env_int ("VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000);
-  self->retries = env_int ("VAE_REMOTE_RETRIES", 3, 0, 100);
+  const VaeEngineOptions *o = &engine->options;
+  self->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms
+                                       : env_int ("VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000);
+  self->retries = o->retries > 0 ? MIN (o->retries, 100)
+                  : o->retries < 0 ? 0 : env_int ("VAE_REMOTE_RETRIES", 3, 0, 100);
+  self->input = o->remote_input;
   self->backoff_ms = env_int ("VAE_REMOTE_BACKOFF_MS", 250, 0, 600000);
   self->batch = env_int ("VAE_REMOTE_BATCH", 8, 1, 4096);
-  const char *token = g_getenv ("HF_TOKEN");
+  const char *token = o->token;
+  if (!token || !*token) {
+    token = g_getenv ("HF_TOKEN");
+    self->token_from_env = TRUE;
+  }
   if (token && *token)
     self->auth_header = g_strconcat ("Authorization: Bearer ", token, NULL);
 
@@ -664,77 +703,177 @@ remote_open (VaeEngine *engine, GError **error)
   return TRUE;
 }
 
-static gboolean
-remote_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
+/* A factor as plain decimal text: the shortest that reads back as V. */
+static void
+append_factor (GString *q, const char *key, double v)
 {
-  RemoteEngine *self = (RemoteEngine *) engine;
-  const VaeModel *m = engine->model;
-  int f = m->spatial_factor, C = m->latent_channels, ic = m->image_channels;
+  char buf[G_ASCII_DTOSTR_BUF_SIZE];
+  g_ascii_formatd (buf, sizeof buf, "%.15g", v);
+  if (g_ascii_strtod (buf, NULL) != v)
+    g_ascii_formatd (buf, sizeof buf, "%.17g", v);
+  g_string_append_printf (q, "&%s=%s", key, buf);
+}
+
+static void
+append_shape (GString *q, int n, int c, int h, int w, const char *dtype)
+{
+  g_string_append_printf (q, "&shape=%d&shape=%d&shape=%d&shape=%d&dtype=%s",
+                          n, c, h, w, dtype);
+}
+
+/* A request for frames FIRST .. FIRST+FRAMES-1 of BATCH; takes BODY and
+ * QUERY.  EXP: the reply's shape. */
+static Request *
+request_new (RemoteEngine *self, VaeBatch *batch, int first, int frames, guint8 *body,
+             gsize body_size, GString *query, const char *content_type, const int exp[4])
+{
   Request *r = g_new0 (Request, 1);
   r->self = self;
   r->batch = batch;
+  r->first = first;
+  r->frames = frames;
   r->endpoint = -1;
-  g_clear_error (&batch->error);
+  r->body = body;
+  r->body_size = body_size;
+  r->query = g_string_free (query, FALSE);
+  memcpy (r->exp_dims, exp, sizeof r->exp_dims);
+  r->exp_elems = (gsize) exp[0] * (gsize) exp[1] * (gsize) exp[2] * (gsize) exp[3];
+  /* Largest body the request can produce (float32) plus room for an
+   * error body. */
+  r->reply_limit = r->exp_elems * 4 + (1 << 20);
+  r->headers = curl_slist_append (r->headers, content_type);
+  r->headers = curl_slist_append (r->headers, "Accept: tensor/binary");
+  /* No "Expect: 100-continue": it costs a round trip per request. */
+  r->headers = curl_slist_append (r->headers, "Expect:");
+  if (self->auth_header)
+    r->headers = curl_slist_append (r->headers, self->auth_header);
+  return r;
+}
 
-  GString *q = g_string_new (NULL);
-  const char *accept;
-  if (batch->direction == VAE_DIRECTION_ENCODE) {
-    gsize n = (gsize) batch->n * (gsize) ic * (gsize) batch->h * (gsize) batch->w;
-    float lo = m->image_min, inv = 1.0f / (1.0f - m->image_min);
-    r->body = g_malloc (n ? n : 1);
-    r->body_size = n;
-    r->body_owned = TRUE;
-    for (gsize i = 0; i < n; i++) {
+/* One frame (planar, model range) to 8-bit: the element's pixels. */
+static guint8 *
+frame_to_rgb8 (const VaeModel *m, const float *frame, int h, int w)
+{
+  guint8 *rgb = g_malloc ((gsize) h * (gsize) w * 3);
+  vae_pixels_to_rgb8 (m, frame, h, w, rgb, w, h, w * 3, 3);
+  return rgb;
+}
+
+/* Encode requests for BATCH into REQS, as self->input says. */
+static gboolean
+encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **error)
+{
+  const VaeModel *m = self->parent.model;
+  const int f = m->spatial_factor, ic = m->image_channels;
+  const gsize frame = (gsize) ic * (gsize) batch->h * (gsize) batch->w;
+  const float lo = m->image_min, inv = 1.0f / (1.0f - m->image_min);
+
+  if (self->input == VAE_REMOTE_INPUT_PNG) {
+    /* One PNG per frame, each its own request, run concurrently. */
+    const int exp[4] = { 1, m->latent_channels, batch->h / f, batch->w / f };
+    for (int n = 0; n < batch->n; n++) {
+      g_autofree guint8 *rgb = frame_to_rgb8 (m, batch->input + frame * n, batch->h, batch->w);
+      GBytes *png = vae_png_encode (rgb, batch->w, batch->h);
+      if (!png) {
+        g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,
+                     "remote engine: could not make a PNG of a %dx%d frame",
+                     batch->w, batch->h);
+        return FALSE;
+      }
+      gsize size = 0;
+      guint8 *body = g_bytes_unref_to_data (png, &size);
+      GString *q = g_string_new ("scaling_factor=1&shift_factor=0");
+      g_ptr_array_add (reqs, request_new (self, batch, n, 1, body, size, q,
+                                          "Content-Type: image/png", exp));
+    }
+    return TRUE;
+  }
+
+  const gsize count = frame * (gsize) batch->n;
+  const gboolean f16 = self->input == VAE_REMOTE_INPUT_FLOAT16;
+  guint8 *body = g_malloc (count ? count * (f16 ? 2 : 1) : 1);
+  if (f16) {
+    /* [-1, 1], the range diffusers' image processor gives; a KL model's
+     * range already is. */
+    guint16 *h = (guint16 *) body;
+    for (gsize i = 0; i < count; i++) {
+      float x = batch->input[i];
+      h[i] = vae_f32_to_f16 (lo == -1.0f ? x : (x - lo) * inv * 2.0f - 1.0f);
+    }
+  } else {
+    for (gsize i = 0; i < count; i++) {
       float x = (batch->input[i] - lo) * inv;
       if (!(x >= 0.0f))          /* also NaN */
         x = 0.0f;
       else if (x > 1.0f)
         x = 1.0f;
-      r->body[i] = (guint8) lrintf (x * 255.0f);
+      body[i] = (guint8) lrintf (x * 255.0f);
     }
-    g_string_append_printf (q, "scaling_factor=1&shift_factor=0"
-                            "&shape=%d&shape=%d&shape=%d&shape=%d&dtype=uint8",
-                            batch->n, ic, batch->h, batch->w);
-    r->exp_dims[0] = batch->n;
-    r->exp_dims[1] = C;
-    r->exp_dims[2] = batch->h / f;
-    r->exp_dims[3] = batch->w / f;
-    accept = "Accept: tensor/binary";
-  } else {
-    gsize n = (gsize) batch->n * (gsize) C * (gsize) batch->h * (gsize) batch->w;
-    r->body = (guint8 *) batch->input;
-    r->body_size = n * sizeof (float);
-    r->body_owned = FALSE;
-    g_string_append_printf (q, "output_type=pt&partial_postprocess=False"
-                            "&scaling_factor=1&shift_factor=0"
-                            "&shape=%d&shape=%d&shape=%d&shape=%d&dtype=float32",
-                            batch->n, C, batch->h, batch->w);
-    r->exp_dims[0] = batch->n;
-    r->exp_dims[1] = ic;
-    r->exp_dims[2] = batch->h * f;
-    r->exp_dims[3] = batch->w * f;
-    accept = "Accept: tensor/binary";
   }
-  r->query = g_string_free (q, FALSE);
-  r->exp_elems = (gsize) r->exp_dims[0] * (gsize) r->exp_dims[1]
-      * (gsize) r->exp_dims[2] * (gsize) r->exp_dims[3];
-  /* Largest body the request can produce (float32) plus room for headers
-   * of an error body. */
-  r->reply_limit = r->exp_elems * 4 + (1 << 20);
+  GString *q = g_string_new ("scaling_factor=1&shift_factor=0");
+  append_shape (q, batch->n, ic, batch->h, batch->w, f16 ? "float16" : "uint8");
+  const int exp[4] = { batch->n, m->latent_channels, batch->h / f, batch->w / f };
+  g_ptr_array_add (reqs, request_new (self, batch, 0, batch->n, body,
+                                      count * (f16 ? 2 : 1), q,
+                                      "Content-Type: tensor/binary", exp));
+  return TRUE;
+}
 
-  r->headers = curl_slist_append (r->headers, "Content-Type: tensor/binary");
-  r->headers = curl_slist_append (r->headers, accept);
-  r->headers = curl_slist_append (r->headers, "Expect:");
-  if (self->auth_header)
-    r->headers = curl_slist_append (r->headers, self->auth_header);
-  if (!r->headers) {
-    request_free (r);
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: out of memory");
+/* The decode request for BATCH: diffusion-space latents and the model's
+ * factors, uint8 NHWC frames back. */
+static Request *
+decode_request (RemoteEngine *self, VaeBatch *batch)
+{
+  const VaeModel *m = self->parent.model;
+  const int f = m->spatial_factor, C = m->latent_channels;
+  const gsize count = (gsize) batch->n * (gsize) C * (gsize) batch->h * (gsize) batch->w;
+  float *z = g_new (float, count ? count : 1);
+  for (gsize i = 0; i < count; i++)
+    z[i] = (float) (((double) batch->input[i] - m->shift_factor) * m->scaling_factor);
+  GString *q = g_string_new ("output_type=pt&partial_postprocess=True");
+  append_factor (q, "scaling_factor", m->scaling_factor);
+  append_factor (q, "shift_factor", m->shift_factor);
+  append_shape (q, batch->n, C, batch->h, batch->w, "float32");
+  const int exp[4] = { batch->n, batch->h * f, batch->w * f, m->image_channels };
+  return request_new (self, batch, 0, batch->n, (guint8 *) z, count * sizeof (float), q,
+                      "Content-Type: tensor/binary", exp);
+}
+
+static gboolean
+remote_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
+{
+  RemoteEngine *self = (RemoteEngine *) engine;
+  g_autoptr (GPtrArray) reqs = g_ptr_array_new ();
+  g_clear_error (&batch->error);
+
+  gboolean ok = TRUE;
+  if (batch->direction == VAE_DIRECTION_ENCODE)
+    ok = encode_requests (self, batch, reqs, error);
+  else
+    g_ptr_array_add (reqs, decode_request (self, batch));
+  for (guint i = 0; ok && i < reqs->len; i++)
+    if (!((Request *) reqs->pdata[i])->headers) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: out of memory");
+      ok = FALSE;
+    }
+  if (!ok) {
+    g_ptr_array_foreach (reqs, (GFunc) (void (*) (void)) request_free, NULL);
     return FALSE;
   }
-
-  g_queue_push_tail (&self->queue, r);
+  /* A batch's requests sit together in the queue, in frame order. */
+  for (guint i = 0; i < reqs->len; i++)
+    g_queue_push_tail (&self->queue, reqs->pdata[i]);
   pump (self);
+  return TRUE;
+}
+
+/* Whether every request of B (at the queue's head) has finished. */
+static gboolean
+head_batch_done (RemoteEngine *self, VaeBatch *b)
+{
+  for (GList *l = self->queue.head; l && ((Request *) l->data)->batch == b; l = l->next)
+    if (!((Request *) l->data)->done)
+      return FALSE;
   return TRUE;
 }
 
@@ -745,9 +884,10 @@ remote_wait (VaeEngine *engine)
   Request *head = g_queue_peek_head (&self->queue);
   if (!head)
     return NULL;
+  VaeBatch *b = head->batch;
   for (;;) {
     pump (self);
-    if (head->done)
+    if (head_batch_done (self, b))
       break;
     /* Sleep until there is network activity, curl wants attention, or
      * the earliest backoff ends. */
@@ -769,9 +909,8 @@ remote_wait (VaeEngine *engine)
     if (wait_ms > 0)
       curl_multi_poll (self->multi, NULL, 0, (int) wait_ms, NULL);
   }
-  g_queue_pop_head (&self->queue);
-  VaeBatch *b = head->batch;
-  request_free (head);
+  while ((head = g_queue_peek_head (&self->queue)) && head->batch == b)
+    request_free (g_queue_pop_head (&self->queue));
   return b;
 }
 
@@ -819,4 +958,5 @@ const VaeEngineVTable vae_engine_remote = {
   .wait = remote_wait,
   .preferred_batch = remote_preferred_batch,
   .close = remote_close,
+  .takes_config_only = TRUE,
 };

@@ -10,6 +10,7 @@
 #include "config.h"
 #endif
 #include "gstvaebase.h"
+#include "tiling.h"
 #include <gst/video/video.h>
 #include <math.h>
 #include <string.h>
@@ -27,6 +28,11 @@ GST_DEBUG_CATEGORY_STATIC (gst_vae_base_debug);
 #define DEFAULT_ENDPOINT NULL
 #define DEFAULT_SCALING_FACTOR (-1.0)
 #define DEFAULT_SHIFT_FACTOR NAN
+#define DEFAULT_TILE_SIZE 0
+#define DEFAULT_TILE_OVERLAP VAE_TILE_OVERLAP_DEFAULT
+#define DEFAULT_TIMEOUT 60.0
+#define DEFAULT_RETRIES 3
+#define DEFAULT_PRECISION GST_VAE_PRECISION_AUTO
 
 enum {
   PROP_0,
@@ -40,6 +46,12 @@ enum {
   PROP_ENDPOINT,
   PROP_SCALING_FACTOR,
   PROP_SHIFT_FACTOR,
+  PROP_TILE_SIZE,
+  PROP_TILE_OVERLAP,
+  PROP_TOKEN,
+  PROP_TIMEOUT,
+  PROP_RETRIES,
+  PROP_PRECISION,
 };
 
 /* What an output buffer inherits from its input frame. */
@@ -54,6 +66,7 @@ typedef struct {
   guint n, capacity;
   float *in, *out;
   FrameMeta *metas;
+  gboolean ran;                /* run in tiles already: nothing to wait for */
 } Batch;
 
 typedef struct {
@@ -69,6 +82,14 @@ typedef struct {
   gint device_id;
   char *endpoint;
   double scaling_factor, shift_factor;
+  guint tile_size, tile_overlap;
+  char *token;                 /* never printed, logged or read back */
+  double timeout;              /* seconds */
+  guint retries;
+  /* Whether timeout / retries were set: when not, the remote engine takes
+   * VAE_REMOTE_TIMEOUT_MS / VAE_REMOTE_RETRIES from the environment. */
+  gboolean timeout_set, retries_set;
+  GstVaePrecision precision;
 
   /* Stream state, under priv->lock. */
   GMutex lock;
@@ -79,6 +100,8 @@ typedef struct {
   gboolean caps_failed;        /* an error was posted for the current caps */
   GstVaeFrameGeometry geom;
   guint batch_size;            /* effective */
+  gboolean tiled;              /* frames larger than tile-size: run in tiles */
+  int tile, overlap;           /* tile-size / tile-overlap for this stream */
   Batch *filling;              /* frames waiting for their batch, or NULL */
   GQueue inflight;             /* submitted Batch *, oldest first */
   gint64 oldest_us;            /* monotonic time of filling's first frame */
@@ -144,6 +167,16 @@ submit_filling (GstVaeBase *self)
   b->vb.output = b->out;
   b->vb.user_data = b;
   b->vb.error = NULL;
+  if (priv->tiled) {
+    /* The tiles are submitted and waited for inside; the batch comes back
+     * done (an error stays in vb.error for complete_oldest to post) and
+     * waits in the queue only to keep the output order. */
+    GST_LOG_OBJECT (self, "running a batch of %u frames in tiles", b->n);
+    vae_tiled_run (priv->engine, &b->vb, priv->tile, priv->overlap, &b->vb.error);
+    b->ran = TRUE;
+    g_queue_push_tail (&priv->inflight, b);
+    return TRUE;
+  }
   GST_LOG_OBJECT (self, "submitting a batch of %u frames", b->n);
   if (!vae_engine_submit (priv->engine, &b->vb, &err)) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
@@ -169,7 +202,7 @@ complete_oldest (GstVaeBase *self)
 
   if (!b)
     return GST_FLOW_OK;
-  vb = vae_engine_wait (priv->engine);
+  vb = b->ran ? &b->vb : vae_engine_wait (priv->engine);
   if (vb != &b->vb) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
         ("The '%s' engine returned batches out of order.", vae_engine_name (priv->engine)),
@@ -245,7 +278,7 @@ drop_pending (GstVaeBase *self)
     GST_DEBUG_OBJECT (self, "dropping %u pending frames", priv->filling->n);
   g_clear_pointer (&priv->filling, batch_free);
   while ((b = g_queue_pop_head (&priv->inflight))) {
-    VaeBatch *vb = vae_engine_wait (priv->engine);
+    VaeBatch *vb = b->ran ? &b->vb : vae_engine_wait (priv->engine);
     if (vb)
       g_clear_error (&vb->error);
     batch_free (b);
@@ -343,12 +376,35 @@ gst_vae_base_get_shift_property (GstVaeBase *base)
   return v;
 }
 
+/* Wipes and frees a string holding a secret. */
+static void
+free_secret (char **secret)
+{
+  if (*secret) {
+    memset (*secret, 0, strlen (*secret));
+    g_clear_pointer (secret, g_free);
+  }
+}
+
+static VaePrecision
+precision_for_engine (GstVaePrecision p)
+{
+  switch (p) {
+    case GST_VAE_PRECISION_F32: return VAE_PRECISION_F32;
+    case GST_VAE_PRECISION_BF16: return VAE_PRECISION_BF16;
+    case GST_VAE_PRECISION_F16: return VAE_PRECISION_F16;
+    case GST_VAE_PRECISION_AUTO:
+    default: return VAE_PRECISION_AUTO;
+  }
+}
+
 gboolean
 gst_vae_base_ensure_engine (GstVaeBase *base)
 {
   GstVaeBasePrivate *priv = PRIV (base);
   VaeEngineOptions eo = VAE_ENGINE_OPTIONS_INIT;
   g_autofree char *endpoint = NULL;
+  char *token = NULL;
   GstVaeBackend backend;
   GError *err = NULL;
 
@@ -363,10 +419,20 @@ gst_vae_base_ensure_engine (GstVaeBase *base)
   backend = priv->backend;
   eo.threads = priv->threads;
   eo.device_id = priv->device_id;
+  eo.precision = precision_for_engine (priv->precision);
   endpoint = g_strdup (priv->endpoint);
+  token = g_strdup (priv->token);
+  if (priv->timeout_set)
+    eo.timeout_ms = (int) MAX (lrint (priv->timeout * 1000.0), 1);
+  if (priv->retries_set)
+    eo.retries = priv->retries > 0 ? (int) priv->retries : -1;   /* -1: none */
   GST_OBJECT_UNLOCK (base);
   eo.endpoint = endpoint;
+  eo.token = token;
+  if (GST_VAE_BASE_GET_CLASS (base)->engine_options)
+    GST_VAE_BASE_GET_CLASS (base)->engine_options (base, &eo);
   priv->engine = vae_engine_new (gst_vae_backend_nick (backend), priv->model, &eo, &err);
+  free_secret (&token);
   if (!priv->engine) {
     GST_ELEMENT_ERROR (base, RESOURCE, FAILED,
         ("Could not open the '%s' engine.", gst_vae_backend_nick (backend)),
@@ -406,6 +472,18 @@ load_model (GstVaeBase *self)
     g_clear_error (&err);
     return FALSE;
   }
+  GST_OBJECT_LOCK (self);
+  GstVaeBackend backend = priv->backend;
+  GST_OBJECT_UNLOCK (self);
+  if (priv->model->config_only && backend != GST_VAE_BACKEND_REMOTE) {
+    /* Say it now rather than when the engine opens at the first caps. */
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS,
+        ("Model '%s' is a preset: only backend=remote can use it.", path),
+        ("a preset has the public model's channels and factors but no weights; "
+         "backend '%s' needs a model folder or file", gst_vae_backend_nick (backend)));
+    g_clear_pointer (&priv->model, vae_model_free);
+    return FALSE;
+  }
   GST_INFO_OBJECT (self, "loaded model '%s' (%s, %d latent channels, factor %d)",
                    priv->model->name, vae_family_name (priv->model->family),
                    priv->model->latent_channels, priv->model->spatial_factor);
@@ -435,6 +513,36 @@ effective_batch_size (GstVaeBase *self)
   return MAX (bs, 1);
 }
 
+/* tile-size / tile-overlap for a new frame geometry: whether batches run
+ * in tiles.  FALSE with an element error for values the model refuses. */
+static gboolean
+configure_tiles (GstVaeBase *self, const GstVaeFrameGeometry *geom)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  VaeTileGrid grid;
+  GError *err = NULL;
+  guint tile, overlap;
+
+  GST_OBJECT_LOCK (self);
+  tile = priv->tile_size;
+  overlap = priv->tile_overlap;
+  GST_OBJECT_UNLOCK (self);
+  if (!vae_tile_grid (priv->model, geom->direction, geom->h, geom->w, (int) tile,
+                      (int) overlap, &grid, &err)) {
+    GST_ELEMENT_ERROR (self, RESOURCE, SETTINGS, ("Invalid tile-size or tile-overlap."),
+                       ("%s", err->message));
+    g_clear_error (&err);
+    return FALSE;
+  }
+  priv->tile = (int) tile;
+  priv->overlap = (int) overlap;
+  priv->tiled = grid.tiles_y * grid.tiles_x > 1;
+  if (priv->tiled)
+    GST_INFO_OBJECT (self, "frames run in %dx%d tiles of %dx%d engine input",
+                     grid.tiles_x, grid.tiles_y, grid.tile_w, grid.tile_h);
+  return TRUE;
+}
+
 static gboolean
 handle_caps (GstVaeBase *self, GstCaps *caps)
 {
@@ -453,6 +561,8 @@ handle_caps (GstVaeBase *self, GstCaps *caps)
   if (!klass->set_caps (self, caps, &geom))
     return FALSE;
   if (!gst_vae_base_ensure_engine (self))
+    return FALSE;
+  if (!configure_tiles (self, &geom))
     return FALSE;
   priv->caps_failed = FALSE;
   priv->geom = geom;
@@ -760,6 +870,21 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
       break;
     case PROP_SCALING_FACTOR: priv->scaling_factor = g_value_get_double (value); break;
     case PROP_SHIFT_FACTOR: priv->shift_factor = g_value_get_double (value); break;
+    case PROP_TILE_SIZE: priv->tile_size = g_value_get_uint (value); break;
+    case PROP_TILE_OVERLAP: priv->tile_overlap = g_value_get_uint (value); break;
+    case PROP_TOKEN:
+      free_secret (&priv->token);
+      priv->token = g_value_dup_string (value);
+      break;
+    case PROP_TIMEOUT:
+      priv->timeout = g_value_get_double (value);
+      priv->timeout_set = TRUE;
+      break;
+    case PROP_RETRIES:
+      priv->retries = g_value_get_uint (value);
+      priv->retries_set = TRUE;
+      break;
+    case PROP_PRECISION: priv->precision = g_value_get_enum (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (object);
@@ -782,6 +907,11 @@ gst_vae_base_get_property (GObject *object, guint prop_id, GValue *value, GParam
     case PROP_ENDPOINT: g_value_set_string (value, priv->endpoint); break;
     case PROP_SCALING_FACTOR: g_value_set_double (value, priv->scaling_factor); break;
     case PROP_SHIFT_FACTOR: g_value_set_double (value, priv->shift_factor); break;
+    case PROP_TILE_SIZE: g_value_set_uint (value, priv->tile_size); break;
+    case PROP_TILE_OVERLAP: g_value_set_uint (value, priv->tile_overlap); break;
+    case PROP_TIMEOUT: g_value_set_double (value, priv->timeout); break;
+    case PROP_RETRIES: g_value_set_uint (value, priv->retries); break;
+    case PROP_PRECISION: g_value_set_enum (value, priv->precision); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (object);
@@ -798,6 +928,7 @@ gst_vae_base_finalize (GObject *object)
   g_clear_pointer (&priv->model, vae_model_free);
   g_free (priv->model_path);
   g_free (priv->endpoint);
+  free_secret (&priv->token);
   g_mutex_clear (&priv->lock);
   g_cond_clear (&priv->cond);
   G_OBJECT_CLASS (gst_vae_base_parent_class)->finalize (object);
@@ -847,6 +978,11 @@ gst_vae_base_init (GstVaeBase *self)
   priv->endpoint = g_strdup (DEFAULT_ENDPOINT);
   priv->scaling_factor = DEFAULT_SCALING_FACTOR;
   priv->shift_factor = DEFAULT_SHIFT_FACTOR;
+  priv->tile_size = DEFAULT_TILE_SIZE;
+  priv->tile_overlap = DEFAULT_TILE_OVERLAP;
+  priv->timeout = DEFAULT_TIMEOUT;
+  priv->retries = DEFAULT_RETRIES;
+  priv->precision = DEFAULT_PRECISION;
   priv->timer_flow = GST_FLOW_OK;
 }
 
@@ -873,7 +1009,8 @@ gst_vae_base_class_init (GstVaeBaseClass *klass)
   g_object_class_install_property (gobject_class, PROP_MODEL,
       g_param_spec_string ("model", "Model",
           "Model path: a diffusers folder, a single LDM safetensors file, or a TAESD "
-          "file or folder (loaded when the element starts)",
+          "file or folder (loaded when the element starts); with backend=remote also "
+          "a preset: sd, sdxl, sd3 or flux (the public models' channels and factors)",
           DEFAULT_MODEL, rw | GST_PARAM_MUTABLE_READY));
   g_object_class_install_property (gobject_class, PROP_BATCH_SIZE,
       g_param_spec_uint ("batch-size", "Batch size",
@@ -912,7 +1049,43 @@ gst_vae_base_class_init (GstVaeBaseClass *klass)
       "then the model)", -G_MAXDOUBLE, G_MAXDOUBLE, 0.0, rw | GST_PARAM_MUTABLE_READY);
   G_PARAM_SPEC_DOUBLE (shift)->default_value = DEFAULT_SHIFT_FACTOR;
   g_object_class_install_property (gobject_class, PROP_SHIFT_FACTOR, shift);
+  g_object_class_install_property (gobject_class, PROP_TILE_SIZE,
+      g_param_spec_uint ("tile-size", "Tile size",
+          "Run frames larger than this many pixels (either side) in overlapping "
+          "tiles of this size, blended (0 = never tile); a multiple of the model's "
+          "spatial factor.  Bounds memory for large frames; models with GroupNorm "
+          "(AutoencoderKL, TAEF2) normalise each tile on its own, so tiled output "
+          "differs from untiled: use tiles as large as memory allows",
+          0, 65536, DEFAULT_TILE_SIZE, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_TILE_OVERLAP,
+      g_param_spec_uint ("tile-overlap", "Tile overlap",
+          "Least overlap of neighbouring tiles in pixels, blended linearly (used "
+          "with tile-size; a multiple of the spatial factor, smaller than tile-size)",
+          0, 65536, DEFAULT_TILE_OVERLAP, rw | GST_PARAM_MUTABLE_READY));
+  /* Write-only: a token must not be readable, printed or logged. */
+  g_object_class_install_property (gobject_class, PROP_TOKEN,
+      g_param_spec_string ("token", "Token",
+          "Bearer token for the remote backend (Authorization: Bearer ...); "
+          "unset: the HF_TOKEN environment variable.  Write-only",
+          NULL, G_PARAM_WRITABLE | G_PARAM_STATIC_STRINGS | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_TIMEOUT,
+      g_param_spec_double ("timeout", "Timeout",
+          "Seconds a remote request may take before it is retried or fails "
+          "(unset: VAE_REMOTE_TIMEOUT_MS from the environment when given)",
+          0.001, 3600.0, DEFAULT_TIMEOUT, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_RETRIES,
+      g_param_spec_uint ("retries", "Retries",
+          "Retries of a remote request after connection errors, timeouts, 429, 502, "
+          "503 and 504, with exponential backoff (unset: VAE_REMOTE_RETRIES from the "
+          "environment when given)", 0, 100, DEFAULT_RETRIES,
+          rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_PRECISION,
+      g_param_spec_enum ("precision", "Precision",
+          "Activation precision of the engine (engines refuse what they cannot do; "
+          "the remote backend leaves it to the server)",
+          GST_TYPE_VAE_PRECISION, DEFAULT_PRECISION, rw | GST_PARAM_MUTABLE_READY));
 
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_BASE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_BACKEND, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_VAE_PRECISION, 0);
 }

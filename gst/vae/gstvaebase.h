@@ -1,7 +1,7 @@
 /* gst-vae: GstVaeBase, the abstract base of vaeencode and vaedecode.
  *
  * One sink and one src pad.  The base holds what both elements share: the
- * properties (backend, model, batching, engine options, factors), the model
+ * properties (backend, model, batching, engine options, factors, tiles), the model
  * (loaded on READY->PAUSED) and the engine (opened when caps are first
  * known), and the streaming: frames are converted into their slot of the
  * pending batch, the batch runs through the engine when full (or on EOS,
@@ -47,6 +47,9 @@ struct _GstVaeBaseClass {
   void (*reset) (GstVaeBase *base);
   /* PAUSED->READY: free per-stream state. Optional. */
   void (*stop) (GstVaeBase *base);
+  /* Adds the subclass's engine settings (e.g. vaeencode's remote-input) to
+   * OPTIONS before the engine opens. Optional. */
+  void (*engine_options) (GstVaeBase *base, VaeEngineOptions *options);
 };
 
 /* The loaded model (valid from READY->PAUSED to PAUSED->READY). */

@@ -15,6 +15,21 @@
  * set, else from the caps, else from the model.  Every latent buffer gives one
  * frame with the same timestamps, whatever the batch size.
  *
+ * With `backend=remote` the latents go to a Hybrid Inference server at
+ * `endpoint` as diffusion-space float32 latents with the model's
+ * `scaling_factor`/`shift_factor`, `output_type=pt` and
+ * `partial_postprocess=True`: the server unscales them, decodes and answers
+ * 8-bit frames, which come out unchanged.  `model` may be a preset (`sd`,
+ * `sdxl`, `sd3`, `flux`); `token`, `timeout` and `retries` work as on
+ * vaeencode.
+ *
+ * With `tile-size` set, frames larger than that many pixels on either side
+ * are decoded in overlapping tiles (at least `tile-overlap` pixels, default
+ * 64) whose pixels are blended linearly, so that memory follows the tile,
+ * not the frame.  Models with GroupNorm (AutoencoderKL, TAEF2) normalise
+ * each tile on its own, so tiled frames are close to, not equal to, untiled
+ * ones; choose tiles as large as memory allows.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 videotestsrc num-buffers=30 ! vaeencode model=/path/to/taef2 ! vaedecode model=/path/to/taef2 ! videoconvert ! autovideosink
@@ -24,6 +39,10 @@
  * gst-launch-1.0 filesrc location=z.safetensors ! safetensorsdemux ! vaedecode model=/path/to/taef2 ! videoconvert ! pngenc ! filesink location=out.png
  * ]|
  * Decodes stored latents to a picture.
+ * |[
+ * gst-launch-1.0 filesrc location=z.safetensors ! safetensorsdemux ! vaedecode model=sd backend=remote endpoint=http://127.0.0.1:8000/decode ! videoconvert ! pngenc ! filesink location=out.png
+ * ]|
+ * The same on a vae-server, with the SD preset.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -91,7 +110,7 @@ gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
     g_clear_error (&err);
     return FALSE;
   }
-  if (!model->decoder) {
+  if (!vae_model_has_half (model, FALSE)) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("Model '%s' has no decoder.", model->name),
         ("%s holds only an encoder; give vaedecode a model with a decoder", model->path));

@@ -13,11 +13,34 @@
  * column.  Every input frame gives one buffer of latents with the same
  * timestamps, whatever the batch size.
  *
+ * With `tile-size` set, frames larger than that many pixels on either side
+ * are encoded in overlapping tiles (at least `tile-overlap` pixels, default
+ * 64) whose encoder outputs (mean and logvar) are blended linearly before
+ * the latent mode is applied; memory then follows the tile, not the frame.
+ * Models with GroupNorm (AutoencoderKL, TAEF2) normalise each tile on its
+ * own, so tiled latents are close to, not equal to, untiled ones.
+ *
  * The output follows NNStreamer's tensor caps
  * (`other/tensors,format=static,num_tensors=1,types=float32,dimensions=W:H:C:1`)
  * plus `model`, `scaling-factor`, `shift-factor`, `spatial-factor` and the
  * source `width`/`height`.  Latents are diffusion-space by default:
  * `(mean - shift) * scaling`.
+ *
+ * With `backend=remote` the frames go to a Hugging Face Hybrid Inference
+ * server (such as this project's vae-server) at `endpoint` (several URLs,
+ * comma-separated, share the load), `batch-size` frames a request and up to
+ * `max-inflight` requests at once.  `remote-input` says what is sent:
+ * `uint8` (default, a raw [B,3,H,W] tensor of the 8-bit pixels), `float16`
+ * (a raw [B,3,H,W] tensor in [-1,1]) or `png` (one PNG per frame, one
+ * request each, sent concurrently).  The server returns the distribution's
+ * mode (remote encode never samples).  `model` may then also be a preset,
+ * `sd`, `sdxl`, `sd3` or `flux`: the public model's channels and factors,
+ * no weights.  `token` (write-only; default: the `HF_TOKEN` environment
+ * variable) goes out as `Authorization: Bearer`, and is never printed;
+ * `timeout` (seconds per request, default 60) and `retries` (default 3,
+ * with exponential backoff, for connection errors, timeouts, 429, 502, 503
+ * and 504) bound each request; left unset they come from
+ * `VAE_REMOTE_TIMEOUT_MS` and `VAE_REMOTE_RETRIES` when those are set.
  *
  * ## Example launch line
  * |[
@@ -28,6 +51,11 @@
  * gst-launch-1.0 filesrc location=in.png ! pngdec ! vaeencode model=/path/to/taef2 ! safetensorsmux ! filesink location=z.safetensors
  * ]|
  * Writes the latents of a picture to a safetensors file.
+ * |[
+ * gst-launch-1.0 videotestsrc num-buffers=32 ! video/x-raw,width=256,height=256 ! vaeencode model=sd backend=remote endpoint=http://127.0.0.1:8000/encode batch-size=8 max-inflight=4 ! fakesink
+ * ]|
+ * Encodes on a vae-server (`vae-server --model /path/to/sd-vae --port 8000`)
+ * with the SD preset: 8 frames a request, 4 requests in flight.
  */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
@@ -47,12 +75,14 @@ GST_DEBUG_CATEGORY_STATIC (gst_vae_encode_debug);
 #define DEFAULT_LATENT_MODE GST_VAE_LATENT_MODE_MODE
 #define DEFAULT_SEED 0
 #define DEFAULT_LATENT_DTYPE GST_VAE_LATENT_DTYPE_FLOAT32
+#define DEFAULT_REMOTE_INPUT GST_VAE_REMOTE_INPUT_UINT8
 
 enum {
   PROP_0,
   PROP_LATENT_MODE,
   PROP_SEED,
   PROP_LATENT_DTYPE,
+  PROP_REMOTE_INPUT,
 };
 
 struct _GstVaeEncode {
@@ -62,6 +92,7 @@ struct _GstVaeEncode {
   GstVaeLatentMode latent_mode;
   guint64 seed;
   GstVaeLatentDType latent_dtype;
+  GstVaeRemoteInput remote_input;
 
   /* Stream state (stream lock). */
   GstVaeLatentMode mode;       /* as configured at caps time */
@@ -109,7 +140,7 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
                        ("could not parse %" GST_PTR_FORMAT, caps));
     return FALSE;
   }
-  if (!model->encoder) {
+  if (!vae_model_has_half (model, TRUE)) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("Model '%s' has no encoder.", model->name),
         ("%s holds only a decoder; give vaeencode a model with an encoder", model->path));
@@ -295,6 +326,20 @@ gst_vae_encode_reset (GstVaeBase *base)
 }
 
 static void
+gst_vae_encode_engine_options (GstVaeBase *base, VaeEngineOptions *options)
+{
+  GstVaeEncode *self = GST_VAE_ENCODE (base);
+  GstVaeRemoteInput input;
+
+  GST_OBJECT_LOCK (self);
+  input = self->remote_input;
+  GST_OBJECT_UNLOCK (self);
+  options->remote_input = input == GST_VAE_REMOTE_INPUT_FLOAT16 ? VAE_REMOTE_INPUT_FLOAT16
+                          : input == GST_VAE_REMOTE_INPUT_PNG ? VAE_REMOTE_INPUT_PNG
+                                                              : VAE_REMOTE_INPUT_UINT8;
+}
+
+static void
 gst_vae_encode_stop (GstVaeBase *base)
 {
   GstVaeEncode *self = GST_VAE_ENCODE (base);
@@ -313,6 +358,7 @@ gst_vae_encode_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_LATENT_MODE: self->latent_mode = g_value_get_enum (value); break;
     case PROP_SEED: self->seed = g_value_get_uint64 (value); break;
     case PROP_LATENT_DTYPE: self->latent_dtype = g_value_get_enum (value); break;
+    case PROP_REMOTE_INPUT: self->remote_input = g_value_get_enum (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -329,6 +375,7 @@ gst_vae_encode_get_property (GObject *object, guint prop_id, GValue *value,
     case PROP_LATENT_MODE: g_value_set_enum (value, self->latent_mode); break;
     case PROP_SEED: g_value_set_uint64 (value, self->seed); break;
     case PROP_LATENT_DTYPE: g_value_set_enum (value, self->latent_dtype); break;
+    case PROP_REMOTE_INPUT: g_value_set_enum (value, self->remote_input); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -349,6 +396,7 @@ gst_vae_encode_init (GstVaeEncode *self)
   self->latent_mode = DEFAULT_LATENT_MODE;
   self->seed = DEFAULT_SEED;
   self->latent_dtype = DEFAULT_LATENT_DTYPE;
+  self->remote_input = DEFAULT_REMOTE_INPUT;
 }
 
 static void
@@ -377,6 +425,11 @@ gst_vae_encode_class_init (GstVaeEncodeClass *klass)
   g_object_class_install_property (gobject_class, PROP_LATENT_DTYPE,
       g_param_spec_enum ("latent-dtype", "Latent dtype", "Element type of the latents",
           GST_TYPE_VAE_LATENT_DTYPE, DEFAULT_LATENT_DTYPE, rw));
+  g_object_class_install_property (gobject_class, PROP_REMOTE_INPUT,
+      g_param_spec_enum ("remote-input", "Remote input",
+          "What backend=remote sends: a raw uint8 tensor per batch, a raw float16 "
+          "tensor in [-1,1] per batch, or one PNG per frame (one request each)",
+          GST_TYPE_VAE_REMOTE_INPUT, DEFAULT_REMOTE_INPUT, rw));
 
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
@@ -391,7 +444,9 @@ gst_vae_encode_class_init (GstVaeEncodeClass *klass)
   base_class->make_output = gst_vae_encode_make_output;
   base_class->reset = gst_vae_encode_reset;
   base_class->stop = gst_vae_encode_stop;
+  base_class->engine_options = gst_vae_encode_engine_options;
 
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_MODE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_DTYPE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_VAE_REMOTE_INPUT, 0);
 }

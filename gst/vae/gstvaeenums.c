@@ -65,3 +65,43 @@ gst_vae_latent_dtype_get_type (void)
   }
   return (GType) type;
 }
+
+GType
+gst_vae_precision_get_type (void)
+{
+  static gsize type = 0;
+  static const GEnumValue values[] = {
+    { GST_VAE_PRECISION_AUTO, "The engine's default (float32 on cpu, float16 on cuda)",
+      "auto" },
+    { GST_VAE_PRECISION_F32, "float32", "f32" },
+    { GST_VAE_PRECISION_BF16, "bfloat16 (float32 accumulation)", "bf16" },
+    { GST_VAE_PRECISION_F16, "float16 (float32 accumulation)", "f16" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstVaePrecision", values);
+    g_once_init_leave (&type, t);
+  }
+  return (GType) type;
+}
+
+GType
+gst_vae_remote_input_get_type (void)
+{
+  static gsize type = 0;
+  static const GEnumValue values[] = {
+    { GST_VAE_REMOTE_INPUT_UINT8, "A raw uint8 [B,3,H,W] tensor per batch (exact pixels)",
+      "uint8" },
+    { GST_VAE_REMOTE_INPUT_FLOAT16, "A raw float16 [B,3,H,W] tensor in [-1,1] per batch",
+      "float16" },
+    { GST_VAE_REMOTE_INPUT_PNG,
+      "One PNG per frame, one request each, sent concurrently (servers that take only images)",
+      "png" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstVaeRemoteInput", values);
+    g_once_init_leave (&type, t);
+  }
+  return (GType) type;
+}

@@ -24,6 +24,16 @@ Conventions of `VaePeer.encode` / `decode` follow the reference files in
 CLI (same shape as `vae-tool bench`; last stdout line is median_s=<s>):
   torch_vae.py bench --model PATH --op encode|decode --width W --height H
                [--batch 1] [--runs 3] [--threads 2]
+
+GPU mode (additive; the CPU defaults above are unchanged): `--device cuda
+--dtype float16 --channels-last` moves the model and input there, runs the
+mid-block attention the way diffusers' AttnProcessor2_0 does on torch 2.x
+(F.scaled_dot_product_attention, heads=1), times each run with CUDA events
+after the warm-up and prints `peak_mib=` (torch.cuda.max_memory_allocated,
+reset before the case) and `device_ms=` (median per batch) before median_s.
+`--cudnn-benchmark` sets torch.backends.cudnn.benchmark=True (default: left
+at PyTorch's default, False). tests/bench/torch_gpu_bench.py runs many cases
+in one process with these functions (bench_device).
 """
 import argparse
 import glob
@@ -182,6 +192,8 @@ class Attention(nn.Module):
         self.to_v = nn.Linear(channels, channels, bias=True)
         self.to_out = nn.ModuleList([nn.Linear(channels, channels, bias=True), nn.Dropout(0.0)])
         self.rescale_output_factor = 1.0
+        # GPU mode (use_sdpa_attention): run as AttnProcessor2_0 does.
+        self.use_sdpa = False
 
     def head_to_batch_dim(self, tensor):
         b, s, d = tensor.shape
@@ -204,7 +216,35 @@ class Attention(nn.Module):
         attention_probs = attention_scores.softmax(dim=-1)
         return attention_probs.to(query.dtype)
 
+    def forward_sdpa(self, hidden_states):
+        """diffusers AttnProcessor2_0 (torch >= 2.0) for this block: the same
+        group norm and linears, then F.scaled_dot_product_attention on
+        [B, heads, HW, C/heads] (default scale 1/sqrt(head_dim) == self.scale)."""
+        residual = hidden_states
+        batch_size, channel, height, width = hidden_states.shape
+        hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
+        hidden_states = self.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+        query = self.to_q(hidden_states)
+        key = self.to_k(hidden_states)
+        value = self.to_v(hidden_states)
+        inner_dim = key.shape[-1]
+        head_dim = inner_dim // self.heads
+        query = query.view(batch_size, -1, self.heads, head_dim).transpose(1, 2)
+        key = key.view(batch_size, -1, self.heads, head_dim).transpose(1, 2)
+        value = value.view(batch_size, -1, self.heads, head_dim).transpose(1, 2)
+        hidden_states = F.scaled_dot_product_attention(query, key, value, attn_mask=None,
+                                                       dropout_p=0.0, is_causal=False)
+        hidden_states = hidden_states.transpose(1, 2).reshape(batch_size, -1, self.heads * head_dim)
+        hidden_states = hidden_states.to(query.dtype)
+        hidden_states = self.to_out[0](hidden_states)
+        hidden_states = self.to_out[1](hidden_states)
+        hidden_states = hidden_states.transpose(-1, -2).reshape(batch_size, channel, height, width)
+        hidden_states = hidden_states + residual
+        return hidden_states / self.rescale_output_factor
+
     def forward(self, hidden_states):
+        if self.use_sdpa:
+            return self.forward_sdpa(hidden_states)
         residual = hidden_states
         batch_size, channel, height, width = hidden_states.shape
         hidden_states = hidden_states.view(batch_size, channel, height * width).transpose(1, 2)
@@ -678,6 +718,113 @@ def bench(model_path, op, width, height, batch, runs, threads, warmup=1, seed=0,
     return times
 
 
+# --------------------------------------------------------------------------
+# GPU mode (tests/device/run.sh): fp16, channels_last, SDPA attention,
+# CUDA-event timing and allocator peak. The CPU benchmark above is unchanged.
+# --------------------------------------------------------------------------
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def parse_dtype(name):
+    try:
+        return _DTYPES[name.lower()]
+    except KeyError:
+        raise ValueError(f"dtype {name!r} is not known (float32, float16, bfloat16)")
+
+
+def has_sdpa():
+    return hasattr(F, "scaled_dot_product_attention")
+
+
+def use_sdpa_attention(model, on=True):
+    """Switch every mid-block Attention to the AttnProcessor2_0 path; returns
+    how many were switched."""
+    n = 0
+    for m in model.modules():
+        if isinstance(m, Attention):
+            m.use_sdpa = on
+            n += 1
+    return n
+
+
+def to_device(model, device, dtype, channels_last=False, sdpa=False):
+    """The peer as diffusers users run it on a GPU: model.to(device, dtype),
+    optionally channels_last, attention through SDPA."""
+    model = model.to(device=device, dtype=dtype)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if sdpa:
+        use_sdpa_attention(model)
+    return model
+
+
+def make_input(model, op, width, height, batch, device, dtype, channels_last=False, seed=0):
+    """Random input like bench(): drawn on the CPU (same values everywhere),
+    then moved. Encode: images in the model's range; decode: N(0,1) latents."""
+    g = torch.Generator().manual_seed(seed)
+    if op == "encode":
+        x = torch.rand((batch, 3, height, width), generator=g)
+        if model.kind != "taesd":
+            x = x * 2 - 1
+    elif op == "decode":
+        x = torch.randn(latent_shape(model, batch, width, height), generator=g)
+    else:
+        raise ValueError(op)
+    x = x.to(device=device, dtype=dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def bench_device(model, op, width, height, batch, runs, warmup, device, dtype, channels_last=False, seed=0):
+    """Time model.encode/decode on DEVICE. On CUDA each run is timed with a
+    pair of CUDA events (ms, GPU time from the first launch to the end of the
+    last kernel), after `warmup` untimed runs; the allocator's peak is reset
+    before the case (weights and input count, as they are held), so
+    peak_mib = torch.cuda.max_memory_allocated over warm-up and timed runs.
+    Elsewhere (the dry run's CPU fallback) runs are timed with perf_counter.
+    Returns {'times_ms': [...], 'peak_mib': float|None, 'reserved_mib': ..., 'finite': bool}."""
+    cuda = torch.device(device).type == "cuda"
+    fn = model.encode if op == "encode" else model.decode
+    x = make_input(model, op, width, height, batch, device, dtype, channels_last, seed)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    times = []
+    y = None
+    with torch.inference_mode():
+        for _ in range(warmup):
+            y = None
+            y = fn(x)
+        if cuda:
+            torch.cuda.synchronize()
+        for _ in range(runs):
+            y = None  # do not hold the last output while computing the next
+            if cuda:
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                y = fn(x)
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                y = fn(x)
+                times.append((time.perf_counter() - t0) * 1e3)
+        finite = bool(torch.isfinite(y).all())
+    res = {"times_ms": times, "finite": finite, "peak_mib": None, "reserved_mib": None}
+    if cuda:
+        torch.cuda.synchronize()
+        res["peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
+        res["reserved_mib"] = torch.cuda.max_memory_reserved() / 2 ** 20
+    del x, y
+    return res
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -691,8 +838,35 @@ def main(argv=None):
     b.add_argument("--warmup", type=int, default=1)
     b.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS", "2") or 2))
     b.add_argument("--profile", action="store_true", help="after timing, print an op profile of one more run to stderr")
+    g = b.add_argument_group("GPU mode (any of these switches from the CPU benchmark to bench_device)")
+    g.add_argument("--device", default=None, help="e.g. cuda, cuda:1 (default: the CPU benchmark above)")
+    g.add_argument("--dtype", default=None, help="float32 (default), float16 or bfloat16")
+    g.add_argument("--channels-last", action="store_true", help="model and input in torch.channels_last")
+    g.add_argument("--no-sdpa", action="store_true",
+                   help="keep the torch 1.x AttnProcessor path (default in GPU mode: SDPA when torch has it)")
+    g.add_argument("--cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark=True (default: PyTorch's default, False)")
     a = ap.parse_args(argv)
-    if a.cmd == "bench":
+    if a.cmd == "bench" and (a.device or a.dtype or a.channels_last or a.cudnn_benchmark):
+        torch.set_num_threads(a.threads)
+        device = a.device or "cpu"
+        dtype = parse_dtype(a.dtype or "float32")
+        if a.cudnn_benchmark:
+            torch.backends.cudnn.benchmark = True
+        sdpa = has_sdpa() and not a.no_sdpa
+        model = to_device(load_vae(a.model), device, dtype, a.channels_last, sdpa)
+        r = bench_device(model, a.op, a.width, a.height, a.batch, a.runs, a.warmup, device, dtype, a.channels_last)
+        if not r["finite"]:
+            print("warning: non-finite output", file=sys.stderr)
+        med = statistics.median(r["times_ms"])
+        print("torch=%s device=%s dtype=%s channels_last=%d sdpa=%d cudnn_benchmark=%d runs_ms=%s" % (
+            torch.__version__, device, str(dtype).replace("torch.", ""), a.channels_last, sdpa,
+            torch.backends.cudnn.benchmark, ",".join("%.3f" % t for t in r["times_ms"])))
+        if r["peak_mib"] is not None:
+            print("peak_mib=%.1f" % r["peak_mib"])
+        print("device_ms=%.3f" % med)
+        print("median_s=%.6f" % (med / 1e3))
+    elif a.cmd == "bench":
         times = bench(a.model, a.op, a.width, a.height, a.batch, a.runs, a.threads, a.warmup, profile=a.profile)
         print("torch=%s threads=%d blas=[%s] runs_s=%s" % (torch.__version__, torch.get_num_threads(), torch_blas(),
                                                            ",".join("%.4f" % t for t in times)))

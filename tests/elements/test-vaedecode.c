@@ -398,6 +398,73 @@ test_missing_model (void)
   gst_object_unref (e);
 }
 
+/* tile-size: frames larger than a tile run in blended tiles (here 3x2
+ * tiles of 64 pixels); still one output per input with its timestamps,
+ * close to the untiled frames.  An overlap >= tile-size is refused at caps. */
+static void
+test_tiled (void)
+{
+  const int lw = 20, lh = 12, c = 32, w = lw * 8, hh = lh * 8;
+  const gsize frame = (gsize) w * hh * 3;
+  guint8 *first[2] = { NULL, NULL };
+
+  if (!have_testdata ())
+    return;
+  for (int run = 0; run < 2; run++) {
+    GstHarness *h = new_decoder ("taef2", run ? "batch-size=2 tile-size=64 tile-overlap=16"
+                                              : "batch-size=2");
+    set_latent_caps (h, "float32", lw, lh, c, w, hh, 1.0);
+    for (guint i = 0; i < 3; i++)
+      g_assert_cmpint (gst_harness_push (h, stamped (make_latents (c * lw * lh, (int) i), i)),
+                       ==, GST_FLOW_OK);
+    g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
+    g_assert_cmpuint (gst_harness_buffers_received (h), ==, 3);
+    for (guint i = 0; i < 3; i++) {
+      GstBuffer *out = gst_harness_pull (h);
+      gsize sz;
+      g_assert_cmpuint (GST_BUFFER_PTS (out), ==, i * 40 * GST_MSECOND);
+      g_assert_cmpuint (GST_BUFFER_OFFSET (out), ==, i);
+      guint8 *bytes = buffer_bytes (out, &sz);
+      g_assert_cmpuint (sz, ==, frame);
+      if (i == 0)
+        first[run] = bytes;
+      else
+        g_free (bytes);
+      gst_buffer_unref (out);
+    }
+    gst_harness_teardown (h);
+  }
+  double se = 0;
+  for (gsize i = 0; i < frame; i++)
+    se += ((double) first[0][i] - first[1][i]) * ((double) first[0][i] - first[1][i]);
+  double psnr = se > 0 ? 10 * log10 (255.0 * 255.0 * frame / se) : INFINITY;
+  g_test_message ("taef2 %dx%d, tiles of 64/16 vs untiled: PSNR %.1f dB", w, hh, psnr);
+  /* TAEF2's GroupNorm sees per-tile statistics: close, not equal. */
+  g_assert_cmpfloat (psnr, >=, 20.0);
+  g_free (first[0]);
+  g_free (first[1]);
+
+  GstHarness *h = new_decoder ("taef2", "tile-size=64 tile-overlap=64");
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (h->element, bus);
+  set_latent_caps (h, "float32", lw, lh, c, w, hh, 1.0);
+  g_assert_cmpint (gst_harness_push (h, make_latents (c * lw * lh, 0)), !=, GST_FLOW_OK);
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  g_assert_nonnull (msg);
+  GError *err = NULL;
+  char *dbg = NULL;
+  gst_message_parse_error (msg, &err, &dbg);
+  g_test_message ("error: %s (%s)", err->message, dbg);
+  g_assert_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
+  g_assert_nonnull (strstr (dbg, "smaller than the tile size"));
+  g_clear_error (&err);
+  g_free (dbg);
+  gst_message_unref (msg);
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (h);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -419,6 +486,7 @@ main (int argc, char **argv)
   g_test_add_func ("/vaedecode/odd-size-round-trip", test_odd_size_round_trip);
   g_test_add_func ("/vaedecode/reference-and-factors", test_reference_and_factors);
   g_test_add_func ("/vaedecode/missing-model", test_missing_model);
+  g_test_add_func ("/vaedecode/tiled", test_tiled);
   int ret = g_test_run ();
   g_free (testdata);
   return ret;

@@ -53,6 +53,10 @@ static const struct {
     "same weights as kl-sd-mini (see there)" },
 };
 
+/* The engine under test: VAE_GOLDEN_BACKEND (default cpu).  Its reduced
+ * precision is bf16 on the cpu and f16 on cuda. */
+static const char *backend = "cpu";
+
 typedef struct {
   char *label;        /* <model>/<image>_<W>x<H> */
   char *ref_path;
@@ -246,9 +250,10 @@ test_reference (gconstpointer data)
   }
   VaeEngineOptions options = VAE_ENGINE_OPTIONS_INIT;
   options.precision = gc->precision;
-  g_autoptr (VaeEngine) engine = vae_engine_new ("cpu", model, &options, &error);
+  g_autoptr (VaeEngine) engine = vae_engine_new (backend, model, &options, &error);
   if (!engine) {
-    g_test_fail_printf ("%s: cannot open the cpu engine: %s", gc->label, error->message);
+    g_test_fail_printf ("%s: cannot open the %s engine: %s", gc->label, backend,
+                        error->message);
     return;
   }
   if (!model->encoder || !model->decoder) {
@@ -419,6 +424,18 @@ int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  if (g_getenv ("VAE_GOLDEN_BACKEND") && *g_getenv ("VAE_GOLDEN_BACKEND"))
+    backend = g_getenv ("VAE_GOLDEN_BACKEND");
+  const gboolean gpu = g_str_equal (backend, "cuda");
+  const VaePrecision reduced = gpu ? VAE_PRECISION_F16 : VAE_PRECISION_BF16;
+  const char *reduced_name = gpu ? "f16" : "bf16";
+  g_test_message ("engine under test: %s (f32 and %s)", backend, reduced_name);
+  if (gpu && !vae_engine_backend_usable (backend)) {
+    /* Not a golden skip (no marker): the cpu run is the one CI requires;
+     * tests/device/run.sh runs this one on a GPU machine. */
+    g_printerr ("test-golden: backend %s is not built or has no GPU here: skipped\n", backend);
+    return 77;
+  }
 
   const char *testdata = g_getenv ("VAE_TESTDATA");
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference", NULL) : NULL;
@@ -473,17 +490,18 @@ main (int argc, char **argv)
   for (guint i = 0; i < n_f32; i++) {
     const GoldenCase *f32 = g_ptr_array_index (cases, i);
     GoldenCase *gc = g_new0 (GoldenCase, 1);
-    gc->label = g_strdup_printf ("%s [bf16]", f32->label);
+    gc->label = g_strdup_printf ("%s [%s]", f32->label, reduced_name);
     gc->ref_path = g_strdup (f32->ref_path);
     gc->model_path = g_strdup (f32->model_path);
-    gc->precision = VAE_PRECISION_BF16;
+    gc->precision = reduced;
     g_ptr_array_add (cases, gc);
   }
   for (guint i = 0; i < cases->len; i++) {
     GoldenCase *gc = g_ptr_array_index (cases, i);
-    g_autofree char *path = g_strdup_printf (i < n_f32 ? "/golden/%s" : "/golden-bf16/%s",
-                                             gc->label);
-    /* The bf16 label carries " [bf16]" for messages, not for the path. */
+    g_autofree char *path = i < n_f32
+        ? g_strdup_printf ("/golden/%s", gc->label)
+        : g_strdup_printf ("/golden-%s/%s", reduced_name, gc->label);
+    /* The reduced label carries " [bf16]" for messages, not for the path. */
     char *space = strchr (path, ' ');
     if (space)
       *space = '\0';

@@ -3,11 +3,14 @@
 
 Speaks the wire protocol (../shared/docs/hybrid-inference-protocol.md) with a
 fake transformation instead of a model:
-  encode: uint8 [B,3,H,W] -> float32 [B,C,H/f,W/f]: each f x f block averaged,
-          mapped to [-1,1] (v/127.5 - 1), latent channel c = pixel channel c % 3,
-          then (v - shift_factor) * scaling_factor.
-  decode: float32 [B,C,h,w] -> float32 [B,3,h*f,w*f]: nearest upsampling,
-          pixel channel c = latent channel c % C, of latent/scaling + shift.
+  encode: uint8 [B,3,H,W] (or float16 in [-1,1], read as (v+1)*127.5) ->
+          float32 [B,C,H/f,W/f]: each f x f block averaged, mapped to [-1,1]
+          (v/127.5 - 1), latent channel c = pixel channel c % 3, then
+          (v - shift_factor) * scaling_factor.
+  decode: float32 [B,C,h,w] with output_type=pt, partial_postprocess=True
+          and both factors -> uint8 [B,h*f,w*f,3] (NHWC): nearest upsampling,
+          pixel channel c = latent channel c % C, of v = latent/scaling + shift
+          as round(clamp((v+1)/2, 0, 1) * 255) (half to even).
 A request with `output_type` in its query is a decode, else an encode.
 
 The path picks a behaviour (fault injection):
@@ -28,6 +31,7 @@ import array
 import json
 import os
 import random
+import struct
 import sys
 import threading
 import time
@@ -69,16 +73,16 @@ def decode(lat, shape, scale, shift):
     b, C, h, w = shape
     f = ARGS.factor
     H, W = h * f, w * f
-    out = array.array('f', bytes(4 * b * 3 * H * W))
+    out = bytearray(b * H * W * 3)
     for n in range(b):
         for c in range(3):
             src = (n * C + (c % C)) * h * w
-            o = (n * 3 + c) * H * W
             for y in range(H):
                 row = src + (y // f) * w
                 for x in range(W):
-                    out[o + y * W + x] = lat[row + x // f] / scale + shift
-    return out, [b, 3, H, W]
+                    v = lat[row + x // f] / scale + shift
+                    out[((n * H + y) * W + x) * 3 + c] = round(min(max((v + 1) / 2, 0.0), 1.0) * 255)
+    return out, [b, H, W, 3]
 
 
 CONNECTIONS = 0
@@ -147,26 +151,33 @@ class Handler(BaseHTTPRequestHandler):
         dtype = q['dtype'][0]
         scale = float(q.get('scaling_factor', ['1'])[0])
         shift = float(q.get('shift_factor', ['0'])[0])
+        odtype = 'float32'
         if 'output_type' in q:
             if dtype != 'float32':
                 return self.error(400, 'fake server: decode takes float32 only')
-            if q['output_type'][0] != 'pt' or q.get('partial_postprocess', ['False'])[0].lower() != 'false':
-                return self.error(400, 'fake server: only output_type=pt, partial_postprocess=False')
+            if q['output_type'][0] != 'pt' or q.get('partial_postprocess', ['False'])[0].lower() != 'true':
+                return self.error(400, 'fake server: only output_type=pt, partial_postprocess=True')
+            if 'scaling_factor' not in q or 'shift_factor' not in q:
+                return self.error(400, 'fake server: decode wants both factors')
+            odtype = 'uint8'
             lat = array.array('f')
             lat.frombytes(body)
             if len(shape) != 4 or len(lat) != shape[0] * shape[1] * shape[2] * shape[3]:
                 return self.error(400, 'cannot reshape body to %s' % shape)
             out, oshape = decode(lat, shape, scale, shift)
         else:
-            if dtype != 'uint8':
-                return self.error(400, 'fake server: encode takes uint8 only')
-            if len(shape) != 4 or shape[1] != 3 or len(body) != shape[0] * 3 * shape[2] * shape[3]:
+            if dtype not in ('uint8', 'float16'):
+                return self.error(400, 'fake server: encode takes uint8 or float16 only')
+            size = 1 if dtype == 'uint8' else 2
+            if len(shape) != 4 or shape[1] != 3 or len(body) != size * shape[0] * 3 * shape[2] * shape[3]:
                 return self.error(400, 'cannot reshape body to %s' % shape)
+            if dtype == 'float16':
+                body = [(v + 1.0) * 127.5 for v in struct.unpack('<%de' % (len(body) // 2), body)]
             out, oshape = encode(body, shape, scale, shift)
         if path == '/badshape':
             oshape = [oshape[0], oshape[1] + 1, oshape[2], oshape[3]]
-        self.reply(200, out.tobytes(),
-                   {'shape': json.dumps(oshape, separators=(',', ':')), 'dtype': 'float32'},
+        self.reply(200, bytes(out),
+                   {'shape': json.dumps(oshape, separators=(',', ':')), 'dtype': odtype},
                    ctype='tensor/binary')
 
 

@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "model.h"
+#include "safetensors.h"
 #include "vae-error.h"
 
 typedef struct {
@@ -85,9 +86,11 @@ open_engine (const VaeModel *m, const char *endpoint)
   return e;
 }
 
-/* What the fake server's encode gives, through the engine's conversions. */
+/* What the fake server's encode gives, through the engine's conversions:
+ * the pixels it sees are 0..255, from the uint8 body, or (F16) (v+1)*127.5
+ * of the float16 body's v in [-1,1]. */
 static void
-expect_encode (const VaeModel *m, const VaeBatch *b, float *exp)
+expect_encode (const VaeModel *m, const VaeBatch *b, gboolean f16, float *exp)
 {
   int f = m->spatial_factor, C = m->latent_channels;
   int oc = vae_engine_output_channels (m, VAE_DIRECTION_ENCODE);
@@ -104,6 +107,12 @@ expect_encode (const VaeModel *m, const VaeBatch *b, float *exp)
             for (int dy = 0; dy < f; dy++)
               for (int dx = 0; dx < f; dx++) {
                 float xx = (src[(y * f + dy) * b->w + x * f + dx] - lo) * inv;
+                if (f16) {
+                  float v = m->image_min == -1.0f ? src[(y * f + dy) * b->w + x * f + dx]
+                                                  : xx * 2.0f - 1.0f;
+                  s += ((double) vae_f16_to_f32 (vae_f32_to_f16 (v)) + 1.0) * 127.5;
+                  continue;
+                }
                 xx = xx < 0 ? 0 : xx > 1 ? 1 : xx;
                 s += (double) lrintf (xx * 255.0f);
               }
@@ -113,6 +122,8 @@ expect_encode (const VaeModel *m, const VaeBatch *b, float *exp)
         }
 }
 
+/* The fake server's uint8 frames (round((v+1)/2 * 255), half to even, of
+ * the latent v) mapped back to the model's range as the engine does. */
 static void
 expect_decode (const VaeModel *m, const VaeBatch *b, float *exp)
 {
@@ -122,9 +133,10 @@ expect_decode (const VaeModel *m, const VaeBatch *b, float *exp)
     for (int c = 0; c < 3; c++)
       for (int y = 0; y < H; y++)
         for (int x = 0; x < W; x++) {
-          float v = b->input[(((gsize) n * C + (c % C)) * b->h + y / f) * b->w + x / f];
+          double v = b->input[(((gsize) n * C + (c % C)) * b->h + y / f) * b->w + x / f];
+          float p = (float) rint (CLAMP ((v + 1.0) / 2.0, 0.0, 1.0) * 255.0);
           exp[(((gsize) n * 3 + c) * H + y) * W + x] =
-              m->image_min + (v + 1.0f) * 0.5f * (1.0f - m->image_min);
+              p / 255.0f * (1.0f - m->image_min) + m->image_min;
         }
 }
 
@@ -164,7 +176,7 @@ make_batch (const VaeModel *m, VaeDirection dir, int n, int h, int w, int tag, T
   t->batch.input = t->in;
   t->batch.output = t->out;
   if (dir == VAE_DIRECTION_ENCODE)
-    expect_encode (m, &t->batch, t->exp);
+    expect_encode (m, &t->batch, FALSE, t->exp);
   else
     expect_decode (m, &t->batch, t->exp);
 }
@@ -438,6 +450,134 @@ test_bad_endpoint (void)
   g_assert_null (strstr (err->message, "secret"));
 }
 
+/* remote_input=float16: one float16 [B,3,H,W] tensor in [-1,1] a batch. */
+static void
+test_encode_float16 (void)
+{
+  g_autoptr (VaeModel) m = load_model ("kl-sd-mini");
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/predict", s.port);
+  o.endpoint = url;
+  o.remote_input = VAE_REMOTE_INPUT_FLOAT16;
+  g_autoptr (GError) err = NULL;
+  VaeEngine *e = vae_engine_new ("remote", m, &o, &err);
+  g_assert_no_error (err);
+  TestBatch t;
+  make_batch (m, VAE_DIRECTION_ENCODE, 3, 16, 24, 5, &t);
+  expect_encode (m, &t.batch, TRUE, t.exp);
+  g_assert_true (vae_engine_run (e, &t.batch, &err));
+  check_batch (&t);
+  vae_engine_free (e);
+  free_batch (&t);
+  server_stop (&s);
+}
+
+/* The token, timeout and retries options win over the environment, and a
+ * refused token is not in the message. */
+static void
+test_options_over_env (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  Server s = { 0 };
+  server_start (&s, m);
+  g_autofree char *auth = g_strdup_printf ("http://127.0.0.1:%d/auth", s.port);
+  g_autofree char *slow = g_strdup_printf ("http://127.0.0.1:%d/slow", s.port);
+  VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
+  TestBatch t;
+  g_autoptr (GError) err = NULL;
+
+  g_setenv ("HF_TOKEN", "wrongtoken", TRUE);
+  o.endpoint = auth;
+  o.token = "sekrit";
+  VaeEngine *e = vae_engine_new ("remote", m, &o, &err);
+  g_assert_no_error (err);
+  g_assert_null (e->options.token);   /* not kept past open */
+  make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, 3, &t);
+  g_assert_true (vae_engine_run (e, &t.batch, &err));
+  check_batch (&t);
+  vae_engine_free (e);
+  free_batch (&t);
+
+  g_unsetenv ("HF_TOKEN");
+  o.token = "badtoken";
+  e = vae_engine_new ("remote", m, &o, &err);
+  make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, 3, &t);
+  g_assert_false (vae_engine_run (e, &t.batch, &err));
+  g_test_message ("error: %s", err->message);
+  g_assert_nonnull (strstr (err->message, "the token was refused"));
+  g_assert_null (strstr (err->message, "badtoken"));
+  g_clear_error (&err);
+  vae_engine_free (e);
+  free_batch (&t);
+
+  /* The environment says 20 s and 3 retries; the options 0.3 s, none. */
+  o.token = NULL;
+  o.endpoint = slow;
+  o.timeout_ms = 300;
+  o.retries = -1;
+  e = vae_engine_new ("remote", m, &o, &err);
+  make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, 3, &t);
+  gint64 t0 = g_get_monotonic_time ();
+  g_assert_false (vae_engine_run (e, &t.batch, &err));
+  g_test_message ("error after %.1f s: %s", (g_get_monotonic_time () - t0) / 1e6, err->message);
+  g_assert_nonnull (strstr (err->message, "after 1 attempt)"));
+  g_assert_cmpint (g_get_monotonic_time () - t0, <, 2 * G_USEC_PER_SEC);
+  vae_engine_free (e);
+  free_batch (&t);
+  server_stop (&s);
+}
+
+/* A preset (no weights) runs on the remote engine only. */
+static void
+test_preset (void)
+{
+  g_autoptr (GError) err = NULL;
+  g_autoptr (VaeModel) m = vae_model_load ("sd", NULL, &err);
+  g_assert_no_error (err);
+  g_assert_true (m->config_only);
+  g_assert_cmpint (m->latent_channels, ==, 4);
+  g_assert_cmpfloat (m->scaling_factor, ==, 0.18215);
+  g_autoptr (VaeModel) flux = vae_model_load ("flux", NULL, &err);
+  g_assert_no_error (err);
+  g_assert_cmpint (flux->latent_channels, ==, 16);
+  g_assert_cmpfloat (flux->shift_factor, ==, 0.1159);
+  g_assert_null (vae_model_load ("sd4", NULL, &err));
+  g_assert_nonnull (strstr (err->message, "sd, sdxl, sd3, flux"));
+  g_clear_error (&err);
+
+  VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
+  for (const char *const *b = vae_engine_backends (); *b; b++) {
+    if (g_str_equal (*b, "remote"))
+      continue;
+    g_assert_null (vae_engine_new (*b, m, &o, &err));
+    g_test_message ("%s: %s", *b, err->message);
+    g_assert_nonnull (strstr (err->message, "preset"));
+    g_assert_nonnull (strstr (err->message, "remote"));
+    g_clear_error (&err);
+  }
+
+  Server s = { 0 };
+  server_start (&s, m);
+  g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/delay", s.port);
+  VaeEngine *e = open_engine (m, url);
+  for (int d = 0; d < 2; d++) {
+    TestBatch t;
+    make_batch (m, d ? VAE_DIRECTION_DECODE : VAE_DIRECTION_ENCODE, 2,
+                d ? 2 : 16, d ? 3 : 24, d, &t);
+    g_assert_true (vae_engine_run (e, &t.batch, &err));
+    check_batch (&t);
+    free_batch (&t);
+  }
+  vae_engine_free (e);
+  server_stop (&s);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -458,5 +598,8 @@ main (int argc, char **argv)
   g_test_add_func ("/remote/keepalive", test_keepalive);
   g_test_add_func ("/remote/token", test_token);
   g_test_add_func ("/remote/timeout", test_timeout);
+  g_test_add_func ("/remote/encode-float16", test_encode_float16);
+  g_test_add_func ("/remote/options-over-env", test_options_over_env);
+  g_test_add_func ("/remote/preset", test_preset);
   return g_test_run ();
 }

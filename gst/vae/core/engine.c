@@ -29,6 +29,13 @@ find_backend (const char *backend)
   return NULL;
 }
 
+gboolean
+vae_engine_backend_usable (const char *backend)
+{
+  const VaeEngineVTable *vt = find_backend (backend);
+  return vt && vae_engine_registry_usable (vt);
+}
+
 VaeEngine *
 vae_engine_new (const char *backend, const VaeModel *model,
                 const VaeEngineOptions *options, GError **error)
@@ -54,13 +61,25 @@ vae_engine_new (const char *backend, const VaeModel *model,
     return NULL;
   }
 
+  if (model->config_only && !vt->takes_config_only) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "model '%s' is a preset (the public model's channels and factors, "
+                 "no weights) and only backend 'remote' can use it; backend '%s' "
+                 "needs a model folder or file", model->name, vt->name);
+    return NULL;
+  }
+
   VaeEngine *engine = g_malloc0 (vt->instance_size);
   engine->vt = vt;
   engine->model = model;
   engine->options = options ? *options : defaults;
   engine->endpoint = g_strdup (engine->options.endpoint);
   engine->options.endpoint = engine->endpoint;
-  if (!vt->open (engine, error)) {
+  gboolean ok = vt->open (engine, error);
+  /* Only open may read the token: the caller's string is not kept, so it
+   * cannot outlive the caller's copy or turn up anywhere later. */
+  engine->options.token = NULL;
+  if (!ok) {
     g_free (engine->endpoint);
     g_free (engine);
     return NULL;
@@ -87,9 +106,7 @@ vae_engine_name (const VaeEngine *engine)
 gboolean
 vae_engine_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
 {
-  const VaeGraph *graph = batch->direction == VAE_DIRECTION_ENCODE
-      ? engine->model->encoder : engine->model->decoder;
-  if (!graph) {
+  if (!vae_model_has_half (engine->model, batch->direction == VAE_DIRECTION_ENCODE)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                  "model '%s' has no %s", engine->model->name,
                  batch->direction == VAE_DIRECTION_ENCODE ? "encoder" : "decoder");
@@ -146,5 +163,12 @@ int
 vae_engine_output_channels (const VaeModel *model, VaeDirection direction)
 {
   const VaeGraph *g = direction == VAE_DIRECTION_ENCODE ? model->encoder : model->decoder;
-  return g ? vae_graph_channels (g, g->output) : 0;
+  if (g)
+    return vae_graph_channels (g, g->output);
+  if (!model->config_only)
+    return 0;
+  /* What the server's model gives: moments (2C) or C channels, or pixels. */
+  if (direction == VAE_DIRECTION_DECODE)
+    return model->image_channels;
+  return model->encoder_outputs_moments ? 2 * model->latent_channels : model->latent_channels;
 }

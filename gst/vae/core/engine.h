@@ -23,14 +23,31 @@ typedef enum {
   VAE_PRECISION_AUTO,
 } VaePrecision;
 
+/* What the remote engine puts on the wire for encode (the protocol takes
+ * a raw image tensor or one image file per request). */
+typedef enum {
+  VAE_REMOTE_INPUT_UINT8,   /* raw uint8 [B,3,H,W] in 0..255 */
+  VAE_REMOTE_INPUT_FLOAT16, /* raw float16 [B,3,H,W] in [-1,1] */
+  VAE_REMOTE_INPUT_PNG,     /* one PNG per frame, one request each */
+} VaeRemoteInput;
+
 typedef struct {
   int threads;              /* 0: the engine's default */
   VaePrecision precision;   /* engines refuse what they cannot do */
   int device_id;            /* GPU engines */
   const char *endpoint;     /* remote engine */
+  /* Remote engine.  The defaults leave each setting to the environment
+   * (HF_TOKEN, VAE_REMOTE_TIMEOUT_MS, VAE_REMOTE_RETRIES), then to the
+   * engine's own default. */
+  const char *token;        /* bearer token; NULL: HF_TOKEN.  Never printed. */
+  int timeout_ms;           /* per request; 0: default (60 s) */
+  int retries;              /* after the first attempt; 0: default (3);
+                             * negative: none (so that zeroed options keep
+                             * meaning "the defaults") */
+  VaeRemoteInput remote_input;   /* how encode sends frames */
 } VaeEngineOptions;
 
-#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_AUTO, 0, NULL }
+#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_AUTO, 0, NULL, NULL, 0, 0, VAE_REMOTE_INPUT_UINT8 }
 
 /* One batch of frames.  Both buffers are NCHW float32 and owned by the
  * caller, which keeps them alive until the batch comes back from wait.
@@ -69,6 +86,9 @@ typedef struct {
   void (*close) (VaeEngine *engine);
   /* Optional (NULL: nothing to say). */
   void (*stats) (VaeEngine *engine, VaeEngineStats *stats);
+  /* TRUE for engines that never run the graphs (remote): they take
+   * config_only models (presets). */
+  gboolean takes_config_only;
 } VaeEngineVTable;
 
 struct _VaeEngine {
@@ -80,6 +100,8 @@ struct _VaeEngine {
 
 /* Names of the engines this build has, NULL-terminated. */
 const char *const *vae_engine_backends (void);
+/* TRUE when BACKEND is built in and can run here (cuda: a GPU is present). */
+gboolean vae_engine_backend_usable (const char *backend);
 /* BACKEND: "cpu", "cuda", "remote" or "auto" (cuda when usable, else cpu). */
 VaeEngine *vae_engine_new (const char *backend, const VaeModel *model,
                            const VaeEngineOptions *options, GError **error);

@@ -79,6 +79,9 @@ typedef struct {
   gboolean clamp_index;
 } VaeTinySource;
 
+/* The preset called NAME (model-preset.c), or NULL when there is none. */
+VaeModel *vae_model_preset_new (const char *name);
+
 gboolean vae_model_build_tiny (VaeModel *model, const VaeTinySource *encoder,
                                const VaeTinySource *decoder, JsonObject *config,
                                const char *config_path, GError **error);

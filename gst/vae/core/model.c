@@ -550,7 +550,17 @@ vae_model_load (const char *path, const VaeModelOptions *options, GError **error
     return NULL;
   }
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_IO, "%s: no such file or folder", path);
+    /* A file or folder of that name wins over a preset. */
+    VaeModel *preset = vae_model_preset_new (path);
+    if (preset && !apply_options (preset, options, error)) {
+      vae_model_free (preset);
+      return NULL;
+    }
+    if (preset)
+      return preset;
+    g_set_error (error, VAE_ERROR, VAE_ERROR_IO,
+                 "%s: no such file or folder (nor a preset: %s)", path,
+                 vae_model_preset_names ());
     return NULL;
   }
 
@@ -602,6 +612,12 @@ vae_model_free (VaeModel *model)
   g_free (model->path);
   g_free (model->name);
   g_free (model);
+}
+
+gboolean
+vae_model_has_half (const VaeModel *model, gboolean encoder)
+{
+  return model->config_only || (encoder ? model->encoder : model->decoder) != NULL;
 }
 
 const char *

@@ -51,6 +51,11 @@ typedef struct {
   VaeGraph *encoder;           /* NULL when the files hold no encoder */
   VaeGraph *decoder;           /* NULL when the files hold no decoder */
   guint64 n_params;
+
+  /* A preset (sd, sdxl, sd3, flux): channels and factors only, no graphs;
+   * both halves exist on the server's side, so only an engine that does
+   * not run graphs (remote) can use it. */
+  gboolean config_only;
 } VaeModel;
 
 typedef struct {
@@ -62,10 +67,17 @@ typedef struct {
 
 /* PATH: a diffusers folder, a single LDM safetensors file (optionally with
  * the first_stage_model. prefix), a TAESD *_encoder or *_decoder file, or a
- * folder holding both.  OPTIONS may be NULL. */
+ * folder holding both; or, when no such file or folder exists, a preset
+ * name (see vae_model_preset_names) giving a config_only model.  OPTIONS
+ * may be NULL. */
 VaeModel *vae_model_load (const char *path, const VaeModelOptions *options,
                           GError **error);
 void vae_model_free (VaeModel *model);
+/* "sd, sdxl, sd3, flux", for messages. */
+const char *vae_model_preset_names (void);
+/* Whether MODEL has an encoder (DIRECTION encode) or a decoder: its graph,
+ * or the server's for a config_only model. */
+gboolean vae_model_has_half (const VaeModel *model, gboolean encoder);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeModel, vae_model_free)
 
 const char *vae_family_name (VaeFamily family);
