@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cuda-private.h"
+#include "cuda-profile.h"
 
 typedef struct {
   size_t size;
@@ -42,6 +43,7 @@ struct _CudaPlan {
   cudaEvent_t start, stop;
   cudaGraphExec_t exec;
   gboolean ran_once, no_graph;
+  CudaProfile *profile;              /* VAE_CUDA_PROFILE=1, else NULL */
 };
 
 static size_t
@@ -203,10 +205,13 @@ run_step (CudaCtx *ctx, const CudaPlan *plan, const Step *s, GError **error)
                                      ctx->stream), op->name, error))
         return FALSE;
       x = buf (plan, s->pad);
+      cuda_profile_mark (plan->profile, ctx->stream, CUDA_PROFILE_PAD);
     }
     if (!cuda_conv_run (ctx, &s->conv, x, s->p->weight, buf (plan, s->out), s->beta,
                         plan->scratch, error))
       return FALSE;
+    cuda_profile_mark (plan->profile, ctx->stream, op->kernel == 1 ? CUDA_PROFILE_CONV1X1
+                       : CUDA_PROFILE_CONV);
     if (s->p->bias || s->res >= 0 || op->act != VAE_ACT_NONE)
       return cuda_check (vae_cuda_bias_act (buf (plan, s->out), buf (plan, s->res),
                                             s->p->bias, ctx->dt, (size_t) n * s->oh * s->ow,
@@ -253,14 +258,18 @@ static gboolean
 run_device (CudaCtx *ctx, const CudaPlan *plan, GError **error)
 {
   const VaeGraph *g = plan->graph;
+  cuda_profile_begin (plan->profile);
   if (!cuda_check (vae_cuda_nchw_f32_to_nhwc (plan->in_f32, buf (plan, plan->in_buf),
                                               ctx->dt, plan->n, plan->in_c, plan->h,
                                               plan->w, cuda_stored_channels (plan->in_c),
                                               ctx->stream), "input conversion", error))
     return FALSE;
-  for (guint i = 0; i < plan->n_steps; i++)
+  cuda_profile_mark (plan->profile, ctx->stream, CUDA_PROFILE_LAYOUT);
+  for (guint i = 0; i < plan->n_steps; i++) {
     if (!run_step (ctx, plan, &plan->steps[i], error))
       return FALSE;
+    cuda_profile_mark (plan->profile, ctx->stream, cuda_profile_kind (plan->steps[i].op));
+  }
   return cuda_check (vae_cuda_nhwc_to_nchw_f32 (buf (plan, plan->out_buf), ctx->dt,
                                                 plan->out_f32, plan->n, plan->out_c,
                                                 plan->out_h, plan->out_w,
@@ -340,6 +349,15 @@ cuda_plan_new (CudaCtx *ctx, const CudaWeights *weights, int n, int h, int w,
     goto fail;
   const char *graphs = g_getenv ("VAE_CUDA_GRAPH");
   plan->no_graph = graphs && g_str_equal (graphs, "0");
+  plan->profile = cuda_profile_new (g_getenv ("VAE_CUDA_PROFILE"), 4 * plan->n_steps + 8);
+  size_t pool_bytes = 0;
+  for (guint i = 0; i < plan->pool->len; i++)
+    pool_bytes += g_array_index (plan->pool, PoolBuffer, i).size;
+  g_debug ("cuda: plan for batch %d of %dx%d: %u activation buffers, %.1f MiB; "
+           "workspace %.1f MiB; %.1f MiB held in all", n, w, h, plan->pool->len,
+           pool_bytes / 1048576.0, need / 1048576.0, ctx->bytes_now / 1048576.0);
+  if (plan->profile)
+    plan->no_graph = TRUE;   /* ops are timed one by one */
   return plan;
 
 fail:
@@ -364,6 +382,7 @@ capture (CudaCtx *ctx, CudaPlan *plan)
   if (ok && e == cudaSuccess && graph
       && cudaGraphInstantiate (&plan->exec, graph, 0) == cudaSuccess) {
     cudaGraphDestroy (graph);
+    g_debug ("cuda: batch %d of %dx%d captured as a CUDA graph", plan->n, plan->w, plan->h);
     return;
   }
   if (graph)
@@ -404,6 +423,7 @@ cuda_plan_run (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
   float ms = 0;
   cudaEventElapsedTime (&ms, plan->start, plan->stop);
   *device_ms = ms;
+  cuda_profile_collect (plan->profile, plan->start, plan->stop);
   plan->ran_once = TRUE;
   return TRUE;
 }
@@ -415,6 +435,8 @@ cuda_plan_free (CudaCtx *ctx, CudaPlan *plan)
     return;
   if (plan->exec)
     cudaGraphExecDestroy (plan->exec);
+  cuda_profile_report (plan->profile, plan->n, plan->h, plan->w);
+  cuda_profile_free (plan->profile);
   if (plan->start)
     cudaEventDestroy (plan->start);
   if (plan->stop)

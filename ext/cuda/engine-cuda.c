@@ -265,10 +265,8 @@ cuda_open_inner (VaeEngine *engine, GError **error)
                         "cuBLAS math mode", error))
     return FALSE;
 
-  const VaeGraph *graphs[2] = { engine->model->encoder, engine->model->decoder };
-  for (int d = 0; d < 2; d++)
-    if (graphs[d] && !(self->weights[d] = cuda_weights_upload (ctx, graphs[d], error)))
-      return FALSE;
+  /* Weights are uploaded on first use of a direction: a vaeencode holds
+   * only the encoder's, a vaedecode only the decoder's. */
   return TRUE;
 }
 
@@ -325,8 +323,9 @@ run_batch (CudaEngine *self, VaeBatch *batch, GError **error)
 {
   VaeEngine *engine = &self->parent;
   CudaCtx *ctx = &self->ctx;
-  const CudaWeights *w = self->weights[batch->direction];
-  if (!w) {
+  const VaeGraph *graph = batch->direction == VAE_DIRECTION_ENCODE
+      ? engine->model->encoder : engine->model->decoder;
+  if (!graph) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "model '%s' has no %s",
                  engine->model->name,
                  batch->direction == VAE_DIRECTION_ENCODE ? "encoder" : "decoder");
@@ -334,6 +333,10 @@ run_batch (CudaEngine *self, VaeBatch *batch, GError **error)
   }
   if (!cuda_check (cudaSetDevice (ctx->device), "selecting the device", error))
     return FALSE;
+  if (!self->weights[batch->direction]
+      && !(self->weights[batch->direction] = cuda_weights_upload (ctx, graph, error)))
+    return FALSE;
+  const CudaWeights *w = self->weights[batch->direction];
   const int most = max_frames_per_pass (w->graph, batch->h, batch->w);
   if (most < 1) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,

@@ -586,6 +586,36 @@ for op in decode encode; do
 done
 if [ $tiled_bad -eq 0 ]; then stage_end ok; else stage_end "$(gpu_fail "$tiled_bad tiled runs failed")"; fi
 
+# ---------------------------------------------------------------------------
+# profile: where our passes spend their time (VAE_CUDA_PROFILE=1), what CUDA
+# graphs are worth (VAE_CUDA_GRAPH=0), and a batch split past 2^31 elements
+# ---------------------------------------------------------------------------
+stage_begin profile "per-op-kind profile, CUDA graphs on/off, batch split"
+PLOG=$OUT/profile.log
+: >"$PLOG"
+prof_bad=0
+prof() {   # prof LABEL ENV... -- vae-tool bench args
+  local label=$1; shift
+  local envs=()
+  while [ "$1" != -- ]; do envs+=("$1"); shift; done; shift
+  echo "== $label: ${envs[*]} vae-tool bench $*" >>"$PLOG"
+  env "${envs[@]}" timeout 60 "$OURS_TOOL" bench --backend "$OURS_BACKEND" --precision "$OURS_PRECISION" "$@" >>"$PLOG" 2>&1 </dev/null
+  local rc=$?
+  [ $rc -eq 0 ] || prof_bad=$((prof_bad + 1))
+  echo "  $label: exit $rc; $(sed -n '/^== '"$label"':/,$p' "$PLOG" | grep -E '^(cuda profile|device_ms|device_peak_mib)|captured|plan for' | cut -c1-400 | tr '\n' ' ')"
+}
+if [ "$DRY" = 1 ]; then psz=64; pb=1; else psz=512; pb=8; fi
+prof sd-dec-profile G_MESSAGES_DEBUG=all VAE_CUDA_PROFILE=1 -- --model "$SD_WEIGHTS" --op decode --width $psz --height $psz --batch $pb --runs 3
+prof sd-enc-profile VAE_CUDA_PROFILE=1 -- --model "$SD_WEIGHTS" --op encode --width $psz --height $psz --batch $pb --runs 3
+prof taef2-dec-profile VAE_CUDA_PROFILE=1 -- --model "$TAEF2" --op decode --width $psz --height $psz --batch $pb --runs 3
+prof sd-enc-nograph VAE_CUDA_GRAPH=0 -- --model "$SD_WEIGHTS" --op encode --width $psz --height $psz --batch $pb --runs 5
+prof taef2-enc-nograph VAE_CUDA_GRAPH=0 -- --model "$TAEF2" --op encode --width $psz --height $psz --batch $pb --runs 5
+prof taef2-enc-graph G_MESSAGES_DEBUG=all -- --model "$TAEF2" --op encode --width $psz --height $psz --batch $pb --runs 5
+if [ "$DRY" != 1 ]; then
+  prof sd-dec-1024-b8-split G_MESSAGES_DEBUG=all -- --model "$SD_WEIGHTS" --op decode --width 1024 --height 1024 --batch 8 --runs 2
+fi
+if [ $prof_bad -eq 0 ]; then stage_end ok; else stage_end "$(gpu_fail "$prof_bad profile runs failed")"; fi
+
 stage_begin table "markdown table -> $OUT/table.md"
 if [ "$DRY" = 1 ]; then
   # the vae-tool output parser on canned GPU-engine output (no GPU here to make real output)
