@@ -394,19 +394,29 @@ capture (CudaCtx *ctx, CudaPlan *plan)
            error ? error->message : cudaGetErrorString (e));
 }
 
-gboolean
-cuda_plan_run (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
-               double *device_ms, GError **error)
+size_t
+cuda_plan_input_bytes (const CudaPlan *plan)
 {
-  const size_t in_bytes = (size_t) plan->n * plan->in_c * plan->h * plan->w * sizeof (float);
-  const size_t out_bytes = (size_t) plan->n * plan->out_c * plan->out_h * plan->out_w
-                           * sizeof (float);
-  if (!cuda_check (cudaMemcpyAsync (plan->in_f32, input, in_bytes, cudaMemcpyHostToDevice,
-                                    ctx->stream), "input upload", error))
+  return (size_t) plan->n * plan->in_c * plan->h * plan->w * sizeof (float);
+}
+
+size_t
+cuda_plan_output_bytes (const CudaPlan *plan)
+{
+  return (size_t) plan->n * plan->out_c * plan->out_h * plan->out_w * sizeof (float);
+}
+
+gboolean
+cuda_plan_enqueue (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
+                   cudaEvent_t start, cudaEvent_t stop, GError **error)
+{
+  if (!cuda_check (cudaMemcpyAsync (plan->in_f32, input, cuda_plan_input_bytes (plan),
+                                    cudaMemcpyHostToDevice, ctx->stream),
+                   "input upload", error))
     return FALSE;
   if (plan->ran_once && !plan->exec && !plan->no_graph)
     capture (ctx, plan);
-  if (!cuda_check (cudaEventRecord (plan->start, ctx->stream), "event", error))
+  if (!cuda_check (cudaEventRecord (start, ctx->stream), "event", error))
     return FALSE;
   if (plan->exec) {
     if (!cuda_check (cudaGraphLaunch (plan->exec, ctx->stream), "CUDA graph launch", error))
@@ -414,17 +424,33 @@ cuda_plan_run (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
   } else if (!run_device (ctx, plan, error)) {
     return FALSE;
   }
-  if (!cuda_check (cudaEventRecord (plan->stop, ctx->stream), "event", error)
-      || !cuda_check (cudaMemcpyAsync (output, plan->out_f32, out_bytes,
+  if (!cuda_check (cudaEventRecord (stop, ctx->stream), "event", error)
+      || !cuda_check (cudaMemcpyAsync (output, plan->out_f32, cuda_plan_output_bytes (plan),
                                        cudaMemcpyDeviceToHost, ctx->stream),
-                      "output download", error)
+                      "output download", error))
+    return FALSE;
+  /* The first pass ran the ops directly; the next one is captured. */
+  plan->ran_once = TRUE;
+  return TRUE;
+}
+
+gboolean
+cuda_plan_profiling (const CudaPlan *plan)
+{
+  return plan->profile != NULL;
+}
+
+gboolean
+cuda_plan_run (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
+               double *device_ms, GError **error)
+{
+  if (!cuda_plan_enqueue (ctx, plan, input, output, plan->start, plan->stop, error)
       || !cuda_check (cudaStreamSynchronize (ctx->stream), "running the forward pass", error))
     return FALSE;
   float ms = 0;
   cudaEventElapsedTime (&ms, plan->start, plan->stop);
   *device_ms = ms;
   cuda_profile_collect (plan->profile, plan->start, plan->stop);
-  plan->ran_once = TRUE;
   return TRUE;
 }
 

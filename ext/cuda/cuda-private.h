@@ -115,4 +115,14 @@ gboolean cuda_plan_matches (const CudaPlan *plan, const VaeGraph *graph, int n, 
  * gets the device time of the forward pass (copies excluded). */
 gboolean cuda_plan_run (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
                         double *device_ms, GError **error);
+/* The same without waiting: upload, forward pass between events START and
+ * STOP, download, all queued on the ctx's stream.  INPUT and OUTPUT should
+ * be pinned host memory (pageable memory makes the copies synchronous) and
+ * stay untouched until the stream has passed the download. */
+gboolean cuda_plan_enqueue (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,
+                            cudaEvent_t start, cudaEvent_t stop, GError **error);
+size_t cuda_plan_input_bytes (const CudaPlan *plan);
+size_t cuda_plan_output_bytes (const CudaPlan *plan);
+/* VAE_CUDA_PROFILE=1: passes must run one at a time (cuda_plan_run). */
+gboolean cuda_plan_profiling (const CudaPlan *plan);
 void cuda_plan_free (CudaCtx *ctx, CudaPlan *plan);

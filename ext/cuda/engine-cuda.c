@@ -15,6 +15,16 @@
 #include "engine.h"
 #include "cuda-private.h"
 
+/* A submitted batch: its pinned host copies and events.  Reused once
+ * waited for (kept in the engine's spare list). */
+typedef struct {
+  VaeBatch *batch;
+  float *pin_in, *pin_out;
+  size_t in_cap, out_cap, out_bytes;
+  cudaEvent_t start, stop, done;
+  gboolean queued;             /* on the GPU; FALSE: finished inside submit */
+} Flight;
+
 typedef struct {
   VaeEngine parent;
   CudaCtx ctx;
@@ -26,7 +36,8 @@ typedef struct {
   guint plan_used[2][2];
   void *blas_workspace;
   double last_ms;
-  GQueue done;
+  GQueue pending;              /* Flight, in submission order */
+  GQueue spare;                /* Flight, reusable */
 } CudaEngine;
 
 /* ---- errors and memory ---- */
@@ -207,7 +218,8 @@ cuda_open_inner (VaeEngine *engine, GError **error)
 {
   CudaEngine *self = (CudaEngine *) engine;
   CudaCtx *ctx = &self->ctx;
-  g_queue_init (&self->done);
+  g_queue_init (&self->pending);
+  g_queue_init (&self->spare);
   ctx->sizes = g_hash_table_new (NULL, NULL);
   ctx->algos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   self->last_ms = -1;
@@ -297,6 +309,10 @@ plan_for (CudaEngine *self, VaeDirection dir, int n, int h, int w, GError **erro
   if (self->plans[dir][0] && (!self->plans[dir][1]
                               || self->plan_used[dir][1] < self->plan_used[dir][0]))
     slot = 1;
+  /* Batches in flight may be using the plan that goes. */
+  if (self->plans[dir][slot]
+      && !cuda_check (cudaStreamSynchronize (ctx->stream), "finishing earlier batches", error))
+    return NULL;
   cuda_plan_free (ctx, self->plans[dir][slot]);
   self->plans[dir][slot] = cuda_plan_new (ctx, weights, n, h, w, error);
   self->plan_used[dir][slot] = self->plan_clock;
@@ -318,11 +334,31 @@ max_frames_per_pass (const VaeGraph *g, int h, int w)
   return (int) MIN ((guint64) G_MAXINT32 / largest, (guint64) G_MAXINT);
 }
 
+/* Pinned host memory of at least BYTES in *BUF (capacity *CAP). */
 static gboolean
-run_batch (CudaEngine *self, VaeBatch *batch, GError **error)
+ensure_pinned (float **buf, size_t *cap, size_t bytes, GError **error)
+{
+  if (*cap >= bytes)
+    return TRUE;
+  if (*buf)
+    cudaFreeHost (*buf);
+  *buf = NULL;
+  *cap = 0;
+  if (!cuda_check (cudaHostAlloc ((void **) buf, bytes, cudaHostAllocDefault),
+                   "allocating pinned host memory", error))
+    return FALSE;
+  *cap = bytes;
+  return TRUE;
+}
+
+/* Queues F's batch on the GPU (F->queued) or, for batches split into
+ * sub-batches and while profiling, runs it to the end. */
+static gboolean
+start_batch (CudaEngine *self, Flight *f, GError **error)
 {
   VaeEngine *engine = &self->parent;
   CudaCtx *ctx = &self->ctx;
+  VaeBatch *batch = f->batch;
   const VaeGraph *graph = batch->direction == VAE_DIRECTION_ENCODE
       ? engine->model->encoder : engine->model->decoder;
   if (!graph) {
@@ -345,50 +381,122 @@ run_batch (CudaEngine *self, VaeBatch *batch, GError **error)
                  batch->w, batch->h);
     return FALSE;
   }
-  /* Equal sub-batches where the whole batch would pass that limit. */
+
+  if (batch->n <= most) {
+    CudaPlan *plan = plan_for (self, batch->direction, batch->n, batch->h, batch->w, error);
+    if (!plan)
+      return FALSE;
+    if (cuda_plan_profiling (plan))
+      return cuda_plan_run (ctx, plan, batch->input, batch->output, &self->last_ms, error);
+    /* Pinned copies make the transfers asynchronous: the caller prepares
+     * its next batch while this one runs. */
+    const size_t in_bytes = cuda_plan_input_bytes (plan);
+    f->out_bytes = cuda_plan_output_bytes (plan);
+    if (!ensure_pinned (&f->pin_in, &f->in_cap, in_bytes, error)
+        || !ensure_pinned (&f->pin_out, &f->out_cap, f->out_bytes, error))
+      return FALSE;
+    memcpy (f->pin_in, batch->input, in_bytes);
+    if (!cuda_plan_enqueue (ctx, plan, f->pin_in, f->pin_out, f->start, f->stop, error)
+        || !cuda_check (cudaEventRecord (f->done, ctx->stream), "event", error))
+      return FALSE;
+    f->queued = TRUE;
+    return TRUE;
+  }
+
+  /* Equal sub-batches where the whole batch would pass that limit, one
+   * after the other. */
   const int passes = (batch->n + most - 1) / most;
   const int per = (batch->n + passes - 1) / passes;
   const int oc = vae_engine_output_channels (engine->model, batch->direction);
   const int ic = vae_graph_channels (w->graph, 0);
-  const int f = engine->model->spatial_factor;
-  const int oh = batch->direction == VAE_DIRECTION_ENCODE ? batch->h / f : batch->h * f;
-  const int ow = batch->direction == VAE_DIRECTION_ENCODE ? batch->w / f : batch->w * f;
+  const int f8 = engine->model->spatial_factor;
+  const int oh = batch->direction == VAE_DIRECTION_ENCODE ? batch->h / f8 : batch->h * f8;
+  const int ow = batch->direction == VAE_DIRECTION_ENCODE ? batch->w / f8 : batch->w * f8;
   double total_ms = 0;
   for (int first = 0; first < batch->n; first += per) {
     const int m = MIN (per, batch->n - first);
     CudaPlan *plan = plan_for (self, batch->direction, m, batch->h, batch->w, error);
     double ms = 0;
-    if (!plan)
+    if (!plan
+        || !cuda_plan_run (ctx, plan, batch->input + (gsize) first * ic * batch->h * batch->w,
+                           batch->output + (gsize) first * oc * oh * ow, &ms, error))
       return FALSE;
-    if (!cuda_plan_run (ctx, plan, batch->input + (gsize) first * ic * batch->h * batch->w,
-                        batch->output + (gsize) first * oc * oh * ow, &ms, error)) {
-      /* A failed run may leave the plan's buffers in any state. */
-      for (int i = 0; i < 2; i++)
-        if (self->plans[batch->direction][i] == plan) {
-          cuda_plan_free (ctx, plan);
-          self->plans[batch->direction][i] = NULL;
-        }
-      return FALSE;
-    }
     total_ms += ms;
   }
   self->last_ms = total_ms;
   return TRUE;
 }
 
+static Flight *
+flight_take (CudaEngine *self, GError **error)
+{
+  Flight *f = g_queue_pop_head (&self->spare);
+  if (f)
+    return f;
+  f = g_new0 (Flight, 1);
+  if (!cuda_check (cudaSetDevice (self->ctx.device), "selecting the device", error)
+      || !cuda_check (cudaEventCreate (&f->start), "event", error)
+      || !cuda_check (cudaEventCreate (&f->stop), "event", error)
+      || !cuda_check (cudaEventCreateWithFlags (&f->done, cudaEventDisableTiming), "event",
+                      error)) {
+    g_queue_push_tail (&self->spare, f);   /* freed with the engine */
+    return NULL;
+  }
+  return f;
+}
+
+static void
+flight_free (Flight *f)
+{
+  if (f->start)
+    cudaEventDestroy (f->start);
+  if (f->stop)
+    cudaEventDestroy (f->stop);
+  if (f->done)
+    cudaEventDestroy (f->done);
+  if (f->pin_in)
+    cudaFreeHost (f->pin_in);
+  if (f->pin_out)
+    cudaFreeHost (f->pin_out);
+  g_free (f);
+}
+
 static gboolean
 cuda_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
 {
   CudaEngine *self = (CudaEngine *) engine;
-  run_batch (self, batch, &batch->error);
-  g_queue_push_tail (&self->done, batch);
+  Flight *f = flight_take (self, error);
+  if (!f)
+    return FALSE;
+  f->batch = batch;
+  f->queued = FALSE;
+  start_batch (self, f, &batch->error);
+  g_queue_push_tail (&self->pending, f);
   return TRUE;
 }
 
 static VaeBatch *
 cuda_wait (VaeEngine *engine)
 {
-  return g_queue_pop_head (&((CudaEngine *) engine)->done);
+  CudaEngine *self = (CudaEngine *) engine;
+  Flight *f = g_queue_pop_head (&self->pending);
+  if (!f)
+    return NULL;
+  VaeBatch *batch = f->batch;
+  if (f->queued) {
+    cudaSetDevice (self->ctx.device);
+    if (cuda_check (cudaEventSynchronize (f->done), "running the forward pass",
+                    &batch->error)) {
+      float ms = 0;
+      memcpy (batch->output, f->pin_out, f->out_bytes);
+      if (cudaEventElapsedTime (&ms, f->start, f->stop) == cudaSuccess)
+        self->last_ms = ms;
+    }
+  }
+  f->batch = NULL;
+  f->queued = FALSE;
+  g_queue_push_tail (&self->spare, f);
+  return batch;
 }
 
 static int
@@ -412,8 +520,15 @@ cuda_close (VaeEngine *engine)
 {
   CudaEngine *self = (CudaEngine *) engine;
   CudaCtx *ctx = &self->ctx;
-  if (ctx->stream)
+  if (ctx->stream) {
     cudaSetDevice (ctx->device);
+    cudaStreamSynchronize (ctx->stream);   /* nothing may still write pinned memory */
+  }
+  Flight *f;
+  while ((f = g_queue_pop_head (&self->pending)))
+    flight_free (f);
+  while ((f = g_queue_pop_head (&self->spare)))
+    flight_free (f);
   for (int d = 0; d < 2; d++) {
     for (int i = 0; i < 2; i++)
       cuda_plan_free (ctx, self->plans[d][i]);
@@ -430,7 +545,6 @@ cuda_close (VaeEngine *engine)
     g_hash_table_unref (ctx->sizes);
   if (ctx->algos)
     g_hash_table_unref (ctx->algos);
-  g_queue_clear (&self->done);
 }
 
 const VaeEngineVTable vae_engine_cuda = {

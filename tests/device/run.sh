@@ -602,7 +602,7 @@ prof() {   # prof LABEL ENV... -- vae-tool bench args
   env "${envs[@]}" timeout 60 "$OURS_TOOL" bench --backend "$OURS_BACKEND" --precision "$OURS_PRECISION" "$@" >>"$PLOG" 2>&1 </dev/null
   local rc=$?
   [ $rc -eq 0 ] || prof_bad=$((prof_bad + 1))
-  echo "  $label: exit $rc; $(sed -n '/^== '"$label"':/,$p' "$PLOG" | grep -E '^(cuda profile|device_ms|device_peak_mib)|captured|plan for' | cut -c1-400 | tr '\n' ' ')"
+  echo "  $label: exit $rc; $(sed -n '/^== '"$label"':/,$p' "$PLOG" | grep -E '^(cuda profile|device_ms|device_peak_mib|pipelined:|median_s)|captured|plan for' | cut -c1-400 | tr '\n' ' ')"
 }
 if [ "$DRY" = 1 ]; then psz=64; pb=1; else psz=512; pb=8; fi
 prof sd-dec-profile G_MESSAGES_DEBUG=all VAE_CUDA_PROFILE=1 -- --model "$SD_WEIGHTS" --op decode --width $psz --height $psz --batch $pb --runs 3
@@ -611,6 +611,11 @@ prof taef2-dec-profile VAE_CUDA_PROFILE=1 -- --model "$TAEF2" --op decode --widt
 prof sd-enc-nograph VAE_CUDA_GRAPH=0 -- --model "$SD_WEIGHTS" --op encode --width $psz --height $psz --batch $pb --runs 5
 prof taef2-enc-nograph VAE_CUDA_GRAPH=0 -- --model "$TAEF2" --op encode --width $psz --height $psz --batch $pb --runs 5
 prof taef2-enc-graph G_MESSAGES_DEBUG=all -- --model "$TAEF2" --op encode --width $psz --height $psz --batch $pb --runs 5
+# pinned, asynchronous transfers: a caller with batches in flight (wall time per batch)
+prof taef2-enc-pipelined -- --model "$TAEF2" --op encode --width $psz --height $psz --batch $pb --runs 20 --inflight 3
+prof taef2-dec-pipelined -- --model "$TAEF2" --op decode --width $psz --height $psz --batch $pb --runs 20 --inflight 3
+prof sd-enc-pipelined -- --model "$SD_WEIGHTS" --op encode --width $psz --height $psz --batch $pb --runs 10 --inflight 3
+prof sd-dec-pipelined -- --model "$SD_WEIGHTS" --op decode --width $psz --height $psz --batch $pb --runs 10 --inflight 3
 if [ "$DRY" != 1 ]; then
   prof sd-dec-1024-b8-split G_MESSAGES_DEBUG=all -- --model "$SD_WEIGHTS" --op decode --width 1024 --height 1024 --batch 8 --runs 2
 fi
