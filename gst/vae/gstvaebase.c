@@ -241,6 +241,21 @@ complete_oldest (GstVaeBase *self)
   return ret;
 }
 
+/* Waits for every in-flight batch and drops it without pushing. */
+static void
+discard_inflight (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  Batch *b;
+  while ((b = g_queue_pop_head (&priv->inflight))) {
+    VaeBatch *vb = b->ran ? &b->vb : vae_engine_wait (priv->engine);
+    if (vb)
+      g_clear_error (&vb->error);
+    GST_DEBUG_OBJECT (self, "dropping a batch of %u frames", b->n);
+    batch_free (b);
+  }
+}
+
 /* Runs what is pending.  ALL: the filling batch however full, and every
  * in-flight batch; else keeps up to max-inflight - 1 batches in flight. */
 static GstFlowReturn
@@ -259,11 +274,12 @@ run_pending (GstVaeBase *self, gboolean all)
     keep = MAX (priv->max_inflight, 1) - 1;
     GST_OBJECT_UNLOCK (self);
   }
-  while (g_queue_get_length (&priv->inflight) > keep) {
-    GstFlowReturn r = complete_oldest (self);
-    if (ret == GST_FLOW_OK)
-      ret = r;
-  }
+  while (ret == GST_FLOW_OK && g_queue_get_length (&priv->inflight) > keep)
+    ret = complete_oldest (self);
+  /* After a failed batch nothing later may be pushed: the stream would go
+   * on with a gap.  The error already posted names the cause. */
+  if (ret == GST_FLOW_ERROR)
+    discard_inflight (self);
   return ret;
 }
 
@@ -272,17 +288,11 @@ static void
 drop_pending (GstVaeBase *self)
 {
   GstVaeBasePrivate *priv = PRIV (self);
-  Batch *b;
 
   if (priv->filling)
     GST_DEBUG_OBJECT (self, "dropping %u pending frames", priv->filling->n);
   g_clear_pointer (&priv->filling, batch_free);
-  while ((b = g_queue_pop_head (&priv->inflight))) {
-    VaeBatch *vb = b->ran ? &b->vb : vae_engine_wait (priv->engine);
-    if (vb)
-      g_clear_error (&vb->error);
-    batch_free (b);
-  }
+  discard_inflight (self);
 }
 
 static GstFlowReturn
