@@ -641,6 +641,55 @@ test_decoder_only_model (void)
   gst_harness_teardown (h);
 }
 
+/* backend=cuda: where a GPU is usable, the frames the cpu engine gives
+ * within the reduced-precision bound; without one (or without the engine in
+ * this build) an element error that names the backend: never a crash, and
+ * never a silent fallback to the cpu. */
+static void
+test_cuda_backend (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree guint8 *rgb = make_rgb (64, 64, 1);
+  if (vae_engine_backend_usable ("cuda")) {
+    gsize n_cpu = 0, n_gpu = 0;
+    g_autofree float *cpu = encode_picture ("taef2", "backend=cpu", rgb, 64, 64,
+                                            GST_VIDEO_FORMAT_RGB, &n_cpu);
+    g_autofree float *gpu = encode_picture ("taef2", "backend=cuda", rgb, 64, 64,
+                                            GST_VIDEO_FORMAT_RGB, &n_gpu);
+    g_assert_cmpuint (n_cpu, ==, n_gpu);
+    double num = 0, den = 0;
+    for (gsize i = 0; i < n_cpu; i++) {
+      num += ((double) gpu[i] - cpu[i]) * ((double) gpu[i] - cpu[i]);
+      den += (double) cpu[i] * cpu[i];
+    }
+    g_test_message ("cuda vs cpu latents: rel L2 %.3g", sqrt (num / den));
+    g_assert_cmpfloat (sqrt (num / den), <=, 1e-2);
+    return;
+  }
+  GstHarness *h = new_encoder ("taef2", "backend=cuda");
+  GstBus *bus = gst_bus_new ();
+  gst_element_set_bus (h->element, bus);
+  set_video_caps (h, "RGB", 64, 64);
+  g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (rgb, 64, 64,
+                                                                 GST_VIDEO_FORMAT_RGB), 0)),
+                   !=, GST_FLOW_OK);
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  g_assert_nonnull (msg);
+  GError *err = NULL;
+  char *dbg = NULL;
+  gst_message_parse_error (msg, &err, &dbg);
+  g_test_message ("backend=cuda without a GPU: %s (%s)", err->message, dbg);
+  g_assert_true (strstr (err->message, "cuda") || (dbg && strstr (dbg, "cuda")));
+  g_assert_null (gst_harness_try_pull (h));
+  g_clear_error (&err);
+  g_free (dbg);
+  gst_message_unref (msg);
+  gst_element_set_bus (h->element, NULL);
+  gst_object_unref (bus);
+  gst_harness_teardown (h);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -654,6 +703,7 @@ main (int argc, char **argv)
   g_autofree char *engines = g_strjoinv (", ", (char **) vae_engine_backends ());
   g_test_message ("engines in this build: %s", engines);
   g_test_add_func ("/vaeencode/formats", test_formats);
+  g_test_add_func ("/vaeencode/cuda-backend", test_cuda_backend);
   g_test_add_func ("/vaeencode/refused-caps", test_refused_caps);
   g_test_add_func ("/vaeencode/batches-and-timestamps", test_batches_and_timestamps);
   g_test_add_func ("/vaeencode/flush-mid-batch", test_flush_mid_batch);
