@@ -70,6 +70,14 @@ cudaError_t vae_cuda_group_norm (const void *x, void *y, VaeCudaDtype dt, int n,
                                  const float *beta, VaeCudaAct act, void *stats,
                                  cudaStream_t stream);
 
+/* The same over x + IN_BIAS[c] (float32 [c], NULL: none), without that sum
+ * ever being stored: the bias of the convolution that produced X, whose own
+ * bias pass is then skipped. */
+cudaError_t vae_cuda_bias_group_norm (const void *x, const float *in_bias, void *y,
+                                      VaeCudaDtype dt, int n, int hw, int c, int groups,
+                                      float eps, const float *gamma, const float *beta,
+                                      VaeCudaAct act, void *stats, cudaStream_t stream);
+
 /* Nearest-neighbour 2x: X NHWC [n, h, w, c] -> Y [n, 2h, 2w, c]. */
 cudaError_t vae_cuda_upsample2x (const void *x, void *y, VaeCudaDtype dt, int n, int h,
                                  int w, int c, cudaStream_t stream);

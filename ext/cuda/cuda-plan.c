@@ -25,6 +25,9 @@ typedef struct {
   int in, in2, in3, res, out, pad;   /* pool buffer indices, -1 = none */
   int h, w, oh, ow;                  /* input and output sizes */
   float beta;                        /* conv: 1 when accumulating into out */
+  gboolean bias_in_norm;             /* conv: its bias is added by the GroupNorms
+                                        that read its output */
+  const float *in_bias;              /* GROUP_NORM: that bias, or NULL */
   CudaConv conv;
 } Step;
 
@@ -101,6 +104,41 @@ gboolean
 cuda_plan_matches (const CudaPlan *plan, const VaeGraph *graph, int n, int h, int w)
 {
   return plan && plan->graph == graph && plan->n == n && plan->h == h && plan->w == w;
+}
+
+/* A convolution whose output only GroupNorms read (a ResNet block's first
+ * convolution) leaves its bias to them: one pass over the activation fewer
+ * (VAE_CUDA_FOLD_BIAS=0 turns that off). */
+static void
+fold_biases (CudaPlan *plan)
+{
+  const VaeGraph *g = plan->graph;
+  const char *env = g_getenv ("VAE_CUDA_FOLD_BIAS");
+  if (env && g_str_equal (env, "0"))
+    return;
+  for (guint i = 0; i < plan->n_steps; i++) {
+    Step *s = &plan->steps[i];
+    const VaeOp *op = s->op;
+    if (op->kind != VAE_OP_CONV2D || !s->p->bias || op->residual >= 0
+        || op->act != VAE_ACT_NONE || op->out == g->output)
+      continue;
+    gboolean only_norms = TRUE, any = FALSE;
+    for (guint j = i + 1; j < plan->n_steps && only_norms; j++) {
+      const VaeOp *r = plan->steps[j].op;
+      if (r->in2 == op->out || r->in3 == op->out || r->residual == op->out)
+        only_norms = FALSE;
+      else if (r->in == op->out) {
+        only_norms = r->kind == VAE_OP_GROUP_NORM;
+        any = TRUE;
+      }
+    }
+    if (!only_norms || !any)
+      continue;
+    s->bias_in_norm = TRUE;
+    for (guint j = i + 1; j < plan->n_steps; j++)
+      if (plan->steps[j].op->in == op->out)
+        plan->steps[j].in_bias = s->p->bias;
+  }
 }
 
 /* Assigns buffers to values and steps; nothing is allocated yet. */
@@ -186,6 +224,7 @@ plan_buffers (CudaCtx *ctx, CudaPlan *plan, const CudaWeights *weights, GError *
   plan->out_buf = where[g->output];
   plan->out_h = vh[g->output];
   plan->out_w = vw[g->output];
+  fold_biases (plan);
   return TRUE;
 }
 
@@ -212,20 +251,22 @@ run_step (CudaCtx *ctx, const CudaPlan *plan, const Step *s, GError **error)
       return FALSE;
     cuda_profile_mark (plan->profile, ctx->stream, op->kernel == 1 ? CUDA_PROFILE_CONV1X1
                        : CUDA_PROFILE_CONV);
-    if (s->p->bias || s->res >= 0 || op->act != VAE_ACT_NONE)
+    const float *bias = s->bias_in_norm ? NULL : s->p->bias;
+    if (bias || s->res >= 0 || op->act != VAE_ACT_NONE)
       return cuda_check (vae_cuda_bias_act (buf (plan, s->out), buf (plan, s->res),
-                                            s->p->bias, ctx->dt, (size_t) n * s->oh * s->ow,
+                                            bias, ctx->dt, (size_t) n * s->oh * s->ow,
                                             cuda_stored_channels (op->out_channels),
                                             (VaeCudaAct) op->act, ctx->stream),
                          op->name, error);
     return TRUE;
   }
   case VAE_OP_GROUP_NORM:
-    return cuda_check (vae_cuda_group_norm (buf (plan, s->in), buf (plan, s->out), ctx->dt,
-                                            n, s->h * s->w, op->in_channels, op->groups,
-                                            op->eps, s->p->gamma, s->p->bias,
-                                            (VaeCudaAct) op->act, plan->gn_stats,
-                                            ctx->stream), op->name, error);
+    return cuda_check (vae_cuda_bias_group_norm (buf (plan, s->in), s->in_bias,
+                                                 buf (plan, s->out), ctx->dt, n,
+                                                 s->h * s->w, op->in_channels, op->groups,
+                                                 op->eps, s->p->gamma, s->p->bias,
+                                                 (VaeCudaAct) op->act, plan->gn_stats,
+                                                 ctx->stream), op->name, error);
   case VAE_OP_ATTENTION:
     return cuda_attention_run (ctx, buf (plan, s->in), buf (plan, s->in2),
                                buf (plan, s->in3), buf (plan, s->out), n, s->h * s->w,

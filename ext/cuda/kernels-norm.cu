@@ -40,8 +40,9 @@ norm_shape (unsigned cols)
 
 template <typename T, int V>
 __global__ void __launch_bounds__ (kNormMaxThreads)
-gn_stats_kernel (const T *__restrict__ x, double *__restrict__ stats, size_t hw, int c,
-                 int groups, unsigned cols, unsigned rps, size_t rows_per_block)
+gn_stats_kernel (const T *__restrict__ x, const float *__restrict__ in_bias,
+                 double *__restrict__ stats, size_t hw, int c, int groups, unsigned cols,
+                 unsigned rps, size_t rows_per_block)
 {
   __shared__ double red_s[kNormMaxThreads], red_q[kNormMaxThreads];
   __shared__ double ch_s[kNormMaxC], ch_q[kNormMaxC];
@@ -99,6 +100,13 @@ gn_stats_kernel (const T *__restrict__ x, double *__restrict__ stats, size_t hw,
         a += red_s[t + q * cols];
         b += red_q[t + q * cols];
       }
+      if (in_bias) {
+        /* Sums of x + bias from those of x, in double: the producing
+         * convolution then needs no separate bias pass. */
+        const double bb = in_bias[t * V + k], cnt = (double) (r1 > r0 ? r1 - r0 : 0);
+        b += 2.0 * bb * a + cnt * bb * bb;
+        a += cnt * bb;
+      }
       ch_s[t * V + k] = a;
       ch_q[t * V + k] = b;
     }
@@ -121,7 +129,8 @@ gn_stats_kernel (const T *__restrict__ x, double *__restrict__ stats, size_t hw,
  * the same thread, so no __restrict__ on them. */
 template <typename T, int V, int ACT>
 __global__ void __launch_bounds__ (kNormMaxThreads)
-gn_apply_kernel (const T *x, T *y, const double *__restrict__ stats,
+gn_apply_kernel (const T *x, T *y, const float *__restrict__ in_bias,
+                 const double *__restrict__ stats,
                  const float *__restrict__ gamma, const float *__restrict__ beta, size_t hw,
                  int c, int groups, unsigned cols, unsigned rps, size_t rows_per_block,
                  float eps, double inv_count)
@@ -142,7 +151,8 @@ gn_apply_kernel (const T *x, T *y, const double *__restrict__ stats,
     const double *st = stats + 2 * (n * groups + ch / cpg);
     const double m = st[0] * inv_count;
     const double var = fmax (st[1] * inv_count - m * m, 0.0);
-    mean[k] = (float) m;
+    /* (x + bias - m) = (x - (m - bias)): the bias costs nothing here. */
+    mean[k] = (float) (in_bias ? m - (double) in_bias[ch] : m);
     scale[k] = (float) (gamma[ch] / sqrt (var + (double) eps));
     shift[k] = beta[ch];
   }
@@ -176,9 +186,9 @@ gn_apply_kernel (const T *x, T *y, const double *__restrict__ stats,
 
 template <typename T, int V>
 cudaError_t
-launch_group_norm (const T *x, T *y, int n, size_t hw, int c, int groups, float eps,
-                   const float *gamma, const float *beta, VaeCudaAct act, double *stats,
-                   cudaStream_t stream)
+launch_group_norm (const T *x, const float *in_bias, T *y, int n, size_t hw, int c,
+                   int groups, float eps, const float *gamma, const float *beta,
+                   VaeCudaAct act, double *stats, cudaStream_t stream)
 {
   const NormShape s = norm_shape ((unsigned) (c / V));
   const size_t sms = (size_t) vae_cuda_sm_count ();
@@ -194,8 +204,8 @@ launch_group_norm (const T *x, T *y, int n, size_t hw, int c, int groups, float 
     chunks = min_chunks;
   size_t rpb = vae_cuda_div_up (vae_cuda_div_up (hw, chunks), s.rps) * s.rps;
   dim3 grid ((unsigned) vae_cuda_div_up (hw, rpb), (unsigned) n);
-  gn_stats_kernel<T, V><<<grid, s.threads, 0, stream>>> (x, stats, hw, c, groups, s.cols, s.rps,
-                                                         rpb);
+  gn_stats_kernel<T, V><<<grid, s.threads, 0, stream>>> (x, in_bias, stats, hw, c, groups,
+                                                         s.cols, s.rps, rpb);
   cudaError_t err = cudaGetLastError ();
   if (err != cudaSuccess)
     return err;
@@ -206,7 +216,7 @@ launch_group_norm (const T *x, T *y, int n, size_t hw, int c, int groups, float 
   const double inv_count = 1.0 / ((double) hw * (double) (c / groups));
   VAE_CUDA_DISPATCH_ACT (act, A, {
     gn_apply_kernel<T, V, A><<<grid, s.threads, 0, stream>>> (
-        x, y, stats, gamma, beta, hw, c, groups, s.cols, s.rps, rpb, eps, inv_count);
+        x, y, in_bias, stats, gamma, beta, hw, c, groups, s.cols, s.rps, rpb, eps, inv_count);
   });
   return cudaGetLastError ();
 }
@@ -461,9 +471,10 @@ vae_cuda_group_norm_stats_size (int n, int groups)
 }
 
 extern "C" cudaError_t
-vae_cuda_group_norm (const void *x, void *y, VaeCudaDtype dt, int n, int hw, int c, int groups,
-                     float eps, const float *gamma, const float *beta, VaeCudaAct act,
-                     void *stats, cudaStream_t stream)
+vae_cuda_bias_group_norm (const void *x, const float *in_bias, void *y, VaeCudaDtype dt,
+                          int n, int hw, int c, int groups, float eps, const float *gamma,
+                          const float *beta, VaeCudaAct act, void *stats,
+                          cudaStream_t stream)
 {
   if (n < 0 || hw < 0 || c <= 0 || groups <= 0 || c % groups != 0 || c > kNormMaxC
       || n > 65535 || !gamma || !beta || !stats)
@@ -477,14 +488,23 @@ vae_cuda_group_norm (const void *x, void *y, VaeCudaDtype dt, int n, int hw, int
     constexpr int V = VecWidth<T>::value;
     if (c % V == 0 && (unsigned) (c / V) <= kNormMaxThreads && vae_cuda_aligned (x, 16)
         && vae_cuda_aligned (y, 16))
-      return launch_group_norm<T, V> ((const T *) x, (T *) y, n, (size_t) hw, c, groups, eps,
+      return launch_group_norm<T, V> ((const T *) x, in_bias, (T *) y, n, (size_t) hw, c, groups, eps,
                                       gamma, beta, act, (double *) stats, stream);
     if ((unsigned) c > kNormMaxThreads)
       return cudaErrorInvalidValue;
-    return launch_group_norm<T, 1> ((const T *) x, (T *) y, n, (size_t) hw, c, groups, eps,
+    return launch_group_norm<T, 1> ((const T *) x, in_bias, (T *) y, n, (size_t) hw, c, groups, eps,
                                     gamma, beta, act, (double *) stats, stream);
   });
   return cudaSuccess;
+}
+
+extern "C" cudaError_t
+vae_cuda_group_norm (const void *x, void *y, VaeCudaDtype dt, int n, int hw, int c, int groups,
+                     float eps, const float *gamma, const float *beta, VaeCudaAct act,
+                     void *stats, cudaStream_t stream)
+{
+  return vae_cuda_bias_group_norm (x, NULL, y, dt, n, hw, c, groups, eps, gamma, beta, act,
+                                   stats, stream);
 }
 
 extern "C" cudaError_t

@@ -606,6 +606,7 @@ prof() {   # prof LABEL ENV... -- vae-tool bench args
 }
 if [ "$DRY" = 1 ]; then psz=64; pb=1; else psz=512; pb=8; fi
 prof sd-dec-profile G_MESSAGES_DEBUG=all VAE_CUDA_PROFILE=1 -- --model "$SD_WEIGHTS" --op decode --width $psz --height $psz --batch $pb --runs 3
+prof sd-dec-profile-nofold VAE_CUDA_PROFILE=1 VAE_CUDA_FOLD_BIAS=0 -- --model "$SD_WEIGHTS" --op decode --width $psz --height $psz --batch $pb --runs 3
 prof sd-enc-profile VAE_CUDA_PROFILE=1 -- --model "$SD_WEIGHTS" --op encode --width $psz --height $psz --batch $pb --runs 3
 prof taef2-dec-profile VAE_CUDA_PROFILE=1 -- --model "$TAEF2" --op decode --width $psz --height $psz --batch $pb --runs 3
 prof sd-enc-nograph VAE_CUDA_GRAPH=0 -- --model "$SD_WEIGHTS" --op encode --width $psz --height $psz --batch $pb --runs 5

@@ -423,9 +423,10 @@ check_bias_act (VaeCudaDtype dt, size_t rows, int c, VaeCudaAct act, int with_re
   cudaFree (dy), cudaFree (dr), cudaFree (db);
 }
 
+/* WITH_BIAS: through vae_cuda_bias_group_norm, normalising x + bias[c]. */
 static void
-check_group_norm (VaeCudaDtype dt, int n, int hw, int c, int groups, VaeCudaAct act,
-                  int in_place, float offset)
+check_group_norm_with (VaeCudaDtype dt, int n, int hw, int c, int groups, VaeCudaAct act,
+                       int in_place, float offset, int with_bias)
 {
   char what[160];
   size_t es = vae_cuda_dtype_size (dt);
@@ -442,10 +443,15 @@ check_group_norm (VaeCudaDtype dt, int n, int hw, int c, int groups, VaeCudaAct 
     xv[i] = get (x, dt, i);
   }
   float *gamma = malloc (c * sizeof (float)), *beta = malloc (c * sizeof (float));
+  float *in_bias = malloc (c * sizeof (float));
   for (int i = 0; i < c; i++) {
     gamma[i] = rnd (0.5f, 1.5f);
     beta[i] = rnd (-0.5f, 0.5f);
+    in_bias[i] = with_bias ? rnd (-2.0f, 2.0f) : 0.0f;
   }
+  if (with_bias)
+    for (size_t i = 0; i < count; i++)
+      xv[i] += in_bias[i % c];
   double *ref = malloc (count * sizeof (double));
   for (int b = 0; b < n; b++)
     for (int g = 0; g < groups; g++) {
@@ -473,23 +479,34 @@ check_group_norm (VaeCudaDtype dt, int n, int hw, int c, int groups, VaeCudaAct 
     CHECK_CUDA (cudaMalloc (&dy, count * es));
   }
   float *dg = to_dev (gamma, c * sizeof (float)), *dbt = to_dev (beta, c * sizeof (float));
+  float *dib = to_dev (in_bias, c * sizeof (float));
   size_t ss = vae_cuda_group_norm_stats_size (n, groups);
   void *dstats;
   CHECK_CUDA (cudaMalloc (&dstats, ss));
   CHECK_CUDA (cudaMemset (dstats, 0x55, ss));   /* the call must zero it */
-  snprintf (what, sizeof what, "group_norm %s n=%d hw=%d c=%d g=%d %s%s%s", dtype_names[dt], n,
-            hw, c, groups, act_names[act], in_place ? " in-place" : "",
-            offset != 0.0f ? " offset" : "");
+  snprintf (what, sizeof what, "%sgroup_norm %s n=%d hw=%d c=%d g=%d %s%s%s",
+            with_bias ? "bias_" : "", dtype_names[dt], n, hw, c, groups, act_names[act],
+            in_place ? " in-place" : "", offset != 0.0f ? " offset" : "");
   /* Out of place: run twice, so the second run's stats start from the first's. */
   for (int rep = 0; rep < (in_place ? 1 : 2); rep++)
-    report_launch (what, vae_cuda_group_norm (dx, dy, dt, n, hw, c, groups, eps, dg, dbt, act,
-                                              dstats, 0));
+    report_launch (what, with_bias
+                   ? vae_cuda_bias_group_norm (dx, dib, dy, dt, n, hw, c, groups, eps, dg, dbt,
+                                               act, dstats, 0)
+                   : vae_cuda_group_norm (dx, dy, dt, n, hw, c, groups, eps, dg, dbt, act,
+                                          dstats, 0));
   void *got = from_dev (dy, count * es);
   report (what, got, dt, ref, count, tol_for (dt, 2e-6, 2e-6));
-  free (x), free (xv), free (gamma), free (beta), free (ref), free (got);
+  free (x), free (xv), free (gamma), free (beta), free (in_bias), free (ref), free (got);
   if (!in_place)
     cudaFree (dy);
-  cudaFree (dx), cudaFree (dg), cudaFree (dbt), cudaFree (dstats);
+  cudaFree (dx), cudaFree (dg), cudaFree (dbt), cudaFree (dib), cudaFree (dstats);
+}
+
+static void
+check_group_norm (VaeCudaDtype dt, int n, int hw, int c, int groups, VaeCudaAct act,
+                  int in_place, float offset)
+{
+  check_group_norm_with (dt, n, hw, c, groups, act, in_place, offset, 0);
 }
 
 static void
@@ -600,6 +617,10 @@ run_checks (void)
     check_group_norm (dt, 2, 301, 36, 4, VAE_CUDA_ACT_NONE, 1, 0.0f);   /* scalar for 16-bit */
     check_group_norm (dt, 1, 999, 3, 3, VAE_CUDA_ACT_RELU, 0, 0.0f);    /* scalar, 1 per group */
     check_group_norm (dt, 1, 5, 64, 32, VAE_CUDA_ACT_SILU, 0, 0.0f);    /* fewer rows than a step */
+    /* The producing convolution's bias folded in (odd sizes, scalar path). */
+    check_group_norm_with (dt, 2, 37 * 29, 128, 32, VAE_CUDA_ACT_SILU, 1, 0.0f, 1);
+    check_group_norm_with (dt, 1, 65536 + 17, 256, 32, VAE_CUDA_ACT_NONE, 0, 1.0f, 1);
+    check_group_norm_with (dt, 2, 301, 36, 4, VAE_CUDA_ACT_SILU, 0, 0.0f, 1);
 
     check_softmax (dt, 37, 77);
     check_softmax (dt, 5, 1000);
