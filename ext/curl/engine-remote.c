@@ -30,7 +30,8 @@
  * environment:
  *   HF_TOKEN                  sent as "Authorization: Bearer ..."; never
  *                             printed, logged or put in an error message
- *   VAE_REMOTE_MAX_INFLIGHT   requests in flight at once (default 4)
+ *   VAE_REMOTE_MAX_INFLIGHT   requests in flight at once (default 4; at
+ *                             least the caller's max_inflight option)
  *   VAE_REMOTE_TIMEOUT_MS     per-request timeout (default 60000)
  *   VAE_REMOTE_RETRIES        retries after the first attempt (default 3)
  *   VAE_REMOTE_BACKOFF_MS     first backoff delay (default 250, doubled each
@@ -669,8 +670,11 @@ remote_open (VaeEngine *engine, GError **error)
   self->n_endpoints = (int) eps->len;
   self->endpoints = (Endpoint *) g_array_free (eps, FALSE);
 
-  self->max_inflight = env_int ("VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256);
   const VaeEngineOptions *o = &engine->options;
+  /* At least as many requests as the caller keeps batches in flight (the
+   * elements' max-inflight), so that those batches really overlap. */
+  self->max_inflight = MAX (env_int ("VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256),
+                            CLAMP (o->max_inflight, 0, 256));
   self->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms
                                        : env_int ("VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000);
   self->retries = o->retries > 0 ? MIN (o->retries, 100)

@@ -429,6 +429,7 @@ gst_vae_base_ensure_engine (GstVaeBase *base)
   backend = priv->backend;
   eo.threads = priv->threads;
   eo.device_id = priv->device_id;
+  eo.max_inflight = (int) priv->max_inflight;
   eo.precision = precision_for_engine (priv->precision);
   endpoint = g_strdup (priv->endpoint);
   token = g_strdup (priv->token);

@@ -45,9 +45,12 @@ typedef struct {
                              * negative: none (so that zeroed options keep
                              * meaning "the defaults") */
   VaeRemoteInput remote_input;   /* how encode sends frames */
+  int max_inflight;         /* batches the caller keeps in flight; 0: unknown.
+                             * The remote engine allows at least this many
+                             * requests at once. */
 } VaeEngineOptions;
 
-#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_AUTO, 0, NULL, NULL, 0, 0, VAE_REMOTE_INPUT_UINT8 }
+#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_AUTO, 0, NULL, NULL, 0, 0, VAE_REMOTE_INPUT_UINT8, 0 }
 
 /* One batch of frames.  Both buffers are NCHW float32 and owned by the
  * caller, which keeps them alive until the batch comes back from wait.
