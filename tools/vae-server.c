@@ -534,39 +534,6 @@ compatible (const Job *a, const Job *b)
   return a->direction == b->direction && a->h == b->h && a->w == b->w;
 }
 
-
-/* Runs N merged frames through the engine in batches of the size it
- * prefers (1 on the cpu, 8 on cuda): the engine keeps its plans for one
- * batch size instead of rebuilding them for every merge size, and an
- * asynchronous engine gets all of them in flight at once. */
-static void
-run_in_chunks (VaeEngine *engine, VaeDirection dir, int n, int h, int w, const float *in,
-               gsize in_frame, float *out, gsize out_frame, GError **error)
-{
-  const int chunk = MAX (1, vae_engine_preferred_batch (engine));
-  const int count = (n + chunk - 1) / chunk;
-  g_autofree VaeBatch *batches = g_new0 (VaeBatch, count);
-  int submitted = 0;
-  for (; submitted < count; submitted++) {
-    const int first = submitted * chunk;
-    VaeBatch b = { dir, MIN (chunk, n - first), h, w, in + in_frame * first,
-                   out + out_frame * first, NULL, NULL };
-    batches[submitted] = b;
-    if (!vae_engine_submit (engine, &batches[submitted], error))
-      break;
-  }
-  for (int i = 0; i < submitted; i++) {
-    VaeBatch *b = vae_engine_wait (engine);
-    if (b && b->error) {
-      if (error && !*error)
-        g_propagate_error (error, b->error);
-      else
-        g_error_free (b->error);
-      b->error = NULL;
-    }
-  }
-}
-
 static void
 run_batch (Server *s, GPtrArray *jobs)
 {
@@ -595,9 +562,9 @@ run_batch (Server *s, GPtrArray *jobs)
         off += fi * j->n;
       }
     }
+    VaeBatch batch = { first->direction, n, first->h, first->w, in, out, NULL, NULL };
     gint64 t0 = g_get_monotonic_time ();
-    run_in_chunks (s->engine, first->direction, n, first->h, first->w, in, fi, out, fo,
-                   &error);
+    vae_engine_run (s->engine, &batch, &error);
     gint64 t1 = g_get_monotonic_time ();
     g_mutex_lock (&s->lock);
     s->engine_seconds += (t1 - t0) / 1e6;
