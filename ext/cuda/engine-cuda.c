@@ -14,6 +14,7 @@
 
 #include "engine.h"
 #include "cuda-private.h"
+#include "plan-cache.h"
 
 /* A submitted batch: its pinned host copies and events.  Reused once
  * waited for (kept in the engine's spare list). */
@@ -29,11 +30,9 @@ typedef struct {
   VaeEngine parent;
   CudaCtx ctx;
   CudaWeights *weights[2];     /* by VaeDirection */
-  /* Two plans per direction: a batch split into sub-batches needs the
-   * full sub-batch size and the remainder. */
-  CudaPlan *plans[2][2];
-  guint plan_clock;
-  guint plan_used[2][2];
+  /* A few plans per direction (plan-cache.h): callers alternate batch
+   * sizes, and a batch split into sub-batches needs two. */
+  VaePlanCache plans[2];
   void *blas_workspace;
   double last_ms;
   GQueue pending;              /* Flight, in submission order */
@@ -292,31 +291,30 @@ cuda_open (VaeEngine *engine, GError **error)
   return FALSE;
 }
 
-/* The plan for (graph, n, h, w): a cached one, else a new one in place of
+/* The plan for (graph, n, h, w): a kept one, else a new one in place of
  * the least recently used. */
 static CudaPlan *
 plan_for (CudaEngine *self, VaeDirection dir, int n, int h, int w, GError **error)
 {
   CudaCtx *ctx = &self->ctx;
   const CudaWeights *weights = self->weights[dir];
-  int slot = 0;
-  self->plan_clock++;
-  for (int i = 0; i < 2; i++)
-    if (cuda_plan_matches (self->plans[dir][i], weights->graph, n, h, w)) {
-      self->plan_used[dir][i] = self->plan_clock;
-      return self->plans[dir][i];
-    }
-  if (self->plans[dir][0] && (!self->plans[dir][1]
-                              || self->plan_used[dir][1] < self->plan_used[dir][0]))
-    slot = 1;
+  VaePlanCache *cache = &self->plans[dir];
+  CudaPlan *plan = vae_plan_cache_find (cache, weights->graph, n, h, w);
+  if (plan)
+    return plan;
+  CudaPlan *old = vae_plan_cache_evict (cache);
   /* Batches in flight may be using the plan that goes. */
-  if (self->plans[dir][slot]
-      && !cuda_check (cudaStreamSynchronize (ctx->stream), "finishing earlier batches", error))
-    return NULL;
-  cuda_plan_free (ctx, self->plans[dir][slot]);
-  self->plans[dir][slot] = cuda_plan_new (ctx, weights, n, h, w, error);
-  self->plan_used[dir][slot] = self->plan_clock;
-  return self->plans[dir][slot];
+  if (old) {
+    gboolean idle = cuda_check (cudaStreamSynchronize (ctx->stream),
+                                "finishing earlier batches", error);
+    cuda_plan_free (ctx, old);
+    if (!idle)
+      return NULL;
+  }
+  plan = cuda_plan_new (ctx, weights, n, h, w, error);
+  if (plan)
+    vae_plan_cache_put (cache, weights->graph, n, h, w, plan);
+  return plan;
 }
 
 /* cuDNN and the kernels index a tensor with 32-bit ints: the most frames of
@@ -516,6 +514,12 @@ cuda_stats (VaeEngine *engine, VaeEngineStats *stats)
 }
 
 static void
+free_plan (gpointer plan, gpointer ctx)
+{
+  cuda_plan_free (ctx, plan);
+}
+
+static void
 cuda_close (VaeEngine *engine)
 {
   CudaEngine *self = (CudaEngine *) engine;
@@ -530,8 +534,7 @@ cuda_close (VaeEngine *engine)
   while ((f = g_queue_pop_head (&self->spare)))
     flight_free (f);
   for (int d = 0; d < 2; d++) {
-    for (int i = 0; i < 2; i++)
-      cuda_plan_free (ctx, self->plans[d][i]);
+    vae_plan_cache_clear (&self->plans[d], free_plan, ctx);
     cuda_weights_free (ctx, self->weights[d]);
   }
   cuda_free (ctx, self->blas_workspace);

@@ -2,11 +2,13 @@
  * weights with float32 accumulation, the bf16 option), multi-threaded
  * through OpenMP.
  *
- * Runs each batch synchronously inside submit and keeps one plan per
- * direction: a plan is built the first time a (graph, n, h, w) is seen and
- * reused until the shape changes, so steady-state runs allocate nothing. */
+ * Runs each batch synchronously inside submit and keeps a few plans per
+ * direction (plan-cache.h): a plan is built the first time a (graph, n, h,
+ * w) is seen and reused, so steady-state runs allocate nothing, also when a
+ * caller such as vae-server alternates batch sizes. */
 #include "engine.h"
 #include "onednn-private.h"
+#include "plan-cache.h"
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -15,7 +17,7 @@ typedef struct {
   VaeEngine parent;
   OnednnCtx ctx;
   OnednnScratch scratch;
-  OnednnPlan *plans[2];        /* by VaeDirection */
+  VaePlanCache plans[2];       /* by VaeDirection */
   GQueue done;                 /* VaeBatch, in submission order */
 } OnednnEngine;
 
@@ -50,16 +52,19 @@ onednn_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
   OnednnEngine *self = (OnednnEngine *) engine;
   const VaeGraph *graph = batch->direction == VAE_DIRECTION_ENCODE
       ? engine->model->encoder : engine->model->decoder;
-  OnednnPlan **plan = &self->plans[batch->direction];
+  VaePlanCache *cache = &self->plans[batch->direction];
+  OnednnPlan *plan = vae_plan_cache_find (cache, graph, batch->n, batch->h, batch->w);
 
-  if (!onednn_plan_matches (*plan, graph, batch->n, batch->h, batch->w)) {
-    onednn_plan_free (*plan);
-    *plan = onednn_plan_new (&self->ctx, graph, batch->n, batch->h, batch->w,
-                             engine->options.precision == VAE_PRECISION_BF16
-                             ? dnnl_bf16 : dnnl_f32, &batch->error);
+  if (!plan) {
+    onednn_plan_free (vae_plan_cache_evict (cache));
+    plan = onednn_plan_new (&self->ctx, graph, batch->n, batch->h, batch->w,
+                            engine->options.precision == VAE_PRECISION_BF16
+                            ? dnnl_bf16 : dnnl_f32, &batch->error);
+    if (plan)
+      vae_plan_cache_put (cache, graph, batch->n, batch->h, batch->w, plan);
   }
-  if (*plan)
-    onednn_plan_run (&self->ctx, *plan, batch->input, batch->output, &batch->error);
+  if (plan)
+    onednn_plan_run (&self->ctx, plan, batch->input, batch->output, &batch->error);
   g_queue_push_tail (&self->done, batch);
   return TRUE;
 }
@@ -78,11 +83,17 @@ onednn_preferred_batch (VaeEngine *engine)
 }
 
 static void
+free_plan (gpointer plan, gpointer user_data)
+{
+  onednn_plan_free (plan);
+}
+
+static void
 onednn_close (VaeEngine *engine)
 {
   OnednnEngine *self = (OnednnEngine *) engine;
   for (int i = 0; i < 2; i++)
-    onednn_plan_free (self->plans[i]);
+    vae_plan_cache_clear (&self->plans[i], free_plan, NULL);
   g_queue_clear (&self->done);
   onednn_scratch_free (&self->scratch);
   if (self->ctx.stream)
