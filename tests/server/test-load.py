@@ -19,10 +19,11 @@ Memory: the server's VmRSS (/proc/PID/status) is read at quiet points: after
 a warm-up (the same mix, 8 x 15 requests: it allocates the engine's buffers
 and oneDNN primitives for the batch sizes that occur), and after each
 quarter of the load.  While requests run, the RSS swings by tens of MiB with
-the size of the engine batches in flight, and the engine keeps buffers sized
-for its last batch (its plan is rebuilt when the batch size changes), so
-before each reading one 8-frame encode and one 8-frame decode are sent alone
-(buffers sized for the largest batch) and the server is left idle; glibc's
+the size of the engine batches in flight, and the engine keeps plans (with
+their buffers) for the three batch sizes it saw last (plan-cache.h), so
+before each reading encodes and decodes of 1, 2 and then 8 frames are sent
+alone, one after the other (the same three plans every time) and the server
+is left idle; glibc's
 mmap threshold is pinned for the server (MALLOC_MMAP_THRESHOLD_) so that
 freed multi-MiB buffers go back to the system instead of fragmenting the
 heap.  Read this way, the RSS still grows by 1.4 to 2.0 MiB from the warm-up
@@ -239,19 +240,35 @@ try:
     big_latents = np.stack([ref_enc[j % 4] for j in range(8)]).astype(np.float32).tobytes()
 
     def quiet_rss():
-        """VmRSS (KiB) with the engine's buffers sized for 8 frames, idle."""
-        r1 = requests.post(URL + "/encode" + qs([8, 3, H, W], "uint8"), data=big_frames,
-                           headers=AUTH, timeout=120)
-        r2 = requests.post(URL + "/decode" + qs([8, 32, H // 8, W // 8], "float32",
-                                                output_type="pt", partial_postprocess="True"),
-                           data=big_latents, headers=AUTH, timeout=120)
-        check(r1.status_code == 200 and r2.status_code == 200,
-              f"8-frame encode and decode before an RSS reading: {r1.status_code}, {r2.status_code}")
+        """VmRSS (KiB), idle, with the engine's plans for 1, 2 and 8 frames."""
+        codes = []
+        for n in (1, 2, 8):
+            frames = big_frames[:len(big_frames) // 8 * n]
+            latents = big_latents[:len(big_latents) // 8 * n]
+            codes.append(requests.post(URL + "/encode" + qs([n, 3, H, W], "uint8"),
+                                       data=frames, headers=AUTH, timeout=120).status_code)
+            codes.append(requests.post(URL + "/decode" + qs([n, 32, H // 8, W // 8], "float32",
+                                                            output_type="pt",
+                                                            partial_postprocess="True"),
+                                       data=latents, headers=AUTH, timeout=120).status_code)
+        check(all(c == 200 for c in codes),
+              f"1-, 2- and 8-frame encodes and decodes before an RSS reading: {codes}")
         time.sleep(0.3)
         return rss_kib(proc.pid)
 
     t0 = time.monotonic()
     load(0, WARMUP)
+    # Every batch size the load can merge (1 to 8 frames), alone: each
+    # engine plan and oneDNN primitive the load needs exists before rss0.
+    for n in range(1, 9):
+        for path, body, shape, dtype, extra in (
+                ("/encode", big_frames, [n, 3, H, W], "uint8", {}),
+                ("/decode", big_latents, [n, 32, H // 8, W // 8], "float32",
+                 {"output_type": "pt", "partial_postprocess": "True"})):
+            r = requests.post(URL + path + qs(shape, dtype, **extra),
+                              data=body[:len(body) // 8 * n], headers=AUTH, timeout=120)
+            if r.status_code != 200:
+                check(False, f"warm-up {path} of {n} frames alone: {r.status_code}")
     failures_warmup = len(failures)
     rss0 = quiet_rss()
     samples = []
