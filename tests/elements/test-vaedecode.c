@@ -6,23 +6,12 @@
 #include <string.h>
 #include "safetensors.h"
 #include "engine.h"
-
-static char *testdata;
-
-static gboolean
-have_testdata (void)
-{
-  if (testdata && g_file_test (testdata, G_FILE_TEST_IS_DIR))
-    return TRUE;
-  g_test_skip ("VAE_TESTDATA is not set or missing: cannot run element tests without "
-               "../shared/testdata (models and references)");
-  return FALSE;
-}
+#include "element-test-util.h"
 
 static GstHarness *
 new_decoder (const char *model, const char *extra)
 {
-  g_autofree char *path = g_build_filename (testdata, "models", model, NULL);
+  g_autofree char *path = model_path (model);
   g_autofree char *desc = g_strdup_printf ("vaedecode model=\"%s\" %s", path,
                                            extra ? extra : "");
   return gst_harness_new_parse (desc);
@@ -67,12 +56,7 @@ stamped (GstBuffer *buf, guint i)
 static guint8 *
 buffer_bytes (GstBuffer *buf, gsize *n)
 {
-  GstMapInfo map;
-  g_assert_true (gst_buffer_map (buf, &map, GST_MAP_READ));
-  guint8 *d = g_memdup2 (map.data, map.size);
-  *n = map.size;
-  gst_buffer_unmap (buf, &map);
-  return d;
+  return buffer_dup_data (buf, n);
 }
 
 static int
@@ -140,26 +124,19 @@ test_wrong_channels (void)
   if (!have_testdata ())
     return;
   GstHarness *h = new_decoder ("tiny-sd-random", NULL);
-  GstBus *bus = gst_bus_new ();
-  gst_element_set_bus (h->element, bus);
+  GstBus *bus = harness_bus (h);
   set_latent_caps (h, "float32", 8, 8, 32, 64, 64, 1.0);
   g_assert_cmpint (gst_harness_push (h, make_latents (32 * 64, 0)), !=, GST_FLOW_OK);
-  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  g_assert_nonnull (msg);
   GError *err = NULL;
   char *dbg = NULL;
-  gst_message_parse_error (msg, &err, &dbg);
+  GstMessage *msg = pop_error (bus, &err, &dbg);
   g_test_message ("error: %s (%s)", err->message, dbg);
   g_assert_error (err, GST_CORE_ERROR, GST_CORE_ERROR_NEGOTIATION);
   g_assert_nonnull (strstr (err->message, "32"));
   g_assert_nonnull (strstr (err->message, "4"));
-  g_clear_error (&err);
-  g_free (dbg);
-  gst_message_unref (msg);
+  clear_error (msg, &err, &dbg);
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 0);
-  gst_element_set_bus (h->element, NULL);
-  gst_object_unref (bus);
-  gst_harness_teardown (h);
+  harness_teardown_bus (h, bus);
 }
 
 static void
@@ -201,20 +178,14 @@ test_flush_mid_batch (void)
                      GST_FLOW_OK);
   g_assert_true (gst_harness_push_event (h, gst_event_new_flush_start ()));
   g_assert_true (gst_harness_push_event (h, gst_event_new_flush_stop (TRUE)));
-  GstSegment seg;
-  gst_segment_init (&seg, GST_FORMAT_TIME);
-  g_assert_true (gst_harness_push_event (h, gst_event_new_segment (&seg)));
+  push_time_segment (h);
   for (guint i = 20; i < 22; i++)
     g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 64, 1), i)), ==,
                      GST_FLOW_OK);
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 0);
   g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 2);
-  for (guint i = 20; i < 22; i++) {
-    GstBuffer *out = gst_harness_pull (h);
-    g_assert_cmpuint (GST_BUFFER_OFFSET (out), ==, i);
-    gst_buffer_unref (out);
-  }
+  pull_offsets (h, 20, 22);
   gst_harness_teardown (h);
 }
 
@@ -228,15 +199,9 @@ test_live_timeout (void)
   for (guint i = 0; i < 2; i++)
     g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 64, (int) i), i)), ==,
                      GST_FLOW_OK);
-  gint64 end = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
-  while (gst_harness_buffers_received (h) < 2 && g_get_monotonic_time () < end)
-    g_usleep (10000);
+  wait_for_buffers (h, 2);
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 2);
-  for (guint i = 0; i < 2; i++) {
-    GstBuffer *out = gst_harness_pull (h);
-    g_assert_cmpuint (GST_BUFFER_OFFSET (out), ==, i);
-    gst_buffer_unref (out);
-  }
+  pull_offsets (h, 0, 2);
   /* More frames keep flowing after a timeout flush. */
   g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 64, 5), 2)), ==, GST_FLOW_OK);
   g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
@@ -252,7 +217,7 @@ test_odd_size_round_trip (void)
 {
   if (!have_testdata ())
     return;
-  g_autofree char *m = g_build_filename (testdata, "models", "taef2", NULL);
+  g_autofree char *m = model_path ("taef2");
   g_autofree char *desc = g_strdup_printf ("vaeencode model=\"%s\" ! vaedecode model=\"%s\"",
                                            m, m);
   GstHarness *h = gst_harness_new_parse (desc);
@@ -308,11 +273,8 @@ test_reference_and_factors (void)
 {
   if (!have_testdata ())
     return;
-  g_autofree char *path = g_build_filename (testdata, "reference",
-                                            "taef2__astronaut_64x64.safetensors", NULL);
+  VaeSafetensors *st = open_reference ("taef2__astronaut_64x64.safetensors");
   GError *err = NULL;
-  VaeSafetensors *st = vae_safetensors_open (path, &err);
-  g_assert_no_error (err);
   const VaeTensorView *lat = vae_safetensors_lookup (st, "latent_scaled");
   const VaeTensorView *dec = vae_safetensors_lookup (st, "decoded_u8");
   g_assert_nonnull (lat);
@@ -376,25 +338,7 @@ test_reference_and_factors (void)
 static void
 test_missing_model (void)
 {
-  GstElement *e = gst_element_factory_make ("vaedecode", NULL);
-  g_assert_nonnull (e);
-  g_object_set (e, "model", "/nonexistent/decoder", NULL);
-  GstBus *bus = gst_bus_new ();
-  gst_element_set_bus (e, bus);
-  g_assert_cmpint (gst_element_set_state (e, GST_STATE_PAUSED), ==, GST_STATE_CHANGE_FAILURE);
-  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  g_assert_nonnull (msg);
-  GError *err = NULL;
-  char *dbg = NULL;
-  gst_message_parse_error (msg, &err, &dbg);
-  g_assert_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND);
-  g_assert_nonnull (strstr (dbg, "/nonexistent/decoder"));
-  g_clear_error (&err);
-  g_free (dbg);
-  gst_message_unref (msg);
-  gst_element_set_state (e, GST_STATE_NULL);
-  gst_element_set_bus (e, NULL);
-  gst_object_unref (bus);
+  GstElement *e = start_missing_model ("vaedecode", "/nonexistent/decoder");
   gst_object_unref (e);
 }
 
@@ -445,38 +389,23 @@ test_tiled (void)
   g_free (first[1]);
 
   GstHarness *h = new_decoder ("taef2", "tile-size=64 tile-overlap=64");
-  GstBus *bus = gst_bus_new ();
-  gst_element_set_bus (h->element, bus);
+  GstBus *bus = harness_bus (h);
   set_latent_caps (h, "float32", lw, lh, c, w, hh, 1.0);
   g_assert_cmpint (gst_harness_push (h, make_latents (c * lw * lh, 0)), !=, GST_FLOW_OK);
-  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  g_assert_nonnull (msg);
   GError *err = NULL;
   char *dbg = NULL;
-  gst_message_parse_error (msg, &err, &dbg);
+  GstMessage *msg = pop_error (bus, &err, &dbg);
   g_test_message ("error: %s (%s)", err->message, dbg);
   g_assert_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_SETTINGS);
   g_assert_nonnull (strstr (dbg, "smaller than the tile size"));
-  g_clear_error (&err);
-  g_free (dbg);
-  gst_message_unref (msg);
-  gst_element_set_bus (h->element, NULL);
-  gst_object_unref (bus);
-  gst_harness_teardown (h);
+  clear_error (msg, &err, &dbg);
+  harness_teardown_bus (h, bus);
 }
 
 int
 main (int argc, char **argv)
 {
-  g_test_init (&argc, &argv, NULL);
-  gst_check_init (NULL, NULL);
-  testdata = g_strdup (g_getenv ("VAE_TESTDATA"));
-  /* Names the engines; this also links them (and the libraries they use,
-   * oneDNN included) into the test at startup, rather than only through
-   * the dlopen()ed plugin: LeakSanitizer cannot walk the dynamic TLS of a
-   * library that only arrives with dlopen (it crashes in its tracer). */
-  g_autofree char *engines = g_strjoinv (", ", (char **) vae_engine_backends ());
-  g_test_message ("engines in this build: %s", engines);
+  element_test_init (&argc, &argv);
   g_test_add_func ("/vaedecode/output-formats", test_output_formats);
   g_test_add_func ("/vaedecode/refused-caps", test_refused_caps);
   g_test_add_func ("/vaedecode/wrong-channels", test_wrong_channels);
@@ -487,7 +416,5 @@ main (int argc, char **argv)
   g_test_add_func ("/vaedecode/reference-and-factors", test_reference_and_factors);
   g_test_add_func ("/vaedecode/missing-model", test_missing_model);
   g_test_add_func ("/vaedecode/tiled", test_tiled);
-  int ret = g_test_run ();
-  g_free (testdata);
-  return ret;
+  return element_test_run ();
 }

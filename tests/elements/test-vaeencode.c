@@ -7,24 +7,7 @@
 #include <glib/gstdio.h>
 #include "safetensors.h"
 #include "engine.h"
-
-static char *testdata;
-
-static char *
-model_path (const char *name)
-{
-  return g_build_filename (testdata, "models", name, NULL);
-}
-
-static gboolean
-have_testdata (void)
-{
-  if (testdata && g_file_test (testdata, G_FILE_TEST_IS_DIR))
-    return TRUE;
-  g_test_skip ("VAE_TESTDATA is not set or missing: cannot run element tests without "
-               "../shared/testdata (models and references)");
-  return FALSE;
-}
+#include "element-test-util.h"
 
 static GstHarness *
 new_encoder (const char *model, const char *extra)
@@ -103,11 +86,9 @@ stamped (GstBuffer *buf, guint i)
 static float *
 buffer_floats (GstBuffer *buf, gsize *n)
 {
-  GstMapInfo map;
-  g_assert_true (gst_buffer_map (buf, &map, GST_MAP_READ));
-  float *f = g_memdup2 (map.data, map.size);
-  *n = map.size / sizeof (float);
-  gst_buffer_unmap (buf, &map);
+  gsize size;
+  float *f = buffer_dup_data (buf, &size);
+  *n = size / sizeof (float);
   return f;
 }
 
@@ -296,19 +277,13 @@ test_flush_mid_batch (void)
   g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (rgb, 64, 64,
                    GST_VIDEO_FORMAT_RGB), 99)), ==, GST_FLOW_FLUSHING);
   g_assert_true (gst_harness_push_event (h, gst_event_new_flush_stop (TRUE)));
-  GstSegment seg;
-  gst_segment_init (&seg, GST_FORMAT_TIME);
-  g_assert_true (gst_harness_push_event (h, gst_event_new_segment (&seg)));
+  push_time_segment (h);
   for (guint i = 10; i < 14; i++)
     g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (rgb, 64, 64,
                      GST_VIDEO_FORMAT_RGB), i)), ==, GST_FLOW_OK);
   g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 4);
-  for (guint i = 10; i < 14; i++) {
-    GstBuffer *out = gst_harness_pull (h);
-    g_assert_cmpuint (GST_BUFFER_OFFSET (out), ==, i);
-    gst_buffer_unref (out);
-  }
+  pull_offsets (h, 10, 14);
   gst_harness_teardown (h);
 }
 
@@ -355,15 +330,9 @@ test_live_timeout (void)
   for (guint i = 0; i < 2; i++)
     g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (rgb, 64, 64,
                      GST_VIDEO_FORMAT_RGB), i)), ==, GST_FLOW_OK);
-  gint64 end = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
-  while (gst_harness_buffers_received (h) < 2 && g_get_monotonic_time () < end)
-    g_usleep (10000);
+  wait_for_buffers (h, 2);
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 2);
-  for (guint i = 0; i < 2; i++) {
-    GstBuffer *out = gst_harness_pull (h);
-    g_assert_cmpuint (GST_BUFFER_OFFSET (out), ==, i);
-    gst_buffer_unref (out);
-  }
+  pull_offsets (h, 0, 2);
   /* Latency: batching adds min(7 frames, 50 ms) = 50 ms to upstream's. */
   GstClockTime lat = gst_harness_query_latency (h);
   g_assert_cmpuint (lat, ==, 50 * GST_MSECOND);
@@ -511,11 +480,8 @@ test_reference (void)
 {
   if (!have_testdata ())
     return;
-  g_autofree char *path = g_build_filename (testdata, "reference",
-                                            "taef2__astronaut_64x64.safetensors", NULL);
+  VaeSafetensors *st = open_reference ("taef2__astronaut_64x64.safetensors");
   GError *err = NULL;
-  VaeSafetensors *st = vae_safetensors_open (path, &err);
-  g_assert_no_error (err);
   const VaeTensorView *img = vae_safetensors_lookup (st, "image");
   const VaeTensorView *ref = vae_safetensors_lookup (st, "latent_scaled");
   g_assert_nonnull (img);
@@ -557,42 +523,17 @@ test_reference (void)
   vae_safetensors_free (st);
 }
 
-/* Starts ELEMENT and returns the error it posts (or NULL). */
-static GstMessage *
-start_and_get_error (GstElement *element, GstStateChangeReturn *ret)
-{
-  GstBus *bus = gst_bus_new ();
-  gst_element_set_bus (element, bus);
-  *ret = gst_element_set_state (element, GST_STATE_PAUSED);
-  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  gst_element_set_state (element, GST_STATE_NULL);
-  gst_element_set_bus (element, NULL);
-  gst_object_unref (bus);
-  return msg;
-}
-
 static void
 test_missing_model (void)
 {
-  GstElement *e = gst_element_factory_make ("vaeencode", NULL);
-  g_assert_nonnull (e);
-  g_object_set (e, "model", "/nonexistent/model-folder", NULL);
+  GstElement *e = start_missing_model ("vaeencode", "/nonexistent/model-folder");
   GstStateChangeReturn ret;
-  GstMessage *msg = start_and_get_error (e, &ret);
-  g_assert_cmpint (ret, ==, GST_STATE_CHANGE_FAILURE);
-  g_assert_nonnull (msg);
   GError *err = NULL;
   char *dbg = NULL;
-  gst_message_parse_error (msg, &err, &dbg);
-  g_assert_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_NOT_FOUND);
-  g_assert_nonnull (strstr (dbg, "/nonexistent/model-folder"));
-  g_clear_error (&err);
-  g_free (dbg);
-  gst_message_unref (msg);
 
   /* No model at all. */
   g_object_set (e, "model", NULL, NULL);
-  msg = start_and_get_error (e, &ret);
+  GstMessage *msg = start_and_get_error (e, &ret);
   g_assert_cmpint (ret, ==, GST_STATE_CHANGE_FAILURE);
   g_assert_nonnull (msg);
   gst_message_unref (msg);
@@ -607,9 +548,7 @@ test_missing_model (void)
   gst_message_parse_error (msg, &err, &dbg);
   g_assert_error (err, GST_RESOURCE_ERROR, GST_RESOURCE_ERROR_FAILED);
   g_assert_nonnull (strstr (dbg, "vae-test-corrupt"));
-  g_clear_error (&err);
-  g_free (dbg);
-  gst_message_unref (msg);
+  clear_error (msg, &err, &dbg);
   g_unlink (tmp);
   gst_object_unref (e);
 }
@@ -623,22 +562,16 @@ test_decoder_only_model (void)
                                             "taef2_decoder.safetensors", NULL);
   g_autofree char *desc = g_strdup_printf ("vaeencode model=\"%s\"", path);
   GstHarness *h = gst_harness_new_parse (desc);
-  GstBus *bus = gst_bus_new ();
-  gst_element_set_bus (h->element, bus);
+  GstBus *bus = harness_bus (h);
   set_video_caps (h, "RGB", 64, 64);
   g_autofree guint8 *rgb = make_rgb (64, 64, 0);
   g_assert_cmpint (gst_harness_push (h, frame_from_rgb (rgb, 64, 64, GST_VIDEO_FORMAT_RGB)),
                    !=, GST_FLOW_OK);
-  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  g_assert_nonnull (msg);
   GError *err = NULL;
-  gst_message_parse_error (msg, &err, NULL);
+  GstMessage *msg = pop_error (bus, &err, NULL);
   g_assert_nonnull (strstr (err->message, "no encoder"));
-  g_clear_error (&err);
-  gst_message_unref (msg);
-  gst_element_set_bus (h->element, NULL);
-  gst_object_unref (bus);
-  gst_harness_teardown (h);
+  clear_error (msg, &err, NULL);
+  harness_teardown_bus (h, bus);
 }
 
 /* backend=cuda: where a GPU is usable, the frames the cpu engine gives
@@ -668,40 +601,25 @@ test_cuda_backend (void)
     return;
   }
   GstHarness *h = new_encoder ("taef2", "backend=cuda");
-  GstBus *bus = gst_bus_new ();
-  gst_element_set_bus (h->element, bus);
+  GstBus *bus = harness_bus (h);
   set_video_caps (h, "RGB", 64, 64);
   g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (rgb, 64, 64,
                                                                  GST_VIDEO_FORMAT_RGB), 0)),
                    !=, GST_FLOW_OK);
-  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
-  g_assert_nonnull (msg);
   GError *err = NULL;
   char *dbg = NULL;
-  gst_message_parse_error (msg, &err, &dbg);
+  GstMessage *msg = pop_error (bus, &err, &dbg);
   g_test_message ("backend=cuda without a GPU: %s (%s)", err->message, dbg);
   g_assert_true (strstr (err->message, "cuda") || (dbg && strstr (dbg, "cuda")));
   g_assert_null (gst_harness_try_pull (h));
-  g_clear_error (&err);
-  g_free (dbg);
-  gst_message_unref (msg);
-  gst_element_set_bus (h->element, NULL);
-  gst_object_unref (bus);
-  gst_harness_teardown (h);
+  clear_error (msg, &err, &dbg);
+  harness_teardown_bus (h, bus);
 }
 
 int
 main (int argc, char **argv)
 {
-  g_test_init (&argc, &argv, NULL);
-  gst_check_init (NULL, NULL);
-  testdata = g_strdup (g_getenv ("VAE_TESTDATA"));
-  /* Names the engines; this also links them (and the libraries they use,
-   * oneDNN included) into the test at startup, rather than only through
-   * the dlopen()ed plugin: LeakSanitizer cannot walk the dynamic TLS of a
-   * library that only arrives with dlopen (it crashes in its tracer). */
-  g_autofree char *engines = g_strjoinv (", ", (char **) vae_engine_backends ());
-  g_test_message ("engines in this build: %s", engines);
+  element_test_init (&argc, &argv);
   g_test_add_func ("/vaeencode/formats", test_formats);
   g_test_add_func ("/vaeencode/cuda-backend", test_cuda_backend);
   g_test_add_func ("/vaeencode/refused-caps", test_refused_caps);
@@ -717,7 +635,5 @@ main (int argc, char **argv)
   g_test_add_func ("/vaeencode/reference", test_reference);
   g_test_add_func ("/vaeencode/missing-model", test_missing_model);
   g_test_add_func ("/vaeencode/decoder-only-model", test_decoder_only_model);
-  int ret = g_test_run ();
-  g_free (testdata);
-  return ret;
+  return element_test_run ();
 }

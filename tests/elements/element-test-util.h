@@ -1,0 +1,62 @@
+/* gst-vae: helpers shared by the element tests (GstHarness). */
+#pragma once
+
+#include <gst/gst.h>
+#include <gst/check/gstharness.h>
+#include "safetensors.h"
+
+G_BEGIN_DECLS
+
+/* The testdata folder ($VAE_TESTDATA), set by element_test_init (). */
+extern char *testdata;
+
+/* TRUE when testdata is there; otherwise marks the test skipped. */
+gboolean have_testdata (void);
+
+/* testdata/models/NAME (free with g_free). */
+char *model_path (const char *name);
+
+/* Opens testdata/reference/NAME, asserting that it opens. */
+VaeSafetensors *open_reference (const char *name);
+
+/* Pops the ERROR message from BUS (asserting there is one) and parses it
+ * into ERR and DBG; the caller frees all three. */
+GstMessage *pop_error (GstBus *bus, GError **err, char **dbg);
+
+/* Starts ELEMENT (to PAUSED, storing the result in RET), takes the ERROR
+ * message it posted (or NULL) and sets it back to NULL. */
+GstMessage *start_and_get_error (GstElement *element, GstStateChangeReturn *ret);
+
+/* Makes a FACTORY element with model=MODEL (a path that is not there) and
+ * asserts that starting it fails with RESOURCE NOT_FOUND naming MODEL;
+ * returns the element (stopped) for the caller to go on with or unref. */
+GstElement *start_missing_model (const char *factory, const char *model);
+
+/* A copy of BUF's bytes (free with g_free); SIZE gets their number. */
+gpointer buffer_dup_data (GstBuffer *buf, gsize *size);
+
+/* Frees what pop_error () gave: MSG, ERR and DBG (which may be NULL). */
+void clear_error (GstMessage *msg, GError **err, char **dbg);
+
+/* A new bus set on H's element, to pop its messages from. */
+GstBus *harness_bus (GstHarness *h);
+
+/* Unsets BUS from H's element, drops it and tears H down. */
+void harness_teardown_bus (GstHarness *h, GstBus *bus);
+
+/* Pulls the buffers with offsets FIRST .. END-1 from H, asserting each offset. */
+void pull_offsets (GstHarness *h, guint first, guint end);
+
+/* Waits up to 20 s until H has received N buffers. */
+void wait_for_buffers (GstHarness *h, guint n);
+
+/* Pushes a TIME segment event into H, asserting it is taken. */
+void push_time_segment (GstHarness *h);
+
+/* g_test_init, gst_check_init, reads VAE_TESTDATA and names the engines. */
+void element_test_init (int *argc, char ***argv);
+
+/* g_test_run, then frees testdata. */
+int element_test_run (void);
+
+G_END_DECLS
