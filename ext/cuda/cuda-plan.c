@@ -100,12 +100,6 @@ buf (const CudaPlan *plan, int i)
   return i >= 0 ? g_array_index (plan->pool, PoolBuffer, i).ptr : NULL;
 }
 
-gboolean
-cuda_plan_matches (const CudaPlan *plan, const VaeGraph *graph, int n, int h, int w)
-{
-  return plan && plan->graph == graph && plan->n == n && plan->h == h && plan->w == w;
-}
-
 /* A convolution whose output only GroupNorms read (a ResNet block's first
  * convolution) leaves its bias to them: one pass over the activation fewer
  * (VAE_CUDA_FOLD_BIAS=0 turns that off). */

@@ -109,8 +109,6 @@ typedef struct _CudaPlan CudaPlan;
 
 CudaPlan *cuda_plan_new (CudaCtx *ctx, const CudaWeights *weights, int n, int h, int w,
                          GError **error);
-gboolean cuda_plan_matches (const CudaPlan *plan, const VaeGraph *graph, int n, int h,
-                            int w);
 /* Runs the plan on host NCHW float32 INPUT into host OUTPUT; *DEVICE_MS
  * gets the device time of the forward pass (copies excluded). */
 gboolean cuda_plan_run (CudaCtx *ctx, CudaPlan *plan, const float *input, float *output,

@@ -472,12 +472,6 @@ conv_step_add (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
   return TRUE;
 }
 
-gboolean
-onednn_plan_matches (const OnednnPlan *plan, const VaeGraph *graph, int n, int h, int w)
-{
-  return plan && plan->graph == graph && plan->n == n && plan->h == h && plan->w == w;
-}
-
 static void
 memory_destroy (gpointer mem)
 {

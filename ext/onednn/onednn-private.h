@@ -143,8 +143,6 @@ typedef struct _OnednnPlan OnednnPlan;
  * graph's input and output stay float32 NCHW. */
 OnednnPlan *onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph,
                              int n, int h, int w, dnnl_data_type_t dt, GError **error);
-gboolean onednn_plan_matches (const OnednnPlan *plan, const VaeGraph *graph,
-                              int n, int h, int w);
 gboolean onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
                           float *output, GError **error);
 void onednn_plan_free (OnednnPlan *plan);
