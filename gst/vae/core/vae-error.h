@@ -14,6 +14,27 @@ typedef enum {
   VAE_ERROR_UNSUPPORTED,   /* valid input this build cannot handle */
   VAE_ERROR_ENGINE,        /* the engine failed while running */
   VAE_ERROR_ARGUMENT,      /* a caller passed a bad value */
+  VAE_ERROR_NO_MEMORY,     /* an allocation failed (a frame, batch or plan too
+                            * large for this machine's memory) */
 } VaeErrorCode;
+
+/* Allocations that can fail.  GLib's g_malloc and g_aligned_alloc abort the
+ * process when memory runs out; a frame too large for memory must instead
+ * come back as an error that the caller can report (an element error, an
+ * HTTP 503, exit status 1).  Use these for every buffer whose size follows
+ * from the input (frames, activations, plans, staging); WHAT names the
+ * buffer in the message ("activations for 1x3x8192x8192").  Both return NULL
+ * with ERROR set (VAE_ERROR_NO_MEMORY) on failure or on a size that
+ * overflows; n_blocks * block_size bytes, zeroed.  Free with vae_free /
+ * vae_aligned_free. */
+gpointer vae_try_alloc0 (gsize n_blocks, gsize block_size, const char *what,
+                         GError **error);
+gpointer vae_try_aligned_alloc0 (gsize n_blocks, gsize block_size, gsize alignment,
+                                 const char *what, GError **error);
+#define vae_free g_free
+#define vae_aligned_free g_aligned_free
+
+/* Human-readable size ("17.2 GB") for messages; returns a new string. */
+char *vae_format_bytes (guint64 bytes);
 
 G_END_DECLS
