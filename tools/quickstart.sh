@@ -23,12 +23,11 @@ if [ "${QUICKSTART_SKIP_APT:-0}" != 1 ]; then
   sudo=
   [ "$(id -u)" -eq 0 ] || sudo=sudo
   $sudo apt-get update || echo "quickstart: apt-get update failed; trying the package lists we have" >&2
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-    meson ninja-build pkg-config gcc libc6-dev libglib2.0-dev libjson-glib-dev \
-    libdnnl-dev libpng-dev python3 python3-numpy curl ca-certificates \
-    libgstreamer1.0-dev libgstreamer-plugins-base1.0-dev gstreamer1.0-plugins-base \
-    gstreamer1.0-plugins-good gstreamer1.0-tools python3-gst-1.0 \
-    gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0
+  # Everything the product needs (cpu engine, remote engine, vae-server,
+  # the plugin, tests and examples): the list CI installs, less its
+  # sanitizer toolchain.
+  mapfile -t packages < <(sed -e 's/#.*//' -e '/^[[:space:]]*$/d' -e 's/[[:space:]]//g' tools/debian-packages.txt)
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
 fi
 
 if [ ! -f "$build/build.ninja" ]; then
