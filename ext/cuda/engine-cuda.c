@@ -2,10 +2,11 @@
  * own kernels in NHWC, float16 by default (bfloat16 and float32 as options;
  * float32 runs without TF32, for checking against float32 references).
  *
- * Weights are uploaded once when the engine opens; a plan per direction is
- * built the first time a (graph, n, h, w) is seen and reused (replayed as a
- * CUDA graph) until the shape changes.  Batches run inside submit; wait
- * hands them back in order.
+ * Weights are uploaded once per engine and direction, when that direction
+ * first runs (a vaeencode never uploads the decoder); plans are built the
+ * first time a (graph, n, h, w) is seen, the three most recently used kept
+ * per direction (plan-cache.c) and replayed as CUDA graphs.  Batches are
+ * queued on the engine's stream in submit; wait hands them back in order.
  *
  * Environment: VAE_CUDA_WORKSPACE_MB (most workspace one convolution may
  * use, default 256), VAE_CUDA_FIND=0 (cuDNN heuristics instead of measured

@@ -120,7 +120,8 @@ void vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats);
 /* submit + wait, with the batch's error moved to ERROR. */
 gboolean vae_engine_run (VaeEngine *engine, VaeBatch *batch, GError **error);
 
-/* Shape of an op's output, for callers sizing buffers. */
+/* Channels of a direction's output (encode: the encoder's, moments
+ * included; decode: the image's), for callers sizing output buffers. */
 int vae_engine_output_channels (const VaeModel *model, VaeDirection direction);
 
 G_END_DECLS
