@@ -12,11 +12,11 @@
 
 #include "cuda-private.h"
 #include "cuda-profile.h"
+#include "buffer-plan.h"
 
 typedef struct {
   size_t size;
   void *ptr;
-  gboolean busy;
 } PoolBuffer;
 
 typedef struct {
@@ -55,43 +55,6 @@ value_bytes (const CudaCtx *ctx, const VaeGraph *g, int v, int n, const int *vh,
 {
   return (size_t) n * vh[v] * vw[v] * cuda_stored_channels (vae_graph_channels (g, v))
          * vae_cuda_dtype_size (ctx->dt);
-}
-
-/* Best fit among free buffers, else a new one (allocated after planning). */
-static int
-pool_take (GArray *pool, size_t size)
-{
-  int best = -1;
-  for (guint i = 0; i < pool->len; i++) {
-    PoolBuffer *b = &g_array_index (pool, PoolBuffer, i);
-    if (!b->busy && b->size >= size
-        && (best < 0 || b->size < g_array_index (pool, PoolBuffer, best).size))
-      best = i;
-  }
-  if (best < 0) {
-    /* Growing the largest free buffer beats adding one more. */
-    for (guint i = 0; i < pool->len; i++) {
-      PoolBuffer *b = &g_array_index (pool, PoolBuffer, i);
-      if (!b->busy && (best < 0 || b->size > g_array_index (pool, PoolBuffer, best).size))
-        best = i;
-    }
-    if (best >= 0)
-      g_array_index (pool, PoolBuffer, best).size = size;
-  }
-  if (best < 0) {
-    PoolBuffer b = { size, NULL, FALSE };
-    g_array_append_val (pool, b);
-    best = pool->len - 1;
-  }
-  g_array_index (pool, PoolBuffer, best).busy = TRUE;
-  return best;
-}
-
-static void
-pool_release (GArray *pool, int i)
-{
-  if (i >= 0)
-    g_array_index (pool, PoolBuffer, i).busy = FALSE;
 }
 
 static void *
@@ -135,47 +98,59 @@ fold_biases (CudaPlan *plan)
   }
 }
 
-/* Assigns buffers to values and steps; nothing is allocated yet. */
+/* What the core planner needs to know of step I: its reads and output, its
+ * explicit-padding scratch, and what may be written in place (a residual
+ * that dies there is accumulated into by cuDNN; GroupNorm and tanh
+ * overwrite a dying input). */
+static void
+describe_step (const CudaCtx *ctx, const CudaPlan *plan, guint i, VaePlanStep *ps)
+{
+  const VaeOp *op = vae_graph_op (plan->graph, i);
+  const Step *s = &plan->steps[i];
+  vae_plan_step_from_op (op, ps);
+  switch (op->kind) {
+    case VAE_OP_CONV2D:
+      if (op->residual >= 0 && op->residual != op->in)
+        ps->inplace = op->residual;
+      if (s->conv.explicit_pad)
+        ps->scratch_bytes = (size_t) plan->n * s->conv.pad_h * s->conv.pad_w
+                            * cuda_stored_channels (op->in_channels)
+                            * vae_cuda_dtype_size (ctx->dt);
+      break;
+    case VAE_OP_GROUP_NORM:
+    case VAE_OP_TANH_CLAMP:
+      if (op->in2 != op->in && op->in3 != op->in && op->residual != op->in)
+        ps->inplace = op->in;
+      break;
+    case VAE_OP_ATTENTION:
+    case VAE_OP_UPSAMPLE2X:
+      break;
+  }
+}
+
+/* Assigns buffers to values and steps (gst/vae/core/buffer-plan.c);
+ * nothing is allocated yet. */
 static gboolean
 plan_buffers (CudaCtx *ctx, CudaPlan *plan, const CudaWeights *weights, GError **error)
 {
   const VaeGraph *g = plan->graph;
   const guint n_values = g->values->len;
   g_autofree int *vh = g_new (int, n_values), *vw = g_new (int, n_values);
-  g_autofree int *last = g_new (int, n_values), *where = g_new (int, n_values);
+  g_autofree gsize *bytes = g_new (gsize, n_values);
+  g_autofree VaePlanStep *psteps = g_new (VaePlanStep, MAX (plan->n_steps, 1));
   vae_graph_infer_sizes (g, plan->h, plan->w, vh, vw);
+  for (guint v = 0; v < n_values; v++)
+    bytes[v] = value_bytes (ctx, g, v, plan->n, vh, vw);
 
-  for (guint v = 0; v < n_values; v++) {
-    last[v] = -1;
-    where[v] = -1;
-  }
-  for (guint i = 0; i < plan->n_steps; i++) {
-    const VaeOp *op = vae_graph_op (g, i);
-    int reads[4] = { op->in, op->in2, op->in3, op->residual };
-    for (int r = 0; r < 4; r++)
-      if (reads[r] >= 0)
-        last[reads[r]] = i;
-  }
-  last[g->output] = G_MAXINT;
-
-  where[0] = pool_take (plan->pool, value_bytes (ctx, g, 0, plan->n, vh, vw));
-  plan->in_buf = where[0];
   for (guint i = 0; i < plan->n_steps; i++) {
     const VaeOp *op = vae_graph_op (g, i);
     Step *s = &plan->steps[i];
     s->op = op;
     s->p = &weights->params[i];
-    s->in = where[op->in];
-    s->in2 = op->in2 >= 0 ? where[op->in2] : -1;
-    s->in3 = op->in3 >= 0 ? where[op->in3] : -1;
-    s->res = op->residual >= 0 ? where[op->residual] : -1;
-    s->pad = -1;
     s->h = vh[op->in];
     s->w = vw[op->in];
     s->oh = vh[op->out];
     s->ow = vw[op->out];
-    const size_t out_bytes = value_bytes (ctx, g, op->out, plan->n, vh, vw);
-
     if (op->kind == VAE_OP_GROUP_NORM
         && vae_graph_channels (g, op->in) % CUDA_CHANNEL_ALIGN != 0) {
       g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
@@ -183,37 +158,34 @@ plan_buffers (CudaCtx *ctx, CudaPlan *plan, const CudaWeights *weights, GError *
                    "of %d)", op->name, vae_graph_channels (g, op->in), CUDA_CHANNEL_ALIGN);
       return FALSE;
     }
-    if (op->kind == VAE_OP_CONV2D) {
-      if (!cuda_conv_init (ctx, &s->conv, op, plan->n, s->h, s->w, s->oh, s->ow, error))
-        return FALSE;
-      if (s->conv.explicit_pad)
-        s->pad = pool_take (plan->pool, (size_t) plan->n * s->conv.pad_h * s->conv.pad_w
-                            * cuda_stored_channels (op->in_channels)
-                            * vae_cuda_dtype_size (ctx->dt));
-    }
+    if (op->kind == VAE_OP_CONV2D
+        && !cuda_conv_init (ctx, &s->conv, op, plan->n, s->h, s->w, s->oh, s->ow, error))
+      return FALSE;
+    describe_step (ctx, plan, i, &psteps[i]);
+  }
 
-    gboolean in_dies = last[op->in] == (int) i && op->in2 != op->in && op->in3 != op->in
-                       && op->residual != op->in;
-    if (op->kind == VAE_OP_CONV2D && op->residual >= 0 && last[op->residual] == (int) i
-        && op->residual != op->in) {
+  g_autoptr (VaeBufferPlan) bp = vae_buffer_plan_new (n_values, bytes, plan->n_steps, psteps,
+                                                      0, g->output);
+  for (int k = 0; k < bp->n_slots; k++) {
+    PoolBuffer b = { bp->slot_bytes[k], NULL };
+    g_array_append_val (plan->pool, b);
+  }
+  const int *where = bp->value_slot;
+  plan->in_buf = where[0];
+  for (guint i = 0; i < plan->n_steps; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    Step *s = &plan->steps[i];
+    s->in = where[op->in];
+    s->in2 = op->in2 >= 0 ? where[op->in2] : -1;
+    s->in3 = op->in3 >= 0 ? where[op->in3] : -1;
+    s->res = op->residual >= 0 ? where[op->residual] : -1;
+    s->out = where[op->out];
+    s->pad = bp->scratch_slot[i];
+    if (op->kind == VAE_OP_CONV2D && s->res >= 0 && s->res == s->out) {
       /* out = conv(in) + residual, written over the dying residual. */
-      s->out = s->res;
       s->res = -1;
       s->beta = 1.0f;
-    } else if ((op->kind == VAE_OP_GROUP_NORM || op->kind == VAE_OP_TANH_CLAMP) && in_dies) {
-      s->out = s->in;
-    } else {
-      s->out = pool_take (plan->pool, out_bytes);
     }
-    where[op->out] = s->out;
-
-    pool_release (plan->pool, s->pad);
-    int reads[4] = { op->in, op->in2, op->in3, op->residual };
-    for (int r = 0; r < 4; r++)
-      if (reads[r] >= 0 && last[reads[r]] == (int) i && where[reads[r]] != s->out) {
-        pool_release (plan->pool, where[reads[r]]);
-        last[reads[r]] = -2;   /* released once even when read twice */
-      }
   }
   plan->out_buf = where[g->output];
   plan->out_h = vh[g->output];

@@ -30,6 +30,12 @@ onednn_open (VaeEngine *engine, GError **error)
                  "the cpu backend runs float32 or bfloat16, not float16");
     return FALSE;
   }
+  if (engine->options.precision == VAE_PRECISION_BF16 && !onednn_cpu_has_avx512 ()) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "the cpu backend's bfloat16 needs AVX-512: oneDNN has no bfloat16 "
+                 "convolutions for this CPU (%s); use float32", onednn_cpu_isa_name ());
+    return FALSE;
+  }
 #ifdef _OPENMP
   if (engine->options.threads > 0)
     omp_set_num_threads (engine->options.threads);

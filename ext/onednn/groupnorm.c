@@ -20,6 +20,9 @@ typedef struct {
 typedef float v16f __attribute__ ((vector_size (64)));
 typedef guint16 v16h __attribute__ ((vector_size (32)));
 typedef guint32 v16u __attribute__ ((vector_size (64)));
+typedef float v8f __attribute__ ((vector_size (32)));
+typedef guint16 v8h __attribute__ ((vector_size (16)));
+typedef guint32 v8u __attribute__ ((vector_size (32)));
 
 static inline v16f
 load16_f32 (const float *p)
@@ -36,6 +39,23 @@ load16_bf16 (const guint16 *p)
   memcpy (&h, p, sizeof h);
   v16u u = __builtin_convertvector (h, v16u) << 16;
   return (v16f) u;
+}
+
+static inline v8f
+load8_f32 (const float *p)
+{
+  v8f v;
+  memcpy (&v, p, sizeof v);
+  return v;
+}
+
+static inline v8f
+load8_bf16 (const guint16 *p)
+{
+  v8h h;
+  memcpy (&h, p, sizeof h);
+  v8u u = __builtin_convertvector (h, v8u) << 16;
+  return (v8f) u;
 }
 
 static inline float
@@ -55,7 +75,7 @@ load1_bf16 (const guint16 *p)
  * with k_c the channel's first value, so the variance does not cancel.
  * Rows are summed in float (16 lanes), images in double.  One copy per
  * activation type; target clones give the wide-vector versions. */
-#define DEFINE_CHANNEL_SUMS(NAME, TYPE, LOAD16, LOAD1)                        \
+#define DEFINE_CHANNEL_SUMS(NAME, TYPE, LOAD16, LOAD8, LOAD1)                     \
   __attribute__ ((target_clones ("avx512f", "avx2", "default")))              \
   static void                                                                 \
   NAME (const TYPE *x, const ChannelRuns *r, double *s1, double *s2,          \
@@ -82,6 +102,16 @@ load1_bf16 (const guint16 *p)
           }                                                                   \
           memcpy (f1, &r1, sizeof f1);                                        \
           memcpy (f2, &r2, sizeof f2);                                        \
+        } else if (cb == 8) {    /* nChw8c, the AVX2 machines' layout */     \
+          v8f kv, r1 = { 0 }, r2 = { 0 };                                     \
+          memcpy (&kv, k, sizeof kv);                                         \
+          for (int xx = 0; xx < r->w; xx++) {                                 \
+            v8f d = LOAD8 (row + xx * r->s_w) - kv;                           \
+            r1 += d;                                                          \
+            r2 += d * d;                                                      \
+          }                                                                   \
+          memcpy (f1, &r1, sizeof r1);                                        \
+          memcpy (f2, &r2, sizeof r2);                                        \
         } else {                                                              \
           for (int i = 0; i < cb; i++)                                        \
             f1[i] = f2[i] = 0;                                                \
@@ -105,8 +135,8 @@ load1_bf16 (const guint16 *p)
     }                                                                         \
   }
 
-DEFINE_CHANNEL_SUMS (channel_sums_f32, float, load16_f32, load1_f32)
-DEFINE_CHANNEL_SUMS (channel_sums_bf16, guint16, load16_bf16, load1_bf16)
+DEFINE_CHANNEL_SUMS (channel_sums_f32, float, load16_f32, load8_f32, load1_f32)
+DEFINE_CHANNEL_SUMS (channel_sums_bf16, guint16, load16_bf16, load8_bf16, load1_bf16)
 
 /* The channel runs of a layout, or FALSE for one we do not read. */
 static gboolean
@@ -179,8 +209,12 @@ onednn_group_norm_new (const OnednnCtx *ctx, const VaeOp *op,
   /* The per-channel vectors in the activation's own blocking (C in order,
    * padded): oneDNN has JIT code for that pairing only; a plain vector
    * against a blocked tensor falls back to its reference code. */
-  dnnl_memory_desc_init_by_tag (&vec_md, 4, vd, dnnl_f32,
-                                runs.cb == 16 && runs.s_w == 16 ? dnnl_nChw16c : dnnl_abcd);
+  dnnl_format_tag_t vec_tag = dnnl_abcd;
+  if (runs.cb == 16 && runs.s_w == 16)
+    vec_tag = dnnl_nChw16c;
+  else if (runs.cb == 8 && runs.s_w == 8)
+    vec_tag = dnnl_nChw8c;
+  dnnl_memory_desc_init_by_tag (&vec_md, 4, vd, dnnl_f32, vec_tag);
   DNNL_TRY (dnnl_binary_desc_init (&desc, dnnl_binary_mul, &gn->image_md, &vec_md,
                                    &gn->image_dst_md), "binary", op->name);
   DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);

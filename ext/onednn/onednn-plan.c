@@ -18,20 +18,24 @@
  * these shapes, within the float32 tolerances of the golden tests.
  * VAE_ONEDNN_WINOGRAD=0 turns it off (for comparisons). */
 #include "onednn-private.h"
+#include "buffer-plan.h"
 #include <stdlib.h>
 #include <string.h>
 
-/* Every activation is nChw16c: what oneDNN 2.6's Winograd and direct AVX-512
- * convolutions take, what its binary primitive (GroupNorm's apply) runs JIT
- * code on, and GroupNorm statistics read 16 channels at a time from it. */
-#define ACTIVATION_LAYOUT dnnl_nChw16c
+/* Every activation is in one blocked layout, nChw16c with AVX-512, nChw8c
+ * with AVX2 (onednn_activation_layout): what oneDNN 2.6's Winograd and
+ * direct convolutions take on that ISA, what its binary primitive
+ * (GroupNorm's apply) runs JIT code on, and GroupNorm statistics read a
+ * block at a time from it. */
+#define ACTIVATION_LAYOUT onednn_activation_layout ()
 
 static gboolean
 winograd_enabled (void)
 {
   static int enabled = -1;
   if (enabled < 0)
-    enabled = g_strcmp0 (g_getenv ("VAE_ONEDNN_WINOGRAD"), "0") != 0;
+    enabled = g_strcmp0 (g_getenv ("VAE_ONEDNN_WINOGRAD"), "0") != 0
+              && onednn_cpu_has_avx512 ();   /* oneDNN 2.6: AVX-512 kernels only */
   return enabled;
 }
 
@@ -48,8 +52,7 @@ winograd_eligible (const VaeOp *op, dnnl_data_type_t src_dt)
 
 typedef struct {
   dnnl_memory_desc_t md;
-  int buffer;                  /* index into plan->buffers, -1 for the input */
-  int last_use;                /* op index of the last read */
+  int buffer;                  /* index into plan->buffers, -1: none */
   int shadow;                  /* bf16 copy read by convolutions, or -1 */
   gboolean cast_done;          /* the shadow's cast step is emitted */
   dnnl_memory_t mem;
@@ -57,7 +60,6 @@ typedef struct {
 
 typedef struct {
   gsize size;
-  gboolean busy;
   void *data;
 } PlanBuffer;
 
@@ -313,36 +315,6 @@ fail:
   return FALSE;
 }
 
-/* Picks a free buffer for SIZE bytes (growing it if needed) or adds one. */
-static int
-take_buffer (OnednnPlan *plan, gsize size)
-{
-  int best = -1;
-  for (guint i = 0; i < plan->buffers->len; i++) {
-    PlanBuffer *b = &g_array_index (plan->buffers, PlanBuffer, i);
-    if (b->busy)
-      continue;
-    /* Prefer the smallest buffer that fits, else the largest to grow. */
-    if (best < 0) {
-      best = i;
-      continue;
-    }
-    PlanBuffer *cur = &g_array_index (plan->buffers, PlanBuffer, best);
-    gboolean fits = b->size >= size, cur_fits = cur->size >= size;
-    if ((fits && (!cur_fits || b->size < cur->size)) || (!fits && !cur_fits && b->size > cur->size))
-      best = i;
-  }
-  if (best < 0) {
-    PlanBuffer nb = { 0 };
-    g_array_append_val (plan->buffers, nb);
-    best = plan->buffers->len - 1;
-  }
-  PlanBuffer *b = &g_array_index (plan->buffers, PlanBuffer, best);
-  b->busy = TRUE;
-  b->size = MAX (b->size, size);
-  return best;
-}
-
 /* With the bf16 option, only the 3x3 convolutions between wide activations
  * run in bf16: those that see raw pixels or latents or write few channels,
  * the 1x1 projections and shortcuts, and the one that writes the result stay
@@ -362,8 +334,13 @@ conv_src (const OnednnPlan *plan, const VaeOp *op)
   return op->kind == VAE_OP_CONV2D && s >= 0 ? s : op->in;
 }
 
+/* The read value whose buffer OP may write its output over when OP is the
+ * value's last reader: a residual for a convolution (oneDNN's sum post-op),
+ * the input of an elementwise op, attention's queries.  Only when both are
+ * laid out alike; never the graph input (value 0, reordered from the
+ * caller's). */
 static int
-inplace_candidate (const OnednnPlan *plan, const VaeOp *op, guint i)
+inplace_candidate (const OnednnPlan *plan, const VaeOp *op)
 {
   int cand = -1;
   switch (op->kind) {
@@ -371,58 +348,54 @@ inplace_candidate (const OnednnPlan *plan, const VaeOp *op, guint i)
     case VAE_OP_GROUP_NORM:
     case VAE_OP_TANH_CLAMP:
     case VAE_OP_ATTENTION: cand = op->in; break;
-    default: break;
+    case VAE_OP_UPSAMPLE2X: break;
   }
-  if (cand < 0 || plan->values[cand].buffer < 0 || plan->values[cand].last_use != (int) i)
-    return -1;
-  if (!dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
+  if (cand <= 0 || !dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
     return -1;
   return cand;
 }
 
+/* Buffers for every value (gst/vae/core/buffer-plan.c): the graph's values
+ * and the shadows, folded upsamples left out (their outputs are never
+ * written).  Sizes only; allocated by the caller. */
 static void
 assign_buffers (OnednnPlan *plan)
 {
-  const VaeGraph *g = plan->graph;
-  for (guint v = 0; v < plan->n_values; v++)
-    plan->values[v].last_use = -1;
+  const guint n_all = 2 * plan->n_values;
+  g_autofree gsize *bytes = g_new0 (gsize, n_all);
+  for (guint v = 0; v < n_all; v++)
+    if (plan->values[v].md.ndims > 0)
+      bytes[v] = dnnl_memory_desc_get_size (&plan->values[v].md);
+  g_autofree VaePlanStep *steps = g_new (VaePlanStep, MAX (plan->n_ops, 1));
+  guint n_steps = 0;
   for (guint i = 0; i < plan->n_ops; i++) {
     const VaeOp *op = &plan->ops[i];
     if (plan->skip[i])
       continue;
-    int reads[5] = { op->in, op->in2, op->in3, op->residual, conv_src (plan, op) };
-    for (int r = 0; r < 5; r++)
-      if (reads[r] >= 0)
-        plan->values[reads[r]].last_use = i;
-  }
-  plan->values[g->output].last_use = G_MAXINT;
-  /* The input is ours (the caller's is reordered into it), reusable once read. */
-  plan->values[0].buffer = take_buffer (plan, dnnl_memory_desc_get_size (&plan->values[0].md));
-
-  for (guint i = 0; i < plan->n_ops; i++) {
-    const VaeOp *op = &plan->ops[i];
-    if (plan->skip[i])
-      continue;
-    PlanValue *out = &plan->values[op->out];
+    VaePlanStep *ps = &steps[n_steps++];
+    vae_plan_step_from_op (op, ps);
     int src = conv_src (plan, op);
-    if (src != op->in && plan->values[src].buffer < 0)
-      plan->values[src].buffer = take_buffer (plan, dnnl_memory_desc_get_size (&plan->values[src].md));
-    int cand = inplace_candidate (plan, op, i);
-    if (cand > 0)
-      out->buffer = plan->values[cand].buffer;
-    else
-      out->buffer = take_buffer (plan, dnnl_memory_desc_get_size (&out->md));
-    int reads[5] = { op->in, op->in2, op->in3, op->residual, src != op->in ? src : -1 };
-    for (int r = 0; r < 5; r++) {
-      int v = reads[r];
-      if (v < 0 || plan->values[v].buffer < 0 || plan->values[v].last_use != (int) i
-          || v == cand)
-        continue;
-      /* The same value may be read twice by one op: release it once. */
-      plan->values[v].last_use = -2;
-      g_array_index (plan->buffers, PlanBuffer, plan->values[v].buffer).busy = FALSE;
+    if (src != op->in) {
+      /* The convolution reads its input's shadow, cast by the first
+       * convolution that reads it. */
+      int r = 0;
+      while (ps->reads[r] >= 0)
+        r++;
+      ps->reads[r] = src;
+      ps->aux = src;
     }
+    ps->inplace = inplace_candidate (plan, op);
   }
+  g_autoptr (VaeBufferPlan) bp = vae_buffer_plan_new (n_all, bytes, n_steps, steps, 0,
+                                                      plan->graph->output);
+  for (int k = 0; k < bp->n_slots; k++) {
+    PlanBuffer b = { bp->slot_bytes[k], NULL };
+    g_array_append_val (plan->buffers, b);
+  }
+  for (guint v = 0; v < n_all; v++)
+    plan->values[v].buffer = bp->value_slot[v];
+  g_debug ("onednn plan %dx%dx%d: %d activation buffers, %.1f MiB", plan->n, plan->w,
+           plan->h, bp->n_slots, vae_buffer_plan_total (bp) / 1048576.0);
 }
 
 /* A convolution step: weights reordered once into the primitive's layout
@@ -704,8 +677,8 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
         step.kind = STEP_INTERLEAVE;
         step.interleave.phases = plan->phases;
         step.interleave.dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
-        /* nChw16c: planes of (image, channel block), 16 channels a pixel. */
-        step.interleave.planes = n * (out->md.padded_dims[1] / 16);
+        /* Blocked: planes of (image, channel block), a block a pixel. */
+        step.interleave.planes = n * (out->md.padded_dims[1] / onednn_channel_block ());
         step.interleave.h = hs[op->in];
         step.interleave.w = ws[op->in];
         step.interleave.pixel_bytes = phase_bytes / ((gsize) step.interleave.planes

@@ -35,6 +35,18 @@ typedef struct {
   OnednnScratch *scratch;
 } OnednnCtx;
 
+/* What this CPU runs well (dnnl_get_effective_cpu_isa, read once).  oneDNN
+ * 2.6 has its Winograd and bf16 convolutions for AVX-512 only, and its AVX2
+ * convolutions take 8-channel blocks: on a 16-channel blocked layout an
+ * AVX2 machine falls back to reference code, 30-100x slower. */
+gboolean onednn_cpu_has_avx512 (void);
+/* Channels per block of the activation layout: 16 with AVX-512, else 8. */
+int onednn_channel_block (void);
+/* The activation layout every op works in: nChw16c or nChw8c. */
+dnnl_format_tag_t onednn_activation_layout (void);
+/* The ISA's name for messages ("avx2", "avx512_core", ...). */
+const char *onednn_cpu_isa_name (void);
+
 /* Attributes with the user scratchpad mode; every primitive uses them. */
 dnnl_status_t onednn_attr_new (dnnl_primitive_attr_t *attr);
 /* dnnl_primitive_create, noting the primitive's scratchpad size. */

@@ -251,6 +251,16 @@ test_reference (gconstpointer data)
   VaeEngineOptions options = VAE_ENGINE_OPTIONS_INIT;
   options.precision = gc->precision;
   g_autoptr (VaeEngine) engine = vae_engine_new (backend, model, &options, &error);
+  if (!engine && gc->precision != VAE_PRECISION_F32
+      && g_error_matches (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED)) {
+    /* A reduced precision this machine's CPU or GPU has no kernels for (the
+     * cpu engine's bf16 on a CPU without AVX-512): the engine refuses it
+     * with a clear error, which is what must happen; the float32 cases
+     * still run and CI's golden check holds. */
+    g_printerr ("test-golden: %s skipped: %s\n", gc->label, error->message);
+    g_test_skip (error->message);
+    return;
+  }
   if (!engine) {
     g_test_fail_printf ("%s: cannot open the %s engine: %s", gc->label, backend,
                         error->message);
