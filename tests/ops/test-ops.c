@@ -451,6 +451,19 @@ add_graph_cases (Gen *g)
   }
 
   for (int r = 0; r < 2 * reps; r++) {
+    /* conv(x) + x where x dies there: an engine that writes the sum over
+     * the dying residual must not do it while the conv still reads x */
+    int c = r % 2 ? 16 * rint_in (g, 1, 2) : odd_channels (g, 5, 28);
+    int k = r < 2 ? 3 : 1;
+    VaeGraph *gr = vae_graph_new (rint_in (g, 3, 8));
+    int x = add_conv (g, gr, "conv_in", 0, c, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_NONE);
+    add_conv (g, gr, "conv+self", x, c, k, 1, k / 2, k / 2, k / 2, k / 2, TRUE, x,
+              VAE_ACT_SILU);
+    case_add (g, "graph: conv>conv(x)+x", gr, next_batch (g), size_in (g, 2, big),
+              size_in (g, 2, big), 0, 1, "%d ch, %dx%d conv of x plus x, silu", c, k, k);
+  }
+
+  for (int r = 0; r < 2 * reps; r++) {
     /* the mid-block attention: group norm, q/k/v 1x1s, attention, 1x1
      * projection + residual */
     int c = r % 2 ? 16 * rint_in (g, 1, 2) : odd_channels (g, 3, 40);
@@ -495,10 +508,33 @@ typedef struct {
   char backend_precision[32];  /* "cpu/f32" */
 } Run;
 
+/* Engine bugs this test found that are not fixed yet: a failing case of
+ * such a row is reported (with the reason) but does not fail the run; a row
+ * that passes again fails it, so that the entry goes with the fix. */
+static const struct {
+  const char *backend, *group, *reason;
+} known_failures[] = {
+  { "cpu", "graph: conv>conv(x)+x",
+    "ext/onednn/onednn-plan.c inplace_candidate: a convolution whose residual is "
+    "its own input, dying there, gets the residual's buffer as its destination, so "
+    "the sum is written over x while the convolution still reads it (the cuda "
+    "engine checks residual != in)" },
+};
+
+static const char *
+known_failure (const char *backend, const char *group)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (known_failures); i++)
+    if (g_str_equal (known_failures[i].backend, backend)
+        && g_str_equal (known_failures[i].group, group))
+      return known_failures[i].reason;
+  return NULL;
+}
+
 typedef struct {
   const char *group;
   const Run *run;
-  int cases, failed, refused;
+  int cases, failed, refused, known;   /* known: failures listed above */
   double max_abs, rel_l2;      /* worst */
 } Row;
 
@@ -624,6 +660,10 @@ print_table (GPtrArray *rows, gboolean perturbed)
       result = g_strdup_printf ("%d/%d", r->failed, r->cases - r->refused);
     else if (r->failed)
       result = g_strdup_printf ("FAIL (%d)", r->failed);
+    else if (r->known)
+      result = g_strdup_printf ("KNOWN FAIL (%d)", r->known);
+    else if (known_failure (r->run->backend, r->group) && r->cases > r->refused)
+      result = g_strdup ("FAIL (known failure passes)");
     else
       result = g_strdup (r->cases == r->refused ? "refused" : "ok");
     g_autofree char *refused = r->refused ? g_strdup_printf (", %d refused", r->refused)
@@ -840,13 +880,22 @@ main (int argc, char **argv)
         continue;
       }
       gboolean good = st > 0 && within (run, max_abs, rel_l2);
+      gboolean known = !good && perturb == 0 && known_failure (run->backend, c->group);
       n_compared++;
       if (st > 0) {
+        const char *verdict = "";
+        if (perturb != 0)
+          verdict = good ? "  NOT CAUGHT" : "";
+        else if (!good)
+          verdict = known ? "  KNOWN FAIL" : "  FAIL";
         row->max_abs = MAX (row->max_abs, max_abs);
         row->rel_l2 = MAX (row->rel_l2, rel_l2);
         g_print ("    %-9s max|diff| %.2e  rel L2 %.2e  %6.1f ms%s\n", run->backend_precision,
-                 max_abs, rel_l2, ms,
-                 good == (perturb != 0) ? (perturb != 0 ? "  NOT CAUGHT" : "  FAIL") : "");
+                 max_abs, rel_l2, ms, verdict);
+      }
+      if (known) {
+        row->known++;
+        continue;
       }
       if (!good) {
         row->failed++;
@@ -855,6 +904,23 @@ main (int argc, char **argv)
     }
   }
   print_table (rows, perturb != 0);
+
+  /* Known failures: each reported, and each must still fail. */
+  for (guint i = 0; i < rows->len && perturb == 0; i++) {
+    const Row *r = g_ptr_array_index (rows, i);
+    const char *reason = known_failure (r->run->backend, r->group);
+    if (!reason || r->cases == r->refused)
+      continue;
+    if (r->known) {
+      g_print ("\nKNOWN FAILURE, not counted: %s/%s '%s' (%d of %d cases): %s\n",
+               r->run->backend, r->run->precision_name, r->group, r->known, r->cases, reason);
+    } else if (!r->failed) {
+      g_print ("\nFAIL: %s/%s '%s' is a known failure but passed: remove it from "
+               "known_failures in tests/ops/test-ops.c\n", r->run->backend,
+               r->run->precision_name, r->group);
+      ok = FALSE;
+    }
+  }
 
   if (perturb != 0) {
     /* Every comparison must have failed. */
