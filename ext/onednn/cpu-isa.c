@@ -6,6 +6,8 @@
  * layout and the paths follow the ISA instead of assuming one. */
 #include "onednn-private.h"
 
+#include <stdlib.h>
+
 static dnnl_cpu_isa_t
 effective_isa (void)
 {
@@ -25,16 +27,26 @@ onednn_cpu_has_avx512 (void)
   return (effective_isa () & dnnl_cpu_isa_avx512_core) == dnnl_cpu_isa_avx512_core;
 }
 
+/* VAE_ONEDNN_BLOCK=8|16 overrides the choice (to test one layout's code on
+ * a machine that would pick the other). */
 int
 onednn_channel_block (void)
 {
-  return onednn_cpu_has_avx512 () ? 16 : 8;
+  static int block = 0;
+  if (!block) {
+    const char *env = g_getenv ("VAE_ONEDNN_BLOCK");
+    if (g_strcmp0 (env, "8") == 0 || g_strcmp0 (env, "16") == 0)
+      block = atoi (env);
+    else
+      block = onednn_cpu_has_avx512 () ? 16 : 8;
+  }
+  return block;
 }
 
 dnnl_format_tag_t
 onednn_activation_layout (void)
 {
-  return onednn_cpu_has_avx512 () ? dnnl_nChw16c : dnnl_nChw8c;
+  return onednn_channel_block () == 16 ? dnnl_nChw16c : dnnl_nChw8c;
 }
 
 const char *

@@ -344,8 +344,20 @@ inplace_candidate (const OnednnPlan *plan, const VaeOp *op)
 {
   int cand = -1;
   switch (op->kind) {
-    case VAE_OP_CONV2D: cand = op->residual; break;
+    case VAE_OP_CONV2D:
+      /* Never over the convolution's own input (out = conv(x) + x): the
+       * sum would overwrite x while the convolution still reads it. */
+      if (op->residual != op->in && op->residual != conv_src (plan, op))
+        cand = op->residual;
+      break;
     case VAE_OP_GROUP_NORM:
+      /* oneDNN 2.6's JIT binary (GroupNorm's apply) gives wrong values in
+       * place over an 8-channel blocked tensor whose channel count leaves a
+       * partial last block (tests/ops, resnet block with 19 channels on
+       * AVX2); out of place it is right.  Real models have whole blocks. */
+      if (op->in_channels % onednn_channel_block () == 0)
+        cand = op->in;
+      break;
     case VAE_OP_TANH_CLAMP:
     case VAE_OP_ATTENTION: cand = op->in; break;
     case VAE_OP_UPSAMPLE2X: break;
