@@ -74,9 +74,10 @@ cuda_profile_kind (const VaeOp *op)
     return CUDA_PROFILE_ATTENTION;
   case VAE_OP_UPSAMPLE2X:
     return CUDA_PROFILE_UPSAMPLE;
-  default:
+  case VAE_OP_TANH_CLAMP:
     return CUDA_PROFILE_OTHER;
   }
+  return CUDA_PROFILE_OTHER;
 }
 
 void

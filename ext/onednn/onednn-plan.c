@@ -610,7 +610,8 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
           goto fail;
         out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
         break;
-      default:
+      case VAE_OP_ATTENTION:
+      case VAE_OP_TANH_CLAMP:
         out->md = *src_md;
         break;
     }
@@ -763,10 +764,9 @@ fail:
 static void
 profile_report (const double *t, double total)
 {
-  static const char *names[] = { "conv", "group_norm", "attention", "upsample", "tanh_clamp" };
   GString *s = g_string_new ("onednn profile:");
-  for (guint k = 0; k < G_N_ELEMENTS (names); k++)
-    g_string_append_printf (s, " %s=%.3fs", names[k], t[k]);
+  for (int k = 0; k < VAE_OP_COUNT; k++)
+    g_string_append_printf (s, " %s=%.3fs", vae_op_kind_name ((VaeOpKind) k), t[k]);
   g_string_append_printf (s, " total=%.3fs", total);
   g_printerr ("%s\n", s->str);
   g_string_free (s, TRUE);
@@ -777,7 +777,7 @@ onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
                  float *output, GError **error)
 {
   static int profile = -1;
-  double times[5] = { 0 }, start = g_get_monotonic_time () / 1e6;
+  double times[VAE_OP_COUNT] = { 0 }, start = g_get_monotonic_time () / 1e6;
   if (profile < 0)
     profile = atoi (g_getenv ("VAE_ONEDNN_PROFILE") ?: "0");
   if (plan->in_mem) {

@@ -141,7 +141,9 @@ vae_graph_infer_sizes (const VaeGraph *g, int in_h, int in_w, int *h, int *w)
         h[op->out] = ih * 2;
         w[op->out] = iw * 2;
         break;
-      default:
+      case VAE_OP_GROUP_NORM:
+      case VAE_OP_ATTENTION:
+      case VAE_OP_TANH_CLAMP:
         h[op->out] = ih;
         w[op->out] = iw;
         break;
@@ -181,4 +183,17 @@ vae_graph_n_params (const VaeGraph *g)
       n += 2 * (guint64) op->in_channels;
   }
   return n;
+}
+
+const char *
+vae_op_kind_name (VaeOpKind kind)
+{
+  switch (kind) {
+    case VAE_OP_CONV2D: return "conv2d";
+    case VAE_OP_GROUP_NORM: return "group_norm";
+    case VAE_OP_ATTENTION: return "attention";
+    case VAE_OP_UPSAMPLE2X: return "upsample2x";
+    case VAE_OP_TANH_CLAMP: return "tanh_clamp";
+  }
+  return "unknown";
 }

@@ -22,7 +22,17 @@ typedef enum {
   VAE_OP_UPSAMPLE2X,
   /* out = scale * tanh(in / scale), TAESD's latent clamp. */
   VAE_OP_TANH_CLAMP,
+  /* A new kind goes above this line, and VAE_OP_COUNT follows it.  Every
+   * switch over VaeOpKind lists the kinds without a default (-Wswitch
+   * turns a forgotten one into a build error); tests/ops has a case for
+   * each kind. */
 } VaeOpKind;
+
+/* Number of op kinds: arrays indexed by kind (profiles, names). */
+#define VAE_OP_COUNT ((int) VAE_OP_TANH_CLAMP + 1)
+
+/* "conv2d", "group_norm", ... for logs and profiles. */
+const char *vae_op_kind_name (VaeOpKind kind);
 
 typedef enum {
   VAE_ACT_NONE,
