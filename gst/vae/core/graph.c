@@ -1,20 +1,69 @@
 #include "graph.h"
 
+struct _VaeWeightStore {
+  gint ref;
+  GHashTable *arrays;      /* float * -> itself, owned (g_free) */
+};
+
+VaeWeightStore *
+vae_weight_store_new (void)
+{
+  VaeWeightStore *w = g_new0 (VaeWeightStore, 1);
+  w->ref = 1;
+  w->arrays = g_hash_table_new_full (g_direct_hash, g_direct_equal, g_free, NULL);
+  return w;
+}
+
+VaeWeightStore *
+vae_weight_store_ref (VaeWeightStore *w)
+{
+  g_atomic_int_inc (&w->ref);
+  return w;
+}
+
+void
+vae_weight_store_unref (VaeWeightStore *w)
+{
+  if (w && g_atomic_int_dec_and_test (&w->ref)) {
+    g_hash_table_unref (w->arrays);
+    g_free (w);
+  }
+}
+
+float *
+vae_weight_store_adopt (VaeWeightStore *w, float *data)
+{
+  /* g_hash_table_add on a key it holds would free that key (the old one). */
+  if (data && !g_hash_table_contains (w->arrays, data))
+    g_hash_table_add (w->arrays, data);
+  return data;
+}
+
+guint
+vae_weight_store_count (const VaeWeightStore *w)
+{
+  return g_hash_table_size (w->arrays);
+}
+
 static void
 op_clear (gpointer data)
 {
   VaeOp *op = data;
-  g_free (op->name);
-  g_free (op->weight);
-  g_free (op->bias);
-  g_free (op->gamma);
-  g_free (op->beta);
+  g_free (op->name);   /* the weights are the store's */
 }
 
 VaeGraph *
 vae_graph_new (int input_channels)
 {
+  g_autoptr (VaeWeightStore) w = vae_weight_store_new ();
+  return vae_graph_new_shared (input_channels, w);
+}
+
+VaeGraph *
+vae_graph_new_shared (int input_channels, VaeWeightStore *weights)
+{
   VaeGraph *g = g_new0 (VaeGraph, 1);
+  g->weights = vae_weight_store_ref (weights);
   g->ops = g_array_new (FALSE, TRUE, sizeof (VaeOp));
   g_array_set_clear_func (g->ops, op_clear);
   g->values = g_array_new (FALSE, TRUE, sizeof (VaeValue));
@@ -31,6 +80,7 @@ vae_graph_free (VaeGraph *g)
     return;
   g_array_unref (g->ops);
   g_array_unref (g->values);
+  vae_weight_store_unref (g->weights);
   g_free (g);
 }
 
@@ -74,8 +124,8 @@ vae_graph_conv (VaeGraph *g, const char *name, int in, int out_channels,
   op.pad_left = pad_left;
   op.pad_bottom = pad_bottom;
   op.pad_right = pad_right;
-  op.weight = weight;
-  op.bias = bias;
+  op.weight = vae_weight_store_adopt (g->weights, weight);
+  op.bias = vae_weight_store_adopt (g->weights, bias);
   op.residual = residual;
   op.act = act;
   g_assert (residual < 0 || vae_graph_channels (g, residual) == out_channels);
@@ -91,8 +141,8 @@ vae_graph_group_norm (VaeGraph *g, const char *name, int in, int groups,
   g_assert (groups > 0 && op.in_channels % groups == 0);
   op.groups = groups;
   op.eps = eps;
-  op.gamma = gamma;
-  op.beta = beta;
+  op.gamma = vae_weight_store_adopt (g->weights, gamma);
+  op.beta = vae_weight_store_adopt (g->weights, beta);
   op.act = act;
   return append (g, &op, op.in_channels);
 }

@@ -4,7 +4,9 @@
  * graph input.  Ops are in execution order and every op writes a new value.
  * The graph knows channel counts; spatial sizes follow from the ops
  * (vae_graph_infer_sizes) once the engine knows the input size.
- * Weights are float32, OIHW, owned by the graph. */
+ * Weights are float32, OIHW, owned by a VaeWeightStore that graphs share
+ * (a model's store: a video model's first-chunk and steady-state graphs
+ * run over the same weights); ops point into it. */
 #pragma once
 #include <glib.h>
 
@@ -67,13 +69,33 @@ typedef struct {
   int channels;
 } VaeValue;
 
+/* The float32 arrays graphs point at, refcounted: every graph holds a
+ * reference to its store, so weights live as long as any graph over them
+ * (and the model, which holds one too).  Engines key what they derive from
+ * a weight (an upload, a reorder) by its pointer, so that a weight two
+ * graphs share is prepared once per engine. */
+typedef struct _VaeWeightStore VaeWeightStore;
+VaeWeightStore *vae_weight_store_new (void);
+VaeWeightStore *vae_weight_store_ref (VaeWeightStore *w);
+void vae_weight_store_unref (VaeWeightStore *w);
+/* Takes over DATA (a g_malloc'd array; NULL is ignored) unless the store
+ * already owns it; returns DATA. */
+float *vae_weight_store_adopt (VaeWeightStore *w, float *data);
+/* Number of arrays the store owns. */
+guint vae_weight_store_count (const VaeWeightStore *w);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeWeightStore, vae_weight_store_unref)
+
 typedef struct {
   GArray *ops;             /* VaeOp */
   GArray *values;          /* VaeValue */
   int output;              /* value id of the result */
+  VaeWeightStore *weights;     /* a reference: the store the ops point into */
 } VaeGraph;
 
+/* A graph with a store of its own. */
 VaeGraph *vae_graph_new (int input_channels);
+/* A graph whose weights go to (and may come from) WEIGHTS, shared. */
+VaeGraph *vae_graph_new_shared (int input_channels, VaeWeightStore *weights);
 void vae_graph_free (VaeGraph *g);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeGraph, vae_graph_free)
 
@@ -90,7 +112,8 @@ vae_graph_channels (const VaeGraph *g, int value)
 }
 
 /* Builders; each returns the new value id.  Weight/bias/gamma/beta pointers
- * are taken over by the graph (g_malloc'd float arrays). */
+ * (g_malloc'd float arrays) are taken over by the graph's store, or are
+ * arrays it already owns (a weight shared with another graph). */
 int vae_graph_conv (VaeGraph *g, const char *name, int in, int out_channels,
                     int kernel, int stride, int pad_top, int pad_left,
                     int pad_bottom, int pad_right, float *weight, float *bias,

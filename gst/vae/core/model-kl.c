@@ -237,7 +237,7 @@ kl_build_encoder (Kl *k, const VaeModel *m, gboolean attention)
 {
   const int *c = m->block_out_channels;
   const int levels = m->levels;
-  VaeGraph *g = vae_graph_new (m->image_channels);
+  VaeGraph *g = vae_graph_new_shared (m->image_channels, m->weights);
   int x = kl_conv3 (k, g, "encoder.conv_in", 0, c[0], -1);
   for (int i = 0; i < levels; i++) {
     for (int j = 0; j < m->layers_per_block; j++) {
@@ -267,7 +267,7 @@ kl_build_decoder (Kl *k, const VaeModel *m, gboolean attention)
 {
   const int *c = m->block_out_channels;
   const int levels = m->levels;
-  VaeGraph *g = vae_graph_new (m->latent_channels);
+  VaeGraph *g = vae_graph_new_shared (m->latent_channels, m->weights);
   int x = 0;
   if (m->post_quant_conv)
     x = kl_conv (k, g, "post_quant_conv", x, m->latent_channels, 1, 1, 0, 0, 0, 0, -1, FALSE);

@@ -48,6 +48,7 @@ typedef struct {
 
 typedef struct {
   VaeWeights w;
+  VaeWeightStore *store;     /* the model's: where the graphs' weights go */
   const char *prefix;        /* of the keys in the file */
   const char *what;          /* "encoder" / "decoder" */
   char *op_prefix;           /* for graph op names */
@@ -281,7 +282,7 @@ tiny_build_encoder (Tiny *t)
     tiny_structure_error (t, 0, "the input conv (with bias)");
     return NULL;
   }
-  VaeGraph *g = vae_graph_new (3);
+  VaeGraph *g = vae_graph_new_shared (3, t->store);
   int x = tiny_conv (t, g, 0, NULL, 0, -1, 3, 1, TRUE, -1, VAE_ACT_NONE);
   if (x >= 0)
     tiny_new_stage (t, vae_graph_channels (g, x));
@@ -334,7 +335,7 @@ tiny_build_decoder (Tiny *t, gboolean clamp_index)
   if (t->latent < 0)
     return NULL;
 
-  VaeGraph *g = vae_graph_new (t->latent);
+  VaeGraph *g = vae_graph_new_shared (t->latent, t->store);
   g_autofree char *clamp = clamp_index ? g_strdup_printf ("%s0", t->op_prefix)
                                        : g_strdup_printf ("%sclamp", t->op_prefix);
   int x = vae_graph_tanh_clamp (g, clamp, 0, TINY_CLAMP);
@@ -446,6 +447,7 @@ vae_model_build_tiny (VaeModel *m, const VaeTinySource *enc_src, const VaeTinySo
   }
 
   Tiny e = { 0 }, d = { 0 };
+  e.store = d.store = m->weights;
   gboolean ok = TRUE;
   if (enc_src && enc_src->st)
     ok = tiny_build_half (&e, enc_src, TRUE, &m->encoder, error);

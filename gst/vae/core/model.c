@@ -565,6 +565,7 @@ vae_model_load (const char *path, const VaeModelOptions *options, GError **error
   }
 
   g_autoptr (VaeModel) m = g_new0 (VaeModel, 1);
+  m->weights = vae_weight_store_new ();
   m->path = g_strdup (path);
   m->image_channels = 3;
   gboolean ok;
@@ -609,6 +610,7 @@ vae_model_free (VaeModel *model)
     return;
   vae_graph_free (model->encoder);
   vae_graph_free (model->decoder);
+  vae_weight_store_unref (model->weights);
   g_free (model->path);
   g_free (model->name);
   g_free (model);

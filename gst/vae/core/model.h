@@ -48,6 +48,9 @@ typedef struct {
   /* Encoder output has 2*latent channels (mean, logvar) for KL. */
   gboolean encoder_outputs_moments;
 
+  /* The store every graph of the model points into (NULL for presets):
+   * graphs share weights through it. */
+  VaeWeightStore *weights;
   VaeGraph *encoder;           /* NULL when the files hold no encoder */
   VaeGraph *decoder;           /* NULL when the files hold no decoder */
   guint64 n_params;
