@@ -16,7 +16,9 @@
  * or the tensor's shape before anything of its size is allocated; every
  * buffer whose size follows from a request is allocated fallibly
  * (vae_try_alloc0), and a failure, here or in the engine, is a 503 that
- * leaves the server running. */
+ * leaves the server running.  Connections are followed by the server itself
+ * (see "connections" below): idle ones are closed after --idle-timeout,
+ * stalled requests cut after --read-timeout. */
 #include "engine.h"
 #include "codec.h"
 #include "model.h"
@@ -32,6 +34,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define MAX_SIDE 8192
 #define MAX_FRAMES 1024
@@ -75,6 +78,8 @@ struct _Server {
   gint64 max_body;
   int max_queue;
   gint64 max_pixels;          /* per frame */
+  gint64 read_timeout_us, idle_timeout_us;
+  GHashTable *conns;          /* GSocket* -> Conn*, main thread only */
 
   GMutex lock;                /* guards the fields below */
   GCond cond;
@@ -171,9 +176,12 @@ metrics_text (Server *s)
       "vae_queue_depth %u\n"
       "# HELP vae_in_flight Requests accepted and not yet answered.\n"
       "# TYPE vae_in_flight gauge\n"
-      "vae_in_flight %d\n",
+      "vae_in_flight %d\n"
+      "# HELP vae_open_connections Client connections open.\n"
+      "# TYPE vae_open_connections gauge\n"
+      "vae_open_connections %u\n",
       s->errors, s->latency_sum, s->latency_count, s->engine_seconds,
-      s->queue.length, s->in_flight);
+      s->queue.length, s->in_flight, g_hash_table_size (s->conns));
   g_mutex_unlock (&s->lock);
   return g_string_free (t, FALSE);
 }
@@ -835,6 +843,301 @@ needs_auth (const char *route)
 {
   return !strcmp (route, "/encode") || !strcmp (route, "/decode")
          || !strcmp (route, "/metrics");
+}
+
+/* ---- connections (main thread) ----
+ *
+ * libsoup 3.2 leaks every keep-alive connection that the client closes
+ * while it is idle: after a reply it waits for the next request with a new
+ * message whose completion callback is only set once a first byte of that
+ * request is read, so when the read returns end-of-file instead nothing
+ * disconnects the connection, and its socket stays in CLOSE-WAIT for the
+ * server's lifetime (fixed in libsoup 3.3, "server: do not leak idle
+ * connections closed by the client").  Nor does it time out a request
+ * that stalls, or a client that connects and sends nothing.
+ *
+ * So the server follows each connection itself, from the "request-started"
+ * that libsoup emits for a new connection's first message at accept time
+ * (and for each later one at its first byte): READING until the body is in
+ * (cut with a 408 once --read-timeout passes without progress: the whole
+ * header, then each body chunk), BUSY while it is handled, and IDLE between
+ * a reply and the next request.  While IDLE a watch on the socket runs at a
+ * higher priority than libsoup's own source on it, so the server, not
+ * libsoup, sees the client's FIN (or reset) first; then, or once
+ * --idle-timeout passes, soup_server_message_steal_connection() on the
+ * connection's last message takes the connection out of libsoup (which
+ * frees its side of it) and the server closes it.  A pipelined request
+ * that the client sent before closing its side is dropped with it. */
+
+typedef enum { CONN_READING, CONN_BUSY, CONN_IDLE } ConnState;
+
+typedef struct {
+  Server *server;
+  GSocket *socket;            /* owned ref; the key in server->conns */
+  SoupServerMessage *msg;     /* owned ref: the connection's latest message */
+  ConnState state;
+  gint64 since_us;            /* start of the state, or the last progress */
+  GSource *timer;             /* ready at the state's deadline */
+  GSource *watch;             /* IDLE: the socket readable or hung up */
+} Conn;
+
+static void conn_gone (SoupServerMessage *msg, gpointer data);
+static void conn_progress (SoupServerMessage *msg, gpointer data);
+static void conn_got_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer data);
+
+static void
+conn_drop_message (Conn *c)
+{
+  if (!c->msg)
+    return;
+  g_signal_handlers_disconnect_by_data (c->msg, c);
+  g_clear_object (&c->msg);
+}
+
+static void
+conn_set_message (Conn *c, SoupServerMessage *msg)
+{
+  if (c->msg == msg)
+    return;
+  conn_drop_message (c);
+  c->msg = g_object_ref (msg);
+  /* Emitted when libsoup closes the connection (or it is stolen). */
+  g_signal_connect (msg, "disconnected", G_CALLBACK (conn_gone), c);
+  g_signal_connect (msg, "got-headers", G_CALLBACK (conn_progress), c);
+  g_signal_connect (msg, "got-chunk", G_CALLBACK (conn_got_chunk), c);
+}
+
+static void
+conn_clear_watch (Conn *c)
+{
+  if (!c->watch)
+    return;
+  g_source_destroy (c->watch);
+  g_clear_pointer (&c->watch, g_source_unref);
+}
+
+static void
+conn_free (Conn *c)
+{
+  conn_clear_watch (c);
+  g_source_destroy (c->timer);
+  g_source_unref (c->timer);
+  conn_drop_message (c);
+  g_object_unref (c->socket);
+  g_free (c);
+}
+
+/* When the state times out; G_MAXINT64 when it does not. */
+static gint64
+conn_deadline (const Conn *c)
+{
+  const Server *s = c->server;
+  switch (c->state) {
+  case CONN_READING:
+    return c->since_us + s->read_timeout_us;
+  case CONN_IDLE:
+    return c->since_us + s->idle_timeout_us;
+  case CONN_BUSY:
+  default:
+    return G_MAXINT64;
+  }
+}
+
+static void
+conn_arm_timer (Conn *c)
+{
+  const gint64 d = conn_deadline (c);
+  g_source_set_ready_time (c->timer, d == G_MAXINT64 ? -1 : d);
+}
+
+/* The client's 408: written once without blocking (it is small, and the
+ * client is not sending, so the socket's buffer has room); a client that
+ * does not read it only loses the reason. */
+static void
+conn_send_timeout_reply (GSocket *socket)
+{
+  gsize len;
+  g_autofree char *json = error_json ("request not received in time (--read-timeout)", &len);
+  g_autofree char *text = g_strdup_printf ("HTTP/1.1 408 Request Timeout\r\n"
+                                           "Content-Type: application/json\r\n"
+                                           "Content-Length: %" G_GSIZE_FORMAT "\r\n"
+                                           "Connection: close\r\n\r\n%s", len, json);
+  g_socket_send_with_blocking (socket, text, strlen (text), FALSE, NULL, NULL);
+}
+
+/* Takes the connection out of libsoup and closes it, with a 408 first when
+ * TIMED_OUT_READING; frees C. */
+static void
+conn_close (Conn *c, gboolean timed_out_reading)
+{
+  Server *s = c->server;
+  SoupServerMessage *msg = g_object_ref (c->msg);
+  GSocket *socket = g_object_ref (c->socket);
+  GUri *uri = soup_server_message_get_uri (msg);
+  const char *route = uri ? route_of (g_uri_get_path (uri)) : "other";
+  /* Forgotten first: stealing emits "disconnected". */
+  g_hash_table_remove (s->conns, socket);
+  GIOStream *stream = soup_server_message_steal_connection (msg);
+  if (stream && timed_out_reading) {
+    conn_send_timeout_reply (socket);
+    record_request (s, route, 408, 0);
+  }
+  if (stream) {
+    g_io_stream_close (stream, NULL, NULL);
+    g_object_unref (stream);
+  }
+  g_object_unref (socket);
+  g_object_unref (msg);
+}
+
+static gboolean
+conn_timer_fired (gpointer data)
+{
+  Conn *c = data;
+  if (g_get_monotonic_time () < conn_deadline (c)) {
+    conn_arm_timer (c);   /* progress since it was set */
+    return G_SOURCE_CONTINUE;
+  }
+  conn_close (c, c->state == CONN_READING);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+conn_timer_dispatch (GSource *source, GSourceFunc callback, gpointer data)
+{
+  (void) source;
+  return callback (data);
+}
+
+/* A source that only has a ready time: the deadline moves with the
+ * connection's progress without a new source for each body chunk. */
+static GSourceFuncs conn_timer_funcs = { NULL, NULL, conn_timer_dispatch, NULL, NULL, NULL };
+
+static void conn_enter (Conn *c, ConnState state);
+
+/* IDLE and the socket is readable: the next request, or the client gone. */
+static gboolean
+conn_readable (GSocket *socket, GIOCondition cond, gpointer data)
+{
+  Conn *c = data;
+  (void) cond;
+  char b;
+  const gssize r = recv (g_socket_get_fd (socket), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return G_SOURCE_CONTINUE;
+  if (r > 0) {
+    /* libsoup reads it; from now on the read timeout counts. */
+    g_clear_pointer (&c->watch, g_source_unref);
+    conn_enter (c, CONN_READING);
+    return G_SOURCE_REMOVE;
+  }
+  g_clear_pointer (&c->watch, g_source_unref);
+  conn_close (c, FALSE);   /* end-of-file or an error: the client is gone */
+  return G_SOURCE_REMOVE;
+}
+
+static void
+conn_enter (Conn *c, ConnState state)
+{
+  c->state = state;
+  c->since_us = g_get_monotonic_time ();
+  if (state != CONN_IDLE) {
+    conn_clear_watch (c);
+  } else if (!c->watch) {
+    c->watch = g_socket_create_source (c->socket, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+    /* Before libsoup's source on the same socket (G_PRIORITY_DEFAULT). */
+    g_source_set_priority (c->watch, G_PRIORITY_HIGH);
+    g_source_set_callback (c->watch, (GSourceFunc) (void (*) (void)) conn_readable, c, NULL);
+    g_source_attach (c->watch, NULL);
+  }
+  conn_arm_timer (c);
+}
+
+static void
+conn_gone (SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = data;
+  (void) msg;
+  g_hash_table_remove (c->server->conns, c->socket);
+}
+
+static void
+conn_progress (SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = data;
+  (void) msg;
+  c->since_us = g_get_monotonic_time ();
+}
+
+static void
+conn_got_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer data)
+{
+  (void) chunk;
+  conn_progress (msg, data);
+}
+
+static Conn *
+conn_of (Server *s, SoupServerMessage *msg)
+{
+  GSocket *socket = soup_server_message_get_socket (msg);
+  return socket ? g_hash_table_lookup (s->conns, socket) : NULL;
+}
+
+static Conn *
+conn_new (Server *s, GSocket *socket)
+{
+  Conn *c = g_new0 (Conn, 1);
+  c->server = s;
+  c->socket = g_object_ref (socket);
+  c->timer = g_source_new (&conn_timer_funcs, sizeof (GSource));
+  g_source_set_callback (c->timer, conn_timer_fired, c, NULL);
+  g_source_attach (c->timer, NULL);
+  g_hash_table_insert (s->conns, socket, c);
+  return c;
+}
+
+/* A new connection's first message (at accept), or a later one's first
+ * byte. */
+static void
+on_request_started (SoupServer *soup, SoupServerMessage *msg, gpointer data)
+{
+  Server *s = data;
+  (void) soup;
+  GSocket *socket = soup_server_message_get_socket (msg);
+  if (!socket)
+    return;
+  Conn *c = g_hash_table_lookup (s->conns, socket);
+  if (!c) {
+    c = conn_new (s, socket);
+    /* Asked now, while the peer is there, libsoup keeps the address: it
+     * asks for it when the connection is stolen, and warns when the peer
+     * has gone by then. */
+    soup_server_message_get_remote_address (msg);
+  }
+  conn_set_message (c, msg);
+  conn_enter (c, CONN_READING);
+}
+
+/* The body is in: the request is handled (or queued for the engine). */
+static void
+on_request_read (SoupServer *soup, SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = conn_of (data, msg);
+  (void) soup;
+  if (c && c->msg == msg)
+    conn_enter (c, CONN_BUSY);
+}
+
+/* The reply is out (or the request failed).  When libsoup keeps the
+ * connection for the next request the server now watches it; when it
+ * closes it, which it does right after this, "disconnected" forgets it. */
+static void
+on_request_done (SoupServer *soup, SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = conn_of (data, msg);
+  (void) soup;
+  if (c && c->msg == msg)
+    conn_enter (c, CONN_IDLE);
 }
 
 /* Answers 413 on the raw connection without reading the body the client
@@ -1516,6 +1819,7 @@ main (int argc, char **argv)
 {
   g_autofree char *model_path = NULL, *host = NULL, *backend = NULL, *token = NULL;
   int port = 0, max_batch = 8, threads = 0, max_queue = 256;
+  int idle_timeout = 30, read_timeout = 30;
   gint64 max_body = 256 * 1024 * 1024;
   gint64 max_pixels = 4096 * 4096;
   double max_body_d = -1;
@@ -1533,6 +1837,10 @@ main (int argc, char **argv)
       "Requests waiting before 503 (256)", "N" },
     { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &max_pixels,
       "Largest frame in pixels, 413 beyond (16777216: 4096x4096)", "N" },
+    { "idle-timeout", 0, 0, G_OPTION_ARG_INT, &idle_timeout,
+      "Close a keep-alive connection idle this long (30)", "S" },
+    { "read-timeout", 0, 0, G_OPTION_ARG_INT, &read_timeout,
+      "Cut a request whose headers take, or whose body stalls, this long: 408 (30)", "S" },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
   };
   g_autoptr (GError) error = NULL;
@@ -1551,8 +1859,9 @@ main (int argc, char **argv)
     g_printerr ("vae-server: --port, --max-batch, --max-queue or --threads out of range\n");
     return 2;
   }
-  if (max_pixels < 1) {
-    g_printerr ("vae-server: --max-pixels must be at least 1\n");
+  if (max_pixels < 1 || idle_timeout < 1 || read_timeout < 1) {
+    g_printerr ("vae-server: --max-pixels, --idle-timeout and --read-timeout must be "
+                "at least 1\n");
     return 2;
   }
   if (max_body_d >= 0)
@@ -1571,6 +1880,10 @@ main (int argc, char **argv)
   s->max_body = max_body;
   s->max_queue = max_queue;
   s->max_pixels = max_pixels;
+  s->idle_timeout_us = (gint64) idle_timeout * G_USEC_PER_SEC;
+  s->read_timeout_us = (gint64) read_timeout * G_USEC_PER_SEC;
+  s->conns = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL,
+                                    (GDestroyNotify) conn_free);
   s->token = token;
 
   s->model = vae_model_load (model_path, NULL, &error);
@@ -1590,6 +1903,10 @@ main (int argc, char **argv)
   s->soup = soup_server_new ("server-header", "vae-server ", NULL);
   soup_server_add_early_handler (s->soup, NULL, early_handler, s, NULL);
   soup_server_add_handler (s->soup, NULL, handler, s, NULL);
+  g_signal_connect (s->soup, "request-started", G_CALLBACK (on_request_started), s);
+  g_signal_connect (s->soup, "request-read", G_CALLBACK (on_request_read), s);
+  g_signal_connect (s->soup, "request-finished", G_CALLBACK (on_request_done), s);
+  g_signal_connect (s->soup, "request-aborted", G_CALLBACK (on_request_done), s);
 
   const char *h = host ? host : "127.0.0.1";
   g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (h);
@@ -1623,7 +1940,9 @@ main (int argc, char **argv)
   g_cond_broadcast (&s->cond);
   g_mutex_unlock (&s->lock);
   g_thread_join (s->worker);
+  /* Disconnecting every client forgets its connection ("disconnected"). */
   soup_server_disconnect (s->soup);
+  g_hash_table_unref (s->conns);
   g_object_unref (s->soup);
   g_main_loop_unref (s->loop);
   vae_engine_free (s->engine);
