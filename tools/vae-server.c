@@ -10,7 +10,15 @@
  * Requests of the same direction and frame size that arrive within a few
  * milliseconds of each other are merged into one engine batch (up to
  * --max-batch frames).  Messages are paused while queued and unpaused from
- * an idle callback on the main context once their reply is ready. */
+ * an idle callback on the main context once their reply is ready.
+ *
+ * Limits: a frame over --max-pixels is refused (413) from the image header
+ * or the tensor's shape before anything of its size is allocated; every
+ * buffer whose size follows from a request is allocated fallibly
+ * (vae_try_alloc0), and a failure, here or in the engine, is a 503 that
+ * leaves the server running.  Connections are followed by the server itself
+ * (see "connections" below): idle ones are closed after --idle-timeout,
+ * stalled requests cut after --read-timeout. */
 #include "engine.h"
 #include "codec.h"
 #include "model.h"
@@ -22,9 +30,11 @@
 #include <libsoup/soup.h>
 #include <json-glib/json-glib.h>
 #include <glib-unix.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #define MAX_SIDE 8192
 #define MAX_FRAMES 1024
@@ -67,6 +77,9 @@ struct _Server {
   int max_batch;
   gint64 max_body;
   int max_queue;
+  gint64 max_pixels;          /* per frame */
+  gint64 read_timeout_us, idle_timeout_us;
+  GHashTable *conns;          /* GSocket* -> Conn*, main thread only */
 
   GMutex lock;                /* guards the fields below */
   GCond cond;
@@ -163,9 +176,12 @@ metrics_text (Server *s)
       "vae_queue_depth %u\n"
       "# HELP vae_in_flight Requests accepted and not yet answered.\n"
       "# TYPE vae_in_flight gauge\n"
-      "vae_in_flight %d\n",
+      "vae_in_flight %d\n"
+      "# HELP vae_open_connections Client connections open.\n"
+      "# TYPE vae_open_connections gauge\n"
+      "vae_open_connections %u\n",
       s->errors, s->latency_sum, s->latency_count, s->engine_seconds,
-      s->queue.length, s->in_flight);
+      s->queue.length, s->in_flight, g_hash_table_size (s->conns));
   g_mutex_unlock (&s->lock);
   return g_string_free (t, FALSE);
 }
@@ -261,12 +277,15 @@ elem_f32 (const guint8 *p, DType dt, gsize i)
   }
 }
 
-/* Float tensor to little-endian bytes of OUT kind (f32, f16, bf16). */
+/* Float tensor to little-endian bytes of OUT kind (f32, f16, bf16); NULL
+ * with ERROR set when the reply does not fit in memory. */
 static GBytes *
-floats_to_bytes (const float *src, gsize n, OutKind out)
+floats_to_bytes (const float *src, gsize n, OutKind out, GError **error)
 {
   if (out == OUT_TENSOR_F32) {
-    guint32 *d = g_new (guint32, n);
+    guint32 *d = vae_try_alloc0 (n, 4, "the reply tensor", error);
+    if (!d)
+      return NULL;
     for (gsize i = 0; i < n; i++) {
       guint32 u;
       memcpy (&u, &src[i], 4);
@@ -274,11 +293,21 @@ floats_to_bytes (const float *src, gsize n, OutKind out)
     }
     return g_bytes_new_take (d, n * 4);
   }
-  guint16 *d = g_new (guint16, n);
+  guint16 *d = vae_try_alloc0 (n, 2, "the reply tensor", error);
+  if (!d)
+    return NULL;
   for (gsize i = 0; i < n; i++)
     d[i] = GUINT16_TO_LE (out == OUT_TENSOR_F16 ? vae_f32_to_f16 (src[i])
                                                 : vae_f32_to_bf16 (src[i]));
   return g_bytes_new_take (d, n * 2);
+}
+
+/* The HTTP status of a failure: memory running out is the server's state,
+ * not the request's fault, and may pass (503); anything else is a 500. */
+static guint
+status_for_error (const GError *error)
+{
+  return g_error_matches (error, VAE_ERROR, VAE_ERROR_NO_MEMORY) ? 503 : 500;
 }
 
 /* ---- query ---- */
@@ -364,8 +393,33 @@ query_double (const Query *q, const char *key, double *out, gboolean *ok)
   return TRUE;
 }
 
-/* shape=1&shape=4 or shape=[1,4] or shape=1,4. Returns ndim, -1 when bad,
- * 0 when absent. */
+#define SHAPE_BAD (-1)         /* not a list of positive integers */
+#define SHAPE_TOO_LARGE (-2)   /* a dimension past G_MAXINT32 */
+
+/* One dimension of a shape (or a height or width): a positive integer;
+ * SHAPE_TOO_LARGE past G_MAXINT32 (no frame comes near it, and a product of
+ * two such values cannot overflow; longer products are checked),
+ * SHAPE_BAD when not a positive integer, else 0. */
+static int
+parse_dim (const char *text, gint64 *d)
+{
+  if (!text || !g_ascii_isdigit (text[0]))
+    return SHAPE_BAD;
+  char *end;
+  errno = 0;
+  const guint64 v = g_ascii_strtoull (text, &end, 10);
+  if (*end)
+    return SHAPE_BAD;
+  if (errno == ERANGE || v > G_MAXINT32)
+    return SHAPE_TOO_LARGE;
+  if (v < 1)
+    return SHAPE_BAD;
+  *d = (gint64) v;
+  return 0;
+}
+
+/* shape=1&shape=4 or shape=[1,4] or shape=1,4. Returns ndim, SHAPE_BAD or
+ * SHAPE_TOO_LARGE, 0 when absent. */
 static int
 query_shape (const Query *q, gint64 *dims, int max)
 {
@@ -382,15 +436,17 @@ query_shape (const Query *q, gint64 *dims, int max)
       g_strstrip (items[j]);
       if (!*items[j])
         continue;
-      char *end;
-      gint64 d = g_ascii_strtoll (items[j], &end, 10);
-      if (*end || d < 1 || d > (1 << 24) || nd >= max)
-        return -1;
+      gint64 d;
+      const int r = parse_dim (items[j], &d);
+      if (r < 0)
+        return r;
+      if (nd >= max)
+        return SHAPE_BAD;
       dims[nd++] = d;
     }
   }
   if (any && nd == 0)
-    return -1;
+    return SHAPE_BAD;
   return nd;
 }
 
@@ -427,9 +483,11 @@ job_finish_idle (gpointer data)
     if (job->dtype_header)
       soup_message_headers_replace (hd, "dtype", job->dtype_header);
     soup_server_message_set_status (job->msg, 200, NULL);
-    gsize len;
-    const void *d = g_bytes_get_data (job->body, &len);
-    soup_server_message_set_response (job->msg, job->content_type, SOUP_MEMORY_COPY, d, len);
+    /* The body as it is, not a copy: that would be a second allocation of
+     * the reply's size, and one that aborts when memory is short. */
+    soup_message_headers_replace (hd, "Content-Type", job->content_type);
+    soup_message_body_append_bytes (soup_server_message_get_response_body (job->msg),
+                                    job->body);
     record_request (s, job->route, 200, job->start_us);
   } else {
     reply_error (s, job->msg, job->route, job->start_us, job->status,
@@ -462,65 +520,108 @@ frame_out_size (Server *s, const Job *j)
                                               : (gsize) c * (j->h * f) * (j->w * f);
 }
 
-/* Post-processing of one job's engine output into its reply body. */
+/* JOB answered with ERROR (PREFIX before its message): 503 when memory ran
+ * out, else 500. */
 static void
-job_build_reply (Server *s, Job *j)
+job_set_error (Job *j, const GError *error, const char *prefix)
+{
+  j->status = status_for_error (error);
+  g_free (j->error);
+  j->error = g_strdup_printf ("%s%s", prefix, error->message);
+}
+
+/* Encode: the engine's output to the reply's latents. */
+static void
+job_build_latents (Server *s, Job *j)
 {
   const VaeModel *m = s->model;
   const int f = m->spatial_factor;
-  if (j->direction == VAE_DIRECTION_ENCODE) {
-    const int lh = j->h / f, lw = j->w / f;
-    const int c = vae_latent_channels_for_mode (m, VAE_LATENT_MODE);
-    const gsize fo = frame_out_size (s, j), fl = (gsize) c * lh * lw;
-    float *lat = g_new (float, fl * j->n);
-    for (int i = 0; i < j->n; i++)
-      vae_latents_from_encoder (m, j->output + fo * i, lh, lw, VAE_LATENT_MODE, NULL,
-                                j->scaling, j->shift, lat + fl * i);
-    j->body = floats_to_bytes (lat, fl * j->n, j->out);
-    g_free (lat);
-    j->shape_header = g_strdup_printf ("[%d,%d,%d,%d]", j->n, c, lh, lw);
-    j->dtype_header = j->out == OUT_TENSOR_F16 ? "float16"
-                      : j->out == OUT_TENSOR_BF16 ? "bfloat16" : "float32";
+  const int lh = j->h / f, lw = j->w / f;
+  const int c = vae_latent_channels_for_mode (m, VAE_LATENT_MODE);
+  const gsize fo = frame_out_size (s, j), fl = (gsize) c * lh * lw;
+  g_autoptr (GError) error = NULL;
+  float *lat = vae_try_alloc0 (j->n, fl * sizeof (float), "the reply's latents", &error);
+  if (!lat) {
+    job_set_error (j, error, "");
+    return;
+  }
+  for (int i = 0; i < j->n; i++)
+    vae_latents_from_encoder (m, j->output + fo * i, lh, lw, VAE_LATENT_MODE, NULL,
+                              j->scaling, j->shift, lat + fl * i);
+  j->body = floats_to_bytes (lat, fl * j->n, j->out, &error);
+  vae_free (lat);
+  if (!j->body) {
+    job_set_error (j, error, "");
+    return;
+  }
+  j->shape_header = g_strdup_printf ("[%d,%d,%d,%d]", j->n, c, lh, lw);
+  j->dtype_header = j->out == OUT_TENSOR_F16 ? "float16"
+                    : j->out == OUT_TENSOR_BF16 ? "bfloat16" : "float32";
+  j->content_type = "tensor/binary";
+  j->status = 200;
+}
+
+/* Decode to 8-bit RGB: a uint8 NHWC tensor, or a PNG or JPEG of it. */
+static void
+job_build_rgb (Server *s, Job *j)
+{
+  const VaeModel *m = s->model;
+  const int f = m->spatial_factor;
+  const int oh = j->h * f, ow = j->w * f;
+  const gsize fo = frame_out_size (s, j);
+  const gsize fb = (gsize) oh * ow * 3;
+  g_autoptr (GError) error = NULL;
+  guint8 *rgb = vae_try_alloc0 (j->n, fb, "the reply's pixels", &error);
+  if (!rgb) {
+    job_set_error (j, error, "");
+    return;
+  }
+  for (int i = 0; i < j->n; i++)
+    vae_pixels_to_rgb8 (m, j->output + fo * i, oh, ow, rgb + fb * i, ow, oh, ow * 3, 3);
+  if (j->out == OUT_U8_NHWC) {
+    j->body = g_bytes_new_take (rgb, fb * j->n);
+    j->shape_header = g_strdup_printf ("[%d,%d,%d,3]", j->n, oh, ow);
+    j->dtype_header = "uint8";
     j->content_type = "tensor/binary";
     j->status = 200;
     return;
   }
-  const int oh = j->h * f, ow = j->w * f;
-  const gsize fo = frame_out_size (s, j);
-  const int oc = vae_engine_output_channels (m, VAE_DIRECTION_DECODE);
-  if (j->out == OUT_U8_NHWC || j->out == OUT_PNG || j->out == OUT_JPEG) {
-    const gsize fb = (gsize) oh * ow * 3;
-    guint8 *rgb = g_new (guint8, fb * j->n);
-    for (int i = 0; i < j->n; i++)
-      vae_pixels_to_rgb8 (m, j->output + fo * i, oh, ow, rgb + fb * i, ow, oh, ow * 3, 3);
-    if (j->out == OUT_PNG || j->out == OUT_JPEG) {
-      const gboolean png = j->out == OUT_PNG;
-      j->body = png ? vae_png_encode (rgb, ow, oh)
-                    : vae_jpeg_encode (rgb, ow, oh, VAE_JPEG_QUALITY);
-      g_free (rgb);
-      if (!j->body) {
-        j->status = 500;
-        j->error = g_strdup_printf ("%s encoding failed", png ? "PNG" : "JPEG");
-        return;
-      }
-      j->content_type = png ? "image/png" : "image/jpeg";
-    } else {
-      j->body = g_bytes_new_take (rgb, fb * j->n);
-      j->shape_header = g_strdup_printf ("[%d,%d,%d,3]", j->n, oh, ow);
-      j->dtype_header = "uint8";
-      j->content_type = "tensor/binary";
-    }
-    j->status = 200;
+  const gboolean png = j->out == OUT_PNG;
+  j->body = png ? vae_png_encode_full (rgb, ow, oh, &error)
+                : vae_jpeg_encode (rgb, ow, oh, VAE_JPEG_QUALITY, &error);
+  vae_free (rgb);
+  if (!j->body) {
+    job_set_error (j, error, png ? "PNG encoding failed: " : "JPEG encoding failed: ");
     return;
   }
-  /* float [-1, 1] */
-  const gsize total = fo * j->n;
-  float *px = g_new (float, total);
+  j->content_type = png ? "image/png" : "image/jpeg";
+  j->status = 200;
+}
+
+/* Decode to a float tensor in [-1, 1]. */
+static void
+job_build_pixels (Server *s, Job *j)
+{
+  const VaeModel *m = s->model;
+  const int f = m->spatial_factor;
+  const int oh = j->h * f, ow = j->w * f;
+  const int oc = vae_engine_output_channels (m, VAE_DIRECTION_DECODE);
+  const gsize total = frame_out_size (s, j) * j->n;
+  g_autoptr (GError) error = NULL;
+  float *px = vae_try_alloc0 (total, sizeof (float), "the reply's pixels", &error);
+  if (!px) {
+    job_set_error (j, error, "");
+    return;
+  }
   const float span = 1.0f - m->image_min;
   for (gsize i = 0; i < total; i++)
     px[i] = (j->output[i] - m->image_min) / span * 2.0f - 1.0f;
-  j->body = floats_to_bytes (px, total, j->out);
-  g_free (px);
+  j->body = floats_to_bytes (px, total, j->out, &error);
+  vae_free (px);
+  if (!j->body) {
+    job_set_error (j, error, "");
+    return;
+  }
   j->shape_header = g_strdup_printf ("[%d,%d,%d,%d]", j->n, oc, oh, ow);
   j->dtype_header = j->out == OUT_TENSOR_F16 ? "float16"
                     : j->out == OUT_TENSOR_BF16 ? "bfloat16" : "float32";
@@ -528,10 +629,83 @@ job_build_reply (Server *s, Job *j)
   j->status = 200;
 }
 
+/* Post-processing of one job's engine output into its reply body. */
+static void
+job_build_reply (Server *s, Job *j)
+{
+  if (j->direction == VAE_DIRECTION_ENCODE)
+    job_build_latents (s, j);
+  else if (j->out == OUT_U8_NHWC || j->out == OUT_PNG || j->out == OUT_JPEG)
+    job_build_rgb (s, j);
+  else
+    job_build_pixels (s, j);
+}
+
 static gboolean
 compatible (const Job *a, const Job *b)
 {
   return a->direction == b->direction && a->h == b->h && a->w == b->w;
+}
+
+/* The engine's input for JOBS (N frames of FI floats): the single job's own
+ * buffer, or the jobs' inputs one after the other in a new one; NULL with
+ * ERROR set when that does not fit in memory. */
+static float *
+batch_input (GPtrArray *jobs, gsize fi, int n, GError **error)
+{
+  if (jobs->len == 1)
+    return ((Job *) jobs->pdata[0])->input;
+  float *in = vae_try_alloc0 (n, fi * sizeof (float), "the engine's input batch", error);
+  if (!in)
+    return NULL;
+  gsize off = 0;
+  for (guint i = 0; i < jobs->len; i++) {
+    Job *j = jobs->pdata[i];
+    memcpy (in + off, j->input, fi * j->n * sizeof (float));
+    off += fi * j->n;
+  }
+  return in;
+}
+
+static void
+record_batch (Server *s, VaeDirection direction, int n, gint64 us, gboolean ok)
+{
+  g_mutex_lock (&s->lock);
+  s->engine_seconds += us / 1e6;
+  s->batches++;
+  s->batch_frames_sum += n;
+  int b = 7;
+  for (int k = 0; k < 7; k++)
+    if (n <= hist_bounds[k]) {
+      b = k;
+      break;
+    }
+  s->batch_hist[b]++;
+  if (ok) {
+    if (direction == VAE_DIRECTION_ENCODE)
+      s->frames_encode += n;
+    else
+      s->frames_decode += n;
+  }
+  g_mutex_unlock (&s->lock);
+}
+
+/* JOB's frames of the batch output *OUT from float OFF on: all of *OUT
+ * when JOB is alone in the batch (taken over, *OUT set to NULL), else a
+ * copy.  FALSE with ERROR set when the copy does not fit in memory. */
+static gboolean
+job_take_output (Job *j, float **out, gsize fo, gsize off, gboolean alone, GError **error)
+{
+  if (alone) {
+    j->output = g_steal_pointer (out);
+    return TRUE;
+  }
+  j->output = vae_try_alloc0 (j->n, fo * sizeof (float), "a reply's share of the batch",
+                              error);
+  if (!j->output)
+    return FALSE;
+  memcpy (j->output, *out + off, fo * j->n * sizeof (float));
+  return TRUE;
 }
 
 static void
@@ -542,67 +716,36 @@ run_batch (Server *s, GPtrArray *jobs)
   for (guint i = 0; i < jobs->len; i++)
     n += ((Job *) jobs->pdata[i])->n;
   const gsize fi = frame_in_size (s, first), fo = frame_out_size (s, first);
-  float *in = NULL, *out = NULL;
-  gboolean single = jobs->len == 1;
-  if (single) {
-    in = first->input;
-  } else {
-    in = g_try_new (float, fi * n);
-  }
-  out = g_try_new (float, fo * n);
-  GError *error = NULL;
-  if (!in || !out) {
-    g_set_error (&error, VAE_ERROR, VAE_ERROR_ARGUMENT, "out of memory for %d frames", n);
-  } else {
-    if (!single) {
-      gsize off = 0;
-      for (guint i = 0; i < jobs->len; i++) {
-        Job *j = jobs->pdata[i];
-        memcpy (in + off, j->input, fi * j->n * sizeof (float));
-        off += fi * j->n;
-      }
-    }
+  const gboolean single = jobs->len == 1;
+  g_autoptr (GError) error = NULL;
+  const char *prefix = "";     /* before the message of a failure */
+  float *out = NULL;
+  float *in = batch_input (jobs, fi, n, &error);
+  if (in)
+    out = vae_try_alloc0 (n, fo * sizeof (float), "the engine's output batch", &error);
+  if (out) {
     VaeBatch batch = { first->direction, n, first->h, first->w, in, out, NULL, NULL };
     gint64 t0 = g_get_monotonic_time ();
     vae_engine_run (s->engine, &batch, &error);
-    gint64 t1 = g_get_monotonic_time ();
-    g_mutex_lock (&s->lock);
-    s->engine_seconds += (t1 - t0) / 1e6;
-    s->batches++;
-    s->batch_frames_sum += n;
-    int b = 7;
-    for (int k = 0; k < 7; k++)
-      if (n <= hist_bounds[k]) {
-        b = k;
-        break;
-      }
-    s->batch_hist[b]++;
-    if (!error) {
-      if (first->direction == VAE_DIRECTION_ENCODE)
-        s->frames_encode += n;
-      else
-        s->frames_decode += n;
-    }
-    g_mutex_unlock (&s->lock);
+    record_batch (s, first->direction, n, g_get_monotonic_time () - t0, error == NULL);
+    prefix = "engine failed: ";
   }
   gsize off = 0;
   for (guint i = 0; i < jobs->len; i++) {
     Job *j = jobs->pdata[i];
-    if (error) {
-      j->status = 500;
-      j->error = g_strdup_printf ("engine failed: %s", error->message);
-    } else {
-      j->output = g_new (float, fo * j->n);
-      memcpy (j->output, out + off, fo * j->n * sizeof (float));
-      off += fo * j->n;
+    g_autoptr (GError) copy_error = NULL;
+    if (error)
+      job_set_error (j, error, prefix);
+    else if (!job_take_output (j, &out, fo, off, single, &copy_error))
+      job_set_error (j, copy_error, "");
+    else
       job_build_reply (s, j);
-    }
+    off += fo * j->n;
     g_main_context_invoke (NULL, job_finish_idle, j);
   }
-  g_clear_error (&error);
   if (!single)
-    g_free (in);
-  g_free (out);
+    vae_free (in);
+  vae_free (out);
 }
 
 static gpointer
@@ -700,6 +843,301 @@ needs_auth (const char *route)
 {
   return !strcmp (route, "/encode") || !strcmp (route, "/decode")
          || !strcmp (route, "/metrics");
+}
+
+/* ---- connections (main thread) ----
+ *
+ * libsoup 3.2 leaks every keep-alive connection that the client closes
+ * while it is idle: after a reply it waits for the next request with a new
+ * message whose completion callback is only set once a first byte of that
+ * request is read, so when the read returns end-of-file instead nothing
+ * disconnects the connection, and its socket stays in CLOSE-WAIT for the
+ * server's lifetime (fixed in libsoup 3.3, "server: do not leak idle
+ * connections closed by the client").  Nor does it time out a request
+ * that stalls, or a client that connects and sends nothing.
+ *
+ * So the server follows each connection itself, from the "request-started"
+ * that libsoup emits for a new connection's first message at accept time
+ * (and for each later one at its first byte): READING until the body is in
+ * (cut with a 408 once --read-timeout passes without progress: the whole
+ * header, then each body chunk), BUSY while it is handled, and IDLE between
+ * a reply and the next request.  While IDLE a watch on the socket runs at a
+ * higher priority than libsoup's own source on it, so the server, not
+ * libsoup, sees the client's FIN (or reset) first; then, or once
+ * --idle-timeout passes, soup_server_message_steal_connection() on the
+ * connection's last message takes the connection out of libsoup (which
+ * frees its side of it) and the server closes it.  A pipelined request
+ * that the client sent before closing its side is dropped with it. */
+
+typedef enum { CONN_READING, CONN_BUSY, CONN_IDLE } ConnState;
+
+typedef struct {
+  Server *server;
+  GSocket *socket;            /* owned ref; the key in server->conns */
+  SoupServerMessage *msg;     /* owned ref: the connection's latest message */
+  ConnState state;
+  gint64 since_us;            /* start of the state, or the last progress */
+  GSource *timer;             /* ready at the state's deadline */
+  GSource *watch;             /* IDLE: the socket readable or hung up */
+} Conn;
+
+static void conn_gone (SoupServerMessage *msg, gpointer data);
+static void conn_progress (SoupServerMessage *msg, gpointer data);
+static void conn_got_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer data);
+
+static void
+conn_drop_message (Conn *c)
+{
+  if (!c->msg)
+    return;
+  g_signal_handlers_disconnect_by_data (c->msg, c);
+  g_clear_object (&c->msg);
+}
+
+static void
+conn_set_message (Conn *c, SoupServerMessage *msg)
+{
+  if (c->msg == msg)
+    return;
+  conn_drop_message (c);
+  c->msg = g_object_ref (msg);
+  /* Emitted when libsoup closes the connection (or it is stolen). */
+  g_signal_connect (msg, "disconnected", G_CALLBACK (conn_gone), c);
+  g_signal_connect (msg, "got-headers", G_CALLBACK (conn_progress), c);
+  g_signal_connect (msg, "got-chunk", G_CALLBACK (conn_got_chunk), c);
+}
+
+static void
+conn_clear_watch (Conn *c)
+{
+  if (!c->watch)
+    return;
+  g_source_destroy (c->watch);
+  g_clear_pointer (&c->watch, g_source_unref);
+}
+
+static void
+conn_free (Conn *c)
+{
+  conn_clear_watch (c);
+  g_source_destroy (c->timer);
+  g_source_unref (c->timer);
+  conn_drop_message (c);
+  g_object_unref (c->socket);
+  g_free (c);
+}
+
+/* When the state times out; G_MAXINT64 when it does not. */
+static gint64
+conn_deadline (const Conn *c)
+{
+  const Server *s = c->server;
+  switch (c->state) {
+  case CONN_READING:
+    return c->since_us + s->read_timeout_us;
+  case CONN_IDLE:
+    return c->since_us + s->idle_timeout_us;
+  case CONN_BUSY:
+  default:
+    return G_MAXINT64;
+  }
+}
+
+static void
+conn_arm_timer (Conn *c)
+{
+  const gint64 d = conn_deadline (c);
+  g_source_set_ready_time (c->timer, d == G_MAXINT64 ? -1 : d);
+}
+
+/* The client's 408: written once without blocking (it is small, and the
+ * client is not sending, so the socket's buffer has room); a client that
+ * does not read it only loses the reason. */
+static void
+conn_send_timeout_reply (GSocket *socket)
+{
+  gsize len;
+  g_autofree char *json = error_json ("request not received in time (--read-timeout)", &len);
+  g_autofree char *text = g_strdup_printf ("HTTP/1.1 408 Request Timeout\r\n"
+                                           "Content-Type: application/json\r\n"
+                                           "Content-Length: %" G_GSIZE_FORMAT "\r\n"
+                                           "Connection: close\r\n\r\n%s", len, json);
+  g_socket_send_with_blocking (socket, text, strlen (text), FALSE, NULL, NULL);
+}
+
+/* Takes the connection out of libsoup and closes it, with a 408 first when
+ * TIMED_OUT_READING; frees C. */
+static void
+conn_close (Conn *c, gboolean timed_out_reading)
+{
+  Server *s = c->server;
+  SoupServerMessage *msg = g_object_ref (c->msg);
+  GSocket *socket = g_object_ref (c->socket);
+  GUri *uri = soup_server_message_get_uri (msg);
+  const char *route = uri ? route_of (g_uri_get_path (uri)) : "other";
+  /* Forgotten first: stealing emits "disconnected". */
+  g_hash_table_remove (s->conns, socket);
+  GIOStream *stream = soup_server_message_steal_connection (msg);
+  if (stream && timed_out_reading) {
+    conn_send_timeout_reply (socket);
+    record_request (s, route, 408, 0);
+  }
+  if (stream) {
+    g_io_stream_close (stream, NULL, NULL);
+    g_object_unref (stream);
+  }
+  g_object_unref (socket);
+  g_object_unref (msg);
+}
+
+static gboolean
+conn_timer_fired (gpointer data)
+{
+  Conn *c = data;
+  if (g_get_monotonic_time () < conn_deadline (c)) {
+    conn_arm_timer (c);   /* progress since it was set */
+    return G_SOURCE_CONTINUE;
+  }
+  conn_close (c, c->state == CONN_READING);
+  return G_SOURCE_REMOVE;
+}
+
+static gboolean
+conn_timer_dispatch (GSource *source, GSourceFunc callback, gpointer data)
+{
+  (void) source;
+  return callback (data);
+}
+
+/* A source that only has a ready time: the deadline moves with the
+ * connection's progress without a new source for each body chunk. */
+static GSourceFuncs conn_timer_funcs = { NULL, NULL, conn_timer_dispatch, NULL, NULL, NULL };
+
+static void conn_enter (Conn *c, ConnState state);
+
+/* IDLE and the socket is readable: the next request, or the client gone. */
+static gboolean
+conn_readable (GSocket *socket, GIOCondition cond, gpointer data)
+{
+  Conn *c = data;
+  (void) cond;
+  char b;
+  const gssize r = recv (g_socket_get_fd (socket), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+    return G_SOURCE_CONTINUE;
+  if (r > 0) {
+    /* libsoup reads it; from now on the read timeout counts. */
+    g_clear_pointer (&c->watch, g_source_unref);
+    conn_enter (c, CONN_READING);
+    return G_SOURCE_REMOVE;
+  }
+  g_clear_pointer (&c->watch, g_source_unref);
+  conn_close (c, FALSE);   /* end-of-file or an error: the client is gone */
+  return G_SOURCE_REMOVE;
+}
+
+static void
+conn_enter (Conn *c, ConnState state)
+{
+  c->state = state;
+  c->since_us = g_get_monotonic_time ();
+  if (state != CONN_IDLE) {
+    conn_clear_watch (c);
+  } else if (!c->watch) {
+    c->watch = g_socket_create_source (c->socket, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+    /* Before libsoup's source on the same socket (G_PRIORITY_DEFAULT). */
+    g_source_set_priority (c->watch, G_PRIORITY_HIGH);
+    g_source_set_callback (c->watch, (GSourceFunc) (void (*) (void)) conn_readable, c, NULL);
+    g_source_attach (c->watch, NULL);
+  }
+  conn_arm_timer (c);
+}
+
+static void
+conn_gone (SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = data;
+  (void) msg;
+  g_hash_table_remove (c->server->conns, c->socket);
+}
+
+static void
+conn_progress (SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = data;
+  (void) msg;
+  c->since_us = g_get_monotonic_time ();
+}
+
+static void
+conn_got_chunk (SoupServerMessage *msg, GBytes *chunk, gpointer data)
+{
+  (void) chunk;
+  conn_progress (msg, data);
+}
+
+static Conn *
+conn_of (Server *s, SoupServerMessage *msg)
+{
+  GSocket *socket = soup_server_message_get_socket (msg);
+  return socket ? g_hash_table_lookup (s->conns, socket) : NULL;
+}
+
+static Conn *
+conn_new (Server *s, GSocket *socket)
+{
+  Conn *c = g_new0 (Conn, 1);
+  c->server = s;
+  c->socket = g_object_ref (socket);
+  c->timer = g_source_new (&conn_timer_funcs, sizeof (GSource));
+  g_source_set_callback (c->timer, conn_timer_fired, c, NULL);
+  g_source_attach (c->timer, NULL);
+  g_hash_table_insert (s->conns, socket, c);
+  return c;
+}
+
+/* A new connection's first message (at accept), or a later one's first
+ * byte. */
+static void
+on_request_started (SoupServer *soup, SoupServerMessage *msg, gpointer data)
+{
+  Server *s = data;
+  (void) soup;
+  GSocket *socket = soup_server_message_get_socket (msg);
+  if (!socket)
+    return;
+  Conn *c = g_hash_table_lookup (s->conns, socket);
+  if (!c) {
+    c = conn_new (s, socket);
+    /* Asked now, while the peer is there, libsoup keeps the address: it
+     * asks for it when the connection is stolen, and warns when the peer
+     * has gone by then. */
+    soup_server_message_get_remote_address (msg);
+  }
+  conn_set_message (c, msg);
+  conn_enter (c, CONN_READING);
+}
+
+/* The body is in: the request is handled (or queued for the engine). */
+static void
+on_request_read (SoupServer *soup, SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = conn_of (data, msg);
+  (void) soup;
+  if (c && c->msg == msg)
+    conn_enter (c, CONN_BUSY);
+}
+
+/* The reply is out (or the request failed).  When libsoup keeps the
+ * connection for the next request the server now watches it; when it
+ * closes it, which it does right after this, "disconnected" forgets it. */
+static void
+on_request_done (SoupServer *soup, SoupServerMessage *msg, gpointer data)
+{
+  Conn *c = conn_of (data, msg);
+  (void) soup;
+  if (c && c->msg == msg)
+    conn_enter (c, CONN_IDLE);
 }
 
 /* Answers 413 on the raw connection without reading the body the client
@@ -841,7 +1279,6 @@ on_finished (SoupServerMessage *msg, gpointer data)
     g_main_loop_quit (s->loop);
 }
 
-/* Fills JOB's input from the request; FALSE with a 400 message in *ERR. */
 /* The shape/dtype query of a raw tensor body (ND from query_shape), with
  * the protocol's error texts; uint8 only where ALLOW_U8 (image input). */
 static gboolean
@@ -849,6 +1286,10 @@ check_tensor_query (int nd, const char *dts, gboolean allow_u8, DType *dt, char 
 {
   if (nd == 0) {
     *err = g_strdup ("Expected `shape` in query params.");
+    return FALSE;
+  }
+  if (nd == SHAPE_TOO_LARGE) {
+    *err = g_strdup_printf ("`shape` is too large (a dimension over %d)", G_MAXINT32);
     return FALSE;
   }
   if (nd < 0) {
@@ -867,8 +1308,107 @@ check_tensor_query (int nd, const char *dts, gboolean allow_u8, DType *dt, char 
   return TRUE;
 }
 
+/* A request refused with STATUS and MESSAGE (taken); always FALSE. */
 static gboolean
-prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
+refuse (guint *status, char **err, guint code, char *message)
+{
+  *status = code;
+  *err = message;
+  return FALSE;
+}
+
+/* A failed allocation or decode (ERROR) as the request's refusal: 503 when
+ * memory ran out, else 400 (the body was bad). */
+static gboolean
+refuse_error (guint *status, char **err, const GError *error)
+{
+  return refuse (status, err,
+                 g_error_matches (error, VAE_ERROR, VAE_ERROR_NO_MEMORY) ? 503 : 400,
+                 g_strdup (error->message));
+}
+
+/* 413 for a frame of H x W pixels over --max-pixels. */
+static gboolean
+check_frame_pixels (Server *s, gint64 h, gint64 w, guint *status, char **err)
+{
+  if (h * w <= s->max_pixels)
+    return TRUE;
+  return refuse (status, err, 413,
+                 g_strdup_printf ("a frame of %" G_GINT64_FORMAT "x%" G_GINT64_FORMAT
+                                  " (%" G_GINT64_FORMAT " pixels) is larger than this "
+                                  "server's limit of %" G_GINT64_FORMAT " pixels",
+                                  w, h, h * w, s->max_pixels));
+}
+
+/* The product of N dimensions (each positive) times UNIT; FALSE when it
+ * does not fit in a gsize. */
+static gboolean
+dims_product (const gint64 *d, int n, gsize unit, gsize *out)
+{
+  gsize p = unit;
+  for (int i = 0; i < n; i++)
+    if (!g_size_checked_mul (&p, p, (gsize) d[i]))
+      return FALSE;
+  *out = p;
+  return TRUE;
+}
+
+/* "[1,3,64,64]" for a message. */
+static char *
+dims_text (const gint64 *d, int n)
+{
+  GString *t = g_string_new ("[");
+  for (int i = 0; i < n; i++)
+    g_string_append_printf (t, "%s%" G_GINT64_FORMAT, i ? "," : "", d[i]);
+  g_string_append_c (t, ']');
+  return g_string_free (t, FALSE);
+}
+
+/* Encode of a PNG or JPEG body: the size from its header is checked
+ * against the limits before the pixels are decoded (a 200 KB PNG can
+ * claim 8192 x 8192). */
+static gboolean
+prepare_encode_image (Server *s, Job *job, const guint8 *data, gsize len, gboolean png,
+                      guint *status, char **err)
+{
+  const VaeModel *m = s->model;
+  const int f = m->spatial_factor;
+  const char *kind = png ? "PNG" : "JPEG";
+  int w, h;
+  if (png ? !vae_png_read_size (data, len, &w, &h, err)
+          : !vae_jpeg_read_size (data, len, &w, &h, err))
+    return FALSE;
+  if (w < 1 || h < 1 || w > MAX_SIDE || h > MAX_SIDE)
+    return refuse (status, err, 400,
+                   g_strdup_printf ("%s of %dx%d is empty or larger than %d pixels a side",
+                                    kind, w, h, MAX_SIDE));
+  if (!check_frame_pixels (s, h, w, status, err))
+    return FALSE;
+  if (w % f || h % f)
+    return refuse (status, err, 400,
+                   g_strdup_printf ("image of %dx%d: width and height must be multiples "
+                                    "of %d", w, h, f));
+  g_autoptr (GError) error = NULL;
+  guint8 *rgb = NULL;
+  if (png ? !vae_png_decode (data, len, MAX_SIDE, &rgb, &w, &h, &error)
+          : !vae_jpeg_decode (data, len, MAX_SIDE, &rgb, &w, &h, &error))
+    return refuse_error (status, err, error);
+  job->n = 1;
+  job->h = h;
+  job->w = w;
+  job->input = vae_try_alloc0 ((gsize) 3 * h, (gsize) w * sizeof (float),
+                               "the engine's input", &error);
+  if (job->input)
+    vae_pixels_from_rgb8 (m, rgb, w, h, w * 3, 3, job->input, h, w);
+  vae_free (rgb);
+  return job->input ? TRUE : refuse_error (status, err, error);
+}
+
+/* Fills JOB's input from the request; FALSE with the status (400 unless
+ * set) and message in *STATUS and *ERR. */
+static gboolean
+prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, guint *status,
+                char **err)
 {
   const VaeModel *m = s->model;
   const int f = m->spatial_factor;
@@ -899,24 +1439,8 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
     static const guint8 png_sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
     const gboolean png = len >= 8 && !memcmp (data, png_sig, 8);
     const gboolean jpeg = len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff;
-    if (png || jpeg) {
-      g_autofree guint8 *rgb = NULL;
-      int w, h;
-      if (png ? !vae_png_decode (data, len, MAX_SIDE, &rgb, &w, &h, err)
-              : !vae_jpeg_decode (data, len, MAX_SIDE, &rgb, &w, &h, err))
-        return FALSE;
-      if (w % f || h % f) {
-        *err = g_strdup_printf ("image of %dx%d: width and height must be multiples of %d",
-                                w, h, f);
-        return FALSE;
-      }
-      job->n = 1;
-      job->h = h;
-      job->w = w;
-      job->input = g_new (float, (gsize) 3 * h * w);
-      vae_pixels_from_rgb8 (m, rgb, w, h, w * 3, 3, job->input, h, w);
-      return TRUE;
-    }
+    if (png || jpeg)
+      return prepare_encode_image (s, job, data, len, png, status, err);
     *err = g_strdup ("Expected `shape` in query params (or a PNG or JPEG body).");
     return FALSE;
   }
@@ -938,31 +1462,38 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
     return FALSE;
   }
   if (b > MAX_FRAMES || h > MAX_SIDE || w > MAX_SIDE) {
-    *err = g_strdup_printf ("`shape` too large (at most %d frames of %d pixels a side)",
-                            MAX_FRAMES, MAX_SIDE);
+    g_autofree char *t = dims_text (dims, nd);
+    *err = g_strdup_printf ("`shape` %s is too large (at most %d frames of %d pixels a "
+                            "side)", t, MAX_FRAMES, MAX_SIDE);
     return FALSE;
   }
+  if (!check_frame_pixels (s, h, w, status, err))
+    return FALSE;
   if (h % f || w % f) {
     *err = g_strdup_printf ("height %" G_GINT64_FORMAT " and width %" G_GINT64_FORMAT
                             " must be multiples of %d", h, w, f);
     return FALSE;
   }
-  const gsize count = (gsize) b * c * h * w;
-  if (len != count * dtype_size (dt)) {
+  const gint64 bchw[4] = { b, c, h, w };
+  gsize count, bytes;
+  if (!dims_product (bchw, 4, 1, &count) || !dims_product (bchw, 4, dtype_size (dt), &bytes)) {
+    *err = g_strdup ("`shape` is too large (its size overflows)");
+    return FALSE;
+  }
+  if (len != bytes) {
     *err = g_strdup_printf ("cannot reshape a body of %" G_GSIZE_FORMAT " bytes into shape [%"
                             G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%"
                             G_GINT64_FORMAT "] of %s (%" G_GSIZE_FORMAT " bytes)",
-                            len, b, c, h, w, dts, count * dtype_size (dt));
+                            len, b, c, h, w, dts, bytes);
     return FALSE;
   }
   job->n = (int) b;
   job->h = (int) h;
   job->w = (int) w;
-  job->input = g_try_new (float, count);
-  if (!job->input) {
-    *err = g_strdup ("out of memory");
-    return FALSE;
-  }
+  g_autoptr (GError) error = NULL;
+  job->input = vae_try_alloc0 (count, sizeof (float), "the engine's input", &error);
+  if (!job->input)
+    return refuse_error (status, err, error);
   const float lo = m->image_min, span = 1.0f - m->image_min;
   if (dt == DT_U8) {
     for (gsize i = 0; i < count; i++)
@@ -976,9 +1507,65 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, char **err)
   return TRUE;
 }
 
+/* Packed Flux latents [B, (H/16)*(W/16), 4C] with height=H&width=W: the
+ * B, C, h, w of the unpacked latents; FALSE with *ERR when they do not
+ * match. */
+static gboolean
+packed_dims (const Query *q, const gint64 *dims, gint64 *bchw, char **err)
+{
+  gint64 H, W;
+  if (parse_dim (query_get (q, "height"), &H) || parse_dim (query_get (q, "width"), &W)
+      || H < 16 || W < 16 || H % 16 || W % 16 || dims[2] % 4
+      || dims[1] != (H / 16) * (W / 16)) {
+    *err = g_strdup ("packed latents: `height`/`width` do not match `shape`");
+    return FALSE;
+  }
+  bchw[0] = dims[0];
+  bchw[1] = dims[2] / 4;
+  bchw[2] = H / 8;
+  bchw[3] = W / 8;
+  return TRUE;
+}
+
+/* The reply kind of a decode from its query (and Accept header). */
+static gboolean
+decode_output_kind (const Query *q, SoupServerMessage *msg, DType dt, OutKind *out,
+                    char **err)
+{
+  const char *ot = query_get (q, "output_type");
+  if (!ot)
+    ot = "pt";
+  if (!strcmp (ot, "pt")) {
+    if (query_bool (q, "partial_postprocess", FALSE))
+      *out = OUT_U8_NHWC;
+    else
+      *out = dt == DT_F16 ? OUT_TENSOR_F16 : dt == DT_BF16 ? OUT_TENSOR_BF16 : OUT_TENSOR_F32;
+    return TRUE;
+  }
+  if (strcmp (ot, "pil")) {
+    *err = g_strdup_printf ("unsupported output_type `%s` (pt or pil)", ot);
+    return FALSE;
+  }
+  const char *fmt = query_get (q, "image_format");
+  if (!fmt) {
+    const char *acc = soup_message_headers_get_one (
+        soup_server_message_get_request_headers (msg), "Accept");
+    fmt = acc && strstr (acc, "image/jpeg") ? "jpg" : "png";
+  }
+  if (!g_ascii_strcasecmp (fmt, "png")) {
+    *out = OUT_PNG;
+  } else if (!g_ascii_strcasecmp (fmt, "jpg") || !g_ascii_strcasecmp (fmt, "jpeg")) {
+    *out = OUT_JPEG;
+  } else {
+    *err = g_strdup_printf ("unknown image_format `%s` (png or jpg)", fmt);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static gboolean
 prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBytes *body,
-                char **err)
+                guint *status, char **err)
 {
   const VaeModel *m = s->model;
   const int f = m->spatial_factor;
@@ -1007,85 +1594,59 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
     scaling = m->scaling_factor;
     shift = m->shift_factor;
   }
-  /* output */
-  const char *ot = query_get (q, "output_type");
-  if (!ot)
-    ot = "pt";
-  if (!strcmp (ot, "pt")) {
-    if (query_bool (q, "partial_postprocess", FALSE))
-      job->out = OUT_U8_NHWC;
-    else
-      job->out = dt == DT_F16 ? OUT_TENSOR_F16 : dt == DT_BF16 ? OUT_TENSOR_BF16
-                                                                 : OUT_TENSOR_F32;
-  } else if (!strcmp (ot, "pil")) {
-    const char *fmt = query_get (q, "image_format");
-    if (!fmt) {
-      const char *acc = soup_message_headers_get_one (
-          soup_server_message_get_request_headers (msg), "Accept");
-      fmt = acc && strstr (acc, "image/jpeg") ? "jpg" : "png";
-    }
-    if (!g_ascii_strcasecmp (fmt, "png")) {
-      job->out = OUT_PNG;
-    } else if (!g_ascii_strcasecmp (fmt, "jpg") || !g_ascii_strcasecmp (fmt, "jpeg")) {
-      job->out = OUT_JPEG;
-    } else {
-      *err = g_strdup_printf ("unknown image_format `%s` (png or jpg)", fmt);
-      return FALSE;
-    }
-  } else {
-    *err = g_strdup_printf ("unsupported output_type `%s` (pt or pil)", ot);
+  if (!decode_output_kind (q, msg, dt, &job->out, err))
     return FALSE;
-  }
-  gint64 b, c, h, w;
+  gint64 bchw[4];
   gboolean packed = FALSE;
   if (nd == 4) {
-    b = dims[0]; c = dims[1]; h = dims[2]; w = dims[3];
+    memcpy (bchw, dims, sizeof bchw);
   } else if (nd == 3 && query_get (q, "height") && query_get (q, "width")) {
-    /* Packed Flux latents [B, (H/16)*(W/16), 4C]. */
-    gint64 H = g_ascii_strtoll (query_get (q, "height"), NULL, 10);
-    gint64 W = g_ascii_strtoll (query_get (q, "width"), NULL, 10);
-    if (H < 16 || W < 16 || H % 16 || W % 16 || dims[2] % 4
-        || dims[1] != (H / 16) * (W / 16)) {
-      *err = g_strdup ("packed latents: `height`/`width` do not match `shape`");
+    if (!packed_dims (q, dims, bchw, err))
       return FALSE;
-    }
-    b = dims[0]; c = dims[2] / 4; h = H / 8; w = W / 8;
     packed = TRUE;
   } else {
     *err = g_strdup_printf ("`shape` must be [B,C,h,w] (got %d dimensions)", nd);
     return FALSE;
   }
+  const gint64 b = bchw[0], c = bchw[1], h = bchw[2], w = bchw[3];
   if (c != m->latent_channels) {
     *err = g_strdup_printf ("`shape` has %" G_GINT64_FORMAT " latent channels; the model "
                             "takes %d", c, m->latent_channels);
     return FALSE;
   }
-  if (b > MAX_FRAMES || h * f > MAX_SIDE || w * f > MAX_SIDE) {
-    *err = g_strdup_printf ("`shape` too large (at most %d frames of %d pixels a side)",
-                            MAX_FRAMES, MAX_SIDE);
+  if (b > MAX_FRAMES || h > MAX_SIDE / f || w > MAX_SIDE / f) {
+    g_autofree char *t = dims_text (dims, nd);
+    *err = g_strdup_printf ("`shape` %s is too large (at most %d frames of %d pixels a "
+                            "side)", t, MAX_FRAMES, MAX_SIDE);
     return FALSE;
   }
+  if (!check_frame_pixels (s, h * f, w * f, status, err))
+    return FALSE;
   if ((job->out == OUT_PNG || job->out == OUT_JPEG) && b != 1) {
     *err = g_strdup ("output_type=pil takes one frame (B=1); use output_type=pt for batches");
     return FALSE;
   }
-  const gsize count = (gsize) b * c * h * w;
-  if (len != count * dtype_size (dt)) {
+  gsize count, bytes;
+  if (!dims_product (bchw, 4, 1, &count) || !dims_product (bchw, 4, dtype_size (dt), &bytes)) {
+    *err = g_strdup ("`shape` is too large (its size overflows)");
+    return FALSE;
+  }
+  if (len != bytes) {
     *err = g_strdup_printf ("cannot reshape a body of %" G_GSIZE_FORMAT " bytes into the "
-                            "given shape of %s (%" G_GSIZE_FORMAT " bytes)",
-                            len, dts, count * dtype_size (dt));
+                            "given shape of %s (%" G_GSIZE_FORMAT " bytes)", len, dts, bytes);
     return FALSE;
   }
   job->direction = VAE_DIRECTION_DECODE;
   job->n = (int) b;
   job->h = (int) h;
   job->w = (int) w;
-  float *z = g_try_new (float, count);
-  job->input = g_try_new (float, count);
-  if (!z || !job->input) {
-    g_free (z);
-    *err = g_strdup ("out of memory");
-    return FALSE;
+  g_autoptr (GError) error = NULL;
+  float *z = vae_try_alloc0 (count, sizeof (float), "the request's latents", &error);
+  if (z)
+    job->input = vae_try_alloc0 (count, sizeof (float), "the engine's input", &error);
+  if (!job->input) {
+    vae_free (z);
+    return refuse_error (status, err, error);
   }
   if (!packed) {
     for (gsize i = 0; i < count; i++)
@@ -1103,8 +1664,35 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
           }
   }
   vae_latents_to_decoder (z, count, scaling, shift, job->input);
-  g_free (z);
+  vae_free (z);
   return TRUE;
+}
+
+/* The request body in one piece, as soup_message_body_flatten gives it but
+ * with a fallible copy (that one aborts when a large body's copy does not
+ * fit); NULL with ERROR set (VAE_ERROR_NO_MEMORY). */
+static GBytes *
+request_body_bytes (SoupMessageBody *rb, GError **error)
+{
+  g_autoptr (GBytes) first = soup_message_body_get_chunk (rb, 0);
+  if (!first)
+    return g_bytes_new (NULL, 0);
+  if ((goffset) g_bytes_get_size (first) == rb->length)
+    return g_steal_pointer (&first);
+  guint8 *data = vae_try_alloc0 (1, rb->length, "the request body", error);
+  if (!data)
+    return NULL;
+  goffset off = 0;
+  while (off < rb->length) {
+    g_autoptr (GBytes) chunk = soup_message_body_get_chunk (rb, off);
+    gsize n;
+    const void *d = chunk ? g_bytes_get_data (chunk, &n) : NULL;
+    if (!d || n == 0 || off + (goffset) n > rb->length)
+      break;
+    memcpy (data + off, d, n);
+    off += n;
+  }
+  return g_bytes_new_take (data, off);
 }
 
 static void
@@ -1150,11 +1738,18 @@ handler (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable 
     return;
   }
   SoupMessageBody *rb = soup_server_message_get_request_body (msg);
-  g_autoptr (GBytes) body = soup_message_body_flatten (rb);
-  if ((gint64) g_bytes_get_size (body) > s->max_body) {
+  if (rb->length > s->max_body) {
     reply_error (s, msg, route, start, 413, "request body is larger than the limit");
     return;
   }
+  g_autoptr (GError) body_error = NULL;
+  g_autoptr (GBytes) body = request_body_bytes (rb, &body_error);
+  if (!body) {
+    reply_error (s, msg, route, start, 503, body_error->message);
+    return;
+  }
+  /* Only BODY is read from now on: the chunks can go. */
+  soup_message_body_truncate (rb);
   g_mutex_lock (&s->lock);
   gboolean draining = s->draining;
   gboolean full = (int) s->queue.length >= s->max_queue;
@@ -1180,17 +1775,17 @@ handler (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable 
   job->route = route;
   job->start_us = start;
   char *err = NULL;
-  gboolean ok = !strcmp (route, "/encode") ? prepare_encode (s, job, &q, body, &err)
-                                           : prepare_decode (s, job, msg, &q, body, &err);
+  guint status = 400;
+  gboolean ok = !strcmp (route, "/encode")
+                    ? prepare_encode (s, job, &q, body, &status, &err)
+                    : prepare_decode (s, job, msg, &q, body, &status, &err);
   query_clear (&q);
   if (!ok) {
-    reply_error (s, msg, route, start, 400, err ? err : "bad request");
+    reply_error (s, msg, route, start, status, err ? err : "bad request");
     g_free (err);
     job_free (job);
     return;
   }
-  /* The body is no longer needed. */
-  soup_message_body_truncate (rb);
   job->msg = g_object_ref (msg);
   g_signal_connect (msg, "finished", G_CALLBACK (on_finished), job);
   soup_server_message_pause (msg);
@@ -1224,7 +1819,9 @@ main (int argc, char **argv)
 {
   g_autofree char *model_path = NULL, *host = NULL, *backend = NULL, *token = NULL;
   int port = 0, max_batch = 8, threads = 0, max_queue = 256;
+  int idle_timeout = 30, read_timeout = 30;
   gint64 max_body = 256 * 1024 * 1024;
+  gint64 max_pixels = 4096 * 4096;
   double max_body_d = -1;
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &model_path, "Model folder or file", "PATH" },
@@ -1238,6 +1835,12 @@ main (int argc, char **argv)
       "Largest request body (256 MiB)", "N" },
     { "max-queue", 0, 0, G_OPTION_ARG_INT, &max_queue,
       "Requests waiting before 503 (256)", "N" },
+    { "max-pixels", 0, 0, G_OPTION_ARG_INT64, &max_pixels,
+      "Largest frame in pixels, 413 beyond (16777216: 4096x4096)", "N" },
+    { "idle-timeout", 0, 0, G_OPTION_ARG_INT, &idle_timeout,
+      "Close a keep-alive connection idle this long (30)", "S" },
+    { "read-timeout", 0, 0, G_OPTION_ARG_INT, &read_timeout,
+      "Cut a request whose headers take, or whose body stalls, this long: 408 (30)", "S" },
     { NULL, 0, 0, 0, NULL, NULL, NULL }
   };
   g_autoptr (GError) error = NULL;
@@ -1256,6 +1859,11 @@ main (int argc, char **argv)
     g_printerr ("vae-server: --port, --max-batch, --max-queue or --threads out of range\n");
     return 2;
   }
+  if (max_pixels < 1 || idle_timeout < 1 || read_timeout < 1) {
+    g_printerr ("vae-server: --max-pixels, --idle-timeout and --read-timeout must be "
+                "at least 1\n");
+    return 2;
+  }
   if (max_body_d >= 0)
     max_body = (gint64) max_body_d;
   if (token && !*token)
@@ -1271,6 +1879,11 @@ main (int argc, char **argv)
   s->max_batch = max_batch;
   s->max_body = max_body;
   s->max_queue = max_queue;
+  s->max_pixels = max_pixels;
+  s->idle_timeout_us = (gint64) idle_timeout * G_USEC_PER_SEC;
+  s->read_timeout_us = (gint64) read_timeout * G_USEC_PER_SEC;
+  s->conns = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL,
+                                    (GDestroyNotify) conn_free);
   s->token = token;
 
   s->model = vae_model_load (model_path, NULL, &error);
@@ -1290,6 +1903,10 @@ main (int argc, char **argv)
   s->soup = soup_server_new ("server-header", "vae-server ", NULL);
   soup_server_add_early_handler (s->soup, NULL, early_handler, s, NULL);
   soup_server_add_handler (s->soup, NULL, handler, s, NULL);
+  g_signal_connect (s->soup, "request-started", G_CALLBACK (on_request_started), s);
+  g_signal_connect (s->soup, "request-read", G_CALLBACK (on_request_read), s);
+  g_signal_connect (s->soup, "request-finished", G_CALLBACK (on_request_done), s);
+  g_signal_connect (s->soup, "request-aborted", G_CALLBACK (on_request_done), s);
 
   const char *h = host ? host : "127.0.0.1";
   g_autoptr (GInetAddress) addr = g_inet_address_new_from_string (h);
@@ -1323,7 +1940,9 @@ main (int argc, char **argv)
   g_cond_broadcast (&s->cond);
   g_mutex_unlock (&s->lock);
   g_thread_join (s->worker);
+  /* Disconnecting every client forgets its connection ("disconnected"). */
   soup_server_disconnect (s->soup);
+  g_hash_table_unref (s->conns);
   g_object_unref (s->soup);
   g_main_loop_unref (s->loop);
   vae_engine_free (s->engine);
