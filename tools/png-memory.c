@@ -52,7 +52,10 @@ vae_png_encode (const guint8 *rgb, int width, int height)
   png_alloc_size_t size = 0;
   if (!png_image_write_get_memory_size (img, size, 0, rgb, width * 3, NULL))
     return NULL;
-  void *buf = g_malloc (size);
+  /* As large as the frame: NULL rather than an abort when it does not fit. */
+  void *buf = g_try_malloc (size);
+  if (!buf)
+    return NULL;
   if (!png_image_write_to_memory (&img, buf, &size, 0, rgb, width * 3, NULL)) {
     g_free (buf);
     return NULL;
