@@ -39,6 +39,8 @@ typedef struct {
   /* bench */
   char *op;
   int width, height, batch, runs;
+  /* The image size being run, once known: named by out-of-memory errors. */
+  int frame_w, frame_h;
 } ToolOptions;
 
 static void
@@ -79,6 +81,26 @@ check_tiles (const ToolOptions *o, const VaeModel *model, const char *command,
     return TRUE;
   g_prefix_error (error, "%s: --tile-size/--tile-overlap: ", command);
   return FALSE;
+}
+
+/* A frame too large for memory (VAE_ERROR_NO_MEMORY): the message names
+ * the image size and what helps, since the engine's own message only names
+ * the buffer that did not fit. */
+static void
+add_memory_hint (GError **error, const ToolOptions *o)
+{
+  if (!error || !g_error_matches (*error, VAE_ERROR, VAE_ERROR_NO_MEMORY) || o->frame_w < 1)
+    return;
+  const int side = MAX (o->frame_w, o->frame_h);
+  g_autofree char *hint = NULL;
+  if (o->tile > 0 && o->tile < side)
+    hint = g_strdup_printf ("; try a smaller --tile-size than %d", o->tile);
+  else if (side > 512)
+    hint = g_strdup ("; --tile-size 512 runs them in tiles");
+  char *msg = g_strdup_printf ("%dx%d frames: %s%s", o->frame_w, o->frame_h,
+                               (*error)->message, hint ? hint : "");
+  g_free ((*error)->message);
+  (*error)->message = msg;
 }
 
 /* One line: GError messages are printed as they are, minus line breaks. */
@@ -265,14 +287,13 @@ cmd_encode (int argc, char **argv, GError **error)
     goto out;
   }
 
-  pixels = g_try_new (float, (gsize) 3 * ph * pw);
-  enc = g_try_new (float, (gsize) enc_c * lh * lw);
-  latents = g_try_new (float, (gsize) c * lh * lw);
-  if (!pixels || !enc || !latents) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                 "%s: out of memory for a %dx%d image", o.input, width, height);
+  o.frame_w = pw;
+  o.frame_h = ph;
+  if (!(pixels = vae_try_alloc ((gsize) 3 * ph * pw, sizeof (float), "the input pixels", error))
+      || !(enc = vae_try_alloc ((gsize) enc_c * lh * lw, sizeof (float), "the encoder output",
+                                error))
+      || !(latents = vae_try_alloc ((gsize) c * lh * lw, sizeof (float), "the latents", error)))
     goto out;
-  }
   vae_pixels_from_rgb8 (model, rgb, width, height, width * 3, 3, pixels, ph, pw);
 
   engine = vae_engine_new (backend_of (&o), model, &eo, error);
@@ -310,6 +331,7 @@ cmd_encode (int argc, char **argv, GError **error)
   ok = TRUE;
 
 out:
+  add_memory_hint (error, &o);
   tool_options_clear (&o);
   return ok;
 }
@@ -458,15 +480,15 @@ cmd_decode (int argc, char **argv, GError **error)
   }
   int width, height;
   crop_size (st, f, lh, lw, &width, &height);
+  o.frame_w = ow;
+  o.frame_h = oh;
 
   const gsize frame_latent = (gsize) c * lh * lw;
   const gsize frame_pixels = (gsize) 3 * oh * ow;
-  z = g_try_new (float, frame_latent * n);
-  dec_in = g_try_new (float, frame_latent * n);
-  if (!z || !dec_in) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT, "%s: out of memory", o.input);
+  if (!(z = vae_try_alloc (frame_latent * n, sizeof (float), "the latents", error))
+      || !(dec_in = vae_try_alloc (frame_latent * n, sizeof (float), "the decoder input",
+                                   error)))
     goto out;
-  }
   if (!vae_tensor_view_to_f32 (t, z, error))
     goto out;
   vae_latents_to_decoder (z, frame_latent * n, model->scaling_factor,
@@ -476,13 +498,10 @@ cmd_decode (int argc, char **argv, GError **error)
   if (!engine)
     goto out;
   const int chunk = CLAMP (vae_engine_preferred_batch (engine), 1, n);
-  pixels = g_try_new (float, frame_pixels * chunk);
-  rgb = g_try_new (guint8, (gsize) width * height * 3);
-  if (!pixels || !rgb) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                 "%s: out of memory for %dx%d frames", o.input, ow, oh);
+  if (!(pixels = vae_try_alloc (frame_pixels * chunk, sizeof (float), "the decoded pixels",
+                                error))
+      || !(rgb = vae_try_alloc ((gsize) width * height, 3, "the 8-bit image", error)))
     goto out;
-  }
 
   for (int first = 0; first < n; first += chunk) {
     const int m = MIN (chunk, n - first);
@@ -502,6 +521,7 @@ cmd_decode (int argc, char **argv, GError **error)
   ok = TRUE;
 
 out:
+  add_memory_hint (error, &o);
   tool_options_clear (&o);
   return ok;
 }
@@ -657,15 +677,13 @@ cmd_bench (int argc, char **argv, GError **error)
   const int tiles = grid.tiles_y * grid.tiles_x;
   const int tile_scale = dir == VAE_DIRECTION_ENCODE ? 1 : f;   /* to pixels */
 
-  in = g_try_new (float, n_in);
-  out = g_try_new (float, n_out);
+  o.frame_w = pw;
+  o.frame_h = ph;
   times = g_new (double, o.runs);
   device_ms = g_new0 (double, o.runs);
-  if (!in || !out) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                 "bench: out of memory for a batch of %d at %dx%d", o.batch, pw, ph);
+  if (!(in = vae_try_alloc (n_in, sizeof (float), "the benchmark input", error))
+      || !(out = vae_try_alloc (n_out, sizeof (float), "the benchmark output", error)))
     goto out;
-  }
   rng = g_rand_new_with_seed (BENCH_SEED);
   const double lo = dir == VAE_DIRECTION_ENCODE ? model->image_min : -1.0;
   for (gsize i = 0; i < n_in; i++)
@@ -729,6 +747,7 @@ cmd_bench (int argc, char **argv, GError **error)
   ok = TRUE;
 
 out:
+  add_memory_hint (error, &o);
   tool_options_clear (&o);
   return ok;
 }

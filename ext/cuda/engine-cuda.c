@@ -47,8 +47,11 @@ cuda_check (cudaError_t e, const char *what, GError **error)
 {
   if (e == cudaSuccess)
     return TRUE;
-  g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "cuda: %s: %s (%s)", what,
-               cudaGetErrorString (e), cudaGetErrorName (e));
+  /* Device or pinned host memory running out is "too large for this
+   * machine" (VAE_ERROR_NO_MEMORY: tiles help), not an engine fault. */
+  g_set_error (error, VAE_ERROR,
+               e == cudaErrorMemoryAllocation ? VAE_ERROR_NO_MEMORY : VAE_ERROR_ENGINE,
+               "cuda: %s: %s (%s)", what, cudaGetErrorString (e), cudaGetErrorName (e));
   return FALSE;
 }
 
@@ -57,8 +60,9 @@ cudnn_check (cudnnStatus_t s, const char *what, GError **error)
 {
   if (s == CUDNN_STATUS_SUCCESS)
     return TRUE;
-  g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "cuda: %s: cuDNN: %s", what,
-               cudnnGetErrorString (s));
+  g_set_error (error, VAE_ERROR,
+               s == CUDNN_STATUS_ALLOC_FAILED ? VAE_ERROR_NO_MEMORY : VAE_ERROR_ENGINE,
+               "cuda: %s: cuDNN: %s", what, cudnnGetErrorString (s));
   return FALSE;
 }
 
@@ -67,8 +71,9 @@ cublas_check (cublasStatus_t s, const char *what, GError **error)
 {
   if (s == CUBLAS_STATUS_SUCCESS)
     return TRUE;
-  g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "cuda: %s: cuBLAS: %s", what,
-               cublasGetStatusString (s));
+  g_set_error (error, VAE_ERROR,
+               s == CUBLAS_STATUS_ALLOC_FAILED ? VAE_ERROR_NO_MEMORY : VAE_ERROR_ENGINE,
+               "cuda: %s: cuBLAS: %s", what, cublasGetStatusString (s));
   return FALSE;
 }
 
@@ -79,7 +84,8 @@ cuda_alloc (CudaCtx *ctx, size_t bytes, const char *what, GError **error)
   cudaError_t e = cudaMalloc (&p, MAX (bytes, 1));
   if (e != cudaSuccess) {
     cudaGetLastError ();
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,
+    g_set_error (error, VAE_ERROR,
+                 e == cudaErrorMemoryAllocation ? VAE_ERROR_NO_MEMORY : VAE_ERROR_ENGINE,
                  "cuda: cannot allocate %.1f MiB of GPU memory for %s (%.1f MiB held): %s",
                  bytes / 1048576.0, what, ctx->bytes_now / 1048576.0,
                  cudaGetErrorString (e));
@@ -343,8 +349,9 @@ ensure_pinned (float **buf, size_t *cap, size_t bytes, GError **error)
     cudaFreeHost (*buf);
   *buf = NULL;
   *cap = 0;
-  if (!cuda_check (cudaHostAlloc ((void **) buf, bytes, cudaHostAllocDefault),
-                   "allocating pinned host memory", error))
+  g_autofree char *size = vae_format_bytes (bytes);
+  g_autofree char *what = g_strdup_printf ("allocating %s of pinned host memory", size);
+  if (!cuda_check (cudaHostAlloc ((void **) buf, bytes, cudaHostAllocDefault), what, error))
     return FALSE;
   *cap = bytes;
   return TRUE;

@@ -83,9 +83,13 @@ typedef struct {
   int endpoint;                /* -1 when not in flight */
   CURL *easy;                  /* while in flight */
   struct curl_slist *headers;
-  GByteArray *reply;
+  /* The reply body.  Not a GByteArray: that grows with g_realloc, which
+   * ends the process when a large reply does not fit in memory. */
+  guint8 *reply;
+  gsize reply_len, reply_cap;
   gsize reply_limit;
   gboolean reply_too_large;
+  gboolean reply_no_memory;    /* growing the body failed */
   char *h_shape, *h_dtype, *h_retry_after;
   char errbuf[CURL_ERROR_SIZE];
   gboolean done;
@@ -260,13 +264,12 @@ shape_text (const int *dims, int n)
 
 /* The server's message: the JSON "error" member, else the body's start. */
 static char *
-server_message (const GByteArray *reply)
+server_message (const guint8 *reply, gsize len)
 {
-  if (!reply || reply->len == 0)
+  if (!reply || len == 0)
     return g_strdup ("empty body");
   g_autoptr (JsonParser) parser = json_parser_new ();
-  if (json_parser_load_from_data (parser, (const char *) reply->data,
-                                  (gssize) reply->len, NULL)) {
+  if (json_parser_load_from_data (parser, (const char *) reply, (gssize) len, NULL)) {
     JsonNode *root = json_parser_get_root (parser);
     if (root && JSON_NODE_HOLDS_OBJECT (root)) {
       JsonObject *o = json_node_get_object (root);
@@ -276,11 +279,11 @@ server_message (const GByteArray *reply)
     }
   }
   GString *s = g_string_new (NULL);
-  for (guint i = 0; i < reply->len && s->len < 200; i++) {
-    char c = (char) reply->data[i];
+  for (gsize i = 0; i < len && s->len < 200; i++) {
+    char c = (char) reply[i];
     g_string_append_c (s, g_ascii_isprint (c) ? c : ' ');
   }
-  if (reply->len > 200)
+  if (len > 200)
     g_string_append (s, "...");
   return g_string_free (s, FALSE);
 }
@@ -293,9 +296,9 @@ request_reset_reply (Request *r)
   g_clear_pointer (&r->h_shape, g_free);
   g_clear_pointer (&r->h_dtype, g_free);
   g_clear_pointer (&r->h_retry_after, g_free);
-  if (r->reply)
-    g_byte_array_set_size (r->reply, 0);
+  r->reply_len = 0;   /* the allocation is kept for the next attempt */
   r->reply_too_large = FALSE;
+  r->reply_no_memory = FALSE;
   r->errbuf[0] = '\0';
 }
 
@@ -303,8 +306,7 @@ static void
 request_free (Request *r)
 {
   request_reset_reply (r);
-  if (r->reply)
-    g_byte_array_unref (r->reply);
+  g_free (r->reply);
   g_free (r->body);
   g_free (r->query);
   curl_slist_free_all (r->headers);
@@ -316,11 +318,26 @@ on_write (char *data, size_t size, size_t nmemb, void *user)
 {
   Request *r = user;
   gsize n = size * nmemb;
-  if (r->reply->len + n > r->reply_limit) {
+  if (n == 0)
+    return 0;
+  if (r->reply_len + n > r->reply_limit) {
     r->reply_too_large = TRUE;
     return 0;   /* aborts the transfer with CURLE_WRITE_ERROR */
   }
-  g_byte_array_append (r->reply, (const guint8 *) data, (guint) n);
+  if (r->reply_len + n > r->reply_cap) {
+    /* Doubling, capped at the largest body the request can produce. */
+    gsize cap = MIN (MAX (r->reply_len + n, MAX (r->reply_cap * 2, (gsize) 65536)),
+                     r->reply_limit);
+    guint8 *grown = g_try_realloc (r->reply, cap);
+    if (!grown) {
+      r->reply_no_memory = TRUE;
+      return 0;
+    }
+    r->reply = grown;
+    r->reply_cap = cap;
+  }
+  memcpy (r->reply + r->reply_len, data, n);
+  r->reply_len += n;
   return n;
 }
 
@@ -385,8 +402,6 @@ request_start (RemoteEngine *self, Request *r)
   g_autofree char *url = g_strconcat (base, sep, r->query, NULL);
 
   request_reset_reply (r);
-  if (!r->reply)
-    r->reply = g_byte_array_new ();
 
   curl_easy_setopt (easy, CURLOPT_URL, url);
   curl_easy_setopt (easy, CURLOPT_POST, 1L);
@@ -419,10 +434,11 @@ request_start (RemoteEngine *self, Request *r)
 }
 
 static void
-request_fail (Request *r, const char *endpoint, const char *fmt, ...) G_GNUC_PRINTF (3, 4);
+request_fail_code (Request *r, VaeErrorCode code, const char *endpoint, const char *fmt,
+                   ...) G_GNUC_PRINTF (4, 5);
 
 static void
-request_fail (Request *r, const char *endpoint, const char *fmt, ...)
+request_fail_code (Request *r, VaeErrorCode code, const char *endpoint, const char *fmt, ...)
 {
   va_list ap;
   va_start (ap, fmt);
@@ -432,11 +448,14 @@ request_fail (Request *r, const char *endpoint, const char *fmt, ...)
   /* A batch sent as several requests (PNG) reports its first failure. */
   if (r->batch->error)
     return;
-  g_set_error (&r->batch->error, VAE_ERROR, VAE_ERROR_ENGINE,
+  g_set_error (&r->batch->error, VAE_ERROR, code,
                "remote %s to %s failed: %s",
                r->batch->direction == VAE_DIRECTION_ENCODE ? "encode" : "decode",
                endpoint, cause);
 }
+
+#define request_fail(r, endpoint, ...) \
+  request_fail_code ((r), VAE_ERROR_ENGINE, (endpoint), __VA_ARGS__)
 
 /* The dtype a reply must have: encode any float type, decode uint8 (the
  * frames partial_postprocess=True asks for).  Element size, 0 when wrong. */
@@ -476,13 +495,13 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
                   r->h_dtype ? "'" : "", encode ? "a float type" : "uint8");
     return FALSE;
   }
-  if (r->reply->len != r->exp_elems * (gsize) esize) {
-    request_fail (r, endpoint, "reply body is %u bytes, expected %" G_GSIZE_FORMAT
-                  " for shape %s dtype %s", r->reply->len,
+  if (r->reply_len != r->exp_elems * (gsize) esize) {
+    request_fail (r, endpoint, "reply body is %" G_GSIZE_FORMAT " bytes, expected %"
+                  G_GSIZE_FORMAT " for shape %s dtype %s", r->reply_len,
                   r->exp_elems * (gsize) esize, r->h_shape, r->h_dtype);
     return FALSE;
   }
-  const guint8 *src = r->reply->data;
+  const guint8 *src = r->reply;
 
   if (encode) {
     gboolean bf16 = g_str_equal (r->h_dtype, "bfloat16");
@@ -572,6 +591,13 @@ request_completed (RemoteEngine *self, Request *r, CURLcode rc)
   self->inflight--;
 
   if (rc != CURLE_OK) {
+    if (r->reply_no_memory) {
+      g_autofree char *size = vae_format_bytes (r->reply_len);
+      request_fail_code (r, VAE_ERROR_NO_MEMORY, endpoint,
+                         "out of memory for the reply body (%s received, HTTP %ld)",
+                         size, status);
+      return;
+    }
     if (r->reply_too_large) {
       request_fail (r, endpoint, "reply body larger than the %" G_GSIZE_FORMAT
                     " bytes the request can produce (HTTP %ld)", r->reply_limit, status);
@@ -590,7 +616,7 @@ request_completed (RemoteEngine *self, Request *r, CURLcode rc)
     request_finish_ok (self, r, endpoint);
     return;
   }
-  g_autofree char *msg = server_message (r->reply);
+  g_autofree char *msg = server_message (r->reply, r->reply_len);
   g_autofree char *cause = g_strdup_printf ("HTTP %ld: %s", status, msg);
   if (status == 429 || status == 502 || status == 503 || status == 504)
     request_retry_or_fail (self, r, endpoint, cause);
@@ -754,12 +780,14 @@ request_new (RemoteEngine *self, VaeBatch *batch, int first, int frames, guint8 
   return r;
 }
 
-/* One frame (planar, model range) to 8-bit: the element's pixels. */
+/* One frame (planar, model range) to 8-bit: the element's pixels; NULL
+ * with ERROR when it does not fit in memory. */
 static guint8 *
-frame_to_rgb8 (const VaeModel *m, const float *frame, int h, int w)
+frame_to_rgb8 (const VaeModel *m, const float *frame, int h, int w, GError **error)
 {
-  guint8 *rgb = g_malloc ((gsize) h * (gsize) w * 3);
-  vae_pixels_to_rgb8 (m, frame, h, w, rgb, w, h, w * 3, 3);
+  guint8 *rgb = vae_try_alloc ((gsize) h * (gsize) w, 3, "an 8-bit frame for PNG", error);
+  if (rgb)
+    vae_pixels_to_rgb8 (m, frame, h, w, rgb, w, h, w * 3, 3);
   return rgb;
 }
 
@@ -776,7 +804,10 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
     /* One PNG per frame, each its own request, run concurrently. */
     const int exp[4] = { 1, m->latent_channels, batch->h / f, batch->w / f };
     for (int n = 0; n < batch->n; n++) {
-      g_autofree guint8 *rgb = frame_to_rgb8 (m, batch->input + frame * n, batch->h, batch->w);
+      g_autofree guint8 *rgb = frame_to_rgb8 (m, batch->input + frame * n, batch->h,
+                                              batch->w, error);
+      if (!rgb)
+        return FALSE;
       GBytes *png = vae_png_encode (rgb, batch->w, batch->h);
       if (!png) {
         g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,
@@ -795,7 +826,9 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
 
   const gsize count = frame * (gsize) batch->n;
   const gboolean f16 = self->input == VAE_REMOTE_INPUT_FLOAT16;
-  guint8 *body = g_malloc (count ? count * (f16 ? 2 : 1) : 1);
+  guint8 *body = vae_try_alloc (count, f16 ? 2 : 1, "the request body", error);
+  if (!body)
+    return FALSE;
   if (f16) {
     /* [-1, 1], the range diffusers' image processor gives; a KL model's
      * range already is. */
@@ -824,14 +857,17 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
 }
 
 /* The decode request for BATCH: diffusion-space latents and the model's
- * factors, uint8 NHWC frames back. */
+ * factors, uint8 NHWC frames back.  NULL with ERROR when the body does not
+ * fit in memory. */
 static Request *
-decode_request (RemoteEngine *self, VaeBatch *batch)
+decode_request (RemoteEngine *self, VaeBatch *batch, GError **error)
 {
   const VaeModel *m = self->parent.model;
   const int f = m->spatial_factor, C = m->latent_channels;
   const gsize count = (gsize) batch->n * (gsize) C * (gsize) batch->h * (gsize) batch->w;
-  float *z = g_new (float, count ? count : 1);
+  float *z = vae_try_alloc (count, sizeof (float), "the request body", error);
+  if (!z)
+    return NULL;
   for (gsize i = 0; i < count; i++)
     z[i] = (float) (((double) batch->input[i] - m->shift_factor) * m->scaling_factor);
   GString *q = g_string_new ("output_type=pt&partial_postprocess=True");
@@ -851,13 +887,17 @@ remote_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
   g_clear_error (&batch->error);
 
   gboolean ok = TRUE;
-  if (batch->direction == VAE_DIRECTION_ENCODE)
+  if (batch->direction == VAE_DIRECTION_ENCODE) {
     ok = encode_requests (self, batch, reqs, error);
-  else
-    g_ptr_array_add (reqs, decode_request (self, batch));
+  } else {
+    Request *r = decode_request (self, batch, error);
+    if (r)
+      g_ptr_array_add (reqs, r);
+    ok = r != NULL;
+  }
   for (guint i = 0; ok && i < reqs->len; i++)
     if (!((Request *) reqs->pdata[i])->headers) {
-      g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: out of memory");
+      g_set_error (error, VAE_ERROR, VAE_ERROR_NO_MEMORY, "remote engine: out of memory");
       ok = FALSE;
     }
   if (!ok) {

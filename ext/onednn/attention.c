@@ -109,12 +109,20 @@ onednn_attention_new (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_d
   a->c = md->dims[1];
   a->hw = md->dims[2] * md->dims[3];
   a->chunk = CLAMP (SCORE_BUDGET_FLOATS / (guint) a->hw, 1, (guint) a->hw);
-  a->scores = g_aligned_alloc0 ((gsize) a->chunk * a->hw, sizeof (float), 64);
+  /* The scores and the q, k, v, o rows grow with the frame: fallible, like
+   * the plan's own buffers. */
+  a->scores = vae_try_aligned_alloc0 ((gsize) a->chunk * a->hw, sizeof (float), 64,
+                                      "attention scores", error);
+  if (!a->scores)
+    goto fail;
 
   /* [n, c, h, w] in nhwc order is [n, positions, channels] row-major. */
   dnnl_memory_desc_init_by_tag (&rows_md, 4, dims, dnnl_f32, dnnl_nhwc);
   for (int i = 0; i < 4; i++) {
-    *bufs[i] = g_aligned_alloc0 ((gsize) a->n * a->hw * a->c, sizeof (float), 64);
+    *bufs[i] = vae_try_aligned_alloc0 ((gsize) a->n * a->hw * a->c, sizeof (float), 64,
+                                       "attention rows", error);
+    if (!*bufs[i])
+      goto fail;
     DNNL_TRY (dnnl_memory_create (&rows[i], &rows_md, ctx->engine, *bufs[i]), "memory", op->name);
   }
   for (int i = 0; i < 3; i++)

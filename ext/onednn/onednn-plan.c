@@ -86,6 +86,17 @@ struct _OnednnPlan {
 };
 
 void
+onednn_set_error (GError **error, dnnl_status_t status, const char *what, const char *layer)
+{
+  if (status == dnnl_out_of_memory)
+    g_set_error (error, VAE_ERROR, VAE_ERROR_NO_MEMORY, "oneDNN: %s for '%s': out of memory",
+                 what, layer ? layer : "?");
+  else
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: %s failed for '%s' (status %d)",
+                 what, layer ? layer : "?", (int) status);
+}
+
+void
 onednn_prim_clear (OnednnPrim *p)
 {
   if (p->prim)
@@ -120,20 +131,42 @@ onednn_execute (const OnednnCtx *ctx, dnnl_primitive_t prim, int nargs,
   dnnl_exec_arg_t all[16];
   g_assert (nargs < (int) G_N_ELEMENTS (all));
   if (s->needed > s->size) {
-    dnnl_dims_t dims = { (dnnl_dim_t) s->needed };
-    dnnl_memory_desc_t md;
-    onednn_scratch_free (s);
-    s->size = s->needed;
-    s->data = g_aligned_alloc0 (1, s->size, 64);
-    dnnl_memory_desc_init_by_tag (&md, 1, dims, dnnl_u8, dnnl_a);
-    dnnl_status_t st = dnnl_memory_create (&s->mem, &md, ctx->engine, s->data);
-    if (st != dnnl_success)
+    /* Plans reserve it when they are built; this covers primitives run
+     * while a plan is being built (weight reorders). */
+    GError *err = NULL;
+    if (!onednn_scratch_reserve (ctx, &err)) {
+      dnnl_status_t st = g_error_matches (err, VAE_ERROR, VAE_ERROR_NO_MEMORY)
+          ? dnnl_out_of_memory : dnnl_runtime_error;
+      g_error_free (err);
       return st;
+    }
   }
   memcpy (all, args, nargs * sizeof *args);
   all[nargs].arg = DNNL_ARG_SCRATCHPAD;
   all[nargs].memory = s->mem;
   return dnnl_primitive_execute (prim, ctx->stream, nargs + (s->mem ? 1 : 0), all);
+}
+
+gboolean
+onednn_scratch_reserve (const OnednnCtx *ctx, GError **error)
+{
+  OnednnScratch *s = ctx->scratch;
+  dnnl_memory_desc_t md;
+
+  if (s->needed <= s->size)
+    return TRUE;
+  onednn_scratch_free (s);
+  s->data = vae_try_aligned_alloc0 (1, s->needed, 64, "the oneDNN scratchpad", error);
+  if (!s->data)
+    return FALSE;
+  s->size = s->needed;
+  dnnl_dims_t dims = { (dnnl_dim_t) s->size };
+  dnnl_memory_desc_init_by_tag (&md, 1, dims, dnnl_u8, dnnl_a);
+  DNNL_TRY (dnnl_memory_create (&s->mem, &md, ctx->engine, s->data), "memory", "scratchpad");
+  return TRUE;
+fail:
+  onednn_scratch_free (s);
+  return FALSE;
 }
 
 void
@@ -428,7 +461,10 @@ conv_step_add (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
 
   dnnl_memory_desc_init_by_tag (&user_w, 4, wd, dnnl_f32, dnnl_oihw);
   dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
-  void *wdata = g_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64);
+  void *wdata = vae_try_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64,
+                                       "reordered weights", error);
+  if (!wdata)
+    return FALSE;
   g_ptr_array_add (plan->owned, wdata);
   ok = dnnl_memory_create (&umem, &user_w, ctx->engine, (void *) weight) == dnnl_success
       && dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success
@@ -487,6 +523,10 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   dnnl_primitive_desc_t (*phase_pds)[4] = g_malloc0_n (n_ops, sizeof *phase_pds);
   g_autofree int *readers = g_new0 (int, graph->values->len);
   gsize phases_size = 0;
+  /* What the scratchpad had to be before this plan: a plan that fails must
+   * not leave its primitives' needs behind for the plans that follow. */
+  const gsize scratch_needed = ctx->scratch->needed;
+  g_autofree char *what = NULL;    /* the activations, for messages */
 
   /* The ops as run: an upsample read only by a 3x3 conv is folded into it. */
   plan->n_ops = n_ops;
@@ -619,13 +659,38 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   md_4d (&plan->out_md, n, vae_graph_channels (graph, graph->output),
          hs[graph->output], ws[graph->output], dnnl_f32, dnnl_nchw);
 
-  /* Pass 2: buffers, reused once a value is dead. */
+  /* Pass 2: buffers, reused once a value is dead.  All of them are
+   * allocated before any is touched: a frame too large for memory then
+   * fails here, as an error naming the size, without first taking physical
+   * memory for the buffers that did fit. */
   assign_buffers (plan);
+  guint64 total = phases_size;
+  for (guint b = 0; b < plan->buffers->len; b++)
+    total += g_array_index (plan->buffers, PlanBuffer, b).size;
+  char *total_text = vae_format_bytes (total);
+  what = g_strdup_printf ("oneDNN activations of a [%d,%d,%d,%d] input (%s in all)", n,
+                          vae_graph_channels (graph, 0), h, w, total_text);
+  g_free (total_text);
   for (guint b = 0; b < plan->buffers->len; b++) {
     PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, b);
-    /* Touch every page now so runs never pay for fresh page faults. */
-    buf->data = g_aligned_alloc0 (1, buf->size, 64);
+    buf->data = vae_try_aligned_alloc (1, buf->size, 64, what, error);
+    if (!buf->data)
+      goto fail;
   }
+  if (phases_size) {
+    plan->phases = vae_try_aligned_alloc (1, phases_size, 64, what, error);
+    if (!plan->phases)
+      goto fail;
+    g_ptr_array_add (plan->owned, plan->phases);
+  }
+  /* Touch every page now so runs never pay for fresh page faults (and the
+   * padding of blocked layouts reads as zeros). */
+  for (guint b = 0; b < plan->buffers->len; b++) {
+    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, b);
+    memset (buf->data, 0, buf->size);
+  }
+  if (phases_size)
+    memset (plan->phases, 0, phases_size);
   for (guint v = 0; v < 2 * plan->n_values; v++) {
     PlanValue *pv = &plan->values[v];
     if (pv->md.ndims == 0)
@@ -636,10 +701,6 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   if (!onednn_reorder_init (ctx, &plan->from_input, &plan->in_md, plan->in_mem,
                             &plan->values[0].md, plan->values[0].mem, "input", error))
     goto fail;
-  if (phases_size) {
-    plan->phases = g_aligned_alloc0 (1, phases_size, 64);
-    g_ptr_array_add (plan->owned, plan->phases);
-  }
 
   /* Pass 3: the steps. */
   for (guint i = 0; i < n_ops; i++) {
@@ -749,6 +810,8 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
                             plan->values[graph->output].mem, &plan->out_md,
                             plan->out_mem, "output", error))
     goto fail;
+  if (!onednn_scratch_reserve (ctx, error))
+    goto fail;
 
   free_pds (pds, phase_pds, n_ops);
   return plan;
@@ -756,6 +819,7 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
 fail:
   free_pds (pds, phase_pds, n_ops);
   onednn_plan_free (plan);
+  ctx->scratch->needed = scratch_needed;
   return NULL;
 }
 

@@ -7,17 +7,21 @@
 
 G_BEGIN_DECLS
 
-/* Turns a failed oneDNN call into a GError naming WHAT and the layer. */
+/* Turns a failed oneDNN call into a GError naming WHAT and the layer.
+ * oneDNN's out_of_memory (its own allocations for primitives, kernels or
+ * reorders failed) is VAE_ERROR_NO_MEMORY like our own buffers, so that
+ * callers can tell "too large for this machine" from an engine fault. */
 #define DNNL_TRY(call, what, layer)                                           \
   do {                                                                        \
     dnnl_status_t st_ = (call);                                               \
     if (st_ != dnnl_success) {                                                \
-      g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,                        \
-                   "oneDNN: %s failed for '%s' (status %d)", (what),          \
-                   (layer) ? (layer) : "?", (int) st_);                       \
+      onednn_set_error (error, st_, (what), (layer));                         \
       goto fail;                                                              \
     }                                                                         \
   } while (0)
+
+void onednn_set_error (GError **error, dnnl_status_t status, const char *what,
+                       const char *layer);
 
 /* One scratchpad per engine, shared by all its primitives (oneDNN's user
  * scratchpad mode): the default mode keeps a scratchpad per thread, which
@@ -57,6 +61,9 @@ dnnl_status_t onednn_primitive_create (const OnednnCtx *ctx, dnnl_primitive_t *p
 dnnl_status_t onednn_execute (const OnednnCtx *ctx, dnnl_primitive_t prim, int nargs,
                               const dnnl_exec_arg_t *args);
 void onednn_scratch_free (OnednnScratch *scratch);
+/* Allocates the scratchpad for what the primitives created so far need,
+ * so that a plan fails when it is built rather than when it first runs. */
+gboolean onednn_scratch_reserve (const OnednnCtx *ctx, GError **error);
 
 /* A primitive with its arguments, executed as is. */
 typedef struct {

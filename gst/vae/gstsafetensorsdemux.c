@@ -43,9 +43,11 @@
 #include <gst/base/gstadapter.h>
 
 #include "gstsafetensorsdemux.h"
+#include "gstvaealloc.h"
 #include "gstvaeelements.h"
 #include "gstvaelatentcaps.h"
 #include "safetensors.h"
+#include "vae-error.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_safetensors_demux_debug);
 #define GST_CAT_DEFAULT gst_safetensors_demux_debug
@@ -204,7 +206,18 @@ gst_safetensors_demux_play (GstSafetensorsDemux * self)
     DECODE_ERROR (self, "the input ended before any byte arrived");
     return FALSE;
   }
-  bytes = g_bytes_new_take (gst_adapter_take (self->adapter, avail), avail);
+  /* gst_adapter_take would g_malloc the whole file, which aborts when it
+   * does not fit: copy it into a fallible allocation instead. */
+  {
+    guint8 *data = vae_try_alloc (1, avail, "the latent file", &error);
+    if (!data) {
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, (NULL), ("%s", error->message));
+      return FALSE;
+    }
+    gst_adapter_copy (self->adapter, data, 0, avail);
+    gst_adapter_flush (self->adapter, avail);
+    bytes = g_bytes_new_take (data, avail);
+  }
   st = vae_safetensors_new_from_bytes (bytes, "safetensorsdemux input",
       &error);
   g_bytes_unref (bytes);
@@ -303,7 +316,8 @@ gst_safetensors_demux_play (GstSafetensorsDemux * self)
     goto out;
 
   for (gint64 i = 0; i < n_frames; i++) {
-    GstBuffer *buf = gst_buffer_new_allocate (NULL, frame_bytes, NULL);
+    GstBuffer *buf = gst_vae_buffer_try_new (frame_bytes, "a latent frame",
+        &error);
     GstMapInfo map;
     GstFlowReturn ret;
     gsize src_frame_bytes = frame_elems * vae_dtype_size (lat->dtype);
@@ -312,9 +326,9 @@ gst_safetensors_demux_play (GstSafetensorsDemux * self)
     if (!buf || !gst_buffer_map (buf, &map, GST_MAP_WRITE)) {
       if (buf)
         gst_buffer_unref (buf);
-      GST_ELEMENT_ERROR (self, RESOURCE, FAILED, (NULL),
-          ("could not allocate a %" G_GSIZE_FORMAT "-byte frame",
-              frame_bytes));
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, (NULL),
+          ("could not allocate a %" G_GSIZE_FORMAT "-byte frame: %s",
+              frame_bytes, error ? error->message : "map failed"));
       goto out;
     }
     if (widen) {

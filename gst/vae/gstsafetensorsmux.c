@@ -40,6 +40,7 @@
 #include "gstvaeelements.h"
 #include "gstvaelatentcaps.h"
 #include "safetensors.h"
+#include "vae-error.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_safetensors_mux_debug);
 #define GST_CAT_DEFAULT gst_safetensors_mux_debug
@@ -55,7 +56,10 @@ struct _GstSafetensorsMux
   gboolean have_info;
   GstVaeLatentInfo info;
   gsize frame_size;
-  GByteArray *frames;         /* T * frame_size bytes */
+  /* T * frame_size bytes.  Not a GByteArray: that grows with g_realloc,
+   * which ends the process when a long clip no longer fits in memory. */
+  guint8 *frames;
+  gsize frames_len, frames_cap;
   GArray *pts;                /* gint64, one per frame */
   gboolean sent_segment;
 };
@@ -82,7 +86,7 @@ gst_safetensors_mux_reset (GstSafetensorsMux * self)
   }
   self->have_info = FALSE;
   self->frame_size = 0;
-  g_byte_array_set_size (self->frames, 0);
+  self->frames_len = 0;
   g_array_set_size (self->pts, 0);
   self->sent_segment = FALSE;
 }
@@ -108,7 +112,7 @@ gst_safetensors_mux_build (GstSafetensorsMux * self, GError ** error)
   char buf[G_ASCII_DTOSTR_BUF_SIZE + 8];
 
   if (!vae_safetensors_writer_add (w, "latents", info->dtype, 4, shape,
-          self->frames->data, self->frames->len, error))
+          self->frames, self->frames_len, error))
     return NULL;
   if (!vae_safetensors_writer_add (w, "pts", VAE_DTYPE_I64, 1, pts_shape,
           self->pts->data, (gsize) n_frames * sizeof (gint64), error))
@@ -138,7 +142,7 @@ gst_safetensors_mux_build (GstSafetensorsMux * self, GError ** error)
     vae_safetensors_writer_set_metadata (w, "spatial_factor", buf);
   }
 
-  return vae_safetensors_writer_to_bytes (w);
+  return vae_safetensors_writer_serialize (w, error);
 }
 
 static gboolean
@@ -180,15 +184,21 @@ gst_safetensors_mux_finish (GstSafetensorsMux * self)
 
   bytes = gst_safetensors_mux_build (self, &error);
   if (!bytes) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
-        ("could not build the safetensors file"), ("%s", error->message));
+    if (g_error_matches (error, VAE_ERROR, VAE_ERROR_NO_MEMORY))
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+          ("not enough memory to build the safetensors file"),
+          ("%s", error->message));
+    else
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
+          ("could not build the safetensors file"), ("%s", error->message));
     return FALSE;
   }
   GST_INFO_OBJECT (self, "writing %u frames, %" G_GSIZE_FORMAT " bytes",
       self->pts->len, g_bytes_get_size (bytes));
 
-  /* the frames are in the file now */
-  g_byte_array_set_size (self->frames, 0);
+  /* the frames are in the file now: give their memory back */
+  g_clear_pointer (&self->frames, g_free);
+  self->frames_len = self->frames_cap = 0;
   g_array_set_size (self->pts, 0);
 
   gst_safetensors_mux_ensure_segment (self);
@@ -268,7 +278,7 @@ gst_safetensors_mux_chain (GstPad * pad, GstObject * parent, GstBuffer * buf)
     gst_buffer_unref (buf);
     return GST_FLOW_ERROR;
   }
-  if ((guint64) self->frames->len + self->frame_size > G_MAXUINT) {
+  if ((guint64) self->frames_len + self->frame_size > G_MAXUINT) {
     GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("too many frames"),
         ("%u frames of %" G_GSIZE_FORMAT " bytes fill the 4 GiB this "
             "element holds in memory; split the clip", self->pts->len,
@@ -282,7 +292,28 @@ gst_safetensors_mux_chain (GstPad * pad, GstObject * parent, GstBuffer * buf)
     gst_buffer_unref (buf);
     return GST_FLOW_ERROR;
   }
-  g_byte_array_append (self->frames, map.data, (guint) map.size);
+  if (self->frames_len + map.size > self->frames_cap) {
+    /* doubling (capped at the 4 GiB limit above), with a fallible realloc */
+    gsize cap = MAX (self->frames_len + map.size, self->frames_cap * 2);
+    guint8 *grown;
+    cap = MIN (cap, (gsize) G_MAXUINT);
+    grown = g_try_realloc (self->frames, cap);
+    if (!grown) {
+      g_autofree char *size = vae_format_bytes (cap);
+      gst_buffer_unmap (buf, &map);
+      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT,
+          ("not enough memory to collect the clip"),
+          ("could not allocate %s for %u frames of %" G_GSIZE_FORMAT
+              " bytes; split the clip", size, self->pts->len + 1,
+              self->frame_size));
+      gst_buffer_unref (buf);
+      return GST_FLOW_ERROR;
+    }
+    self->frames = grown;
+    self->frames_cap = cap;
+  }
+  memcpy (self->frames + self->frames_len, map.data, map.size);
+  self->frames_len += map.size;
   gst_buffer_unmap (buf, &map);
 
   pts = GST_BUFFER_PTS_IS_VALID (buf) ? (gint64) GST_BUFFER_PTS (buf) : -1;
@@ -318,7 +349,7 @@ gst_safetensors_mux_sink_event (GstPad * pad, GstObject * parent,
       gst_event_unref (event);
       return gst_safetensors_mux_ensure_segment (self);
     case GST_EVENT_FLUSH_STOP:
-      g_byte_array_set_size (self->frames, 0);
+      self->frames_len = 0;
       g_array_set_size (self->pts, 0);
       self->sent_segment = FALSE;
       return gst_pad_event_default (pad, parent, event);
@@ -389,7 +420,7 @@ gst_safetensors_mux_finalize (GObject * object)
 
   if (self->have_info)
     gst_vae_latent_info_clear (&self->info);
-  g_byte_array_unref (self->frames);
+  g_free (self->frames);
   g_array_unref (self->pts);
   G_OBJECT_CLASS (parent_class)->finalize (object);
 }
@@ -436,6 +467,5 @@ gst_safetensors_mux_init (GstSafetensorsMux * self)
 
   gst_vae_latent_info_init (&self->info);
   self->have_info = FALSE;
-  self->frames = g_byte_array_new ();
   self->pts = g_array_new (FALSE, FALSE, sizeof (gint64));
 }

@@ -10,7 +10,9 @@
 #include "config.h"
 #endif
 #include "gstvaebase.h"
+#include "gstvaealloc.h"
 #include "tiling.h"
+#include "vae-error.h"
 #include <gst/video/video.h>
 #include <math.h>
 #include <string.h>
@@ -148,6 +150,17 @@ batch_new (const GstVaeFrameGeometry *g, guint capacity)
   return b;
 }
 
+/* The element error for this stream's frames not fitting in memory, with
+ * their image size (decode: the engine input is latents). */
+static void
+post_no_memory (GstVaeBase *self, guint frames, const char *detail)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  const int f = priv->geom.direction == VAE_DIRECTION_DECODE ? priv->model->spatial_factor : 1;
+  gst_vae_post_no_memory (GST_ELEMENT (self), priv->geom.w * f, priv->geom.h * f, frames,
+                          detail);
+}
+
 /* Submits the filling batch to the engine. */
 static gboolean
 submit_filling (GstVaeBase *self)
@@ -179,7 +192,10 @@ submit_filling (GstVaeBase *self)
   }
   GST_LOG_OBJECT (self, "submitting a batch of %u frames", b->n);
   if (!vae_engine_submit (priv->engine, &b->vb, &err)) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+    if (g_error_matches (err, VAE_ERROR, VAE_ERROR_NO_MEMORY))
+      post_no_memory (self, b->n, err->message);
+    else
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
         ("The '%s' engine refused a batch of %u frames.", vae_engine_name (priv->engine), b->n),
         ("%s", err ? err->message : "unknown error"));
     g_clear_error (&err);
@@ -211,7 +227,10 @@ complete_oldest (GstVaeBase *self)
     return GST_FLOW_ERROR;
   }
   if (vb->error) {
-    GST_ELEMENT_ERROR (self, STREAM, FAILED,
+    if (g_error_matches (vb->error, VAE_ERROR, VAE_ERROR_NO_MEMORY))
+      post_no_memory (self, b->n, vb->error->message);
+    else
+      GST_ELEMENT_ERROR (self, STREAM, FAILED,
         ("The '%s' engine failed on a batch of %u frames.", vae_engine_name (priv->engine), b->n),
         ("%s", vb->error->message));
     g_clear_error (&vb->error);
@@ -621,8 +640,12 @@ gst_vae_base_chain (GstPad *pad, GstObject *parent, GstBuffer *buf)
   if (!priv->filling) {
     priv->filling = batch_new (&priv->geom, priv->batch_size);
     if (!priv->filling) {
-      GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."),
-          ("could not allocate a batch of %u frames", priv->batch_size));
+      g_autofree char *size = vae_format_bytes ((guint64) (priv->geom.in_floats
+          + priv->geom.out_floats) * priv->batch_size * sizeof (float));
+      g_autofree char *detail = g_strdup_printf ("could not allocate a batch of %u frames "
+                                                 "(%s of engine input and output)",
+                                                 priv->batch_size, size);
+      post_no_memory (self, priv->batch_size, detail);
       ret = GST_FLOW_ERROR;
       goto out;
     }

@@ -48,10 +48,12 @@
 #include "config.h"
 #endif
 #include "gstvaedecode.h"
+#include "gstvaealloc.h"
 #include "gstvaeelements.h"
 #include "gstvaelatentcaps.h"
 #include "codec.h"
 #include "safetensors.h"
+#include "vae-error.h"
 #include <gst/video/video.h>
 #include <math.h>
 #include <string.h>
@@ -209,13 +211,17 @@ gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
           gst_video_format_to_string (fmt)), (NULL));
       return FALSE;
     }
-    self->rgb = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&self->rgb_info), NULL);
+    self->rgb = gst_vae_buffer_try_new (GST_VIDEO_INFO_SIZE (&self->rgb_info),
+                                        "the RGB conversion frame", &err);
   }
   self->n_latents = (gsize) self->linfo.channels * self->linfo.latent_width
                     * self->linfo.latent_height;
-  self->latents = g_try_new (float, self->n_latents);
-  if (!self->latents || (self->convert && !self->rgb)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."), (NULL));
+  if (!err)
+    self->latents = vae_try_alloc (self->n_latents, sizeof (float), "the latent frame",
+                                   &err);
+  if (err) {
+    gst_vae_post_no_memory (GST_ELEMENT (self), w, h, 1, err->message);
+    g_clear_error (&err);
     return FALSE;
   }
 
@@ -269,13 +275,19 @@ gst_vae_decode_make_output (GstVaeBase *base, const float *slot, GstBuffer **out
   GstVaeDecode *self = GST_VAE_DECODE (base);
   const VaeModel *model = gst_vae_base_get_model (base);
   const int w = self->linfo.width, h = self->linfo.height;
-  GstBuffer *buf = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&self->out_info), NULL);
+  GError *err = NULL;
+  GstBuffer *buf = gst_vae_buffer_try_new (GST_VIDEO_INFO_SIZE (&self->out_info),
+                                           "an output frame", &err);
   GstVideoFrame frame, rgb;
 
-  if (!buf || !gst_video_frame_map (&frame, &self->out_info, buf, GST_MAP_WRITE)) {
-    if (buf)
-      gst_buffer_unref (buf);
-    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."), (NULL));
+  if (!buf) {
+    gst_vae_post_no_memory (GST_ELEMENT (self), w, h, 1, err->message);
+    g_clear_error (&err);
+    return GST_FLOW_ERROR;
+  }
+  if (!gst_video_frame_map (&frame, &self->out_info, buf, GST_MAP_WRITE)) {
+    gst_buffer_unref (buf);
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map an output frame."), (NULL));
     return GST_FLOW_ERROR;
   }
   if (!self->convert) {

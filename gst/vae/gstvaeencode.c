@@ -61,10 +61,12 @@
 #include "config.h"
 #endif
 #include "gstvaeencode.h"
+#include "gstvaealloc.h"
 #include "gstvaeelements.h"
 #include "gstvaelatentcaps.h"
 #include "codec.h"
 #include "safetensors.h"
+#include "vae-error.h"
 #include <gst/video/video.h>
 #include <math.h>
 #include <string.h>
@@ -133,6 +135,7 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   const VaeModel *model = gst_vae_base_get_model (base);
   GstVaeLatentInfo li;
   GstVideoInfo vinfo;
+  GError *err = NULL;
   double prop;
 
   if (!gst_video_info_from_caps (&vinfo, caps)) {
@@ -199,12 +202,15 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
           gst_video_format_to_string (fmt)), ("%" GST_PTR_FORMAT, caps));
       return FALSE;
     }
-    self->rgb = gst_buffer_new_allocate (NULL, GST_VIDEO_INFO_SIZE (&self->rgb_info), NULL);
+    self->rgb = gst_vae_buffer_try_new (GST_VIDEO_INFO_SIZE (&self->rgb_info),
+                                        "the RGB conversion frame", &err);
   }
-  self->scratch = g_try_new (float, (gsize) self->out_c * self->lh * self->lw);
-  if (!self->scratch || (self->convert && !self->rgb)) {
-    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."),
-                       ("frames of %dx%d", w, h));
+  if (!err)
+    self->scratch = vae_try_alloc ((gsize) self->out_c * self->lh * self->lw, sizeof (float),
+                                   "the latent scratch frame", &err);
+  if (err) {
+    gst_vae_post_no_memory (GST_ELEMENT (self), w, h, 1, err->message);
+    g_clear_error (&err);
     return FALSE;
   }
 
@@ -286,13 +292,19 @@ gst_vae_encode_make_output (GstVaeBase *base, const float *slot, GstBuffer **out
   const VaeModel *model = gst_vae_base_get_model (base);
   const gsize n = (gsize) self->out_c * self->lh * self->lw;
   const gboolean f16 = self->dtype == GST_VAE_LATENT_DTYPE_FLOAT16;
-  GstBuffer *buf = gst_buffer_new_allocate (NULL, n * (f16 ? 2 : 4), NULL);
+  GError *err = NULL;
+  GstBuffer *buf = gst_vae_buffer_try_new (n * (f16 ? 2 : 4), "a latent frame", &err);
   GstMapInfo map;
 
-  if (!buf || !gst_buffer_map (buf, &map, GST_MAP_WRITE)) {
-    if (buf)
-      gst_buffer_unref (buf);
-    GST_ELEMENT_ERROR (self, RESOURCE, NO_SPACE_LEFT, ("Out of memory."), (NULL));
+  if (!buf) {
+    gst_vae_post_no_memory (GST_ELEMENT (self), GST_VIDEO_INFO_WIDTH (&self->vinfo),
+                            GST_VIDEO_INFO_HEIGHT (&self->vinfo), 1, err->message);
+    g_clear_error (&err);
+    return GST_FLOW_ERROR;
+  }
+  if (!gst_buffer_map (buf, &map, GST_MAP_WRITE)) {
+    gst_buffer_unref (buf);
+    GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map a latent buffer."), (NULL));
     return GST_FLOW_ERROR;
   }
   vae_latents_from_encoder (model, slot, self->lh, self->lw, (VaeLatentMode) self->mode,

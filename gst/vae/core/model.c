@@ -49,12 +49,10 @@ vae_weights_load (VaeWeights *w, const char *name, const VaeTensorView *t,
   }
   if (!vae_tensor_view_check_shape (t, w->label, ndim, shape, &w->error))
     return NULL;
-  float *dst = g_try_new (float, t->n_elements);
-  if (!dst) {
-    vae_weights_fail (w, VAE_ERROR_MODEL, "%s: out of memory for tensor '%s'",
-                      w->label, name);
+  g_autofree char *what = g_strdup_printf ("%s: tensor '%s'", w->label, name);
+  float *dst = vae_try_alloc (t->n_elements, sizeof (float), what, &w->error);
+  if (!dst)
     return NULL;
-  }
   if (!vae_tensor_view_to_f32 (t, dst, &w->error)) {
     g_free (dst);
     return NULL;

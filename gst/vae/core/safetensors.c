@@ -895,13 +895,22 @@ vae_safetensors_writer_add (VaeSafetensorsWriter *w, const char *name, VaeDType 
     return FALSE;
   }
 
+  /* The copy is as large as the tensor (a clip of latents): fallible. */
+  guint8 *copy = NULL;
+  if (n_bytes > 0) {
+    g_autofree char *what = g_strdup_printf ("a copy of tensor '%s'", name);
+    copy = vae_try_alloc (1, n_bytes, what, error);
+    if (!copy)
+      return FALSE;
+    memcpy (copy, data, n_bytes);
+  }
   WriterTensor *t = g_new0 (WriterTensor, 1);
   t->name = g_strdup (name);
   t->dtype = dtype;
   t->ndim = ndim;
   for (int i = 0; i < ndim; i++)
     t->shape[i] = shape[i];
-  t->data = g_bytes_new (n_bytes ? data : NULL, n_bytes);
+  t->data = g_bytes_new_take (copy, n_bytes);
   g_ptr_array_add (w->tensors, t);
   g_hash_table_add (w->names, t->name);
   return TRUE;
@@ -937,7 +946,14 @@ int_array (int n, const gint64 *v)
 GBytes *
 vae_safetensors_writer_to_bytes (VaeSafetensorsWriter *w)
 {
+  return vae_safetensors_writer_serialize (w, NULL);
+}
+
+GBytes *
+vae_safetensors_writer_serialize (VaeSafetensorsWriter *w, GError **error)
+{
   g_return_val_if_fail (w != NULL, NULL);
+  g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
   JsonObject *root = json_object_new ();
   if (w->meta_keys->len > 0) {
@@ -972,7 +988,11 @@ vae_safetensors_writer_to_bytes (VaeSafetensorsWriter *w)
 
   gsize hlen = (json_len + 7u) & ~(gsize) 7u;
   gsize total = 8 + hlen + (gsize) offset;
-  guint8 *buf = g_malloc (total);
+  guint8 *buf = vae_try_alloc (1, total, "the safetensors file", error);
+  if (!buf) {
+    g_free (json);
+    return NULL;
+  }
   for (int i = 0; i < 8; i++)
     buf[i] = (guint8) ((guint64) hlen >> (8 * i));
   memcpy (buf + 8, json, json_len);
@@ -998,7 +1018,11 @@ vae_safetensors_writer_save (VaeSafetensorsWriter *w, const char *path, GError *
   g_return_val_if_fail (path != NULL, FALSE);
   g_return_val_if_fail (error == NULL || *error == NULL, FALSE);
 
-  g_autoptr (GBytes) bytes = vae_safetensors_writer_to_bytes (w);
+  g_autoptr (GBytes) bytes = vae_safetensors_writer_serialize (w, error);
+  if (!bytes) {
+    g_prefix_error (error, "%s: ", path);
+    return FALSE;
+  }
   g_autofree char *tmp = g_strconcat (path, ".tmp", NULL);
   g_autoptr (GError) ferr = NULL;
   gsize size;

@@ -86,7 +86,11 @@ gboolean vae_safetensors_writer_add (VaeSafetensorsWriter *w, const char *name,
                                      const void *data, gsize n_bytes, GError **error);
 void vae_safetensors_writer_set_metadata (VaeSafetensorsWriter *w, const char *key,
                                           const char *value);
-/* Serialises to memory (header padded to 8 bytes, tensors in insertion order). */
+/* Serialises to memory (header padded to 8 bytes, tensors in insertion
+ * order); NULL with ERROR (VAE_ERROR_NO_MEMORY) when the file does not fit
+ * in memory. */
+GBytes *vae_safetensors_writer_serialize (VaeSafetensorsWriter *w, GError **error);
+/* The same without an error: NULL when memory runs out. */
 GBytes *vae_safetensors_writer_to_bytes (VaeSafetensorsWriter *w);
 /* Writes to PATH.tmp then renames, so readers never see half a file. */
 gboolean vae_safetensors_writer_save (VaeSafetensorsWriter *w, const char *path,

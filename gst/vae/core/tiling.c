@@ -203,13 +203,13 @@ vae_tiled_run (VaeEngine *engine, VaeBatch *batch, int tile, int overlap, GError
 
   g_autofree float *wy = axis_weights (&ay, out_scale);
   g_autofree float *wx = axis_weights (&ax, out_scale);
-  g_autofree float *tin = g_try_new (float, in_tile * tb);
-  g_autofree float *tout = g_try_new (float, out_tile * tb);
-  if (!tin || !tout) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,
-                 "out of memory for a batch of %d tiles of %dx%d", tb, tiw, tih);
+  g_autofree char *what = g_strdup_printf ("a batch of %d tiles of %dx%d", tb, tiw, tih);
+  g_autofree float *tin = vae_try_alloc (in_tile, sizeof (float) * tb, what, error);
+  if (!tin)
     return FALSE;
-  }
+  g_autofree float *tout = vae_try_alloc (out_tile, sizeof (float) * tb, what, error);
+  if (!tout)
+    return FALSE;
 
   memset (batch->output, 0, out_frame * batch->n * sizeof (float));
   for (int first = 0; first < total; first += tb) {

@@ -8,7 +8,16 @@ G_DEFINE_QUARK (vae-error-quark, vae_error)
 char *
 vae_format_bytes (guint64 bytes)
 {
-  return g_format_size_full (bytes, G_FORMAT_SIZE_DEFAULT);
+  char *s = g_format_size_full (bytes, G_FORMAT_SIZE_DEFAULT);
+  /* GLib puts a no-break space (UTF-8 C2 A0) between value and unit; these
+   * strings end up in logs, element errors and HTTP bodies, where a plain
+   * space reads the same and survives conversion to ASCII. */
+  char *nbsp = strstr (s, "\xc2\xa0");
+  if (nbsp) {
+    nbsp[0] = ' ';
+    memmove (nbsp + 1, nbsp + 2, strlen (nbsp + 2) + 1);
+  }
+  return s;
 }
 
 static gboolean
@@ -50,8 +59,21 @@ vae_try_alloc0 (gsize n_blocks, gsize block_size, const char *what, GError **err
 }
 
 gpointer
-vae_try_aligned_alloc0 (gsize n_blocks, gsize block_size, gsize alignment,
-                        const char *what, GError **error)
+vae_try_alloc (gsize n_blocks, gsize block_size, const char *what, GError **error)
+{
+  gsize size;
+  if (!checked_size (n_blocks, block_size, &size, what, error))
+    return NULL;
+  gpointer p = malloc (size ? size : 1);
+  if (!p)
+    set_no_memory (size, what, error);
+  return p;
+}
+
+/* posix_memalign for SIZE bytes rounded up to ALIGNMENT; NULL with ERROR. */
+static gpointer
+aligned_alloc_checked (gsize n_blocks, gsize block_size, gsize alignment,
+                       const char *what, gsize *rounded_out, GError **error)
 {
   gsize size;
   if (!checked_size (n_blocks, block_size, &size, what, error))
@@ -64,12 +86,34 @@ vae_try_aligned_alloc0 (gsize n_blocks, gsize block_size, gsize alignment,
     set_no_memory (size, what, error);
     return NULL;
   }
+  if (rounded == 0)
+    rounded = alignment;
   void *p = NULL;
   /* posix_memalign pairs with free(), which g_aligned_free calls on glibc. */
-  if (posix_memalign (&p, alignment, rounded ? rounded : alignment) != 0) {
+  if (posix_memalign (&p, alignment, rounded) != 0) {
     set_no_memory (size, what, error);
     return NULL;
   }
-  memset (p, 0, rounded);
+  *rounded_out = rounded;
   return p;
+}
+
+gpointer
+vae_try_aligned_alloc0 (gsize n_blocks, gsize block_size, gsize alignment,
+                        const char *what, GError **error)
+{
+  gsize rounded = 0;
+  gpointer p = aligned_alloc_checked (n_blocks, block_size, alignment, what, &rounded,
+                                      error);
+  if (p)
+    memset (p, 0, rounded);
+  return p;
+}
+
+gpointer
+vae_try_aligned_alloc (gsize n_blocks, gsize block_size, gsize alignment,
+                       const char *what, GError **error)
+{
+  gsize rounded = 0;
+  return aligned_alloc_checked (n_blocks, block_size, alignment, what, &rounded, error);
 }

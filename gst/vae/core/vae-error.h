@@ -31,6 +31,14 @@ gpointer vae_try_alloc0 (gsize n_blocks, gsize block_size, const char *what,
                          GError **error);
 gpointer vae_try_aligned_alloc0 (gsize n_blocks, gsize block_size, gsize alignment,
                                  const char *what, GError **error);
+/* The same without zeroing, for buffers that are filled before they are
+ * read, or that are zeroed later: allocating every buffer of a set first
+ * and touching them only once all succeeded keeps a set that does not fit
+ * from taking physical memory before it fails. */
+gpointer vae_try_alloc (gsize n_blocks, gsize block_size, const char *what,
+                        GError **error);
+gpointer vae_try_aligned_alloc (gsize n_blocks, gsize block_size, gsize alignment,
+                                const char *what, GError **error);
 #define vae_free g_free
 #define vae_aligned_free g_aligned_free
 
