@@ -832,7 +832,7 @@ cmd_backends (int argc, char **argv, GError **error)
     if (info.usable)
       g_print ("%-8s usable      %s%s\n", info.name, from,
                info.rank > 0 ? "" : " (used only when asked for by name)");
-    else if (info.module && strstr (info.reason, info.module))
+    else if (!info.module || strstr (info.reason, info.module))
       g_print ("%-8s not usable  %s\n", info.name, info.reason);
     else
       g_print ("%-8s not usable  %s: %s\n", info.name, from, info.reason);

@@ -132,9 +132,10 @@ open_module (Entry *e)
     return;
   }
 
-  /* Local: one module's symbols never stand in for another's.  Bound now,
-   * so that a library of the wrong version says so here, not mid-run. */
-  GModule *mod = g_module_open (e->module, G_MODULE_BIND_LOCAL);
+  /* Local: one module's symbols never stand in for another's.  (A missing
+   * library, or one without the symbol versions the module needs, fails
+   * here; functions are bound lazily, as for any plugin.) */
+  GModule *mod = g_module_open (e->module, G_MODULE_BIND_LAZY | G_MODULE_BIND_LOCAL);
   if (!mod) {
     e->reason = g_strdup_printf ("cannot open its module %s: %s", e->module,
                                  g_module_error ());
