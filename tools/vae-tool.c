@@ -5,6 +5,7 @@
  *   vae-tool decode --model PATH --input Z.safetensors --output OUT.png
  *   vae-tool bench  --model PATH --op encode|decode --width W --height H
  *   vae-tool info   --model PATH
+ *   vae-tool backends   (the engines of this build, usable here or not, and why)
  *
  * Errors end the program with exit status 1 and one line on stderr,
  * "vae-tool: <message>". */
@@ -56,7 +57,7 @@ tool_options_clear (ToolOptions *o)
 
 #define ENGINE_ENTRIES(o)                                                     \
   { "backend", 'b', 0, G_OPTION_ARG_STRING, &(o)->backend,                    \
-    "Engine: cpu (default), or any other this build has", "NAME" },           \
+    "Engine: cpu (default), auto, or any other this build has ('vae-tool backends')", "NAME" }, \
   { "threads", 't', 0, G_OPTION_ARG_INT, &(o)->threads,                       \
     "Worker threads (default: the engine's choice)", "N" },                   \
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &(o)->precision,                \
@@ -824,6 +825,46 @@ out:
   return ok;
 }
 
+/* ---- backends ---- */
+
+/* Every engine of this build: usable here or not and why, where it comes
+ * from, and what "auto" picks. */
+static gboolean
+cmd_backends (int argc, char **argv, GError **error)
+{
+  GOptionEntry entries[] = { { NULL } };
+  g_autoptr (GOptionContext) ctx = g_option_context_new ("- list the engines of this build");
+  g_option_context_set_summary (ctx,
+      "Lists every engine (backend) this build has, whether it can run on this\n"
+      "machine and, if not, why (a module whose libraries are missing, no GPU).\n"
+      "Engine modules are looked for in $VAE_ENGINE_PATH first.");
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  if (!parse_args (ctx, "backends", &argc, &argv, error))
+    return FALSE;
+
+  for (const char *const *b = vae_engine_backends (); *b; b++) {
+    VaeEngineInfo info;
+    if (!vae_engine_backend_info (*b, &info))
+      continue;
+    g_autofree char *from = info.builtin ? g_strdup ("built in")
+        : info.module ? g_strdup_printf ("module %s", info.module) : g_strdup ("module");
+    if (info.usable)
+      g_print ("%-8s usable      %s%s\n", info.name, from,
+               info.rank > 0 ? "" : " (used only when asked for by name)");
+    else if (!info.module || strstr (info.reason, info.module))
+      g_print ("%-8s not usable  %s\n", info.name, info.reason);
+    else
+      g_print ("%-8s not usable  %s: %s\n", info.name, from, info.reason);
+  }
+  g_autoptr (GError) auto_err = NULL;
+  const char *picked = vae_engine_backend_auto (&auto_err);
+  if (picked)
+    g_print ("auto ->   %s\n", picked);
+  else
+    g_print ("auto ->   (none: %s)\n", auto_err->message);
+  return TRUE;
+}
+
 /* ---- main ---- */
 
 static const struct {
@@ -835,6 +876,7 @@ static const struct {
   { "decode", cmd_decode, "latents (safetensors) -> PNG" },
   { "bench", cmd_bench, "time the engine on random input" },
   { "info", cmd_info, "describe a model" },
+  { "backends", cmd_backends, "list the engines of this build and whether they can run here" },
 };
 
 static void
@@ -850,7 +892,8 @@ print_usage (void)
            "  vae-tool bench --model PATH --op encode|decode --width W --height H "
            "[--batch N] [--runs R] [--backend cpu] [--threads N] [--precision auto|f32|bf16|f16] "
            "[--tile-size N] [--tile-overlap N]\n"
-           "  vae-tool info --model PATH\n\n"
+           "  vae-tool info --model PATH\n"
+           "  vae-tool backends\n\n"
            "Commands:\n");
   for (guint i = 0; i < G_N_ELEMENTS (commands); i++)
     g_print ("  %-8s %s\n", commands[i].name, commands[i].summary);
@@ -867,7 +910,7 @@ main (int argc, char **argv)
 
   g_set_prgname ("vae-tool");
   if (argc < 2) {
-    print_error_line ("no command given (encode, decode, bench or info; see 'vae-tool --help')");
+    print_error_line ("no command given (encode, decode, bench, info or backends; see 'vae-tool --help')");
     return 1;
   }
   const char *cmd = argv[1];
@@ -890,7 +933,7 @@ main (int argc, char **argv)
     return 1;
   }
   g_autofree char *msg = g_strdup_printf (
-      "unknown command '%s' (encode, decode, bench or info; see 'vae-tool --help')", cmd);
+      "unknown command '%s' (encode, decode, bench, info or backends; see 'vae-tool --help')", cmd);
   print_error_line (msg);
   return 1;
 }

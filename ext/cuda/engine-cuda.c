@@ -204,15 +204,23 @@ cuda_weights_free (CudaCtx *ctx, CudaWeights *w)
 
 /* ---- the engine ---- */
 
-gboolean
-vae_engine_cuda_usable (void)
+/* Usable when the runtime sees a device; "auto" prefers it to the cpu. */
+static int
+cuda_probe (GError **error)
 {
   int n = 0;
-  if (cudaGetDeviceCount (&n) != cudaSuccess) {
+  cudaError_t st = cudaGetDeviceCount (&n);
+  if (st != cudaSuccess) {
     cudaGetLastError ();
-    return FALSE;
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "no usable CUDA device (cudaGetDeviceCount: %s)", cudaGetErrorString (st));
+    return -1;
   }
-  return n > 0;
+  if (n < 1) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "no CUDA device");
+    return -1;
+  }
+  return VAE_ENGINE_RANK_GPU;
 }
 
 #define BLAS_WORKSPACE_BYTES ((size_t) 32 << 20)
@@ -567,4 +575,5 @@ const VaeEngineVTable vae_engine_cuda = {
   .preferred_batch = cuda_preferred_batch,
   .close = cuda_close,
   .stats = cuda_stats,
+  .probe = cuda_probe,
 };

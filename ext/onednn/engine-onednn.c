@@ -108,6 +108,13 @@ onednn_close (VaeEngine *engine)
     dnnl_engine_destroy (self->ctx.engine);
 }
 
+/* oneDNN runs on any x86-64 (or other) CPU it was built for. */
+static int
+onednn_probe (GError **error)
+{
+  return VAE_ENGINE_RANK_CPU;
+}
+
 const VaeEngineVTable vae_engine_onednn = {
   .name = "cpu",
   .instance_size = sizeof (OnednnEngine),
@@ -116,4 +123,5 @@ const VaeEngineVTable vae_engine_onednn = {
   .wait = onednn_wait,
   .preferred_batch = onednn_preferred_batch,
   .close = onednn_close,
+  .probe = onednn_probe,
 };

@@ -352,7 +352,9 @@ stage_begin build "meson setup $BUILD (CUDA engine only, sm_$GPU_ARCHS) + ninja 
 BUILDLOG=$OUT/build.log
 opts=(-Dgst=disabled -Dcpu=disabled -Dremote=disabled -Dcuda=enabled -Dtests=enabled
       "-Dgpu_archs=$GPU_ARCHS" "-Dcudatoolkit=$TK" "-Dcudnn_dir=$CUDNN_DIR" "-Dtestdata=$TESTDATA")
-WANT_TARGETS=(tools/vae-tool tests/golden/test-golden tests/device/test-cuda-kernels)
+# The cuda engine is a module (libvae-engine-cuda.so, beside the core library
+# libgstvae-core.so in the build root), which nothing links: named here.
+WANT_TARGETS=(tools/vae-tool libvae-engine-cuda.so tests/golden/test-golden tests/device/test-cuda-kernels)
 
 {
   echo "+ meson setup $BUILD ${opts[*]}"
@@ -382,6 +384,8 @@ else
     stage_end "FAILED(ninja, exit $ninja_rc; see build.log)"
   elif [ ! -x "$BUILD/tools/vae-tool" ]; then
     stage_end "FAILED(no $BUILD/tools/vae-tool after the build)"
+  elif [ ! -f "$BUILD/libvae-engine-cuda.so" ]; then
+    stage_end "FAILED(no $BUILD/libvae-engine-cuda.so (the cuda engine module) after the build)"
   else
 
     tail -n 1 "$BUILDLOG" | sed 's/^/  /'
@@ -389,6 +393,11 @@ else
   fi
 fi
 export LD_LIBRARY_PATH=$RUN_LDP
+# whether the cuda module opens and sees the GPU, and if not why
+if [ -x "$BUILD/tools/vae-tool" ]; then
+  echo "+ vae-tool backends"
+  timeout 60 "$BUILD/tools/vae-tool" backends 2>&1 | sed 's/^/  /' | tee -a "$BUILDLOG"
+fi
 
 # ---------------------------------------------------------------------------
 # kernels: the kernel checks, then their timing mode

@@ -440,10 +440,11 @@ main (int argc, char **argv)
   const VaePrecision reduced = gpu ? VAE_PRECISION_F16 : VAE_PRECISION_BF16;
   const char *reduced_name = gpu ? "f16" : "bf16";
   g_test_message ("engine under test: %s (f32 and %s)", backend, reduced_name);
-  if (gpu && !vae_engine_backend_usable (backend)) {
+  g_autoptr (GError) unusable = NULL;
+  if (gpu && !vae_engine_backend_check (backend, &unusable)) {
     /* Not a golden skip (no marker): the cpu run is the one CI requires;
      * tests/device/run.sh runs this one on a GPU machine. */
-    g_printerr ("test-golden: backend %s is not built or has no GPU here: skipped\n", backend);
+    g_printerr ("test-golden: %s: skipped\n", unusable->message);
     return 77;
   }
 

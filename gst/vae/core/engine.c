@@ -1,40 +1,7 @@
 #include "engine.h"
 #include "vae-error.h"
 
-/* The registry (engine-registry.c) lists the engines this build has. */
-extern const VaeEngineVTable *const vae_engine_registry[];
-extern gboolean vae_engine_registry_usable (const VaeEngineVTable *vt);
-
-const char *const *
-vae_engine_backends (void)
-{
-  static const char *names[8];
-  static gsize init = 0;
-  if (g_once_init_enter (&init)) {
-    guint n = 0;
-    for (guint i = 0; vae_engine_registry[i] && n < G_N_ELEMENTS (names) - 1; i++)
-      names[n++] = vae_engine_registry[i]->name;
-    names[n] = NULL;
-    g_once_init_leave (&init, 1);
-  }
-  return names;
-}
-
-static const VaeEngineVTable *
-find_backend (const char *backend)
-{
-  for (guint i = 0; vae_engine_registry[i]; i++)
-    if (g_str_equal (vae_engine_registry[i]->name, backend))
-      return vae_engine_registry[i];
-  return NULL;
-}
-
-gboolean
-vae_engine_backend_usable (const char *backend)
-{
-  const VaeEngineVTable *vt = find_backend (backend);
-  return vt && vae_engine_registry_usable (vt);
-}
+#include "engine-registry.h"
 
 VaeEngine *
 vae_engine_new (const char *backend, const VaeModel *model,
@@ -43,23 +10,14 @@ vae_engine_new (const char *backend, const VaeModel *model,
   const VaeEngineVTable *vt = NULL;
   VaeEngineOptions defaults = VAE_ENGINE_OPTIONS_INIT;
 
-  if (!backend || g_str_equal (backend, "auto")) {
-    /* auto: a GPU engine when one is usable, else the CPU engine. */
-    vt = find_backend ("cuda");
-    if (vt && !vae_engine_registry_usable (vt))
-      vt = NULL;
-    if (!vt)
-      vt = find_backend ("cpu");
-  } else {
-    vt = find_backend (backend);
-  }
-  if (!vt) {
-    g_autofree char *have = g_strjoinv (", ", (char **) vae_engine_backends ());
-    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
-                 "backend '%s' is not available in this build (it has: %s)",
-                 backend ? backend : "auto", have);
+  /* auto: whichever usable engine ranks highest (engine-registry.c). */
+  if (!backend || g_str_equal (backend, "auto"))
+    backend = vae_engine_backend_auto (error);
+  if (!backend)
     return NULL;
-  }
+  vt = vae_engine_registry_get (backend, error);
+  if (!vt)
+    return NULL;
 
   if (model->config_only && !vt->takes_config_only) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
@@ -68,6 +26,9 @@ vae_engine_new (const char *backend, const VaeModel *model,
                  "needs a model folder or file", model->name, vt->name);
     return NULL;
   }
+  /* Its probe: no GPU, say. */
+  if (!vae_engine_backend_check (backend, error))
+    return NULL;
 
   VaeEngine *engine = g_malloc0 (vt->instance_size);
   engine->vt = vt;

@@ -92,7 +92,30 @@ typedef struct {
   /* TRUE for engines that never run the graphs (remote): they take
    * config_only models (presets). */
   gboolean takes_config_only;
+  /* Optional: can the engine run on this machine?  Returns its rank for
+   * backend "auto" (the usable engine with the highest rank > 0 is chosen),
+   * 0 when it is usable but only when asked for by name (remote: it needs an
+   * endpoint), or -1 with ERROR set saying why not ("no CUDA device").
+   * Called once per process.  NULL: usable, rank 0. */
+  int (*probe) (GError **error);
 } VaeEngineVTable;
+
+/* Ranks for probe: what "auto" prefers. */
+#define VAE_ENGINE_RANK_CPU 10
+#define VAE_ENGINE_RANK_GPU 100
+
+/* Engines with heavy dependencies (cuda, remote) are modules: shared objects
+ * named libvae-engine-NAME.so that the core opens (GModule) the first time
+ * NAME is asked for.  A module exports one function, VAE_ENGINE_MODULE_SYMBOL,
+ * which returns its vtable when ABI_VERSION is the one it was built for and
+ * NULL otherwise (gst/vae/core/engine-module.c is that function for any
+ * engine).  Modules are looked for in $VAE_ENGINE_PATH (folders, ':'
+ * between them), beside the core library (the build tree), in
+ * gst-vae/engines beside it and in the install's <libdir>/gst-vae/engines;
+ * the first file found is the one used. */
+#define VAE_ENGINE_ABI_VERSION 1u
+#define VAE_ENGINE_MODULE_SYMBOL "vae_engine_module_get"
+typedef const VaeEngineVTable *(*VaeEngineModuleGetFunc) (guint abi_version);
 
 struct _VaeEngine {
   const VaeEngineVTable *vt;
@@ -101,11 +124,38 @@ struct _VaeEngine {
   char *endpoint;           /* owned copy of options.endpoint */
 };
 
-/* Names of the engines this build has, NULL-terminated. */
+/* Names of the engines this build has (built in or as modules, whether or
+ * not they can run here), NULL-terminated. */
 const char *const *vae_engine_backends (void);
-/* TRUE when BACKEND is built in and can run here (cuda: a GPU is present). */
+
+/* What the core knows of one engine of this build.  The strings belong to
+ * the core and live until the process ends. */
+typedef struct {
+  const char *name;
+  gboolean builtin;         /* linked into the core (cpu) */
+  const char *module;       /* the module file opened or tried; NULL: built
+                             * in, or no module file found */
+  gboolean usable;          /* it can run here */
+  int rank;                 /* for "auto" (see probe); -1 when not usable */
+  const char *reason;       /* why not usable (the loader's message for a
+                             * module that cannot be opened, naming the
+                             * library that is missing; "no CUDA device"),
+                             * NULL when usable */
+} VaeEngineInfo;
+
+/* Fills INFO for BACKEND, opening its module and probing it the first time
+ * (once per process).  FALSE when this build has no engine BACKEND. */
+gboolean vae_engine_backend_info (const char *backend, VaeEngineInfo *info);
+/* TRUE when BACKEND is in this build and can run here; else FALSE with
+ * ERROR saying why (not built, its module cannot be opened, no GPU). */
+gboolean vae_engine_backend_check (const char *backend, GError **error);
+/* TRUE when BACKEND is in this build and can run here (cuda: its module and
+ * libraries load and a GPU is present). */
 gboolean vae_engine_backend_usable (const char *backend);
-/* BACKEND: "cpu", "cuda", "remote" or "auto" (cuda when usable, else cpu). */
+/* The engine "auto" stands for here: the usable one of the highest rank
+ * (cuda with a GPU, else cpu); NULL with ERROR set when none is usable. */
+const char *vae_engine_backend_auto (GError **error);
+/* BACKEND: "cpu", "cuda", "remote" or "auto" (see vae_engine_backend_auto). */
 VaeEngine *vae_engine_new (const char *backend, const VaeModel *model,
                            const VaeEngineOptions *options, GError **error);
 void vae_engine_free (VaeEngine *engine);
