@@ -876,6 +876,8 @@ typedef struct {
   GSocket *socket;            /* owned ref; the key in server->conns */
   SoupServerMessage *msg;     /* owned ref: the connection's latest message */
   ConnState state;
+  gboolean unclaimed;         /* READING on bytes seen while IDLE that libsoup
+                               * has not started a request with yet */
   gint64 since_us;            /* start of the state, or the last progress */
   GSource *timer;             /* ready at the state's deadline */
   GSource *watch;             /* IDLE: the socket readable or hung up */
@@ -990,6 +992,21 @@ conn_close (Conn *c, gboolean timed_out_reading)
   g_object_unref (msg);
 }
 
+/* Closes the socket under libsoup, for the one case where stealing is not
+ * safe: bytes seen while IDLE never became a request, which means that
+ * libsoup's read of them failed (a reset came first) and left the
+ * connection in the state described above, with nothing of its own on it
+ * and nothing that steal_connection() could take.  Its descriptor is freed
+ * here; the little that libsoup keeps of it goes at exit.  Frees C. */
+static void
+conn_abandon (Conn *c)
+{
+  GSocket *socket = g_object_ref (c->socket);
+  g_hash_table_remove (c->server->conns, socket);
+  g_socket_close (socket, NULL);
+  g_object_unref (socket);
+}
+
 static gboolean
 conn_timer_fired (gpointer data)
 {
@@ -998,7 +1015,10 @@ conn_timer_fired (gpointer data)
     conn_arm_timer (c);   /* progress since it was set */
     return G_SOURCE_CONTINUE;
   }
-  conn_close (c, c->state == CONN_READING);
+  if (c->unclaimed)
+    conn_abandon (c);
+  else
+    conn_close (c, c->state == CONN_READING);
   return G_SOURCE_REMOVE;
 }
 
@@ -1026,9 +1046,11 @@ conn_readable (GSocket *socket, GIOCondition cond, gpointer data)
   if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
     return G_SOURCE_CONTINUE;
   if (r > 0) {
-    /* libsoup reads it; from now on the read timeout counts. */
+    /* libsoup reads it, and starts a request with it; from now on the read
+     * timeout counts. */
     g_clear_pointer (&c->watch, g_source_unref);
     conn_enter (c, CONN_READING);
+    c->unclaimed = TRUE;
     return G_SOURCE_REMOVE;
   }
   g_clear_pointer (&c->watch, g_source_unref);
@@ -1115,6 +1137,7 @@ on_request_started (SoupServer *soup, SoupServerMessage *msg, gpointer data)
     soup_server_message_get_remote_address (msg);
   }
   conn_set_message (c, msg);
+  c->unclaimed = FALSE;
   conn_enter (c, CONN_READING);
 }
 

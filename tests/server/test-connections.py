@@ -2,9 +2,9 @@
 """vae-server's connection lifetime on 127.0.0.1: keep-alive connections
 that the client closes are closed by the server too (libsoup 3.2 alone
 leaves each in CLOSE-WAIT, one descriptor lost per client), idle ones after
---idle-timeout, and requests that stall (nothing sent, half a header, half a
-body) are cut with a 408 after --read-timeout, while a slow body that keeps
-coming is not.
+--idle-timeout, those reset by the client too, and requests that stall
+(nothing sent, half a header, half a body) are cut with a 408 after
+--read-timeout, while a slow body that keeps coming is not.
 
 600 sequential keep-alive clients must all be answered by a server limited
 to 256 descriptors, and the server's descriptor count (/proc/PID/fd) must
@@ -15,6 +15,7 @@ Needs VAE_TESTDATA (models/taef2); exits 77 loudly when it is missing."""
 import os
 import resource
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -81,6 +82,38 @@ def keepalive_clients(url, n):
         finally:
             s.close()
     return n
+
+
+def resetting_clients(host, port, n):
+    """N clients of each kind that, after one reply on a keep-alive
+    connection, reset it (SO_LINGER 0): idle, after half a request, after a
+    whole one, after a whole one and their FIN.  How many were answered."""
+    req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"
+    tails = [b"", b"GET /he", req]
+    answered = 0
+    for kind in range(len(tails) + 1):
+        for _ in range(n):
+            sk = socket.create_connection((host, port), timeout=5)
+            try:
+                sk.sendall(req)
+                got = b""
+                while b"Ok" not in got:
+                    d = sk.recv(4096)
+                    if not d:
+                        break
+                    got += d
+                answered += got.startswith(b"HTTP/1.1 200")
+                if kind < len(tails):
+                    sk.sendall(tails[kind])
+                else:
+                    sk.sendall(req)
+                    sk.shutdown(socket.SHUT_WR)
+                sk.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError as e:
+                print(f"     resetting client: {e!r}")
+            finally:
+                sk.close()
+    return answered
 
 
 def until_closed(sk, seconds):
@@ -158,6 +191,12 @@ try:
     after = settle_fds(proc.pid, before)
     check(after <= before,
           f"descriptors after {answered} clients: {after} (before: {before})")
+
+    # Clients that reset their connections, idle or in the middle of a request.
+    answered = resetting_clients(HOST, PORT, 50)
+    check(answered == 200, f"resetting clients: {answered}/200 answered before the reset")
+    after = settle_fds(proc.pid, before)
+    check(after <= before, f"descriptors after 200 resets: {after} (before: {before})")
 
     # Stalled requests, at once: each cut after the read timeout, with a 408.
     results = {}
