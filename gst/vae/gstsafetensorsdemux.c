@@ -15,8 +15,10 @@
  * [T,C,h,w] (or [C,h,w] for one frame) in F32 or F16 (BF16 and F64 are
  * widened to F32). Optional:
  *
- * - tensor `pts` (I64 [T], nanoseconds, -1 = none): the frames' timestamps;
- *   without it frames are stamped from the framerate (none when unknown);
+ * - tensor `pts` (I64 [T], nanoseconds, -1 = none): the frames' timestamps,
+ *   which must increase from frame to frame (a duplicated, decreasing or
+ *   other negative value is a STREAM DEMUX error naming the frame); without
+ *   it frames are stamped from the framerate (none when unknown);
  * - `__metadata__` `framerate` ("N/D"; 0/1 when absent), `width` and `height`
  *   (the source frame size; else h and w times the spatial factor),
  *   `spatial_factor` (8 when absent), `model`, `scaling_factor` and
@@ -206,7 +208,8 @@ bad:
       ("not a usable safetensors latent file"), (__VA_ARGS__))
 
 /* The frames' timestamps into F->ts, from tensor PTS_T (may be NULL) or the
- * framerate; FALSE after an element error. */
+ * framerate; FALSE after an element error for timestamps that do not
+ * increase (seeking and segment clipping rely on their order). */
 static gboolean
 demux_file_timestamps (GstSafetensorsDemux * self, DemuxFile * f,
     const VaeTensorView * pts_t, const GstVaeLatentInfo * info)
@@ -238,9 +241,25 @@ demux_file_timestamps (GstSafetensorsDemux * self, DemuxFile * f,
       continue;
     }
     memcpy (&p, pts_t->data + (gsize) i * sizeof (gint64), sizeof p);
-    if (p < 0) {
+    if (p == -1) {
       f->ts[i] = GST_CLOCK_TIME_NONE;
       continue;
+    }
+    if (p < 0) {
+      GST_ELEMENT_ERROR (self, STREAM, DEMUX,
+          ("The file has a negative frame timestamp."),
+          ("tensor 'pts': frame %" G_GINT64_FORMAT " has pts %" G_GINT64_FORMAT
+              " (only -1, for none, may be negative)", i, p));
+      return FALSE;
+    }
+    if (last >= 0 && (GstClockTime) p <= f->ts[last]) {
+      GST_ELEMENT_ERROR (self, STREAM, DEMUX,
+          ("The file's frame timestamps do not increase."),
+          ("tensor 'pts': frame %" G_GINT64_FORMAT " has pts %" G_GINT64_FORMAT
+              ", %s frame %" G_GINT64_FORMAT "'s %" G_GUINT64_FORMAT, i, p,
+              (GstClockTime) p == f->ts[last] ? "the same as" : "before",
+              last, (guint64) f->ts[last]));
+      return FALSE;
     }
     f->ts[i] = (GstClockTime) p;
     before_last = last;

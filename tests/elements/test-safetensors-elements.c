@@ -828,6 +828,50 @@ make_latent_file (int n, int c, int hh, int ww, const gint64 *pts, ...)
   return vae_safetensors_writer_to_bytes (w);
 }
 
+/* A safetensors demux error (STREAM DEMUX) for PTS on a 4-frame file,
+ * whose texts name every string in WANT (NULL-terminated). */
+static void
+expect_pts_error (const gint64 *pts, const char *const *want)
+{
+  GBytes *bytes = make_latent_file (4, 1, 1, 2, pts, "framerate", "10/1", NULL);
+  GstBus *bus;
+  GstHarness *h = demux_bytes (bytes, 4096, &bus);
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  GError *err = NULL;
+  gchar *dbg = NULL, *all;
+
+  fail_unless (msg != NULL, "no error for pts %" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
+      ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT, pts[0], pts[1], pts[2], pts[3]);
+  gst_message_parse_error (msg, &err, &dbg);
+  fail_unless (err->domain == GST_STREAM_ERROR && err->code == GST_STREAM_ERROR_DEMUX,
+      "%s %d: %s", g_quark_to_string (err->domain), err->code, err->message);
+  all = g_strdup_printf ("%s | %s", err->message, dbg ? dbg : "");
+  for (guint i = 0; want[i]; i++)
+    fail_unless (strstr (all, want[i]) != NULL, "'%s' not in: %s", want[i], all);
+  fail_unless_equals_int (gst_harness_buffers_received (h), 0);
+  g_free (all);
+  g_free (dbg);
+  g_error_free (err);
+  gst_message_unref (msg);
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+}
+
+GST_START_TEST (test_demux_pts_not_increasing)
+{
+  const gint64 dup[4] = { 0, 100, 100, 300 };
+  const gint64 dec[4] = { 0, 200, -1, 150 };
+  const gint64 neg[4] = { 0, 100, -7, 300 };
+  const char *const want_dup[] = { "frame 2", "100", NULL };
+  const char *const want_dec[] = { "frame 3", "150", "frame 1", "200", NULL };
+  const char *const want_neg[] = { "frame 2", "-7", NULL };
+
+  expect_pts_error (dup, want_dup);
+  expect_pts_error (dec, want_dec);
+  expect_pts_error (neg, want_neg);
+}
+GST_END_TEST;
+
 static gboolean
 query_duration (GstHarness *h, GstFormat fmt, gint64 *dur)
 {
@@ -1351,6 +1395,7 @@ safetensors_elements_suite (void)
   tcase_add_test (tc, test_demux_truncated);
   tcase_add_test (tc, test_demux_unusable_tensors);
   tcase_add_test (tc, test_demux_pipeline_filesrc);
+  tcase_add_test (tc, test_demux_pts_not_increasing);
   tcase_add_test (tc, test_demux_duration_and_seeking_queries);
   tcase_add_test (tc, test_demux_flushing_seek);
   tcase_add_test (tc, test_demux_non_flushing_and_segment_seek);
