@@ -19,11 +19,17 @@
  *   which must increase from frame to frame (a duplicated, decreasing or
  *   other negative value is a STREAM DEMUX error naming the frame); without
  *   it frames are stamped from the framerate (none when unknown);
- * - `__metadata__` `framerate` ("N/D"; 0/1 when absent), `width` and `height`
- *   (the source frame size; else h and w times the spatial factor),
- *   `spatial_factor` (8 when absent), `model`, `scaling_factor` and
- *   `shift_factor`. Factors missing from the file are left out of the caps,
- *   so that `vaedecode` takes its model's.
+ * - `__metadata__` `framerate` ("N/D"; 0/1 when absent), `width` and
+ *   `height` (the source frame size), `spatial_factor`, `model`,
+ *   `scaling_factor` and `shift_factor`.
+ *
+ * What the file does not say is left out of the caps, so that `vaedecode`
+ * takes its model's: the scaling and shift factors, and the spatial factor
+ * unless the file's `width` and `height` give it (the one factor f for which
+ * the latents are the source size padded up to a multiple of f on both
+ * axes: ceil(width/f) = w and ceil(height/f) = h). Without `width` and
+ * `height` the source size is left out too (`vaedecode` then decodes the
+ * full h*f x w*f).
  *
  * Frames are pushed from a streaming thread of the element's own, started
  * once the file is parsed. The element answers DURATION queries (TIME: the
@@ -61,8 +67,6 @@
 
 GST_DEBUG_CATEGORY_STATIC (gst_safetensors_demux_debug);
 #define GST_CAT_DEFAULT gst_safetensors_demux_debug
-
-#define DEFAULT_SPATIAL_FACTOR 8
 
 /* A parsed file: what the streaming thread plays from. */
 typedef struct
@@ -201,6 +205,69 @@ meta_framerate (GstSafetensorsDemux * self, const VaeSafetensors * st,
   return;
 bad:
   GST_WARNING_OBJECT (self, "ignoring metadata framerate='%s': not N/D", s);
+}
+
+/* The spatial factor f that makes the latents the source frame padded up
+ * to a multiple of f (the encoder pads, so h = ceil(height / f) and
+ * w = ceil(width / f)); 0 when no factor, or more than one, fits both axes:
+ * the file does not say, and the model's is better than a guess. */
+static int
+derive_spatial_factor (gint64 width, gint64 height, gint64 w, gint64 h)
+{
+  int found = 0;
+
+  for (int f = 1; f <= GST_VAE_MAX_SPATIAL_FACTOR; f++) {
+    if ((width + f - 1) / f != w || (height + f - 1) / f != h)
+      continue;
+    if (found)
+      return 0;
+    found = f;
+  }
+  return found;
+}
+
+/* Fills INFO's spatial factor and source size from the metadata.  Caps
+ * need width and height together, and vaedecode takes its model's factor
+ * when there is none, so nothing is made up. */
+static void
+meta_geometry (GstSafetensorsDemux * self, const VaeSafetensors * st,
+    GstVaeLatentInfo * info)
+{
+  int f = 0, width = 0, height = 0;
+  gboolean have_w = meta_int (self, st, "width", &width);
+  gboolean have_h = meta_int (self, st, "height", &height);
+
+  if (meta_int (self, st, "spatial_factor", &f)
+      && f > GST_VAE_MAX_SPATIAL_FACTOR) {
+    GST_WARNING_OBJECT (self, "ignoring metadata spatial_factor=%d: larger "
+        "than %d", f, GST_VAE_MAX_SPATIAL_FACTOR);
+    f = 0;
+  }
+  if (f > 0) {
+    /* a missing side is the padded one */
+    if (!have_w)
+      width = (int) MIN ((gint64) info->latent_width * f, G_MAXINT);
+    if (!have_h)
+      height = (int) MIN ((gint64) info->latent_height * f, G_MAXINT);
+  } else if (have_w && have_h) {
+    f = derive_spatial_factor (width, height, info->latent_width,
+        info->latent_height);
+    if (f > 0)
+      GST_DEBUG_OBJECT (self, "spatial factor %d from %dx%d on %dx%d latents",
+          f, width, height, info->latent_width, info->latent_height);
+    else
+      GST_INFO_OBJECT (self, "%dx%d on %dx%d latents gives no single spatial "
+          "factor: leaving it to the decoder's model", width, height,
+          info->latent_width, info->latent_height);
+  } else if (have_w || have_h) {
+    GST_WARNING_OBJECT (self, "ignoring metadata %s without %s or "
+        "spatial_factor", have_w ? "width" : "height",
+        have_w ? "height" : "width");
+    width = height = 0;
+  }
+  info->spatial_factor = f;
+  info->width = width;
+  info->height = height;
 }
 
 #define DECODE_ERROR(self, ...) \
@@ -365,12 +432,7 @@ gst_safetensors_demux_parse (GstSafetensorsDemux * self)
   info.channels = (int) c;
   info.latent_height = (int) h;
   info.latent_width = (int) w;
-  info.spatial_factor = DEFAULT_SPATIAL_FACTOR;
-  meta_int (self, f->st, "spatial_factor", &info.spatial_factor);
-  if (!meta_int (self, f->st, "width", &info.width))
-    info.width = (int) MIN (w * info.spatial_factor, G_MAXINT);
-  if (!meta_int (self, f->st, "height", &info.height))
-    info.height = (int) MIN (h * info.spatial_factor, G_MAXINT);
+  meta_geometry (self, f->st, &info);
   info.scaling_factor = meta_double (self, f->st, "scaling_factor");
   info.shift_factor = meta_double (self, f->st, "shift_factor");
   {

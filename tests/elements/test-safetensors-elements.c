@@ -539,9 +539,11 @@ run_latents_only (int ndim, VaeDType dtype)
   fail_unless (gst_vae_latent_info_from_caps (&info, caps, NULL));
   fail_unless_equals_int (info.fps_n, 0);
   fail_unless_equals_int (info.fps_d, 1);
-  fail_unless_equals_int (info.spatial_factor, 8);
-  fail_unless_equals_int (info.width, W * 8);
-  fail_unless_equals_int (info.height, H * 8);
+  /* nothing to derive a spatial factor or a source size from: both are
+   * left to vaedecode's model */
+  fail_if (gst_structure_has_field (s, "spatial-factor"), "%" GST_PTR_FORMAT, caps);
+  fail_if (gst_structure_has_field (s, "width"), "%" GST_PTR_FORMAT, caps);
+  fail_if (gst_structure_has_field (s, "height"), "%" GST_PTR_FORMAT, caps);
   fail_unless_equals_int (info.channels, C);
   /* BF16 is widened to F32 */
   fail_unless_equals_int (info.dtype, dtype == VAE_DTYPE_F16 ? VAE_DTYPE_F16 : VAE_DTYPE_F32);
@@ -827,6 +829,78 @@ make_latent_file (int n, int c, int hh, int ww, const gint64 *pts, ...)
   va_end (ap);
   return vae_safetensors_writer_to_bytes (w);
 }
+
+/* The demuxed caps of BYTES as a structure copy (free it). */
+static GstStructure *
+demuxed_structure (GBytes *bytes)
+{
+  GstBus *bus;
+  GstHarness *h = demux_bytes (bytes, 4096, &bus);
+  GstCaps *caps;
+  GstStructure *s;
+
+  assert_no_error (bus);
+  caps = demuxed_caps (h);
+  s = gst_structure_copy (gst_caps_get_structure (caps, 0));
+  gst_caps_unref (caps);
+  harness_done (h, bus);
+  return s;
+}
+
+GST_START_TEST (test_demux_spatial_factor_from_size)
+{
+  GBytes *bytes;
+  GstStructure *s;
+  int v;
+
+  /* 200x120 source, 50x30 latents: only 4 gives ceil(200/f)=50 and
+   * ceil(120/f)=30 */
+  bytes = make_latent_file (1, 4, 30, 50, NULL, "width", "200", "height", "120", NULL);
+  s = demuxed_structure (bytes);
+  fail_unless (gst_structure_get_int (s, "spatial-factor", &v), "%" GST_PTR_FORMAT, s);
+  fail_unless_equals_int (v, 4);
+  fail_unless (gst_structure_get_int (s, "width", &v));
+  fail_unless_equals_int (v, 200);
+  fail_unless (gst_structure_get_int (s, "height", &v));
+  fail_unless_equals_int (v, 120);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* padding: 201x113 -> 26x15 latents at 8 (ceil division on both axes) */
+  bytes = make_latent_file (1, 4, 15, 26, NULL, "width", "201", "height", "113", NULL);
+  s = demuxed_structure (bytes);
+  fail_unless (gst_structure_get_int (s, "spatial-factor", &v), "%" GST_PTR_FORMAT, s);
+  fail_unless_equals_int (v, 8);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* 20x13 on 3x2 latents fits 7, 8 and 9: not derivable, left to the
+   * model; the source size stays */
+  bytes = make_latent_file (1, 4, 2, 3, NULL, "width", "20", "height", "13", NULL);
+  s = demuxed_structure (bytes);
+  fail_if (gst_structure_has_field (s, "spatial-factor"), "%" GST_PTR_FORMAT, s);
+  fail_unless (gst_structure_get_int (s, "width", &v));
+  fail_unless_equals_int (v, 20);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* the axes disagree (4 across, 8 down): no factor fits both */
+  bytes = make_latent_file (1, 4, 15, 50, NULL, "width", "200", "height", "120", NULL);
+  s = demuxed_structure (bytes);
+  fail_if (gst_structure_has_field (s, "spatial-factor"), "%" GST_PTR_FORMAT, s);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* the file's own spatial_factor wins */
+  bytes = make_latent_file (1, 4, 2, 3, NULL, "width", "20", "height", "13",
+      "spatial_factor", "9", NULL);
+  s = demuxed_structure (bytes);
+  fail_unless (gst_structure_get_int (s, "spatial-factor", &v));
+  fail_unless_equals_int (v, 9);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
 
 /* A safetensors demux error (STREAM DEMUX) for PTS on a 4-frame file,
  * whose texts name every string in WANT (NULL-terminated). */
@@ -1285,6 +1359,84 @@ taef2_path (void)
   return p;
 }
 
+/* Plays PATH through safetensorsdemux ! vaedecode model=MODEL ! fakesink to
+ * PAUSED: the error (NULL when it prerolls, then *W x *H are the decoded
+ * frame size). */
+static GError *
+decode_file (const gchar *path, const gchar *model, int *w, int *h)
+{
+  gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! safetensorsdemux ! "
+      "vaedecode model=\"%s\" ! fakesink name=sink", path, model);
+  GError *error = NULL;
+  GstElement *pipe = gst_parse_launch (desc, &error);
+  GstBus *bus;
+  GstMessage *msg;
+
+  fail_unless (pipe != NULL, "%s", error ? error->message : "?");
+  bus = gst_element_get_bus (pipe);
+  gst_element_set_state (pipe, GST_STATE_PAUSED);
+  msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND,
+      GST_MESSAGE_ERROR | GST_MESSAGE_ASYNC_DONE);
+  fail_unless (msg != NULL, "timed out");
+  if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR) {
+    gst_message_parse_error (msg, &error, NULL);
+  } else {
+    GstElement *sink = gst_bin_get_by_name (GST_BIN (pipe), "sink");
+    GstPad *pad = gst_element_get_static_pad (sink, "sink");
+    GstCaps *caps = gst_pad_get_current_caps (pad);
+    GstStructure *s = gst_caps_get_structure (caps, 0);
+    fail_unless (gst_structure_get_int (s, "width", w));
+    fail_unless (gst_structure_get_int (s, "height", h));
+    gst_caps_unref (caps);
+    gst_object_unref (pad);
+    gst_object_unref (sink);
+  }
+  gst_message_unref (msg);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+  g_free (desc);
+  return error;
+}
+
+GST_START_TEST (test_demux_decode_spatial_factor)
+{
+  gchar *model = taef2_path (), *path;
+  GBytes *bytes;
+  GError *err;
+  int w = 0, h = 0;
+
+  if (!model)
+    return;
+  /* no spatial_factor, width or height: vaedecode takes its model's 8 */
+  bytes = make_latent_file (1, 32, 2, 3, NULL, NULL);
+  path = write_temp_file (bytes);
+  err = decode_file (path, model, &w, &h);
+  fail_unless (err == NULL, "%s", err ? err->message : "");
+  fail_unless_equals_int (w, 24);
+  fail_unless_equals_int (h, 16);
+  g_unlink (path);
+  g_free (path);
+  g_bytes_unref (bytes);
+
+  /* 200x120 on 50x30 latents is factor 4, which taef2 (8) must refuse
+   * rather than decode 400x240 and crop */
+  bytes = make_latent_file (1, 32, 30, 50, NULL, "width", "200", "height", "120", NULL);
+  path = write_temp_file (bytes);
+  err = decode_file (path, model, &w, &h);
+  fail_unless (err != NULL, "a factor-4 file decoded with a factor-8 model");
+  fail_unless (err->domain == GST_CORE_ERROR && err->code == GST_CORE_ERROR_NEGOTIATION,
+      "%s", err->message);
+  fail_unless (strstr (err->message, "spatial factor 4") != NULL, "%s", err->message);
+  g_clear_error (&err);
+  g_unlink (path);
+  g_free (path);
+  g_bytes_unref (bytes);
+
+  g_free (model);
+}
+GST_END_TEST;
+
 static gint spin_stop;
 
 static gpointer
@@ -1395,11 +1547,13 @@ safetensors_elements_suite (void)
   tcase_add_test (tc, test_demux_truncated);
   tcase_add_test (tc, test_demux_unusable_tensors);
   tcase_add_test (tc, test_demux_pipeline_filesrc);
+  tcase_add_test (tc, test_demux_spatial_factor_from_size);
   tcase_add_test (tc, test_demux_pts_not_increasing);
   tcase_add_test (tc, test_demux_duration_and_seeking_queries);
   tcase_add_test (tc, test_demux_flushing_seek);
   tcase_add_test (tc, test_demux_non_flushing_and_segment_seek);
   tcase_add_test (tc, test_demux_pipeline_seek);
+  tcase_add_test (tc, test_demux_decode_spatial_factor);
 
   /* 50 pipelines under load, each bounded to 10 s */
   tc = tcase_create ("refused-caps");
