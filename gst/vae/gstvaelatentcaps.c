@@ -148,7 +148,8 @@ gst_vae_latent_info_from_caps (GstVaeLatentInfo *info, const GstCaps *caps,
 
   if (gst_structure_has_field (s, "spatial-factor")
       && (!gst_structure_get_int (s, "spatial-factor", &info->spatial_factor)
-          || info->spatial_factor <= 0 || info->spatial_factor > 64)) {
+          || info->spatial_factor <= 0
+          || info->spatial_factor > GST_VAE_MAX_SPATIAL_FACTOR)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
                  "latent caps: bad 'spatial-factor'");
     return FALSE;

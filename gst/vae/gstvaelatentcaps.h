@@ -10,12 +10,17 @@
  *     spatial-factor=(int), width=(int)SRC_W, height=(int)SRC_H
  * dimensions are innermost first: one buffer is one frame of latents,
  * planar [C][H][W] (H x W = the padded frame size / spatial factor);
- * width/height are the source frame size before padding. */
+ * width/height are the source frame size before padding.  The factors,
+ * model and source size are optional: a consumer takes what is missing from
+ * its model (vaedecode: its model's spatial factor, and the padded size). */
 #pragma once
 #include <gst/gst.h>
 #include "safetensors.h"
 
 G_BEGIN_DECLS
+
+/* The largest spatial-factor the caps accept. */
+#define GST_VAE_MAX_SPATIAL_FACTOR 64
 
 #define GST_VAE_LATENT_CAPS_TEMPLATE \
   "other/tensors, format=(string)static, num_tensors=(int)1, " \

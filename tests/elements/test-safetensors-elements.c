@@ -8,6 +8,7 @@
 #include <glib/gstdio.h>
 #include <unistd.h>
 #include <math.h>
+#include <stdarg.h>
 #include <string.h>
 
 #include "gstvaelatentcaps.h"
@@ -226,6 +227,18 @@ check_muxed (GBytes *bytes, const GstVaeLatentInfo *info, int n, gboolean pts_ho
   vae_safetensors_free (st);
 }
 
+/* Waits (20 s at most) for EOS on H's sink pad: the demuxer pushes from a
+ * task of its own, so its output is complete only then. */
+static void
+wait_for_eos (GstHarness *h)
+{
+  gint64 end = g_get_monotonic_time () + 20 * G_TIME_SPAN_SECOND;
+  while (!GST_PAD_IS_EOS (h->sinkpad)) {
+    fail_unless (g_get_monotonic_time () < end, "no EOS from the demuxer within 20 s");
+    g_usleep (1000);
+  }
+}
+
 /* Runs the demuxer on BYTES (pushed without caps, as filesrc does, in
  * chunks of CHUNK bytes).  Returns the harness (EOS pushed) for the caller
  * to pull from; the caller tears it down with harness_done. */
@@ -247,7 +260,10 @@ demux_bytes (GBytes *bytes, gsize chunk, GstBus **bus)
   }
   /* nothing comes out before the whole file is in */
   fail_unless_equals_int (gst_harness_buffers_received (h), 0);
-  gst_harness_push_event (h, gst_event_new_eos ());
+  /* a usable file is taken (and played from the demuxer's own thread); a
+   * bad one is an element error and the EOS is refused */
+  if (gst_harness_push_event (h, gst_event_new_eos ()))
+    wait_for_eos (h);
   return h;
 }
 
@@ -523,9 +539,11 @@ run_latents_only (int ndim, VaeDType dtype)
   fail_unless (gst_vae_latent_info_from_caps (&info, caps, NULL));
   fail_unless_equals_int (info.fps_n, 0);
   fail_unless_equals_int (info.fps_d, 1);
-  fail_unless_equals_int (info.spatial_factor, 8);
-  fail_unless_equals_int (info.width, W * 8);
-  fail_unless_equals_int (info.height, H * 8);
+  /* nothing to derive a spatial factor or a source size from: both are
+   * left to vaedecode's model */
+  fail_if (gst_structure_has_field (s, "spatial-factor"), "%" GST_PTR_FORMAT, caps);
+  fail_if (gst_structure_has_field (s, "width"), "%" GST_PTR_FORMAT, caps);
+  fail_if (gst_structure_has_field (s, "height"), "%" GST_PTR_FORMAT, caps);
   fail_unless_equals_int (info.channels, C);
   /* BF16 is widened to F32 */
   fail_unless_equals_int (info.dtype, dtype == VAE_DTYPE_F16 ? VAE_DTYPE_F16 : VAE_DTYPE_F32);
@@ -778,6 +796,731 @@ GST_START_TEST (test_demux_pipeline_filesrc)
 }
 GST_END_TEST;
 
+/* ---- safetensorsdemux: spatial factor, timestamps, queries and seeks ---- */
+
+/* A file of N F32 frames [N,C,H,W] (element i of frame f is f * 1000 + i),
+ * with tensor 'pts' when PTS is not NULL, then metadata as key, value
+ * pairs up to a NULL key. */
+static GBytes *
+make_latent_file (int n, int c, int hh, int ww, const gint64 *pts, ...)
+{
+  g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
+  gint64 shape[4] = { n, c, hh, ww }, pshape[1] = { n };
+  gsize count = (gsize) n * c * hh * ww;
+  float *data = g_new (float, count);
+  const char *key;
+  va_list ap;
+
+  for (gsize i = 0; i < count; i++) {
+    gsize fe = (gsize) c * hh * ww;
+    data[i] = (float) (i / fe) * 1000.0f + (float) (i % fe);
+  }
+  fail_unless (vae_safetensors_writer_add (w, "latents", VAE_DTYPE_F32, 4, shape, data,
+          count * sizeof (float), NULL));
+  g_free (data);
+  if (pts)
+    fail_unless (vae_safetensors_writer_add (w, "pts", VAE_DTYPE_I64, 1, pshape, pts,
+            (gsize) n * sizeof (gint64), NULL));
+  va_start (ap, pts);
+  while ((key = va_arg (ap, const char *))) {
+    const char *value = va_arg (ap, const char *);
+    vae_safetensors_writer_set_metadata (w, key, value);
+  }
+  va_end (ap);
+  return vae_safetensors_writer_to_bytes (w);
+}
+
+/* The demuxed caps of BYTES as a structure copy (free it). */
+static GstStructure *
+demuxed_structure (GBytes *bytes)
+{
+  GstBus *bus;
+  GstHarness *h = demux_bytes (bytes, 4096, &bus);
+  GstCaps *caps;
+  GstStructure *s;
+
+  assert_no_error (bus);
+  caps = demuxed_caps (h);
+  s = gst_structure_copy (gst_caps_get_structure (caps, 0));
+  gst_caps_unref (caps);
+  harness_done (h, bus);
+  return s;
+}
+
+GST_START_TEST (test_demux_spatial_factor_from_size)
+{
+  GBytes *bytes;
+  GstStructure *s;
+  int v;
+
+  /* 200x120 source, 50x30 latents: only 4 gives ceil(200/f)=50 and
+   * ceil(120/f)=30 */
+  bytes = make_latent_file (1, 4, 30, 50, NULL, "width", "200", "height", "120", NULL);
+  s = demuxed_structure (bytes);
+  fail_unless (gst_structure_get_int (s, "spatial-factor", &v), "%" GST_PTR_FORMAT, s);
+  fail_unless_equals_int (v, 4);
+  fail_unless (gst_structure_get_int (s, "width", &v));
+  fail_unless_equals_int (v, 200);
+  fail_unless (gst_structure_get_int (s, "height", &v));
+  fail_unless_equals_int (v, 120);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* padding: 201x113 -> 26x15 latents at 8 (ceil division on both axes) */
+  bytes = make_latent_file (1, 4, 15, 26, NULL, "width", "201", "height", "113", NULL);
+  s = demuxed_structure (bytes);
+  fail_unless (gst_structure_get_int (s, "spatial-factor", &v), "%" GST_PTR_FORMAT, s);
+  fail_unless_equals_int (v, 8);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* 20x13 on 3x2 latents fits 7, 8 and 9: not derivable, left to the
+   * model; the source size stays */
+  bytes = make_latent_file (1, 4, 2, 3, NULL, "width", "20", "height", "13", NULL);
+  s = demuxed_structure (bytes);
+  fail_if (gst_structure_has_field (s, "spatial-factor"), "%" GST_PTR_FORMAT, s);
+  fail_unless (gst_structure_get_int (s, "width", &v));
+  fail_unless_equals_int (v, 20);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* the axes disagree (4 across, 8 down): no factor fits both */
+  bytes = make_latent_file (1, 4, 15, 50, NULL, "width", "200", "height", "120", NULL);
+  s = demuxed_structure (bytes);
+  fail_if (gst_structure_has_field (s, "spatial-factor"), "%" GST_PTR_FORMAT, s);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+
+  /* the file's own spatial_factor wins */
+  bytes = make_latent_file (1, 4, 2, 3, NULL, "width", "20", "height", "13",
+      "spatial_factor", "9", NULL);
+  s = demuxed_structure (bytes);
+  fail_unless (gst_structure_get_int (s, "spatial-factor", &v));
+  fail_unless_equals_int (v, 9);
+  gst_structure_free (s);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
+/* A safetensors demux error (STREAM DEMUX) for PTS on a 4-frame file,
+ * whose texts name every string in WANT (NULL-terminated). */
+static void
+expect_pts_error (const gint64 *pts, const char *const *want)
+{
+  GBytes *bytes = make_latent_file (4, 1, 1, 2, pts, "framerate", "10/1", NULL);
+  GstBus *bus;
+  GstHarness *h = demux_bytes (bytes, 4096, &bus);
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
+  GError *err = NULL;
+  gchar *dbg = NULL, *all;
+
+  fail_unless (msg != NULL, "no error for pts %" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
+      ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT, pts[0], pts[1], pts[2], pts[3]);
+  gst_message_parse_error (msg, &err, &dbg);
+  fail_unless (err->domain == GST_STREAM_ERROR && err->code == GST_STREAM_ERROR_DEMUX,
+      "%s %d: %s", g_quark_to_string (err->domain), err->code, err->message);
+  all = g_strdup_printf ("%s | %s", err->message, dbg ? dbg : "");
+  for (guint i = 0; want[i]; i++)
+    fail_unless (strstr (all, want[i]) != NULL, "'%s' not in: %s", want[i], all);
+  fail_unless_equals_int (gst_harness_buffers_received (h), 0);
+  g_free (all);
+  g_free (dbg);
+  g_error_free (err);
+  gst_message_unref (msg);
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+}
+
+GST_START_TEST (test_demux_pts_not_increasing)
+{
+  const gint64 dup[4] = { 0, 100, 100, 300 };
+  const gint64 dec[4] = { 0, 200, -1, 150 };
+  const gint64 neg[4] = { 0, 100, -7, 300 };
+  const char *const want_dup[] = { "frame 2", "100", NULL };
+  const char *const want_dec[] = { "frame 3", "150", "frame 1", "200", NULL };
+  const char *const want_neg[] = { "frame 2", "-7", NULL };
+
+  expect_pts_error (dup, want_dup);
+  expect_pts_error (dec, want_dec);
+  expect_pts_error (neg, want_neg);
+}
+GST_END_TEST;
+
+static gboolean
+query_duration (GstHarness *h, GstFormat fmt, gint64 *dur)
+{
+  GstQuery *q = gst_query_new_duration (fmt);
+  gboolean ok = gst_pad_peer_query (h->sinkpad, q);
+  if (ok)
+    gst_query_parse_duration (q, NULL, dur);
+  gst_query_unref (q);
+  return ok;
+}
+
+/* SEEKABLE, START and END from a SEEKING query on H in FMT. */
+static void
+query_seeking (GstHarness *h, GstFormat fmt, gboolean *seekable, gint64 *start, gint64 *end)
+{
+  GstQuery *q = gst_query_new_seeking (fmt);
+  *seekable = FALSE;
+  *start = *end = -2;
+  if (gst_pad_peer_query (h->sinkpad, q))
+    gst_query_parse_seeking (q, NULL, seekable, start, end);
+  gst_query_unref (q);
+}
+
+#define SEEK_FRAMES 10
+static const gint64 seek_pts[SEEK_FRAMES] = {
+  0, 100000000, 200000000, 300000000, 400000000,
+  500000000, 600000000, 700000000, 800000000, 900000000,
+};
+
+GST_START_TEST (test_demux_duration_and_seeking_queries)
+{
+  GBytes *bytes;
+  GstBus *bus;
+  GstHarness *h;
+  gint64 dur, start, end;
+  gboolean seekable;
+
+  /* before the file is in, nothing is known */
+  bytes = make_latent_file (SEEK_FRAMES, 2, 2, 2, seek_pts, "framerate", "10/1", NULL);
+  h = harness_with_bus ("safetensorsdemux", &bus);
+  gst_harness_play (h);
+  fail_unless (gst_harness_push_event (h, gst_event_new_stream_start ("file")));
+  query_seeking (h, GST_FORMAT_TIME, &seekable, &start, &end);
+  fail_if (seekable);
+  fail_if (query_duration (h, GST_FORMAT_TIME, &dur));
+  harness_done (h, bus);
+
+  /* pts and a frame rate: the last frame ends at 1 s */
+  h = demux_bytes (bytes, 4096, &bus);
+  assert_no_error (bus);
+  fail_unless (query_duration (h, GST_FORMAT_TIME, &dur));
+  fail_unless_equals_int64 (dur, GST_SECOND);
+  fail_unless (query_duration (h, GST_FORMAT_DEFAULT, &dur));
+  fail_unless_equals_int64 (dur, SEEK_FRAMES);
+  query_seeking (h, GST_FORMAT_TIME, &seekable, &start, &end);
+  fail_unless (seekable);
+  fail_unless_equals_int64 (start, 0);
+  fail_unless_equals_int64 (end, GST_SECOND);
+  query_seeking (h, GST_FORMAT_BYTES, &seekable, &start, &end);
+  fail_if (seekable);
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+
+  /* pts without a frame rate: the last frame lasts as long as the one before */
+  bytes = make_latent_file (SEEK_FRAMES, 2, 2, 2, seek_pts, NULL);
+  h = demux_bytes (bytes, 4096, &bus);
+  assert_no_error (bus);
+  fail_unless (query_duration (h, GST_FORMAT_TIME, &dur));
+  fail_unless_equals_int64 (dur, GST_SECOND);
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+
+  /* a frame rate without pts: 5 frames at 25/1 */
+  bytes = make_latent_file (5, 2, 2, 2, NULL, "framerate", "25/1", NULL);
+  h = demux_bytes (bytes, 4096, &bus);
+  assert_no_error (bus);
+  fail_unless (query_duration (h, GST_FORMAT_TIME, &dur));
+  fail_unless_equals_int64 (dur, GST_SECOND / 5);
+  query_seeking (h, GST_FORMAT_TIME, &seekable, &start, &end);
+  fail_unless (seekable);
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+
+  /* no timestamps at all: no duration in time, not seekable */
+  bytes = make_latent_file (3, 2, 2, 2, NULL, NULL);
+  h = demux_bytes (bytes, 4096, &bus);
+  assert_no_error (bus);
+  fail_if (query_duration (h, GST_FORMAT_TIME, &dur));
+  fail_unless (query_duration (h, GST_FORMAT_DEFAULT, &dur));
+  fail_unless_equals_int64 (dur, 3);
+  query_seeking (h, GST_FORMAT_TIME, &seekable, &start, &end);
+  fail_if (seekable);
+  fail_if (gst_harness_push_upstream_event (h, gst_event_new_seek (1.0, GST_FORMAT_TIME,
+              GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 0, GST_SEEK_TYPE_NONE, -1)));
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
+/* Pulls every buffer H holds and checks they are frames FIRST .. END-1 of
+ * the seek file (timestamps and contents). */
+static void
+pull_seek_frames (GstHarness *h, int first, int end)
+{
+  GstBuffer *buf;
+  int f = first;
+  while ((buf = gst_harness_try_pull (h))) {
+    float v;
+    fail_unless (f < end, "frame %d after the last expected (%d)", f, end - 1);
+    fail_unless_equals_uint64 (GST_BUFFER_PTS (buf), (guint64) seek_pts[f]);
+    fail_unless_equals_uint64 (GST_BUFFER_OFFSET (buf), (guint64) f);
+    fail_unless (gst_buffer_extract (buf, 0, &v, sizeof v) == sizeof v);
+    fail_unless_equals_float (v, f * 1000.0f);
+    gst_buffer_unref (buf);
+    f++;
+  }
+  fail_unless_equals_int (f, end);
+}
+
+/* Checks H's queued events since the last call: FLUSHED says whether a
+ * flush-start / flush-stop pair must come first; then a TIME segment
+ * [START, STOP) with SEQNUM, then END_TYPE (EOS or SEGMENT_DONE) with SEQNUM. */
+static void
+pull_seek_events (GstHarness *h, gboolean flushed, GstClockTime start, GstClockTime stop,
+    guint32 seqnum, GstEventType end_type)
+{
+  GstEvent *ev;
+  gboolean flush_start = FALSE, flush_stop = FALSE, segment = FALSE, end = FALSE;
+
+  while ((ev = gst_harness_try_pull_event (h))) {
+    switch (GST_EVENT_TYPE (ev)) {
+      case GST_EVENT_FLUSH_START:
+        fail_if (segment || end);
+        fail_unless_equals_int (gst_event_get_seqnum (ev), seqnum);
+        flush_start = TRUE;
+        break;
+      case GST_EVENT_FLUSH_STOP:
+        fail_unless (flush_start);
+        fail_unless_equals_int (gst_event_get_seqnum (ev), seqnum);
+        flush_stop = TRUE;
+        break;
+      case GST_EVENT_SEGMENT:{
+        const GstSegment *seg;
+        fail_if (segment, "two segments");
+        gst_event_parse_segment (ev, &seg);
+        fail_unless_equals_int (seg->format, GST_FORMAT_TIME);
+        fail_unless_equals_uint64 (seg->start, start);
+        fail_unless_equals_uint64 (seg->stop, stop);
+        fail_unless_equals_float (seg->rate, 1.0);
+        fail_unless_equals_int (gst_event_get_seqnum (ev), seqnum);
+        segment = TRUE;
+        break;
+      }
+      case GST_EVENT_EOS:
+      case GST_EVENT_SEGMENT_DONE:
+        fail_unless_equals_int (GST_EVENT_TYPE (ev), end_type);
+        fail_unless (segment);
+        fail_unless_equals_int (gst_event_get_seqnum (ev), seqnum);
+        end = TRUE;
+        break;
+      default:
+        break;
+    }
+    gst_event_unref (ev);
+  }
+  fail_unless_equals_int (flush_start, flushed);
+  fail_unless_equals_int (flush_stop, flushed);
+  fail_unless (segment && end, "segment %d end %d", segment, end);
+}
+
+/* Waits (20 s at most) until H holds N events, without taking any. */
+static void
+wait_for_events (GstHarness *h, guint n)
+{
+  gint64 end = g_get_monotonic_time () + 20 * G_TIME_SPAN_SECOND;
+  while (gst_harness_events_in_queue (h) < n) {
+    fail_unless (g_get_monotonic_time () < end, "fewer than %u events within 20 s", n);
+    g_usleep (1000);
+  }
+}
+
+static guint32
+seek (GstHarness *h, GstSeekFlags flags, GstSeekType start_type, gint64 start,
+    GstSeekType stop_type, gint64 stop)
+{
+  GstEvent *ev = gst_event_new_seek (1.0, GST_FORMAT_TIME, flags, start_type, start,
+      stop_type, stop);
+  guint32 seqnum = gst_event_get_seqnum (ev);
+  fail_unless (gst_harness_push_upstream_event (h, ev), "seek refused");
+  return seqnum;
+}
+
+/* The seek file, played through once (frames and events taken). */
+static GstHarness *
+seek_harness (GBytes **bytes, GstBus **bus)
+{
+  GstHarness *h;
+  *bytes = make_latent_file (SEEK_FRAMES, 2, 2, 2, seek_pts, "framerate", "10/1", NULL);
+  h = demux_bytes (*bytes, 4096, bus);
+  assert_no_error (*bus);
+  pull_seek_frames (h, 0, SEEK_FRAMES);
+  pull_eos (h);
+  return h;
+}
+
+GST_START_TEST (test_demux_flushing_seek)
+{
+  GBytes *bytes;
+  GstBus *bus;
+  GstHarness *h = seek_harness (&bytes, &bus);
+  guint32 seqnum;
+
+  /* [350 ms, 750 ms): the first frame at or after 350 ms is 4, the last
+   * before 750 ms is 7 */
+  seqnum = seek (h, GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 350 * GST_MSECOND,
+      GST_SEEK_TYPE_SET, 750 * GST_MSECOND);
+  wait_for_eos (h);
+  pull_seek_events (h, TRUE, 350 * GST_MSECOND, 750 * GST_MSECOND, seqnum, GST_EVENT_EOS);
+  pull_seek_frames (h, 4, 8);
+
+  /* KEY_UNIT snaps the segment to the first frame at or after 610 ms; a
+   * stop of type NONE keeps the last one (750 ms) */
+  seqnum = seek (h, GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_KEY_UNIT, GST_SEEK_TYPE_SET,
+      610 * GST_MSECOND, GST_SEEK_TYPE_NONE, -1);
+  wait_for_eos (h);
+  pull_seek_events (h, TRUE, 700 * GST_MSECOND, 750 * GST_MSECOND, seqnum, GST_EVENT_EOS);
+  pull_seek_frames (h, 7, 8);
+
+  /* a position on a frame starts at that frame */
+  seqnum = seek (h, GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 600 * GST_MSECOND,
+      GST_SEEK_TYPE_SET, -1);
+  wait_for_eos (h);
+  pull_seek_events (h, TRUE, 600 * GST_MSECOND, GST_CLOCK_TIME_NONE, seqnum, GST_EVENT_EOS);
+  pull_seek_frames (h, 6, SEEK_FRAMES);
+
+  /* past the end: the segment (clamped to the duration), then EOS */
+  seqnum = seek (h, GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 5 * GST_SECOND,
+      GST_SEEK_TYPE_NONE, -1);
+  wait_for_eos (h);
+  pull_seek_events (h, TRUE, GST_SECOND, GST_CLOCK_TIME_NONE, seqnum, GST_EVENT_EOS);
+  pull_seek_frames (h, 0, 0);
+
+  /* what the demuxer cannot do is refused, and it still plays after */
+  fail_if (gst_harness_push_upstream_event (h, gst_event_new_seek (2.0, GST_FORMAT_TIME,
+              GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 0, GST_SEEK_TYPE_NONE, -1)));
+  fail_if (gst_harness_push_upstream_event (h, gst_event_new_seek (-1.0, GST_FORMAT_TIME,
+              GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 0, GST_SEEK_TYPE_NONE, -1)));
+  fail_if (gst_harness_push_upstream_event (h, gst_event_new_seek (1.0, GST_FORMAT_BYTES,
+              GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 0, GST_SEEK_TYPE_NONE, -1)));
+  fail_unless_equals_int (gst_harness_events_in_queue (h), 0);
+  seqnum = seek (h, GST_SEEK_FLAG_FLUSH, GST_SEEK_TYPE_SET, 0, GST_SEEK_TYPE_SET,
+      250 * GST_MSECOND);
+  wait_for_eos (h);
+  pull_seek_events (h, TRUE, 0, 250 * GST_MSECOND, seqnum, GST_EVENT_EOS);
+  pull_seek_frames (h, 0, 3);
+  assert_no_error (bus);
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
+GST_START_TEST (test_demux_non_flushing_and_segment_seek)
+{
+  GBytes *bytes;
+  GstBus *bus;
+  GstHarness *h = seek_harness (&bytes, &bus);
+  GstMessage *msg;
+  GstFormat fmt;
+  gint64 pos;
+  guint32 seqnum;
+
+  /* a segment seek ends with SEGMENT_DONE (event and message), not EOS */
+  seqnum = seek (h, GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_SEGMENT, GST_SEEK_TYPE_SET,
+      200 * GST_MSECOND, GST_SEEK_TYPE_SET, 400 * GST_MSECOND);
+  wait_for_events (h, 4);
+  pull_seek_events (h, TRUE, 200 * GST_MSECOND, 400 * GST_MSECOND, seqnum,
+      GST_EVENT_SEGMENT_DONE);
+  pull_seek_frames (h, 2, 4);
+  msg = gst_bus_pop_filtered (bus, GST_MESSAGE_SEGMENT_DONE);
+  fail_unless (msg != NULL, "no segment-done message");
+  gst_message_parse_segment_done (msg, &fmt, &pos);
+  fail_unless_equals_int (fmt, GST_FORMAT_TIME);
+  fail_unless_equals_int64 (pos, 400 * GST_MSECOND);
+  fail_unless_equals_int (gst_message_get_seqnum (msg), seqnum);
+  gst_message_unref (msg);
+
+  /* then, as an application looping on SEGMENT_DONE does, a non-flushing
+   * seek: it plays on from the new position (a stream that is EOS
+   * downstream takes only flushing ones) */
+  seqnum = seek (h, GST_SEEK_FLAG_NONE, GST_SEEK_TYPE_SET, 500 * GST_MSECOND,
+      GST_SEEK_TYPE_SET, -1);
+  wait_for_eos (h);
+  pull_seek_events (h, FALSE, 500 * GST_MSECOND, GST_CLOCK_TIME_NONE, seqnum, GST_EVENT_EOS);
+  pull_seek_frames (h, 5, SEEK_FRAMES);
+  assert_no_error (bus);
+  harness_done (h, bus);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
+static gchar *
+write_temp_file (GBytes *bytes)
+{
+  GError *error = NULL;
+  gchar *path;
+  int fd = g_file_open_tmp ("test-demux-XXXXXX.safetensors", &path, &error);
+  fail_unless (fd >= 0, "%s", error ? error->message : "?");
+  close (fd);
+  fail_unless (g_file_set_contents (path, g_bytes_get_data (bytes, NULL),
+          g_bytes_get_size (bytes), NULL));
+  return path;
+}
+
+typedef struct {
+  GMutex lock;
+  GArray *pts;
+} Rendered;
+
+static void
+on_handoff (GstElement *sink, GstBuffer *buf, GstPad *pad, Rendered *r)
+{
+  GstClockTime t = GST_BUFFER_PTS (buf);
+  g_mutex_lock (&r->lock);
+  g_array_append_val (r->pts, t);
+  g_mutex_unlock (&r->lock);
+}
+
+/* The next ERROR, EOS or ASYNC_DONE on BUS (10 s at most); an error fails. */
+static GstMessageType
+wait_bus (GstBus *bus)
+{
+  GstMessage *msg = gst_bus_timed_pop_filtered (bus, 10 * GST_SECOND,
+      GST_MESSAGE_EOS | GST_MESSAGE_ERROR | GST_MESSAGE_ASYNC_DONE);
+  GstMessageType t;
+  fail_unless (msg != NULL, "timed out");
+  if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR) {
+    GError *e = NULL;
+    gchar *dbg = NULL;
+    gst_message_parse_error (msg, &e, &dbg);
+    ck_abort_msg ("pipeline error: %s (%s)", e->message, dbg);
+  }
+  t = GST_MESSAGE_TYPE (msg);
+  gst_message_unref (msg);
+  return t;
+}
+
+GST_START_TEST (test_demux_pipeline_seek)
+{
+  GBytes *bytes = make_latent_file (SEEK_FRAMES, 2, 2, 2, seek_pts, "framerate", "10/1", NULL);
+  gchar *path = write_temp_file (bytes);
+  gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! safetensorsdemux ! "
+      "fakesink name=sink sync=false signal-handoffs=true", path);
+  GError *error = NULL;
+  GstElement *pipe = gst_parse_launch (desc, &error), *sink;
+  GstBus *bus;
+  Rendered r;
+  gint64 dur = -1;
+
+  fail_unless (pipe != NULL, "%s", error ? error->message : "?");
+  g_mutex_init (&r.lock);
+  r.pts = g_array_new (FALSE, FALSE, sizeof (GstClockTime));
+  sink = gst_bin_get_by_name (GST_BIN (pipe), "sink");
+  g_signal_connect (sink, "handoff", G_CALLBACK (on_handoff), &r);
+  bus = gst_element_get_bus (pipe);
+
+  fail_unless (gst_element_set_state (pipe, GST_STATE_PAUSED) != GST_STATE_CHANGE_FAILURE);
+  fail_unless_equals_int (wait_bus (bus), GST_MESSAGE_ASYNC_DONE);
+  fail_unless (gst_element_query_duration (pipe, GST_FORMAT_TIME, &dur));
+  fail_unless_equals_int64 (dur, GST_SECOND);
+  fail_unless (gst_element_seek_simple (pipe, GST_FORMAT_TIME,
+          GST_SEEK_FLAG_FLUSH | GST_SEEK_FLAG_ACCURATE, 450 * GST_MSECOND));
+  fail_unless_equals_int (wait_bus (bus), GST_MESSAGE_ASYNC_DONE);
+  fail_unless (gst_element_set_state (pipe, GST_STATE_PLAYING) != GST_STATE_CHANGE_FAILURE);
+  fail_unless_equals_int (wait_bus (bus), GST_MESSAGE_EOS);
+
+  /* the preroll frame 0 was flushed unrendered: frames 5..9 */
+  fail_unless_equals_int (r.pts->len, SEEK_FRAMES - 5);
+  for (guint i = 0; i < r.pts->len; i++)
+    fail_unless_equals_uint64 (g_array_index (r.pts, GstClockTime, i), (guint64) seek_pts[5 + i]);
+
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (sink);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+  g_array_free (r.pts, TRUE);
+  g_mutex_clear (&r.lock);
+  g_unlink (path);
+  g_free (path);
+  g_free (desc);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
+/* ---- pipelines with vaedecode (test data) ---- */
+
+static gchar *
+taef2_path (void)
+{
+  const char *td = g_getenv ("VAE_TESTDATA");
+  gchar *p;
+  if (!td || !td[0]) {
+    g_printerr ("SKIP: VAE_TESTDATA is not set: the vaedecode pipeline checks did not run\n");
+    return NULL;
+  }
+  p = g_build_filename (td, "models", "taef2", NULL);
+  if (!g_file_test (p, G_FILE_TEST_IS_DIR)) {
+    g_printerr ("SKIP: %s is missing: the vaedecode pipeline checks did not run\n", p);
+    g_free (p);
+    return NULL;
+  }
+  return p;
+}
+
+/* Plays PATH through safetensorsdemux ! vaedecode model=MODEL ! fakesink to
+ * PAUSED: the error (NULL when it prerolls, then *W x *H are the decoded
+ * frame size). */
+static GError *
+decode_file (const gchar *path, const gchar *model, int *w, int *h)
+{
+  gchar *desc = g_strdup_printf ("filesrc location=\"%s\" ! safetensorsdemux ! "
+      "vaedecode model=\"%s\" ! fakesink name=sink", path, model);
+  GError *error = NULL;
+  GstElement *pipe = gst_parse_launch (desc, &error);
+  GstBus *bus;
+  GstMessage *msg;
+
+  fail_unless (pipe != NULL, "%s", error ? error->message : "?");
+  bus = gst_element_get_bus (pipe);
+  gst_element_set_state (pipe, GST_STATE_PAUSED);
+  msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND,
+      GST_MESSAGE_ERROR | GST_MESSAGE_ASYNC_DONE);
+  fail_unless (msg != NULL, "timed out");
+  if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ERROR) {
+    gst_message_parse_error (msg, &error, NULL);
+  } else {
+    GstElement *sink = gst_bin_get_by_name (GST_BIN (pipe), "sink");
+    GstPad *pad = gst_element_get_static_pad (sink, "sink");
+    GstCaps *caps = gst_pad_get_current_caps (pad);
+    GstStructure *s = gst_caps_get_structure (caps, 0);
+    fail_unless (gst_structure_get_int (s, "width", w));
+    fail_unless (gst_structure_get_int (s, "height", h));
+    gst_caps_unref (caps);
+    gst_object_unref (pad);
+    gst_object_unref (sink);
+  }
+  gst_message_unref (msg);
+  gst_element_set_state (pipe, GST_STATE_NULL);
+  gst_object_unref (bus);
+  gst_object_unref (pipe);
+  g_free (desc);
+  return error;
+}
+
+GST_START_TEST (test_demux_decode_spatial_factor)
+{
+  gchar *model = taef2_path (), *path;
+  GBytes *bytes;
+  GError *err;
+  int w = 0, h = 0;
+
+  if (!model)
+    return;
+  /* no spatial_factor, width or height: vaedecode takes its model's 8 */
+  bytes = make_latent_file (1, 32, 2, 3, NULL, NULL);
+  path = write_temp_file (bytes);
+  err = decode_file (path, model, &w, &h);
+  fail_unless (err == NULL, "%s", err ? err->message : "");
+  fail_unless_equals_int (w, 24);
+  fail_unless_equals_int (h, 16);
+  g_unlink (path);
+  g_free (path);
+  g_bytes_unref (bytes);
+
+  /* 200x120 on 50x30 latents is factor 4, which taef2 (8) must refuse
+   * rather than decode 400x240 and crop */
+  bytes = make_latent_file (1, 32, 30, 50, NULL, "width", "200", "height", "120", NULL);
+  path = write_temp_file (bytes);
+  err = decode_file (path, model, &w, &h);
+  fail_unless (err != NULL, "a factor-4 file decoded with a factor-8 model");
+  fail_unless (err->domain == GST_CORE_ERROR && err->code == GST_CORE_ERROR_NEGOTIATION,
+      "%s", err->message);
+  fail_unless (strstr (err->message, "spatial factor 4") != NULL, "%s", err->message);
+  g_clear_error (&err);
+  g_unlink (path);
+  g_free (path);
+  g_bytes_unref (bytes);
+
+  g_free (model);
+}
+GST_END_TEST;
+
+static gint spin_stop;
+
+static gpointer
+spin (gpointer data)
+{
+  volatile guint64 n = 0;
+  while (!g_atomic_int_get (&spin_stop))
+    n++;
+  return NULL;
+}
+
+/* Runs DESC RUNS times to PAUSED with two busy threads beside it: every run
+ * must post an error (a CORE NEGOTIATION one when NEGOTIATION_ERROR), never
+ * preroll, and go back to NULL, each within 10 s. */
+static void
+repeat_refused_caps (const gchar *desc, int runs, gboolean negotiation_error)
+{
+  GThread *spinners[2];
+
+  g_atomic_int_set (&spin_stop, 0);
+  for (int i = 0; i < 2; i++)
+    spinners[i] = g_thread_new ("spin", spin, NULL);
+  for (int run = 0; run < runs; run++) {
+    GError *error = NULL;
+    GstElement *pipe = gst_parse_launch (desc, &error);
+    GstBus *bus;
+    GstMessage *msg;
+    gboolean errored = FALSE, negotiation = FALSE;
+
+    fail_unless (pipe != NULL, "%s", error ? error->message : "?");
+    bus = gst_element_get_bus (pipe);
+    gst_element_set_state (pipe, GST_STATE_PAUSED);
+    /* the state change never completes: it waits on preroll, which the
+     * refused caps prevent; errors are what ends it */
+    while ((msg = gst_bus_timed_pop_filtered (bus,
+                (errored && (negotiation || !negotiation_error)) ? 0 : 10 * GST_SECOND,
+                GST_MESSAGE_ERROR | GST_MESSAGE_ASYNC_DONE))) {
+      GError *e = NULL;
+      fail_if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_ASYNC_DONE,
+          "run %d prerolled with refused caps", run);
+      gst_message_parse_error (msg, &e, NULL);
+      errored = TRUE;
+      if (e->domain == GST_CORE_ERROR && e->code == GST_CORE_ERROR_NEGOTIATION)
+        negotiation = TRUE;
+      g_error_free (e);
+      gst_message_unref (msg);
+    }
+    fail_unless (errored, "run %d: no error within 10 s", run);
+    fail_unless (negotiation || !negotiation_error,
+        "run %d: no negotiation error within 10 s", run);
+    fail_unless_equals_int (gst_element_set_state (pipe, GST_STATE_NULL),
+        GST_STATE_CHANGE_SUCCESS);
+    gst_object_unref (bus);
+    gst_object_unref (pipe);
+  }
+  g_atomic_int_set (&spin_stop, 1);
+  for (int i = 0; i < 2; i++)
+    g_thread_join (spinners[i]);
+}
+
+GST_START_TEST (test_demux_refused_caps_repeated)
+{
+  GBytes *bytes = make_latent_file (3, 4, 8, 8, seek_pts, "framerate", "25/1", NULL);
+  gchar *path = write_temp_file (bytes), *desc, *model = taef2_path ();
+
+  /* refused by a stock element */
+  desc = g_strdup_printf ("filesrc location=\"%s\" ! safetensorsdemux ! "
+      "capsfilter caps=\"other/tensors,types=float16\" ! fakesink", path);
+  repeat_refused_caps (desc, 20, FALSE);
+  g_free (desc);
+  /* issue 9's case: 4 channels for taef2's 32 */
+  if (model) {
+    desc = g_strdup_printf ("filesrc location=\"%s\" ! safetensorsdemux ! "
+        "vaedecode model=\"%s\" ! videoconvert ! fakesink", path, model);
+    repeat_refused_caps (desc, 30, TRUE);
+    g_free (desc);
+  }
+  g_unlink (path);
+  g_free (path);
+  g_free (model);
+  g_bytes_unref (bytes);
+}
+GST_END_TEST;
+
 static Suite *
 safetensors_elements_suite (void)
 {
@@ -804,6 +1547,19 @@ safetensors_elements_suite (void)
   tcase_add_test (tc, test_demux_truncated);
   tcase_add_test (tc, test_demux_unusable_tensors);
   tcase_add_test (tc, test_demux_pipeline_filesrc);
+  tcase_add_test (tc, test_demux_spatial_factor_from_size);
+  tcase_add_test (tc, test_demux_pts_not_increasing);
+  tcase_add_test (tc, test_demux_duration_and_seeking_queries);
+  tcase_add_test (tc, test_demux_flushing_seek);
+  tcase_add_test (tc, test_demux_non_flushing_and_segment_seek);
+  tcase_add_test (tc, test_demux_pipeline_seek);
+  tcase_add_test (tc, test_demux_decode_spatial_factor);
+
+  /* 50 pipelines under load, each bounded to 10 s */
+  tc = tcase_create ("refused-caps");
+  tcase_set_timeout (tc, 240);
+  suite_add_tcase (s, tc);
+  tcase_add_test (tc, test_demux_refused_caps_repeated);
   return s;
 }
 
