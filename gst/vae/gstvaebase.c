@@ -98,6 +98,14 @@ typedef struct {
   VaeEngine *engine;
   gboolean configured;
   gboolean caps_failed;        /* an error was posted for the current caps */
+  /* Setup failures, each posted once.  Upstream re-sends a refused CAPS
+   * event before every later buffer, serialized event and query, so a
+   * failure that would only repeat is remembered instead of retried: the
+   * engine's (it depends on no caps) until the element restarts, refused
+   * caps until then, other caps, or a RECONFIGURE from downstream. */
+  gboolean engine_failed;
+  GstCaps *failed_caps;
+  gint renegotiate;            /* atomic: a RECONFIGURE came from downstream */
   GstVaeFrameGeometry geom;
   guint batch_size;            /* effective */
   gboolean tiled;              /* frames larger than tile-size: run in tiles */
@@ -420,6 +428,10 @@ gst_vae_base_ensure_engine (GstVaeBase *base)
 
   if (priv->engine)
     return TRUE;
+  if (priv->engine_failed) {
+    GST_DEBUG_OBJECT (base, "the engine failed to open before; not retrying");
+    return FALSE;
+  }
   if (!priv->model) {
     GST_ELEMENT_ERROR (base, RESOURCE, NOT_FOUND, ("No model is loaded."),
                        ("the element was not started with a model"));
@@ -445,6 +457,7 @@ gst_vae_base_ensure_engine (GstVaeBase *base)
   priv->engine = vae_engine_new (gst_vae_backend_nick (backend), priv->model, &eo, &err);
   free_secret (&token);
   if (!priv->engine) {
+    priv->engine_failed = TRUE;
     GST_ELEMENT_ERROR (base, RESOURCE, FAILED,
         ("Could not open the '%s' engine.", gst_vae_backend_nick (backend)),
         ("%s", err ? err->message : "unknown error"));
@@ -562,19 +575,26 @@ handle_caps (GstVaeBase *self, GstCaps *caps)
   GstVaeFrameGeometry geom = { 0 };
 
   GST_DEBUG_OBJECT (self, "sink caps %" GST_PTR_FORMAT, caps);
+  priv->configured = FALSE;
+  priv->caps_failed = TRUE;
+  if (g_atomic_int_compare_and_exchange (&priv->renegotiate, 1, 0))
+    gst_clear_caps (&priv->failed_caps);
+  if (priv->failed_caps && gst_caps_is_equal (caps, priv->failed_caps)) {
+    GST_DEBUG_OBJECT (self, "these caps failed before, the error is posted already");
+    return FALSE;
+  }
   if (!priv->model) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("No model is loaded."),
                        ("caps arrived before the element was started"));
-    return FALSE;
+    goto failed;
   }
-  priv->configured = FALSE;
-  priv->caps_failed = TRUE;
   if (!klass->set_caps (self, caps, &geom))
-    return FALSE;
+    goto failed;
   if (!gst_vae_base_ensure_engine (self))
-    return FALSE;
+    goto failed;
   if (!configure_tiles (self, &geom))
-    return FALSE;
+    goto failed;
+  gst_clear_caps (&priv->failed_caps);
   priv->caps_failed = FALSE;
   priv->geom = geom;
   priv->batch_size = effective_batch_size (self);
@@ -586,6 +606,10 @@ handle_caps (GstVaeBase *self, GstCaps *caps)
   GST_OBJECT_UNLOCK (self);
   GST_INFO_OBJECT (self, "batch size %u, engine input %dx%d", priv->batch_size, geom.w, geom.h);
   return TRUE;
+
+failed:
+  gst_caps_replace (&priv->failed_caps, caps);
+  return FALSE;
 }
 
 static GstFlowReturn
@@ -748,6 +772,15 @@ gst_vae_base_sink_query (GstPad *pad, GstObject *parent, GstQuery *query)
 }
 
 static gboolean
+gst_vae_base_src_event (GstPad *pad, GstObject *parent, GstEvent *event)
+{
+  /* Downstream changed: caps refused before may be taken now. */
+  if (GST_EVENT_TYPE (event) == GST_EVENT_RECONFIGURE)
+    g_atomic_int_set (&PRIV (parent)->renegotiate, 1);
+  return gst_pad_event_default (pad, parent, event);
+}
+
+static gboolean
 gst_vae_base_src_query (GstPad *pad, GstObject *parent, GstQuery *query)
 {
   GstVaeBase *self = GST_VAE_BASE (parent);
@@ -827,6 +860,10 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
       priv->timer_flow = GST_FLOW_OK;
       priv->configured = FALSE;
       priv->caps_failed = FALSE;
+      /* A restart tries again what failed (settings may have changed). */
+      priv->engine_failed = FALSE;
+      gst_clear_caps (&priv->failed_caps);
+      g_atomic_int_set (&priv->renegotiate, 0);
       gboolean ok = load_model (self);
       if (ok)
         reset_stream (self);
@@ -937,6 +974,7 @@ gst_vae_base_finalize (GObject *object)
   g_clear_pointer (&priv->filling, batch_free);
   g_clear_pointer (&priv->engine, vae_engine_free);
   g_clear_pointer (&priv->model, vae_model_free);
+  gst_clear_caps (&priv->failed_caps);
   g_free (priv->model_path);
   g_free (priv->endpoint);
   free_secret (&priv->token);
@@ -967,6 +1005,7 @@ gst_vae_base_constructed (GObject *object)
   g_return_if_fail (t != NULL);
   priv->srcpad = gst_pad_new_from_template (t, "src");
   gst_pad_set_query_function (priv->srcpad, gst_vae_base_src_query);
+  gst_pad_set_event_function (priv->srcpad, gst_vae_base_src_event);
   gst_pad_use_fixed_caps (priv->srcpad);
   gst_element_add_pad (GST_ELEMENT (self), priv->srcpad);
 }

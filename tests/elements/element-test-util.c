@@ -74,6 +74,64 @@ start_missing_model (const char *factory, const char *model)
   return e;
 }
 
+static GstPadProbeReturn
+eos_probe (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  if (GST_EVENT_TYPE (GST_PAD_PROBE_INFO_EVENT (info)) == GST_EVENT_EOS)
+    g_atomic_int_set ((gint *) data, 1);
+  return GST_PAD_PROBE_OK;
+}
+
+guint
+count_errors (const char *desc, const char *name)
+{
+  GError *err = NULL;
+  GstElement *pipeline = gst_parse_launch (desc, &err);
+  g_assert_no_error (err);
+  GstBus *bus = gst_element_get_bus (pipeline);
+  GstElement *element = gst_bin_get_by_name (GST_BIN (pipeline), name);
+  g_assert_nonnull (element);
+  GstPad *sink = gst_element_get_static_pad (element, "sink");
+  GstMessage *msg;
+  gboolean src_done = FALSE;
+  gint eos = 0;
+  guint n = 0;
+
+  gst_pad_add_probe (sink, GST_PAD_PROBE_TYPE_EVENT_DOWNSTREAM, eos_probe, &eos, NULL);
+  gst_element_set_state (pipeline, GST_STATE_PLAYING);
+  /* The source's own error (not-negotiated) follows the element's first.
+   * Then the source pushes EOS, which upstream precedes with the refused
+   * caps once more: wait until the EOS has reached the element, so that
+   * every retry has run before the pipeline stops. */
+  while (!src_done
+         && (msg = gst_bus_timed_pop_filtered (bus, 60 * GST_SECOND,
+                                               GST_MESSAGE_ERROR | GST_MESSAGE_EOS))) {
+    if (GST_MESSAGE_TYPE (msg) == GST_MESSAGE_EOS
+        || g_strcmp0 (GST_OBJECT_NAME (GST_MESSAGE_SRC (msg)), "src") == 0)
+      src_done = TRUE;
+    else if (g_strcmp0 (GST_OBJECT_NAME (GST_MESSAGE_SRC (msg)), name) == 0)
+      n++;
+    gst_message_unref (msg);
+  }
+  g_assert_true (src_done);
+  gint64 end = g_get_monotonic_time () + 20 * G_USEC_PER_SEC;
+  while (!g_atomic_int_get (&eos) && g_get_monotonic_time () < end)
+    g_usleep (10000);
+  g_assert_true (g_atomic_int_get (&eos));
+  /* Before the state change: going to NULL flushes the bus. */
+  while ((msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR))) {
+    if (g_strcmp0 (GST_OBJECT_NAME (GST_MESSAGE_SRC (msg)), name) == 0)
+      n++;
+    gst_message_unref (msg);
+  }
+  gst_element_set_state (pipeline, GST_STATE_NULL);
+  gst_object_unref (sink);
+  gst_object_unref (element);
+  gst_object_unref (bus);
+  gst_object_unref (pipeline);
+  return n;
+}
+
 gpointer
 buffer_dup_data (GstBuffer *buf, gsize *size)
 {

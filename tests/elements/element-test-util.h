@@ -32,6 +32,12 @@ GstMessage *start_and_get_error (GstElement *element, GstStateChangeReturn *ret)
  * returns the element (stopped) for the caller to go on with or unref. */
 GstElement *start_missing_model (const char *factory, const char *model);
 
+/* Runs the pipeline DESC, whose source is named "src", until that source
+ * stops on an error (or the stream ends) and the EOS has reached the
+ * element named NAME, then sets it to NULL; returns
+ * how many ERROR messages the element named NAME posted in all. */
+guint count_errors (const char *desc, const char *name);
+
 /* A copy of BUF's bytes (free with g_free); SIZE gets their number. */
 gpointer buffer_dup_data (GstBuffer *buf, gsize *size);
 

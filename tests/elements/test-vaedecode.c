@@ -402,6 +402,26 @@ test_tiled (void)
   harness_teardown_bus (h, bus);
 }
 
+/* A setup failure posts one ERROR, however often upstream re-sends the
+ * refused caps. */
+static void
+test_setup_error_once (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree char *path = model_path ("taef2");
+  const char *cases[] = { "backend=remote", "tile-size=13" };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *desc = g_strdup_printf (
+        "videotestsrc name=src num-buffers=3 ! video/x-raw,format=RGB,width=64,height=64 "
+        "! vaeencode model=\"%s\" ! vaedecode name=dec model=\"%s\" %s ! fakesink",
+        path, path, cases[i]);
+    guint n = count_errors (desc, "dec");
+    g_test_message ("%s: %u error(s)", cases[i], n);
+    g_assert_cmpuint (n, ==, 1);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -416,5 +436,6 @@ main (int argc, char **argv)
   g_test_add_func ("/vaedecode/reference-and-factors", test_reference_and_factors);
   g_test_add_func ("/vaedecode/missing-model", test_missing_model);
   g_test_add_func ("/vaedecode/tiled", test_tiled);
+  g_test_add_func ("/vaedecode/setup-error-once", test_setup_error_once);
   return element_test_run ();
 }

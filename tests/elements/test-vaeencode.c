@@ -616,6 +616,31 @@ test_cuda_backend (void)
   harness_teardown_bus (h, bus);
 }
 
+/* A setup failure posts one ERROR, however often upstream re-sends the
+ * refused caps (before every later buffer, event and query). */
+static void
+test_setup_error_once (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree char *path = model_path ("taef2");
+  const char *cases[] = {
+    "backend=cuda",               /* without a GPU: the engine cannot open */
+    "backend=remote",             /* without an endpoint */
+    "tile-size=13",               /* not a multiple of the spatial factor */
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    if (i == 0 && vae_engine_backend_usable ("cuda"))
+      continue;
+    g_autofree char *desc = g_strdup_printf (
+        "videotestsrc name=src num-buffers=5 ! video/x-raw,format=RGB,width=64,height=64 "
+        "! vaeencode name=enc model=\"%s\" %s ! fakesink", path, cases[i]);
+    guint n = count_errors (desc, "enc");
+    g_test_message ("%s: %u error(s)", cases[i], n);
+    g_assert_cmpuint (n, ==, 1);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -635,5 +660,6 @@ main (int argc, char **argv)
   g_test_add_func ("/vaeencode/reference", test_reference);
   g_test_add_func ("/vaeencode/missing-model", test_missing_model);
   g_test_add_func ("/vaeencode/decoder-only-model", test_decoder_only_model);
+  g_test_add_func ("/vaeencode/setup-error-once", test_setup_error_once);
   return element_test_run ();
 }
