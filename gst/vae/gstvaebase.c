@@ -90,6 +90,10 @@ typedef struct {
    * VAE_REMOTE_TIMEOUT_MS / VAE_REMOTE_RETRIES from the environment. */
   gboolean timeout_set, retries_set;
   GstVaePrecision precision;
+  /* From READY->PAUSED until the element is back in READY: what was read
+   * at start or at caps time is in use, so only GST_PARAM_MUTABLE_PLAYING
+   * properties may change (the others would read back a value not in use). */
+  gboolean started;
 
   /* Stream state, under priv->lock. */
   GMutex lock;
@@ -846,6 +850,14 @@ stop_stream (GstVaeBase *self)
   g_mutex_unlock (&priv->lock);
 }
 
+static void
+set_started (GstVaeBase *self, gboolean started)
+{
+  GST_OBJECT_LOCK (self);
+  PRIV (self)->started = started;
+  GST_OBJECT_UNLOCK (self);
+}
+
 static GstStateChangeReturn
 gst_vae_base_change_state (GstElement *element, GstStateChange transition)
 {
@@ -855,6 +867,8 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
 
   switch (transition) {
     case GST_STATE_CHANGE_READY_TO_PAUSED:
+      /* Before anything reads the properties. */
+      set_started (self, TRUE);
       g_mutex_lock (&priv->lock);
       g_atomic_int_set (&priv->flushing, 0);
       priv->timer_flow = GST_FLOW_OK;
@@ -868,8 +882,10 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
       if (ok)
         reset_stream (self);
       g_mutex_unlock (&priv->lock);
-      if (!ok)
+      if (!ok) {
+        set_started (self, FALSE);
         return GST_STATE_CHANGE_FAILURE;
+      }
       break;
     case GST_STATE_CHANGE_PAUSED_TO_READY:
       g_atomic_int_set (&priv->flushing, 1);
@@ -881,10 +897,13 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
   switch (transition) {
     case GST_STATE_CHANGE_PAUSED_TO_READY:
       stop_stream (self);
+      set_started (self, FALSE);
       break;
     case GST_STATE_CHANGE_READY_TO_PAUSED:
-      if (ret == GST_STATE_CHANGE_FAILURE)
+      if (ret == GST_STATE_CHANGE_FAILURE) {
         stop_stream (self);
+        set_started (self, FALSE);
+      }
       break;
     default:
       break;
@@ -894,6 +913,21 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
 
 /* ---- GObject ---- */
 
+gboolean
+gst_vae_base_change_refused (GstVaeBase *base, GParamSpec *pspec)
+{
+  return PRIV (base)->started && !(pspec->flags & GST_PARAM_MUTABLE_PLAYING);
+}
+
+void
+gst_vae_base_warn_refused_change (GstVaeBase *base, GParamSpec *pspec)
+{
+  GST_ELEMENT_WARNING (base, RESOURCE, SETTINGS,
+      ("The '%s' property cannot change while the element runs: it keeps the "
+       "value in use.", pspec->name),
+      ("'%s' can change only in the NULL or READY state", pspec->name));
+}
+
 static void
 gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
                            GParamSpec *pspec)
@@ -901,6 +935,11 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
   GstVaeBasePrivate *priv = PRIV (object);
 
   GST_OBJECT_LOCK (object);
+  if (gst_vae_base_change_refused (GST_VAE_BASE (object), pspec)) {
+    GST_OBJECT_UNLOCK (object);
+    gst_vae_base_warn_refused_change (GST_VAE_BASE (object), pspec);
+    return;
+  }
   switch (prop_id) {
     case PROP_BACKEND: priv->backend = g_value_get_enum (value); break;
     case PROP_MODEL:

@@ -2,6 +2,8 @@
 #include "element-test-util.h"
 
 #include <gst/check/gstcheck.h>
+#include <math.h>
+#include <string.h>
 #include "engine.h"
 #include "safetensors.h"
 
@@ -130,6 +132,90 @@ count_errors (const char *desc, const char *name)
   gst_object_unref (bus);
   gst_object_unref (pipeline);
   return n;
+}
+
+/* Another valid value for PSPEC than CUR (of PSPEC's type) in OTHER. */
+static void
+other_value (GParamSpec *pspec, const GValue *cur, GValue *other)
+{
+  g_value_init (other, G_PARAM_SPEC_VALUE_TYPE (pspec));
+  if (G_IS_PARAM_SPEC_ENUM (pspec)) {
+    GEnumClass *ec = G_PARAM_SPEC_ENUM (pspec)->enum_class;
+    for (guint i = 0; i < ec->n_values; i++)
+      if (ec->values[i].value != g_value_get_enum (cur)) {
+        g_value_set_enum (other, ec->values[i].value);
+        return;
+      }
+    g_assert_not_reached ();
+  } else if (G_IS_PARAM_SPEC_UINT (pspec)) {
+    guint v = g_value_get_uint (cur);
+    g_value_set_uint (other, v < G_PARAM_SPEC_UINT (pspec)->maximum ? v + 1 : v - 1);
+  } else if (G_IS_PARAM_SPEC_INT (pspec)) {
+    gint v = g_value_get_int (cur);
+    g_value_set_int (other, v < G_PARAM_SPEC_INT (pspec)->maximum ? v + 1 : v - 1);
+  } else if (G_IS_PARAM_SPEC_UINT64 (pspec)) {
+    guint64 v = g_value_get_uint64 (cur);
+    g_value_set_uint64 (other, v < G_PARAM_SPEC_UINT64 (pspec)->maximum ? v + 1 : v - 1);
+  } else if (G_IS_PARAM_SPEC_DOUBLE (pspec)) {
+    double v = g_value_get_double (cur);
+    g_value_set_double (other, isnan (v) ? 0.5 : v < 1000.0 ? v + 0.5 : v - 0.5);
+  } else if (G_IS_PARAM_SPEC_BOOLEAN (pspec)) {
+    g_value_set_boolean (other, !g_value_get_boolean (cur));
+  } else if (G_IS_PARAM_SPEC_STRING (pspec)) {
+    g_value_take_string (other, g_strdup_printf ("changed-%s", pspec->name));
+  } else {
+    g_error ("no other value for property '%s' of type %s", pspec->name,
+             g_type_name (G_PARAM_SPEC_VALUE_TYPE (pspec)));
+  }
+}
+
+void
+check_running_property_changes (GstElement *element, GstBus *bus)
+{
+  guint n;
+  GParamSpec **props = g_object_class_list_properties (G_OBJECT_GET_CLASS (element), &n);
+
+  for (guint i = 0; i < n; i++) {
+    GParamSpec *p = props[i];
+    if (!g_type_is_a (p->owner_type, GST_TYPE_ELEMENT) || p->owner_type == GST_TYPE_ELEMENT
+        || g_type_is_a (GST_TYPE_ELEMENT, p->owner_type))
+      continue;                           /* GstObject's name and parent */
+    const gboolean playing = (p->flags & GST_PARAM_MUTABLE_PLAYING) != 0;
+    const gboolean readable = (p->flags & G_PARAM_READABLE) != 0;
+    g_assert_true (playing || (p->flags & GST_PARAM_MUTABLE_READY));
+    if (!(p->flags & G_PARAM_WRITABLE))
+      continue;
+    GValue cur = G_VALUE_INIT, other = G_VALUE_INIT, after = G_VALUE_INIT;
+    g_value_init (&cur, G_PARAM_SPEC_VALUE_TYPE (p));
+    if (readable)
+      g_object_get_property (G_OBJECT (element), p->name, &cur);
+    else
+      g_param_value_set_default (p, &cur);
+    other_value (p, &cur, &other);
+    g_object_set_property (G_OBJECT (element), p->name, &other);
+    GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+    g_test_message ("%s (%s): %s", p->name, playing ? "mutable in PLAYING" : "refused",
+                    msg ? "warning" : "no warning");
+    if (playing) {
+      g_assert_null (msg);
+    } else {
+      GError *err = NULL;
+      g_assert_nonnull (msg);
+      gst_message_parse_warning (msg, &err, NULL);
+      g_assert_nonnull (strstr (err->message, p->name));
+      g_clear_error (&err);
+      gst_message_unref (msg);
+    }
+    if (readable) {
+      g_value_init (&after, G_PARAM_SPEC_VALUE_TYPE (p));
+      g_object_get_property (G_OBJECT (element), p->name, &after);
+      g_assert_cmpint (g_param_values_cmp (p, &after, playing ? &other : &cur), ==, 0);
+      g_value_unset (&after);
+    }
+    g_value_unset (&cur);
+    g_value_unset (&other);
+  }
+  g_free (props);
 }
 
 gpointer

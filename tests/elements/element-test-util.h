@@ -38,6 +38,12 @@ GstElement *start_missing_model (const char *factory, const char *model);
  * how many ERROR messages the element named NAME posted in all. */
 guint count_errors (const char *desc, const char *name);
 
+/* For every property that ELEMENT (running) adds to GstElement: it is
+ * flagged GST_PARAM_MUTABLE_READY or GST_PARAM_MUTABLE_PLAYING; set to
+ * another value, one that is not MUTABLE_PLAYING keeps its value with a
+ * WARNING on BUS naming it, one that is takes the new value silently. */
+void check_running_property_changes (GstElement *element, GstBus *bus);
+
 /* A copy of BUF's bytes (free with g_free); SIZE gets their number. */
 gpointer buffer_dup_data (GstBuffer *buf, gsize *size);
 

@@ -422,6 +422,38 @@ test_setup_error_once (void)
   }
 }
 
+/* A property set while the element runs keeps the value in use, with a
+ * warning, unless it is flagged mutable in PLAYING. */
+static void
+test_running_property_changes (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree char *taef2 = model_path ("taef2");
+  GstHarness *h = new_decoder ("taef2", NULL);
+  GstElement *dec = gst_harness_find_element (h, "vaedecode");
+  GstBus *bus = harness_bus (h);
+  char *model = NULL;
+
+  set_latent_caps (h, "float32", 8, 8, 32, 64, 64, 1.0);
+  g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 8 * 8, 0), 0)), ==,
+                   GST_FLOW_OK);
+  gst_buffer_unref (gst_harness_pull (h));
+  check_running_property_changes (dec, bus);
+  g_object_get (dec, "model", &model, NULL);
+  g_assert_cmpstr (model, ==, taef2);
+  g_free (model);
+  /* The stream goes on (max-inflight is 2 now: EOS gets the frame out). */
+  g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 8 * 8, 1), 1)), ==,
+                   GST_FLOW_OK);
+  g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
+  GstBuffer *out = gst_harness_pull (h);
+  g_assert_cmpuint (gst_buffer_get_size (out), ==, 64 * 64 * 3);
+  gst_buffer_unref (out);
+  gst_object_unref (dec);
+  harness_teardown_bus (h, bus);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -437,5 +469,6 @@ main (int argc, char **argv)
   g_test_add_func ("/vaedecode/missing-model", test_missing_model);
   g_test_add_func ("/vaedecode/tiled", test_tiled);
   g_test_add_func ("/vaedecode/setup-error-once", test_setup_error_once);
+  g_test_add_func ("/vaedecode/running-property-changes", test_running_property_changes);
   return element_test_run ();
 }

@@ -641,6 +641,66 @@ test_setup_error_once (void)
   }
 }
 
+/* A property set while the element runs keeps the value in use, with a
+ * warning: the stream goes on with the model it started with, also across
+ * a caps change.  In READY the change is taken. */
+static void
+test_running_property_changes (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree char *taef2 = model_path ("taef2");
+  g_autofree char *kl = model_path ("kl-sd-mini");
+  g_autofree guint8 *square = make_rgb (64, 64, 0);
+  g_autofree guint8 *wide = make_rgb (72, 40, 0);
+  GstHarness *h = new_encoder ("taef2", "batch-size=1");
+  GstElement *enc = gst_harness_find_element (h, "vaeencode");
+  GstBus *bus = harness_bus (h);
+  GError *err = NULL;
+  char *model = NULL;
+
+  set_video_caps (h, "RGB", 64, 64);
+  g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (square, 64, 64,
+                   GST_VIDEO_FORMAT_RGB), 0)), ==, GST_FLOW_OK);
+  GstBuffer *out = gst_harness_pull (h);
+  g_assert_cmpuint (gst_buffer_get_size (out), ==, 32 * 8 * 8 * 4);
+  gst_buffer_unref (out);
+
+  g_object_set (enc, "model", kl, NULL);
+  g_object_get (enc, "model", &model, NULL);
+  g_assert_cmpstr (model, ==, taef2);
+  g_free (model);
+  GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING);
+  g_assert_nonnull (msg);
+  gst_message_parse_warning (msg, &err, NULL);
+  g_test_message ("warning: %s", err->message);
+  g_assert_nonnull (strstr (err->message, "'model'"));
+  clear_error (msg, &err, NULL);
+
+  set_video_caps (h, "RGB", 72, 40);
+  g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (wide, 72, 40,
+                   GST_VIDEO_FORMAT_RGB), 1)), ==, GST_FLOW_OK);
+  out = gst_harness_pull (h);
+  g_assert_cmpuint (gst_buffer_get_size (out), ==, 32 * 9 * 5 * 4);   /* taef2's */
+  gst_buffer_unref (out);
+  GstCaps *caps = gst_pad_get_current_caps (h->sinkpad);
+  g_assert_cmpstr (gst_structure_get_string (gst_caps_get_structure (caps, 0), "model"),
+                   ==, "taef2");
+  gst_caps_unref (caps);
+
+  check_running_property_changes (enc, bus);
+
+  g_assert_cmpint (gst_element_set_state (h->element, GST_STATE_READY), ==,
+                   GST_STATE_CHANGE_SUCCESS);
+  g_object_set (enc, "model", kl, "latent-mode", 1, NULL);
+  g_object_get (enc, "model", &model, NULL);
+  g_assert_cmpstr (model, ==, kl);
+  g_free (model);
+  g_assert_null (gst_bus_pop_filtered (bus, GST_MESSAGE_WARNING));
+  gst_object_unref (enc);
+  harness_teardown_bus (h, bus);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -661,5 +721,6 @@ main (int argc, char **argv)
   g_test_add_func ("/vaeencode/missing-model", test_missing_model);
   g_test_add_func ("/vaeencode/decoder-only-model", test_decoder_only_model);
   g_test_add_func ("/vaeencode/setup-error-once", test_setup_error_once);
+  g_test_add_func ("/vaeencode/running-property-changes", test_running_property_changes);
   return element_test_run ();
 }
