@@ -5,8 +5,10 @@
  * (loaded on READY->PAUSED) and the engine (opened when caps are first
  * known), and the streaming: frames are converted into their slot of the
  * pending batch, the batch runs through the engine when full (or on EOS,
- * drain, or batch-timeout), and one output buffer per input frame is pushed,
- * in order, carrying the input's PTS, DTS, duration, offsets and flags.
+ * drain, or batch-timeout), and one output buffer per input frame is pushed
+ * (by the src pad's task), in order, carrying the input's PTS, DTS,
+ * duration, offsets and flags.  The LATENCY query adds the batching and the
+ * measured processing time.
  *
  * Subclasses only convert: caps -> frame geometry, one frame in -> its slot,
  * one slot out -> a buffer. */

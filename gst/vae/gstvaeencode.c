@@ -42,6 +42,12 @@
  * and 504) bound each request; left unset they come from
  * `VAE_REMOTE_TIMEOUT_MS` and `VAE_REMOTE_RETRIES` when those are set.
  *
+ * The latency reported is the batching (the time to fill a batch at the
+ * stream's framerate, or `batch-timeout`) plus the measured processing time
+ * (95th percentile of the last 32 batches, with headroom); a LATENCY message
+ * is posted when processing gets slower than that.  Output buffers are pushed
+ * from the element's own thread (the src pad's task).
+ *
  * Only `batch-timeout` and `max-inflight` may change while the element runs;
  * in PAUSED or PLAYING a change of any other property is refused with a
  * WARNING message, and the property keeps the value in use.

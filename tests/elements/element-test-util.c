@@ -272,6 +272,63 @@ wait_for_buffers (GstHarness *h, guint n)
     g_usleep (10000);
 }
 
+struct _ArrivalLog {
+  GstPad *pad;
+  gulong probe;
+  gint inputs;        /* atomic */
+  GMutex lock;
+  GArray *seen;       /* guint per output */
+};
+
+static GstPadProbeReturn
+arrival_probe (GstPad *pad, GstPadProbeInfo *info, gpointer data)
+{
+  ArrivalLog *log = data;
+  guint n = (guint) g_atomic_int_get (&log->inputs);
+  g_mutex_lock (&log->lock);
+  g_array_append_val (log->seen, n);
+  g_mutex_unlock (&log->lock);
+  return GST_PAD_PROBE_OK;
+}
+
+ArrivalLog *
+arrival_log_new (GstHarness *h)
+{
+  ArrivalLog *log = g_new0 (ArrivalLog, 1);
+  g_mutex_init (&log->lock);
+  log->seen = g_array_new (FALSE, FALSE, sizeof (guint));
+  log->pad = gst_object_ref (h->sinkpad);
+  log->probe = gst_pad_add_probe (log->pad, GST_PAD_PROBE_TYPE_BUFFER, arrival_probe, log, NULL);
+  return log;
+}
+
+void
+arrival_log_input (ArrivalLog *log)
+{
+  g_atomic_int_inc (&log->inputs);
+}
+
+guint
+arrival_log_inputs_at (ArrivalLog *log, guint i)
+{
+  guint n;
+  g_mutex_lock (&log->lock);
+  g_assert_cmpuint (i, <, log->seen->len);
+  n = g_array_index (log->seen, guint, i);
+  g_mutex_unlock (&log->lock);
+  return n;
+}
+
+void
+arrival_log_free (ArrivalLog *log)
+{
+  gst_pad_remove_probe (log->pad, log->probe);
+  gst_object_unref (log->pad);
+  g_array_unref (log->seen);
+  g_mutex_clear (&log->lock);
+  g_free (log);
+}
+
 void
 push_time_segment (GstHarness *h)
 {

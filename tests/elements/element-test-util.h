@@ -62,6 +62,17 @@ void pull_offsets (GstHarness *h, guint first, guint end);
 /* Waits up to 20 s until H has received N buffers. */
 void wait_for_buffers (GstHarness *h, guint n);
 
+/* For each buffer H receives, how many inputs the test had counted by then
+ * (arrival_log_input before each push): outputs are pushed by the
+ * element's own thread, so a test sees when they came from this, not
+ * from what H holds when a push returns. */
+typedef struct _ArrivalLog ArrivalLog;
+ArrivalLog *arrival_log_new (GstHarness *h);
+void arrival_log_input (ArrivalLog *log);
+/* Inputs counted when output number I (from 0) came. */
+guint arrival_log_inputs_at (ArrivalLog *log, guint i);
+void arrival_log_free (ArrivalLog *log);
+
 /* Pushes a TIME segment event into H, asserting it is taken. */
 void push_time_segment (GstHarness *h);
 

@@ -145,14 +145,21 @@ test_batches_and_timestamps (void)
   if (!have_testdata ())
     return;
   GstHarness *h = new_decoder ("taef2", "batch-size=4");
+  ArrivalLog *log = arrival_log_new (h);
   set_latent_caps (h, "float32", 9, 5, 32, 72, 40, 1.0);
   for (guint i = 0; i < 10; i++) {
+    arrival_log_input (log);
     g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 45, (int) i), i)), ==,
                      GST_FLOW_OK);
-    g_assert_cmpuint (gst_harness_buffers_received (h), ==, ((i + 1) / 4) * 4);
+    wait_for_buffers (h, ((i + 1) / 4) * 4);
   }
+  arrival_log_input (log);
   g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 10);
+  /* Each output after the last frame of its batch (4, 8), then the EOS. */
+  for (guint i = 0; i < 10; i++)
+    g_assert_cmpuint (arrival_log_inputs_at (log, i), >=, i < 8 ? (i / 4 + 1) * 4 : 11);
+  arrival_log_free (log);
   for (guint i = 0; i < 10; i++) {
     GstBuffer *out = gst_harness_pull (h);
     g_assert_cmpuint (GST_BUFFER_PTS (out), ==, i * 40 * GST_MSECOND);
