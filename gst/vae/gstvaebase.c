@@ -1,11 +1,18 @@
 /* gst-vae: GstVaeBase, the shared streaming core of vaeencode and vaedecode.
  *
- * Threading: everything about batches and pushing happens under the stream
- * lock (priv->lock): chain, serialized events, drain queries and the
- * batch-timeout thread all take it, so output buffers are pushed by one
- * thread at a time, in input order.  FLUSH_START only raises a flag and
- * forwards the event (which unblocks a push in progress); FLUSH_STOP takes
- * the lock and drops whatever is pending. */
+ * Threading: everything about batches happens under the stream lock
+ * (priv->lock): chain, serialized events, drain queries and the
+ * batch-timeout thread all take it, so batches run one at a time, in input
+ * order.  Their output buffers go, in that order, to a queue that the src
+ * pad's task pushes downstream (see output_loop for why).  Serialized
+ * events and queries first drain the pending batch and wait for the queue
+ * to empty, so they stay behind the frames before them.  FLUSH_START raises
+ * the flags, drops the queue and forwards the event (which unblocks a push
+ * in progress); FLUSH_STOP takes the lock and drops whatever is pending.
+ *
+ * Latency: batching holds a frame until its batch is full (or batch-timeout
+ * fires), then the batch takes its processing time; both are reported
+ * (the processing time measured, see record_processing). */
 #ifdef HAVE_CONFIG_H
 #include "config.h"
 #endif
@@ -35,6 +42,9 @@ GST_DEBUG_CATEGORY_STATIC (gst_vae_base_debug);
 #define DEFAULT_TIMEOUT 60.0
 #define DEFAULT_RETRIES 3
 #define DEFAULT_PRECISION GST_VAE_PRECISION_AUTO
+
+/* Batches whose processing time the reported latency follows. */
+#define LAT_WINDOW 32
 
 enum {
   PROP_0,
@@ -69,6 +79,7 @@ typedef struct {
   float *in, *out;
   FrameMeta *metas;
   gboolean ran;                /* run in tiles already: nothing to wait for */
+  gint64 closed_us, done_us;   /* monotonic: submitted; back (tiled runs) */
 } Batch;
 
 typedef struct {
@@ -92,6 +103,10 @@ typedef struct {
    * VAE_REMOTE_TIMEOUT_MS / VAE_REMOTE_RETRIES from the environment. */
   gboolean timeout_set, retries_set;
   GstVaePrecision precision;
+  /* From READY->PAUSED until the element is back in READY: what was read
+   * at start or at caps time is in use, so only GST_PARAM_MUTABLE_PLAYING
+   * properties may change (the others would read back a value not in use). */
+  gboolean started;
 
   /* Stream state, under priv->lock. */
   GMutex lock;
@@ -100,27 +115,295 @@ typedef struct {
   VaeEngine *engine;
   gboolean configured;
   gboolean caps_failed;        /* an error was posted for the current caps */
+  /* Setup failures, each posted once.  Upstream re-sends a refused CAPS
+   * event before every later buffer, serialized event and query, so a
+   * failure that would only repeat is remembered instead of retried: the
+   * engine's (it depends on no caps) until the element restarts, refused
+   * caps until then, other caps, or a RECONFIGURE from downstream. */
+  gboolean engine_failed;
+  GstCaps *failed_caps;
+  gint renegotiate;            /* atomic: a RECONFIGURE came from downstream */
   GstVaeFrameGeometry geom;
   guint batch_size;            /* effective */
   gboolean tiled;              /* frames larger than tile-size: run in tiles */
   int tile, overlap;           /* tile-size / tile-overlap for this stream */
   Batch *filling;              /* frames waiting for their batch, or NULL */
   GQueue inflight;             /* submitted Batch *, oldest first */
-  gint64 oldest_us;            /* monotonic time of filling's first frame */
+  gint64 oldest_us;            /* monotonic time filling's first frame came */
   GstFlowReturn timer_flow;    /* a push result from the timer thread */
   GThread *timer;
   gboolean timer_stop;
   gint flushing;               /* atomic */
 
-  /* For the LATENCY query, which must not take the stream lock (a push
-   * may hold it while blocked in preroll); under the object lock. */
+  /* Output buffers, pushed by the src pad's task; under out_lock, which
+   * is taken after priv->lock where both are held. */
+  GMutex out_lock;
+  GCond out_cond;
+  GQueue out_queue;            /* GstBuffer *, in order */
+  guint out_limit;             /* queued buffers before a producer waits */
+  gboolean out_busy;           /* the task is pushing one */
+  gboolean out_flushing;
+  GstFlowReturn out_flow;      /* the first failed push: nothing after it goes */
+  gboolean out_flow_told;      /* out_flow was returned upstream (or posted) */
+
+  /* For the LATENCY query, which must not take the stream lock (a batch
+   * may hold it for its processing time); under the object lock. */
   guint lat_batch_size;
   gint lat_fps_n, lat_fps_d;
+  GstClockTime proc[LAT_WINDOW];   /* processing times of the last batches */
+  guint proc_n, proc_next;
+  GstClockTime lat_reported;   /* own latency in the last answer, or NONE */
+  gboolean lat_posted;         /* a LATENCY message is out, not answered yet */
 } GstVaeBasePrivate;
 
 G_DEFINE_ABSTRACT_TYPE_WITH_PRIVATE (GstVaeBase, gst_vae_base, GST_TYPE_ELEMENT)
 
 #define PRIV(b) ((GstVaeBasePrivate *) gst_vae_base_get_instance_private (GST_VAE_BASE (b)))
+
+/* ---- latency ---- */
+
+/* How long a frame may wait for its batch to be run: until the batch is
+ * full at the stream's framerate, or batch-timeout, whichever comes first.
+ * Object lock held. */
+static GstClockTime
+accumulation_locked (GstVaeBasePrivate *priv)
+{
+  GstClockTime lat = 0, frame = GST_CLOCK_TIME_NONE;
+  guint bs = priv->lat_batch_size ? priv->lat_batch_size : MAX (priv->batch_size_prop, 1);
+
+  if (priv->lat_fps_n > 0 && priv->lat_fps_d > 0)
+    frame = gst_util_uint64_scale_int (GST_SECOND, priv->lat_fps_d, priv->lat_fps_n);
+  if (bs > 1 && GST_CLOCK_TIME_IS_VALID (frame))
+    lat = frame * (bs - 1);
+  if (bs > 1 && priv->batch_timeout > 0) {
+    GstClockTime t = (GstClockTime) priv->batch_timeout * GST_MSECOND;
+    lat = GST_CLOCK_TIME_IS_VALID (frame) ? MIN (lat, t) : t;
+  }
+  return lat;
+}
+
+static int
+cmp_clock_time (gconstpointer a, gconstpointer b)
+{
+  GstClockTime x = *(const GstClockTime *) a, y = *(const GstClockTime *) b;
+  return x < y ? -1 : x > y;
+}
+
+/* The 95th percentile of the recorded processing times (0: none yet), as
+ * encoders that measure themselves report: the slowest few batches of a
+ * loaded machine do not set it, one slow batch in a while does not move
+ * it.  Object lock held. */
+static GstClockTime
+processing_p95_locked (GstVaeBasePrivate *priv)
+{
+  GstClockTime sorted[LAT_WINDOW];
+
+  if (priv->proc_n == 0)
+    return 0;
+  memcpy (sorted, priv->proc, priv->proc_n * sizeof (sorted[0]));
+  qsort (sorted, priv->proc_n, sizeof (sorted[0]), cmp_clock_time);
+  return sorted[(95 * priv->proc_n + 99) / 100 - 1];
+}
+
+/* The latency a frame sees: its batch closes ACC after it came (full, or
+ * batch-timeout), but not before the batch before it is done, which
+ * holds the stream lock (and often the upstream thread) for its processing
+ * time PROC, up to PROC after the frame came; then its own batch takes
+ * PROC. */
+static GstClockTime
+own_latency (GstClockTime acc, GstClockTime proc)
+{
+  return MAX (acc, proc) + proc;
+}
+
+/* TRUE, once until the next LATENCY query, when the element needs more
+ * latency than it last reported.  Object lock held. */
+static gboolean
+latency_grew_locked (GstVaeBasePrivate *priv)
+{
+  if (!GST_CLOCK_TIME_IS_VALID (priv->lat_reported) || priv->lat_posted)
+    return FALSE;
+  if (own_latency (accumulation_locked (priv), processing_p95_locked (priv))
+      <= priv->lat_reported)
+    return FALSE;
+  priv->lat_posted = TRUE;
+  return TRUE;
+}
+
+static void
+post_latency (GstVaeBase *self)
+{
+  GST_INFO_OBJECT (self, "needs more latency than it reported: posting LATENCY");
+  gst_element_post_message (GST_ELEMENT (self), gst_message_new_latency (GST_OBJECT (self)));
+}
+
+/* Records the processing time of a batch: from its submission until its
+ * last output buffer was made (what a frame waits beyond its batch's
+ * accumulation; with max-inflight > 1 this includes the time the batch
+ * stays in flight behind later ones).  Asks the pipeline for a new latency
+ * when that no longer covers it. */
+static void
+record_processing (GstVaeBase *self, gint64 us)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  gboolean post;
+
+  GST_OBJECT_LOCK (self);
+  priv->proc[priv->proc_next] = (GstClockTime) MAX (us, 0) * GST_USECOND;
+  priv->proc_next = (priv->proc_next + 1) % LAT_WINDOW;
+  priv->proc_n = MIN (priv->proc_n + 1, LAT_WINDOW);
+  post = latency_grew_locked (priv);
+  GST_OBJECT_UNLOCK (self);
+  GST_LOG_OBJECT (self, "batch processing took %" G_GINT64_FORMAT " us", us);
+  if (post)
+    post_latency (self);
+}
+
+/* ---- output ---- */
+
+static void
+set_output_flushing (GstVaeBase *self, gboolean flushing)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+
+  g_mutex_lock (&priv->out_lock);
+  priv->out_flushing = flushing;
+  if (flushing) {
+    g_queue_clear_full (&priv->out_queue, (GDestroyNotify) gst_buffer_unref);
+  } else {
+    priv->out_flow = GST_FLOW_OK;
+    priv->out_flow_told = FALSE;
+  }
+  g_cond_broadcast (&priv->out_cond);
+  g_mutex_unlock (&priv->out_lock);
+}
+
+/* Hands OUT (taken) to the task, waiting while the queue is full.  Not OK
+ * when nothing more goes downstream: flushing, or a push failed. */
+static GstFlowReturn
+queue_output (GstVaeBase *self, GstBuffer *out)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstFlowReturn ret;
+
+  g_mutex_lock (&priv->out_lock);
+  while (!priv->out_flushing && priv->out_flow == GST_FLOW_OK
+         && g_queue_get_length (&priv->out_queue) >= priv->out_limit)
+    g_cond_wait (&priv->out_cond, &priv->out_lock);
+  ret = priv->out_flushing ? GST_FLOW_FLUSHING : priv->out_flow;
+  if (ret == GST_FLOW_OK) {
+    g_queue_push_tail (&priv->out_queue, out);
+    g_cond_broadcast (&priv->out_cond);
+    out = NULL;
+  }
+  g_mutex_unlock (&priv->out_lock);
+  if (out)
+    gst_buffer_unref (out);
+  return ret;
+}
+
+/* Waits until the task has pushed every queued buffer (or flushing). */
+static void
+wait_output (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+
+  g_mutex_lock (&priv->out_lock);
+  while (!priv->out_flushing && (priv->out_busy || !g_queue_is_empty (&priv->out_queue)))
+    g_cond_wait (&priv->out_cond, &priv->out_lock);
+  g_mutex_unlock (&priv->out_lock);
+}
+
+/* What upstream's next buffer is told: flushing, or the failed push. */
+static GstFlowReturn
+output_flow (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstFlowReturn ret;
+
+  g_mutex_lock (&priv->out_lock);
+  ret = priv->out_flushing ? GST_FLOW_FLUSHING : priv->out_flow;
+  if (priv->out_flow != GST_FLOW_OK)
+    priv->out_flow_told = TRUE;
+  g_mutex_unlock (&priv->out_lock);
+  return ret;
+}
+
+/* The src pad's task.  Output buffers are pushed here, not by the thread
+ * that ran their batch: a synchronising sink holds each push until its
+ * frame is due, and a batch's frames are due one frame apart, so pushing
+ * them from the upstream or timer thread (and under the stream lock) would
+ * keep the next batch's frames out for most of a batch period, and make
+ * them late whatever latency was reported. */
+static void
+output_loop (gpointer data)
+{
+  GstVaeBase *self = data;
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstBuffer *buf;
+  GstFlowReturn ret;
+
+  g_mutex_lock (&priv->out_lock);
+  while (!priv->out_flushing && g_queue_is_empty (&priv->out_queue))
+    g_cond_wait (&priv->out_cond, &priv->out_lock);
+  if (priv->out_flushing) {
+    g_mutex_unlock (&priv->out_lock);
+    gst_pad_pause_task (priv->srcpad);
+    return;
+  }
+  buf = g_queue_pop_head (&priv->out_queue);
+  priv->out_busy = TRUE;
+  g_cond_broadcast (&priv->out_cond);
+  g_mutex_unlock (&priv->out_lock);
+
+  ret = gst_pad_push (priv->srcpad, buf);
+
+  g_mutex_lock (&priv->out_lock);
+  priv->out_busy = FALSE;
+  if (ret != GST_FLOW_OK && priv->out_flow == GST_FLOW_OK) {
+    /* What follows would leave a gap: drop it, and tell upstream. */
+    GST_DEBUG_OBJECT (self, "push: %s, dropping %u queued buffers", gst_flow_get_name (ret),
+                      g_queue_get_length (&priv->out_queue));
+    priv->out_flow = ret;
+    g_queue_clear_full (&priv->out_queue, (GDestroyNotify) gst_buffer_unref);
+  }
+  g_cond_broadcast (&priv->out_cond);
+  g_mutex_unlock (&priv->out_lock);
+}
+
+/* At EOS a failed push may be left that no later buffer returns upstream:
+ * post it, as the element that pushed. */
+static void
+post_untold_flow (GstVaeBase *self)
+{
+  GstVaeBasePrivate *priv = PRIV (self);
+  GstFlowReturn flow;
+  gboolean told;
+
+  g_mutex_lock (&priv->out_lock);
+  flow = priv->out_flow;
+  told = priv->out_flow_told || priv->out_flushing;
+  priv->out_flow_told = TRUE;
+  g_mutex_unlock (&priv->out_lock);
+  if (!told && (flow == GST_FLOW_NOT_LINKED || flow < GST_FLOW_EOS))
+    GST_ELEMENT_FLOW_ERROR (self, flow);
+}
+
+static gboolean
+gst_vae_base_src_activate_mode (GstPad *pad, GstObject *parent, GstPadMode mode,
+                                gboolean active)
+{
+  GstVaeBase *self = GST_VAE_BASE (parent);
+
+  if (mode != GST_PAD_MODE_PUSH)
+    return FALSE;
+  if (active) {
+    set_output_flushing (self, FALSE);
+    return gst_pad_start_task (pad, output_loop, self, NULL);
+  }
+  set_output_flushing (self, TRUE);
+  return gst_pad_stop_task (pad);
+}
 
 /* ---- batches ---- */
 
@@ -172,6 +455,7 @@ submit_filling (GstVaeBase *self)
   if (!b || b->n == 0)
     return TRUE;
   priv->filling = NULL;
+  b->closed_us = g_get_monotonic_time ();
   b->vb.direction = priv->geom.direction;
   b->vb.n = (int) b->n;
   b->vb.h = priv->geom.h;
@@ -187,6 +471,7 @@ submit_filling (GstVaeBase *self)
     GST_LOG_OBJECT (self, "running a batch of %u frames in tiles", b->n);
     vae_tiled_run (priv->engine, &b->vb, priv->tile, priv->overlap, &b->vb.error);
     b->ran = TRUE;
+    b->done_us = g_get_monotonic_time ();
     g_queue_push_tail (&priv->inflight, b);
     return TRUE;
   }
@@ -215,10 +500,12 @@ complete_oldest (GstVaeBase *self)
   GstFlowReturn ret = GST_FLOW_OK;
   Batch *b = g_queue_pop_head (&priv->inflight);
   VaeBatch *vb;
+  gint64 done_us, making_us = 0;
 
   if (!b)
     return GST_FLOW_OK;
   vb = b->ran ? &b->vb : vae_engine_wait (priv->engine);
+  done_us = b->ran ? b->done_us : g_get_monotonic_time ();
   if (vb != &b->vb) {
     GST_ELEMENT_ERROR (self, STREAM, FAILED,
         ("The '%s' engine returned batches out of order.", vae_engine_name (priv->engine)),
@@ -240,12 +527,15 @@ complete_oldest (GstVaeBase *self)
   for (guint i = 0; i < b->n && ret == GST_FLOW_OK; i++) {
     GstBuffer *out = NULL;
     const FrameMeta *m = &b->metas[i];
+    gint64 t0;
 
     if (g_atomic_int_get (&priv->flushing)) {
       ret = GST_FLOW_FLUSHING;
       break;
     }
+    t0 = g_get_monotonic_time ();
     ret = klass->make_output (self, b->out + priv->geom.out_floats * i, &out);
+    making_us += g_get_monotonic_time () - t0;
     if (ret != GST_FLOW_OK)
       break;
     GST_BUFFER_PTS (out) = m->pts;
@@ -254,8 +544,11 @@ complete_oldest (GstVaeBase *self)
     GST_BUFFER_OFFSET (out) = m->offset;
     GST_BUFFER_OFFSET_END (out) = m->offset_end;
     GST_BUFFER_FLAGS (out) |= m->flags;
-    ret = gst_pad_push (priv->srcpad, out);
+    /* A full queue is downstream's time, not the batch's: not counted. */
+    ret = queue_output (self, out);
   }
+  if (ret == GST_FLOW_OK)
+    record_processing (self, done_us - b->closed_us + making_us);
   batch_free (b);
   return ret;
 }
@@ -439,6 +732,10 @@ gst_vae_base_ensure_engine (GstVaeBase *base)
 
   if (priv->engine)
     return TRUE;
+  if (priv->engine_failed) {
+    GST_DEBUG_OBJECT (base, "the engine failed to open before; not retrying");
+    return FALSE;
+  }
   if (!priv->model) {
     GST_ELEMENT_ERROR (base, RESOURCE, NOT_FOUND, ("No model is loaded."),
                        ("the element was not started with a model"));
@@ -464,6 +761,7 @@ gst_vae_base_ensure_engine (GstVaeBase *base)
   priv->engine = vae_engine_new (gst_vae_backend_nick (backend), priv->model, &eo, &err);
   free_secret (&token);
   if (!priv->engine) {
+    priv->engine_failed = TRUE;
     GST_ELEMENT_ERROR (base, RESOURCE, FAILED,
         ("Could not open the '%s' engine.", gst_vae_backend_nick (backend)),
         ("%s", err ? err->message : "unknown error"));
@@ -581,23 +879,35 @@ handle_caps (GstVaeBase *self, GstCaps *caps)
   GstVaeFrameGeometry geom = { 0 };
 
   GST_DEBUG_OBJECT (self, "sink caps %" GST_PTR_FORMAT, caps);
+  priv->configured = FALSE;
+  priv->caps_failed = TRUE;
+  if (g_atomic_int_compare_and_exchange (&priv->renegotiate, 1, 0))
+    gst_clear_caps (&priv->failed_caps);
+  if (priv->failed_caps && gst_caps_is_equal (caps, priv->failed_caps)) {
+    GST_DEBUG_OBJECT (self, "these caps failed before, the error is posted already");
+    return FALSE;
+  }
   if (!priv->model) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("No model is loaded."),
                        ("caps arrived before the element was started"));
-    return FALSE;
+    goto failed;
   }
-  priv->configured = FALSE;
-  priv->caps_failed = TRUE;
   if (!klass->set_caps (self, caps, &geom))
-    return FALSE;
+    goto failed;
   if (!gst_vae_base_ensure_engine (self))
-    return FALSE;
+    goto failed;
   if (!configure_tiles (self, &geom))
-    return FALSE;
+    goto failed;
+  gst_clear_caps (&priv->failed_caps);
   priv->caps_failed = FALSE;
   priv->geom = geom;
   priv->batch_size = effective_batch_size (self);
   priv->configured = TRUE;
+  /* Room for the batch being pushed and the next one, so that a batch can
+   * be run while the one before is still going downstream. */
+  g_mutex_lock (&priv->out_lock);
+  priv->out_limit = 2 * priv->batch_size;
+  g_mutex_unlock (&priv->out_lock);
   GST_OBJECT_LOCK (self);
   priv->lat_batch_size = priv->batch_size;
   priv->lat_fps_n = geom.fps_n;
@@ -605,6 +915,10 @@ handle_caps (GstVaeBase *self, GstCaps *caps)
   GST_OBJECT_UNLOCK (self);
   GST_INFO_OBJECT (self, "batch size %u, engine input %dx%d", priv->batch_size, geom.w, geom.h);
   return TRUE;
+
+failed:
+  gst_caps_replace (&priv->failed_caps, caps);
+  return FALSE;
 }
 
 static GstFlowReturn
@@ -615,6 +929,9 @@ gst_vae_base_chain (GstPad *pad, GstObject *parent, GstBuffer *buf)
   GstVaeBaseClass *klass = GST_VAE_BASE_GET_CLASS (self);
   GstFlowReturn ret = GST_FLOW_OK;
   guint timeout;
+  /* Before the lock, which a batch run by the timer thread may hold: the
+   * frame's batch-timeout counts from when it came. */
+  gint64 arrival = g_get_monotonic_time ();
 
   if (g_atomic_int_get (&priv->flushing)) {
     gst_buffer_unref (buf);
@@ -637,6 +954,8 @@ gst_vae_base_chain (GstPad *pad, GstObject *parent, GstBuffer *buf)
     priv->timer_flow = GST_FLOW_OK;
     goto out;
   }
+  if ((ret = output_flow (self)) != GST_FLOW_OK)
+    goto out;
   if (!priv->filling) {
     priv->filling = batch_new (&priv->geom, priv->batch_size);
     if (!priv->filling) {
@@ -663,7 +982,7 @@ gst_vae_base_chain (GstPad *pad, GstObject *parent, GstBuffer *buf)
   m->flags = GST_BUFFER_FLAGS (buf) & ~(GST_BUFFER_FLAG_TAG_MEMORY
                                        | (GST_MINI_OBJECT_FLAG_LAST - 1));
   if (b->n++ == 0)
-    priv->oldest_us = g_get_monotonic_time ();
+    priv->oldest_us = arrival;
 
   if (b->n >= b->capacity) {
     ret = run_pending (self, FALSE);
@@ -704,20 +1023,29 @@ gst_vae_base_sink_event (GstPad *pad, GstObject *parent, GstEvent *event)
   switch (GST_EVENT_TYPE (event)) {
     case GST_EVENT_FLUSH_START:
       g_atomic_int_set (&priv->flushing, 1);
-      return gst_pad_push_event (priv->srcpad, event);
+      set_output_flushing (self, TRUE);
+      res = gst_pad_push_event (priv->srcpad, event);
+      /* Waits for the task's push in progress, which the flush ends. */
+      gst_pad_pause_task (priv->srcpad);
+      return res;
     case GST_EVENT_FLUSH_STOP:
       g_mutex_lock (&priv->lock);
       drop_pending (self);
       priv->timer_flow = GST_FLOW_OK;
       reset_stream (self);
+      set_output_flushing (self, FALSE);
       g_atomic_int_set (&priv->flushing, 0);
+      res = gst_pad_push_event (priv->srcpad, event);
+      if (GST_PAD_MODE (priv->srcpad) == GST_PAD_MODE_PUSH)
+        gst_pad_start_task (priv->srcpad, output_loop, self, NULL);
       g_mutex_unlock (&priv->lock);
-      return gst_pad_push_event (priv->srcpad, event);
+      return res;
     case GST_EVENT_CAPS: {
       GstCaps *caps;
       gst_event_parse_caps (event, &caps);
       g_mutex_lock (&priv->lock);
       drain (self);
+      wait_output (self);
       res = handle_caps (self, caps);
       g_mutex_unlock (&priv->lock);
       gst_event_unref (event);
@@ -726,15 +1054,24 @@ gst_vae_base_sink_event (GstPad *pad, GstObject *parent, GstEvent *event)
     case GST_EVENT_STREAM_START:
       g_mutex_lock (&priv->lock);
       drain (self);
+      wait_output (self);
       reset_stream (self);
       g_mutex_unlock (&priv->lock);
       break;
     case GST_EVENT_TAG:
       break;
+    case GST_EVENT_EOS:
+      g_mutex_lock (&priv->lock);
+      drain (self);
+      wait_output (self);
+      g_mutex_unlock (&priv->lock);
+      post_untold_flow (self);
+      break;
     default:
       if (GST_EVENT_IS_SERIALIZED (event)) {
         g_mutex_lock (&priv->lock);
         drain (self);
+        wait_output (self);
         g_mutex_unlock (&priv->lock);
       }
       break;
@@ -752,6 +1089,7 @@ gst_vae_base_sink_query (GstPad *pad, GstObject *parent, GstQuery *query)
     case GST_QUERY_DRAIN:
       g_mutex_lock (&priv->lock);
       drain (self);
+      wait_output (self);
       g_mutex_unlock (&priv->lock);
       return TRUE;
     case GST_QUERY_ALLOCATION: {
@@ -771,6 +1109,15 @@ gst_vae_base_sink_query (GstPad *pad, GstObject *parent, GstQuery *query)
 }
 
 static gboolean
+gst_vae_base_src_event (GstPad *pad, GstObject *parent, GstEvent *event)
+{
+  /* Downstream changed: caps refused before may be taken now. */
+  if (GST_EVENT_TYPE (event) == GST_EVENT_RECONFIGURE)
+    g_atomic_int_set (&PRIV (parent)->renegotiate, 1);
+  return gst_pad_event_default (pad, parent, event);
+}
+
+static gboolean
 gst_vae_base_src_query (GstPad *pad, GstObject *parent, GstQuery *query)
 {
   GstVaeBase *self = GST_VAE_BASE (parent);
@@ -779,25 +1126,25 @@ gst_vae_base_src_query (GstPad *pad, GstObject *parent, GstQuery *query)
   switch (GST_QUERY_TYPE (query)) {
     case GST_QUERY_LATENCY: {
       gboolean live;
-      GstClockTime min, max, lat = 0, frame = GST_CLOCK_TIME_NONE;
-      guint bs, timeout;
+      GstClockTime min, max, acc, p95, proc, lat;
 
       if (!gst_pad_peer_query (priv->sinkpad, query))
         return FALSE;
       gst_query_parse_latency (query, &live, &min, &max);
       GST_OBJECT_LOCK (self);
-      bs = priv->lat_batch_size ? priv->lat_batch_size : MAX (priv->batch_size_prop, 1);
-      if (priv->lat_fps_n > 0 && priv->lat_fps_d > 0)
-        frame = gst_util_uint64_scale_int (GST_SECOND, priv->lat_fps_d, priv->lat_fps_n);
-      timeout = priv->batch_timeout;
+      acc = accumulation_locked (priv);
+      p95 = processing_p95_locked (priv);
+      /* Headroom over the percentile, for the batches slower than it, and
+       * so that the next small change does not ask the whole pipeline
+       * for a new latency (latency_grew_locked compares without it). */
+      proc = p95 ? p95 + MAX (p95 / 4, GST_MSECOND) : 0;
+      lat = own_latency (acc, proc);
+      priv->lat_reported = lat;
+      priv->lat_posted = FALSE;
       GST_OBJECT_UNLOCK (self);
-      if (bs > 1 && GST_CLOCK_TIME_IS_VALID (frame))
-        lat = frame * (bs - 1);
-      if (bs > 1 && timeout > 0) {
-        GstClockTime t = (GstClockTime) timeout * GST_MSECOND;
-        lat = GST_CLOCK_TIME_IS_VALID (frame) ? MIN (lat, t) : t;
-      }
-      GST_DEBUG_OBJECT (self, "batching latency %" GST_TIME_FORMAT, GST_TIME_ARGS (lat));
+      GST_DEBUG_OBJECT (self, "latency: batching %" GST_TIME_FORMAT ", processing %"
+                        GST_TIME_FORMAT " (95th percentile %" GST_TIME_FORMAT ")",
+                        GST_TIME_ARGS (acc), GST_TIME_ARGS (proc), GST_TIME_ARGS (p95));
       min += lat;
       if (GST_CLOCK_TIME_IS_VALID (max))
         max += lat;
@@ -829,11 +1176,23 @@ stop_stream (GstVaeBase *self)
   GST_OBJECT_LOCK (self);
   priv->lat_batch_size = 0;
   priv->lat_fps_n = 0;
+  priv->proc_n = priv->proc_next = 0;
+  priv->lat_reported = GST_CLOCK_TIME_NONE;
+  priv->lat_posted = FALSE;
   GST_OBJECT_UNLOCK (self);
+  set_output_flushing (self, TRUE);
   priv->timer_flow = GST_FLOW_OK;
   if (klass->stop)
     klass->stop (self);
   g_mutex_unlock (&priv->lock);
+}
+
+static void
+set_started (GstVaeBase *self, gboolean started)
+{
+  GST_OBJECT_LOCK (self);
+  PRIV (self)->started = started;
+  GST_OBJECT_UNLOCK (self);
 }
 
 static GstStateChangeReturn
@@ -845,20 +1204,31 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
 
   switch (transition) {
     case GST_STATE_CHANGE_READY_TO_PAUSED:
+      /* Before anything reads the properties. */
+      set_started (self, TRUE);
       g_mutex_lock (&priv->lock);
       g_atomic_int_set (&priv->flushing, 0);
       priv->timer_flow = GST_FLOW_OK;
       priv->configured = FALSE;
       priv->caps_failed = FALSE;
+      /* A restart tries again what failed (settings may have changed). */
+      priv->engine_failed = FALSE;
+      gst_clear_caps (&priv->failed_caps);
+      g_atomic_int_set (&priv->renegotiate, 0);
       gboolean ok = load_model (self);
       if (ok)
         reset_stream (self);
       g_mutex_unlock (&priv->lock);
-      if (!ok)
+      if (!ok) {
+        set_started (self, FALSE);
         return GST_STATE_CHANGE_FAILURE;
+      }
       break;
     case GST_STATE_CHANGE_PAUSED_TO_READY:
+      /* Wakes a producer waiting for room in the output queue, and the
+       * task, before the pads are deactivated (which waits for both). */
       g_atomic_int_set (&priv->flushing, 1);
+      set_output_flushing (self, TRUE);
       break;
     default:
       break;
@@ -867,10 +1237,13 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
   switch (transition) {
     case GST_STATE_CHANGE_PAUSED_TO_READY:
       stop_stream (self);
+      set_started (self, FALSE);
       break;
     case GST_STATE_CHANGE_READY_TO_PAUSED:
-      if (ret == GST_STATE_CHANGE_FAILURE)
+      if (ret == GST_STATE_CHANGE_FAILURE) {
         stop_stream (self);
+        set_started (self, FALSE);
+      }
       break;
     default:
       break;
@@ -880,13 +1253,34 @@ gst_vae_base_change_state (GstElement *element, GstStateChange transition)
 
 /* ---- GObject ---- */
 
+gboolean
+gst_vae_base_change_refused (GstVaeBase *base, GParamSpec *pspec)
+{
+  return PRIV (base)->started && !(pspec->flags & GST_PARAM_MUTABLE_PLAYING);
+}
+
+void
+gst_vae_base_warn_refused_change (GstVaeBase *base, GParamSpec *pspec)
+{
+  GST_ELEMENT_WARNING (base, RESOURCE, SETTINGS,
+      ("The '%s' property cannot change while the element runs: it keeps the "
+       "value in use.", pspec->name),
+      ("'%s' can change only in the NULL or READY state", pspec->name));
+}
+
 static void
 gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
                            GParamSpec *pspec)
 {
   GstVaeBasePrivate *priv = PRIV (object);
+  gboolean post = FALSE;
 
   GST_OBJECT_LOCK (object);
+  if (gst_vae_base_change_refused (GST_VAE_BASE (object), pspec)) {
+    GST_OBJECT_UNLOCK (object);
+    gst_vae_base_warn_refused_change (GST_VAE_BASE (object), pspec);
+    return;
+  }
   switch (prop_id) {
     case PROP_BACKEND: priv->backend = g_value_get_enum (value); break;
     case PROP_MODEL:
@@ -894,7 +1288,10 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
       priv->model_path = g_value_dup_string (value);
       break;
     case PROP_BATCH_SIZE: priv->batch_size_prop = g_value_get_uint (value); break;
-    case PROP_BATCH_TIMEOUT: priv->batch_timeout = g_value_get_uint (value); break;
+    case PROP_BATCH_TIMEOUT:
+      priv->batch_timeout = g_value_get_uint (value);
+      post = latency_grew_locked (priv);   /* frames may now wait longer */
+      break;
     case PROP_MAX_INFLIGHT: priv->max_inflight = g_value_get_uint (value); break;
     case PROP_THREADS: priv->threads = g_value_get_int (value); break;
     case PROP_DEVICE_ID: priv->device_id = g_value_get_int (value); break;
@@ -922,6 +1319,8 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (object);
+  if (post)
+    post_latency (GST_VAE_BASE (object));
 }
 
 static void
@@ -960,6 +1359,10 @@ gst_vae_base_finalize (GObject *object)
   g_clear_pointer (&priv->filling, batch_free);
   g_clear_pointer (&priv->engine, vae_engine_free);
   g_clear_pointer (&priv->model, vae_model_free);
+  gst_clear_caps (&priv->failed_caps);
+  g_queue_clear_full (&priv->out_queue, (GDestroyNotify) gst_buffer_unref);
+  g_mutex_clear (&priv->out_lock);
+  g_cond_clear (&priv->out_cond);
   g_free (priv->model_path);
   g_free (priv->endpoint);
   free_secret (&priv->token);
@@ -990,6 +1393,8 @@ gst_vae_base_constructed (GObject *object)
   g_return_if_fail (t != NULL);
   priv->srcpad = gst_pad_new_from_template (t, "src");
   gst_pad_set_query_function (priv->srcpad, gst_vae_base_src_query);
+  gst_pad_set_event_function (priv->srcpad, gst_vae_base_src_event);
+  gst_pad_set_activatemode_function (priv->srcpad, gst_vae_base_src_activate_mode);
   gst_pad_use_fixed_caps (priv->srcpad);
   gst_element_add_pad (GST_ELEMENT (self), priv->srcpad);
 }
@@ -1002,6 +1407,13 @@ gst_vae_base_init (GstVaeBase *self)
   g_mutex_init (&priv->lock);
   g_cond_init (&priv->cond);
   g_queue_init (&priv->inflight);
+  g_mutex_init (&priv->out_lock);
+  g_cond_init (&priv->out_cond);
+  g_queue_init (&priv->out_queue);
+  priv->out_limit = 2;
+  priv->out_flushing = TRUE;
+  priv->out_flow = GST_FLOW_OK;
+  priv->lat_reported = GST_CLOCK_TIME_NONE;
   priv->backend = DEFAULT_BACKEND;
   priv->model_path = g_strdup (DEFAULT_MODEL);
   priv->batch_size_prop = DEFAULT_BATCH_SIZE;

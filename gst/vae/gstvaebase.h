@@ -5,8 +5,10 @@
  * (loaded on READY->PAUSED) and the engine (opened when caps are first
  * known), and the streaming: frames are converted into their slot of the
  * pending batch, the batch runs through the engine when full (or on EOS,
- * drain, or batch-timeout), and one output buffer per input frame is pushed,
- * in order, carrying the input's PTS, DTS, duration, offsets and flags.
+ * drain, or batch-timeout), and one output buffer per input frame is pushed
+ * (by the src pad's task), in order, carrying the input's PTS, DTS,
+ * duration, offsets and flags.  The LATENCY query adds the batching and the
+ * measured processing time.
  *
  * Subclasses only convert: caps -> frame geometry, one frame in -> its slot,
  * one slot out -> a buffer. */
@@ -62,5 +64,13 @@ double gst_vae_base_get_shift_property (GstVaeBase *base);
 GstPad *gst_vae_base_get_srcpad (GstVaeBase *base);
 /* Opens the engine if it is not open yet; FALSE with an element error posted. */
 gboolean gst_vae_base_ensure_engine (GstVaeBase *base);
+/* For set_property, with the object lock held: TRUE when PSPEC may not
+ * change now, because the element runs (from READY->PAUSED until it is
+ * back in READY) and PSPEC is not GST_PARAM_MUTABLE_PLAYING.  The caller
+ * then keeps the value in use and, once unlocked, calls
+ * gst_vae_base_warn_refused_change. */
+gboolean gst_vae_base_change_refused (GstVaeBase *base, GParamSpec *pspec);
+/* Posts the WARNING that says PSPEC kept its value (object lock not held). */
+void gst_vae_base_warn_refused_change (GstVaeBase *base, GParamSpec *pspec);
 
 G_END_DECLS

@@ -23,6 +23,12 @@
  * `sdxl`, `sd3`, `flux`); `token`, `timeout` and `retries` work as on
  * vaeencode.
  *
+ * As on vaeencode, only `batch-timeout` and `max-inflight` may change while
+ * the element runs; other changes in PAUSED or PLAYING are refused with a
+ * WARNING message.  Latency (batching plus measured processing, with a
+ * LATENCY message when processing gets slower) and output (pushed from the
+ * element's own thread) work as on vaeencode too.
+ *
  * With `tile-size` set, frames larger than that many pixels on either side
  * are decoded in overlapping tiles (at least `tile-overlap` pixels, default
  * 64) whose pixels are blended linearly, so that memory follows the tile,

@@ -42,6 +42,16 @@
  * and 504) bound each request; left unset they come from
  * `VAE_REMOTE_TIMEOUT_MS` and `VAE_REMOTE_RETRIES` when those are set.
  *
+ * The latency reported is the batching (the time to fill a batch at the
+ * stream's framerate, or `batch-timeout`) plus the measured processing time
+ * (95th percentile of the last 32 batches, with headroom); a LATENCY message
+ * is posted when processing gets slower than that.  Output buffers are pushed
+ * from the element's own thread (the src pad's task).
+ *
+ * Only `batch-timeout` and `max-inflight` may change while the element runs;
+ * in PAUSED or PLAYING a change of any other property is refused with a
+ * WARNING message, and the property keeps the value in use.
+ *
  * ## Example launch line
  * |[
  * gst-launch-1.0 videotestsrc num-buffers=30 ! vaeencode model=/path/to/taef2 ! fakesink
@@ -366,6 +376,11 @@ gst_vae_encode_set_property (GObject *object, guint prop_id, const GValue *value
   GstVaeEncode *self = GST_VAE_ENCODE (object);
 
   GST_OBJECT_LOCK (self);
+  if (gst_vae_base_change_refused (GST_VAE_BASE (self), pspec)) {
+    GST_OBJECT_UNLOCK (self);
+    gst_vae_base_warn_refused_change (GST_VAE_BASE (self), pspec);
+    return;
+  }
   switch (prop_id) {
     case PROP_LATENT_MODE: self->latent_mode = g_value_get_enum (value); break;
     case PROP_SEED: self->seed = g_value_get_uint64 (value); break;

@@ -32,6 +32,18 @@ GstMessage *start_and_get_error (GstElement *element, GstStateChangeReturn *ret)
  * returns the element (stopped) for the caller to go on with or unref. */
 GstElement *start_missing_model (const char *factory, const char *model);
 
+/* Runs the pipeline DESC, whose source is named "src", until that source
+ * stops on an error (or the stream ends) and the EOS has reached the
+ * element named NAME, then sets it to NULL; returns
+ * how many ERROR messages the element named NAME posted in all. */
+guint count_errors (const char *desc, const char *name);
+
+/* For every property that ELEMENT (running) adds to GstElement: it is
+ * flagged GST_PARAM_MUTABLE_READY or GST_PARAM_MUTABLE_PLAYING; set to
+ * another value, one that is not MUTABLE_PLAYING keeps its value with a
+ * WARNING on BUS naming it, one that is takes the new value silently. */
+void check_running_property_changes (GstElement *element, GstBus *bus);
+
 /* A copy of BUF's bytes (free with g_free); SIZE gets their number. */
 gpointer buffer_dup_data (GstBuffer *buf, gsize *size);
 
@@ -49,6 +61,17 @@ void pull_offsets (GstHarness *h, guint first, guint end);
 
 /* Waits up to 20 s until H has received N buffers. */
 void wait_for_buffers (GstHarness *h, guint n);
+
+/* For each buffer H receives, how many inputs the test had counted by then
+ * (arrival_log_input before each push): outputs are pushed by the
+ * element's own thread, so a test sees when they came from this, not
+ * from what H holds when a push returns. */
+typedef struct _ArrivalLog ArrivalLog;
+ArrivalLog *arrival_log_new (GstHarness *h);
+void arrival_log_input (ArrivalLog *log);
+/* Inputs counted when output number I (from 0) came. */
+guint arrival_log_inputs_at (ArrivalLog *log, guint i);
+void arrival_log_free (ArrivalLog *log);
 
 /* Pushes a TIME segment event into H, asserting it is taken. */
 void push_time_segment (GstHarness *h);

@@ -145,14 +145,21 @@ test_batches_and_timestamps (void)
   if (!have_testdata ())
     return;
   GstHarness *h = new_decoder ("taef2", "batch-size=4");
+  ArrivalLog *log = arrival_log_new (h);
   set_latent_caps (h, "float32", 9, 5, 32, 72, 40, 1.0);
   for (guint i = 0; i < 10; i++) {
+    arrival_log_input (log);
     g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 45, (int) i), i)), ==,
                      GST_FLOW_OK);
-    g_assert_cmpuint (gst_harness_buffers_received (h), ==, ((i + 1) / 4) * 4);
+    wait_for_buffers (h, ((i + 1) / 4) * 4);
   }
+  arrival_log_input (log);
   g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
   g_assert_cmpuint (gst_harness_buffers_received (h), ==, 10);
+  /* Each output after the last frame of its batch (4, 8), then the EOS. */
+  for (guint i = 0; i < 10; i++)
+    g_assert_cmpuint (arrival_log_inputs_at (log, i), >=, i < 8 ? (i / 4 + 1) * 4 : 11);
+  arrival_log_free (log);
   for (guint i = 0; i < 10; i++) {
     GstBuffer *out = gst_harness_pull (h);
     g_assert_cmpuint (GST_BUFFER_PTS (out), ==, i * 40 * GST_MSECOND);
@@ -402,6 +409,58 @@ test_tiled (void)
   harness_teardown_bus (h, bus);
 }
 
+/* A setup failure posts one ERROR, however often upstream re-sends the
+ * refused caps. */
+static void
+test_setup_error_once (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree char *path = model_path ("taef2");
+  const char *cases[] = { "backend=remote", "tile-size=13" };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *desc = g_strdup_printf (
+        "videotestsrc name=src num-buffers=3 ! video/x-raw,format=RGB,width=64,height=64 "
+        "! vaeencode model=\"%s\" ! vaedecode name=dec model=\"%s\" %s ! fakesink",
+        path, path, cases[i]);
+    guint n = count_errors (desc, "dec");
+    g_test_message ("%s: %u error(s)", cases[i], n);
+    g_assert_cmpuint (n, ==, 1);
+  }
+}
+
+/* A property set while the element runs keeps the value in use, with a
+ * warning, unless it is flagged mutable in PLAYING. */
+static void
+test_running_property_changes (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree char *taef2 = model_path ("taef2");
+  GstHarness *h = new_decoder ("taef2", NULL);
+  GstElement *dec = gst_harness_find_element (h, "vaedecode");
+  GstBus *bus = harness_bus (h);
+  char *model = NULL;
+
+  set_latent_caps (h, "float32", 8, 8, 32, 64, 64, 1.0);
+  g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 8 * 8, 0), 0)), ==,
+                   GST_FLOW_OK);
+  gst_buffer_unref (gst_harness_pull (h));
+  check_running_property_changes (dec, bus);
+  g_object_get (dec, "model", &model, NULL);
+  g_assert_cmpstr (model, ==, taef2);
+  g_free (model);
+  /* The stream goes on (max-inflight is 2 now: EOS gets the frame out). */
+  g_assert_cmpint (gst_harness_push (h, stamped (make_latents (32 * 8 * 8, 1), 1)), ==,
+                   GST_FLOW_OK);
+  g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
+  GstBuffer *out = gst_harness_pull (h);
+  g_assert_cmpuint (gst_buffer_get_size (out), ==, 64 * 64 * 3);
+  gst_buffer_unref (out);
+  gst_object_unref (dec);
+  harness_teardown_bus (h, bus);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -416,5 +475,7 @@ main (int argc, char **argv)
   g_test_add_func ("/vaedecode/reference-and-factors", test_reference_and_factors);
   g_test_add_func ("/vaedecode/missing-model", test_missing_model);
   g_test_add_func ("/vaedecode/tiled", test_tiled);
+  g_test_add_func ("/vaedecode/setup-error-once", test_setup_error_once);
+  g_test_add_func ("/vaedecode/running-property-changes", test_running_property_changes);
   return element_test_run ();
 }

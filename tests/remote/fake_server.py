@@ -21,9 +21,13 @@ The path picks a behaviour (fault injection):
   /boom         400 {"error": "boom"}
   /auth         401 unless "Authorization: Bearer sekrit"
   /slow         normal, after a 3 s sleep (for timeouts)
+  /held         normal, after sleeping the hold time (a slow engine whose
+                processing time the test sets; 0 until set)
 GET /connections answers the number of TCP connections accepted so far.
 Pure Python (no numpy), so it runs with any python3.
-Exits when its stdin closes (the test that started it ended).
+Exits when its stdin closes (the test that started it ended).  A line
+"hold MS" on stdin sets the hold time of /held; the server answers
+"hold MS" on stdout once it applies.
 Prints "listening on http://127.0.0.1:PORT/" once ready.
 """
 import argparse
@@ -31,6 +35,7 @@ import array
 import json
 import os
 import random
+import socket
 import struct
 import sys
 import threading
@@ -41,6 +46,7 @@ from urllib.parse import parse_qs, urlsplit
 ARGS = None
 LOCK = threading.Lock()
 COUNTS = {}
+HOLD_S = 0.0
 
 
 def encode(data, shape, scale, shift):
@@ -96,6 +102,10 @@ class Handler(BaseHTTPRequestHandler):
         with LOCK:
             CONNECTIONS += 1
         super().setup()
+        # A reply is two writes (headers, body): without this the body waits
+        # for the client's delayed ACK of the headers, 40 ms a request on a
+        # kept-alive connection.
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, fmt, *args):
         if ARGS.verbose:
@@ -143,6 +153,10 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(503, '503 Service Unavailable', {'Retry-After': '0'})
         if path == '/delay':
             time.sleep(random.uniform(0.0, 0.08))
+        if path == '/held':
+            with LOCK:
+                hold = HOLD_S
+            time.sleep(hold)
         if 'shape' not in q:
             return self.error(400, 'Expected `shape` in query params.')
         if 'dtype' not in q:
@@ -193,8 +207,15 @@ def main():
     srv.daemon_threads = True
 
     def watchdog():
-        # Exit when the test that started us goes away (its pipe closes).
-        sys.stdin.buffer.read()
+        # Exit when the test that started us goes away (its pipe closes);
+        # until then take its commands.
+        global HOLD_S
+        for line in sys.stdin:
+            words = line.split()
+            if len(words) == 2 and words[0] == 'hold':
+                with LOCK:
+                    HOLD_S = int(words[1]) / 1000.0
+                print('hold %s' % words[1], flush=True)
         os._exit(0)
     threading.Thread(target=watchdog, daemon=True).start()
     print('listening on http://127.0.0.1:%d/' % srv.server_address[1], flush=True)
