@@ -125,6 +125,8 @@ describe_step (const CudaCtx *ctx, const CudaPlan *plan, guint i, VaePlanStep *p
     case VAE_OP_ATTENTION:
     case VAE_OP_UPSAMPLE2X:
       break;
+    VAE_OP_CASES_VIDEO:
+      break;   /* engine-cuda.c refuses video models at open */
   }
 }
 
@@ -254,6 +256,8 @@ run_step (CudaCtx *ctx, const CudaPlan *plan, const Step *s, GError **error)
     return cuda_check (vae_cuda_tanh_clamp (buf (plan, s->out), ctx->dt, count, op->clamp,
                                             ctx->stream), op->name, error);
   }
+  VAE_OP_CASES_VIDEO:
+    break;     /* refused at open */
   }
   g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "%s: op kind %d is not known",
                op->name, op->kind);

@@ -76,6 +76,8 @@ cuda_profile_kind (const VaeOp *op)
     return CUDA_PROFILE_UPSAMPLE;
   case VAE_OP_TANH_CLAMP:
     return CUDA_PROFILE_OTHER;
+  VAE_OP_CASES_VIDEO:
+    return CUDA_PROFILE_OTHER;   /* video models are refused at open */
   }
   return CUDA_PROFILE_OTHER;
 }

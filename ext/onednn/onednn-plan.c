@@ -394,6 +394,7 @@ inplace_candidate (const OnednnPlan *plan, const VaeOp *op)
     case VAE_OP_TANH_CLAMP:
     case VAE_OP_ATTENTION: cand = op->in; break;
     case VAE_OP_UPSAMPLE2X: break;
+    VAE_OP_CASES_VIDEO: break;
   }
   if (cand <= 0 || !dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
     return -1;
@@ -528,6 +529,15 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
   const gsize scratch_needed = ctx->scratch->needed;
   g_autofree char *what = NULL;    /* the activations, for messages */
 
+  if (vae_graph_is_temporal (graph)) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "the cpu engine's image plans do not run video graphs");
+    g_free (pds);
+    g_free (phase_pds);
+    g_free (plan);
+    return NULL;
+  }
+
   /* The ops as run: an upsample read only by a 3x3 conv is folded into it. */
   plan->n_ops = n_ops;
   plan->ops = g_new (VaeOp, n_ops);
@@ -654,6 +664,8 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
       case VAE_OP_TANH_CLAMP:
         out->md = *src_md;
         break;
+      VAE_OP_CASES_VIDEO:
+        break;   /* refused at the top */
     }
   }
   md_4d (&plan->out_md, n, vae_graph_channels (graph, graph->output),
@@ -802,6 +814,8 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
                               out->mem, out->mem, &out->md, error))
           goto fail;
         break;
+      VAE_OP_CASES_VIDEO:
+        break;   /* refused at the top */
     }
   }
   DNNL_TRY (dnnl_memory_create (&plan->out_mem, &plan->out_md, ctx->engine, NULL),

@@ -37,6 +37,43 @@ void ref_upsample2x (const double *in, int n, int c, int h, int w, double *out);
 /* out = clamp * tanh(in / clamp) over COUNT values. */
 void ref_tanh_clamp (const double *in, gsize count, double clamp, double *out);
 
+/* CAUSAL_CONV3D over T frames of IN [t, ic, h, w] with HISTORY (the K
+ * frames of its slot, updated; NULL when K = 0). */
+void ref_causal_conv3d (const VaeOp *op, double *history, const double *in, int t, int h,
+                        int w, const double *residual, double *out, int oh, int ow);
+/* x / max(||x||, 1e-12) * sqrt(c) * gamma over channels, then ACT. */
+void ref_rms_norm (const double *in, int n, int c, int h, int w, const float *gamma,
+                   VaeActivation act, double *out);
+/* C: the input's channels. */
+void ref_frames_to_channels (const double *in, int t, int c, int h, int w, int s, double *out);
+/* T: the input's frames; C: the output's channels. */
+void ref_channels_to_frames (const double *in, int t, int c, int h, int w, int s, double *out);
+void ref_space_to_channels (const double *in, int n, int c, int h, int w, int p,
+                            gboolean column_major, double *out);
+/* C: the output's channels; H, W: the input's size. */
+void ref_channels_to_space (const double *in, int n, int c, int h, int w, int p,
+                            gboolean column_major, double *out);
+void ref_avg_down3d (const double *in, int t, int cin, int h, int w, int cout, int ft,
+                     int fs, double *out);
+void ref_dup_up3d (const double *in, int t, int cin, int h, int w, int cout, int ft, int fs,
+                   gboolean drop_first, double *out);
+
+/* A stream's state slots (zero at the start), for the graphs of one model
+ * at one input size H x W. */
+typedef struct {
+  int n;
+  double **slots;
+  gsize *sizes;
+} RefState;
+RefState *ref_state_new (const VaeGraph *graph, int h, int w);
+void ref_state_free (RefState *st);
+
+/* One chunk of T frames through GRAPH with STATE (may be NULL for a graph
+ * without slots); the output has OUT_T frames. */
+double *ref_graph_run_stream (const VaeGraph *graph, RefState *state, int t, int h, int w,
+                              const float *input, double perturb, int *out_t, int *out_c,
+                              int *out_h, int *out_w);
+
 /* Runs GRAPH on INPUT [n, channels of value 0, h, w] (float32, widened).
  * Returns the output (g_free), its shape in OUT_C, OUT_H, OUT_W.
  * PERTURB != 0 scales every op's output by (1 + PERTURB): a deliberately

@@ -68,6 +68,7 @@ kind_name (int kind)
     case VAE_OP_ATTENTION: return "attention";
     case VAE_OP_UPSAMPLE2X: return "upsample2x";
     case VAE_OP_TANH_CLAMP: return "tanh_clamp";
+    VAE_OP_CASES_VIDEO: return vae_op_kind_name ((VaeOpKind) kind);
     default: return NULL;
   }
 }
@@ -384,6 +385,9 @@ add_single_op_cases (Gen *g, int kind)
       }
       break;
 
+    VAE_OP_CASES_VIDEO:
+      /* TODO(issue 11): cases through the engine's streams */
+      break;
     default:
       break;
   }

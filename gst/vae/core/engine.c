@@ -26,6 +26,13 @@ vae_engine_new (const char *backend, const VaeModel *model,
                  "needs a model folder or file", model->name, vt->name);
     return NULL;
   }
+  if (model->temporal_factor > 1 && !vt->stream_open) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "model '%s' is a video model (%s) and backend '%s' does not run video "
+                 "models yet; use backend 'cpu'", model->name,
+                 vae_family_name (model->family), vt->name);
+    return NULL;
+  }
   /* Its probe: no GPU, say. */
   if (!vae_engine_backend_check (backend, error))
     return NULL;
@@ -67,6 +74,12 @@ vae_engine_name (const VaeEngine *engine)
 gboolean
 vae_engine_submit (VaeEngine *engine, VaeBatch *batch, GError **error)
 {
+  if (engine->model->temporal_factor > 1) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "model '%s' is a video model: it runs as a stream (vae_stream_new), "
+                 "not as batches of images", engine->model->name);
+    return FALSE;
+  }
   if (!vae_model_has_half (engine->model, batch->direction == VAE_DIRECTION_ENCODE)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                  "model '%s' has no %s", engine->model->name,
@@ -132,4 +145,115 @@ vae_engine_output_channels (const VaeModel *model, VaeDirection direction)
   if (direction == VAE_DIRECTION_DECODE)
     return model->image_channels;
   return model->encoder_outputs_moments ? 2 * model->latent_channels : model->latent_channels;
+}
+
+/* ------------------------------------------------------------------ streams */
+
+static const VaeGraph *
+stream_graph (const VaeModel *m, VaeDirection direction, gboolean first)
+{
+  if (direction == VAE_DIRECTION_ENCODE)
+    return first && m->encoder_first ? m->encoder_first : m->encoder;
+  return first && m->decoder_first ? m->decoder_first : m->decoder;
+}
+
+VaeStream *
+vae_stream_new (VaeEngine *engine, VaeDirection direction, int h, int w, GError **error)
+{
+  const VaeModel *m = engine->model;
+  if (m->temporal_factor <= 1 || !engine->vt->stream_open) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "model '%s' is an image model: streams are for video models", m->name);
+    return NULL;
+  }
+  if (!stream_graph (m, direction, FALSE)) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "model '%s' has no %s", m->name,
+                 direction == VAE_DIRECTION_ENCODE ? "encoder" : "decoder");
+    return NULL;
+  }
+  int f = m->spatial_factor;
+  if (h < 1 || w < 1 || (direction == VAE_DIRECTION_ENCODE && (h % f || w % f))) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "frame size %dx%d: a %s stream's frames must be a multiple of the "
+                 "spatial factor %d", w, h,
+                 direction == VAE_DIRECTION_ENCODE ? "encoder" : "decoder", f);
+    return NULL;
+  }
+  VaeStream *s = g_new0 (VaeStream, 1);
+  s->engine = engine;
+  s->direction = direction;
+  s->h = h;
+  s->w = w;
+  if (!engine->vt->stream_open (engine, s, error)) {
+    g_free (s);
+    return NULL;
+  }
+  return s;
+}
+
+const VaeGraph *
+vae_stream_graph (const VaeStream *s)
+{
+  return stream_graph (s->engine->model, s->direction, !s->started);
+}
+
+int
+vae_stream_chunk_frames (const VaeStream *s)
+{
+  const VaeModel *m = s->engine->model;
+  if (s->direction == VAE_DIRECTION_DECODE)
+    return 1;
+  return s->started ? m->encode_chunk_frames : m->encode_first_frames;
+}
+
+int
+vae_stream_output_shape (const VaeStream *s, int t, int *c, int *h, int *w)
+{
+  const VaeGraph *g = vae_stream_graph (s);
+  int n = g->values->len;
+  g_autofree int *ts = g_new (int, n);
+  g_autofree int *hs = g_new (int, n);
+  g_autofree int *ws = g_new (int, n);
+  if (!vae_graph_infer_shapes (g, t, s->h, s->w, ts, hs, ws))
+    return -1;
+  if (c)
+    *c = vae_graph_channels (g, g->output);
+  if (h)
+    *h = hs[g->output];
+  if (w)
+    *w = ws[g->output];
+  return ts[g->output];
+}
+
+gboolean
+vae_stream_run (VaeStream *s, const float *in, int t, float *out, GError **error)
+{
+  if (vae_stream_output_shape (s, t, NULL, NULL, NULL) < 0) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "a chunk of %d frames does not fit model '%s' here (the %s takes %d)", t,
+                 s->engine->model->name, s->started ? "next chunk" : "first chunk",
+                 vae_stream_chunk_frames (s));
+    return FALSE;
+  }
+  const VaeGraph *g = vae_stream_graph (s);
+  if (!s->engine->vt->stream_run (s->engine, s, g, !s->started, in, t, out, error))
+    return FALSE;
+  s->started = TRUE;
+  return TRUE;
+}
+
+void
+vae_stream_reset (VaeStream *s)
+{
+  s->engine->vt->stream_reset (s->engine, s);
+  s->started = FALSE;
+}
+
+void
+vae_stream_free (VaeStream *s)
+{
+  if (!s)
+    return;
+  s->engine->vt->stream_close (s->engine, s);
+  g_free (s);
 }

@@ -67,6 +67,7 @@ typedef struct {
 } VaeBatch;
 
 typedef struct _VaeEngine VaeEngine;
+typedef struct _VaeStream VaeStream;
 
 /* What an engine can say about itself (benchmarks, vae-tool bench). */
 typedef struct {
@@ -98,6 +99,22 @@ typedef struct {
    * endpoint), or -1 with ERROR set saying why not ("no CUDA device").
    * Called once per process.  NULL: usable, rank 0. */
   int (*probe) (GError **error);
+
+  /* Video models (causal, streamed; see VaeStream below).  Optional: an
+   * engine without them refuses video models.  stream_open sets
+   * stream->priv (the state slots, kept where the engine computes: host
+   * memory for cpu, device memory for a GPU engine) for graphs at the
+   * stream's input size; stream_run runs GRAPH (the model's first-chunk or
+   * steady graph, chosen by the core) over IN [t, C, h, w] into OUT (sized
+   * by vae_graph_infer_shapes), reading and updating the slots, with
+   * AT_START telling that they are still zero (taps over them may be
+   * skipped); stream_reset zeroes them; stream_close frees priv. */
+  gboolean (*stream_open) (VaeEngine *engine, VaeStream *stream, GError **error);
+  gboolean (*stream_run) (VaeEngine *engine, VaeStream *stream,
+                          const VaeGraph *graph, gboolean at_start, const float *in,
+                          int t, float *out, GError **error);
+  void (*stream_reset) (VaeEngine *engine, VaeStream *stream);
+  void (*stream_close) (VaeEngine *engine, VaeStream *stream);
 } VaeEngineVTable;
 
 /* Ranks for probe: what "auto" prefers. */
@@ -169,6 +186,43 @@ int vae_engine_preferred_batch (VaeEngine *engine);
 void vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats);
 /* submit + wait, with the batch's error moved to ERROR. */
 gboolean vae_engine_run (VaeEngine *engine, VaeBatch *batch, GError **error);
+
+/* ---- streams: video models ----
+ * A video model (VaeModel.temporal_factor > 1) runs as a stream of chunks
+ * per (direction, frame size): what a chunk leaves for the next (the causal
+ * convolutions' last input frames) stays in the stream, so memory depends
+ * on the frame size, never on the clip's length.  A caller may run several
+ * streams at once (one per element, one per tile); one stream is used by
+ * one thread at a time.  Chunk sizes follow the model
+ * (vae_stream_chunk_frames); gst/vae/core/video-stream.h feeds a stream
+ * frame by frame. */
+struct _VaeStream {
+  VaeEngine *engine;           /* borrowed: outlives the stream */
+  VaeDirection direction;
+  int h, w;                    /* the graph input's frame size */
+  gboolean started;            /* a chunk has run since open or reset */
+  gpointer priv;               /* the engine's */
+};
+
+/* A stream over ENGINE's video model for inputs of H x W (encode: pixels,
+ * multiples of the spatial factor; decode: latents). */
+VaeStream *vae_stream_new (VaeEngine *engine, VaeDirection direction, int h, int w,
+                           GError **error);
+/* The graph the next chunk runs: the first-chunk graph at the start. */
+const VaeGraph *vae_stream_graph (const VaeStream *stream);
+/* Frames the next chunk must have (encode: Wan 1 then 4, TAEHV 4; decode: 1). */
+int vae_stream_chunk_frames (const VaeStream *stream);
+/* Output frames (and channels, size) of the next chunk for T input frames;
+ * -1 when T does not fit the graph. */
+int vae_stream_output_shape (const VaeStream *stream, int t, int *c, int *h, int *w);
+/* Runs one chunk: IN [t, C, h, w] (frame-major float32), OUT sized by
+ * vae_stream_output_shape.  On failure the stream must be reset. */
+gboolean vae_stream_run (VaeStream *stream, const float *in, int t, float *out,
+                         GError **error);
+/* Back to the start of a clip (zero state). */
+void vae_stream_reset (VaeStream *stream);
+void vae_stream_free (VaeStream *stream);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeStream, vae_stream_free)
 
 /* Channels of a direction's output (encode: the encoder's, moments
  * included; decode: the image's), for callers sizing output buffers. */

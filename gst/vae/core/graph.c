@@ -1,4 +1,5 @@
 #include "graph.h"
+#include <string.h>
 
 struct _VaeWeightStore {
   gint ref;
@@ -106,6 +107,8 @@ op_init (VaeOpKind kind, const char *name, int in)
   op.in = in;
   op.in2 = op.in3 = op.residual = -1;
   op.act = VAE_ACT_NONE;
+  op.kt = op.time_stride = 1;
+  op.state = -1;
   return op;
 }
 
@@ -174,6 +177,222 @@ vae_graph_tanh_clamp (VaeGraph *g, const char *name, int in, float clamp)
   return append (g, &op, op.in_channels);
 }
 
+int
+vae_graph_causal_conv3d (VaeGraph *g, const char *name, int in, int out_channels,
+                         int kt, int time_stride, int kernel, int pad,
+                         float *weight, float *bias, int state, int residual,
+                         VaeActivation act)
+{
+  VaeOp op = op_init (VAE_OP_CAUSAL_CONV3D, name, in);
+  op.in_channels = vae_graph_channels (g, in);
+  op.out_channels = out_channels;
+  op.kernel = kernel;
+  op.stride = 1;
+  op.pad_top = op.pad_left = op.pad_bottom = op.pad_right = pad;
+  op.kt = kt;
+  op.time_stride = time_stride;
+  g_assert (kt >= 1 && time_stride >= 1 && time_stride <= kt);
+  g_assert ((state >= 0) == (kt > time_stride));
+  op.state = state;
+  if (state >= g->n_states)
+    g->n_states = state + 1;
+  op.weight = vae_weight_store_adopt (g->weights, weight);
+  op.bias = vae_weight_store_adopt (g->weights, bias);
+  op.residual = residual;
+  op.act = act;
+  g_assert (residual < 0 || vae_graph_channels (g, residual) == out_channels);
+  return append (g, &op, out_channels);
+}
+
+int
+vae_graph_time_passthrough (VaeGraph *g, const char *name, int in, int kt,
+                            int time_stride, int state)
+{
+  VaeOp op = op_init (VAE_OP_CAUSAL_CONV3D, name, in);
+  op.in_channels = op.out_channels = vae_graph_channels (g, in);
+  op.kernel = op.stride = 1;
+  op.kt = kt;
+  op.time_stride = time_stride;
+  g_assert (state >= 0 && kt > time_stride);
+  op.state = state;
+  if (state >= g->n_states)
+    g->n_states = state + 1;
+  op.time_passthrough = TRUE;
+  return append (g, &op, op.in_channels);
+}
+
+int
+vae_graph_rms_norm (VaeGraph *g, const char *name, int in, float *gamma,
+                    VaeActivation act)
+{
+  VaeOp op = op_init (VAE_OP_RMS_NORM, name, in);
+  op.in_channels = op.out_channels = vae_graph_channels (g, in);
+  op.gamma = vae_weight_store_adopt (g->weights, gamma);
+  op.act = act;
+  return append (g, &op, op.in_channels);
+}
+
+static int
+reshape_op (VaeGraph *g, VaeOpKind kind, const char *name, int in, int factor,
+            int out_channels)
+{
+  VaeOp op = op_init (kind, name, in);
+  op.in_channels = vae_graph_channels (g, in);
+  op.out_channels = out_channels;
+  op.factor = factor;
+  return append (g, &op, out_channels);
+}
+
+int
+vae_graph_frames_to_channels (VaeGraph *g, const char *name, int in, int s)
+{
+  return reshape_op (g, VAE_OP_FRAMES_TO_CHANNELS, name, in, s,
+                     vae_graph_channels (g, in) * s);
+}
+
+int
+vae_graph_channels_to_frames (VaeGraph *g, const char *name, int in, int s)
+{
+  g_assert (vae_graph_channels (g, in) % s == 0);
+  return reshape_op (g, VAE_OP_CHANNELS_TO_FRAMES, name, in, s,
+                     vae_graph_channels (g, in) / s);
+}
+
+int
+vae_graph_space_to_channels (VaeGraph *g, const char *name, int in, int p,
+                             gboolean column_major)
+{
+  int v = reshape_op (g, VAE_OP_SPACE_TO_CHANNELS, name, in, p,
+                      vae_graph_channels (g, in) * p * p);
+  g_array_index (g->ops, VaeOp, g->ops->len - 1).column_major = column_major;
+  return v;
+}
+
+int
+vae_graph_channels_to_space (VaeGraph *g, const char *name, int in, int p,
+                             gboolean column_major)
+{
+  g_assert (vae_graph_channels (g, in) % (p * p) == 0);
+  int v = reshape_op (g, VAE_OP_CHANNELS_TO_SPACE, name, in, p,
+                      vae_graph_channels (g, in) / (p * p));
+  g_array_index (g->ops, VaeOp, g->ops->len - 1).column_major = column_major;
+  return v;
+}
+
+int
+vae_graph_avg_down3d (VaeGraph *g, const char *name, int in, int out_channels,
+                      int ft, int fs)
+{
+  int cin = vae_graph_channels (g, in);
+  g_assert ((cin * ft * fs * fs) % out_channels == 0);
+  int v = reshape_op (g, VAE_OP_AVG_DOWN3D, name, in, fs, out_channels);
+  g_array_index (g->ops, VaeOp, g->ops->len - 1).time_factor = ft;
+  return v;
+}
+
+int
+vae_graph_dup_up3d (VaeGraph *g, const char *name, int in, int out_channels,
+                    int ft, int fs, gboolean drop_first)
+{
+  int cin = vae_graph_channels (g, in);
+  g_assert ((out_channels * ft * fs * fs) % cin == 0);
+  int v = reshape_op (g, VAE_OP_DUP_UP3D, name, in, fs, out_channels);
+  VaeOp *op = &g_array_index (g->ops, VaeOp, g->ops->len - 1);
+  op->time_factor = ft;
+  op->drop_first = drop_first;
+  return v;
+}
+
+int
+vae_graph_add (VaeGraph *g, const char *name, int a, int b)
+{
+  VaeOp op = op_init (VAE_OP_ADD, name, a);
+  op.in2 = b;
+  op.in_channels = op.out_channels = vae_graph_channels (g, a);
+  g_assert (vae_graph_channels (g, b) == op.in_channels);
+  return append (g, &op, op.in_channels);
+}
+
+/* Output size of OP over an input of IH x IW (spatial only). */
+static void
+op_out_size (const VaeOp *op, int ih, int iw, int *oh, int *ow)
+{
+  switch (op->kind) {
+    case VAE_OP_CONV2D:
+    case VAE_OP_CAUSAL_CONV3D:
+      if (op->kind == VAE_OP_CAUSAL_CONV3D && op->time_passthrough) {
+        *oh = ih;
+        *ow = iw;
+        return;
+      }
+      *oh = (ih + op->pad_top + op->pad_bottom - op->kernel) / op->stride + 1;
+      *ow = (iw + op->pad_left + op->pad_right - op->kernel) / op->stride + 1;
+      return;
+    case VAE_OP_UPSAMPLE2X:
+      *oh = ih * 2;
+      *ow = iw * 2;
+      return;
+    case VAE_OP_SPACE_TO_CHANNELS:
+    case VAE_OP_AVG_DOWN3D:
+      *oh = ih / op->factor;
+      *ow = iw / op->factor;
+      return;
+    case VAE_OP_CHANNELS_TO_SPACE:
+    case VAE_OP_DUP_UP3D:
+      *oh = ih * op->factor;
+      *ow = iw * op->factor;
+      return;
+    case VAE_OP_GROUP_NORM:
+    case VAE_OP_ATTENTION:
+    case VAE_OP_TANH_CLAMP:
+    case VAE_OP_RMS_NORM:
+    case VAE_OP_FRAMES_TO_CHANNELS:
+    case VAE_OP_CHANNELS_TO_FRAMES:
+    case VAE_OP_ADD:
+      *oh = ih;
+      *ow = iw;
+      return;
+  }
+  g_assert_not_reached ();
+}
+
+/* Output frames of OP over IT input frames; -1 when IT does not fit. */
+static int
+op_out_frames (const VaeOp *op, int it)
+{
+  switch (op->kind) {
+    case VAE_OP_CAUSAL_CONV3D: {
+      if (op->time_passthrough)
+        return it;
+      int x = vae_op_history_frames (op) + it;
+      if (x < op->kt)
+        return -1;
+      return (x - op->kt) / op->time_stride + 1;
+    }
+    case VAE_OP_FRAMES_TO_CHANNELS:
+      return it % op->factor == 0 ? it / op->factor : -1;
+    case VAE_OP_CHANNELS_TO_FRAMES:
+      return it * op->factor;
+    case VAE_OP_AVG_DOWN3D:
+      return (it + op->time_factor - 1) / op->time_factor;
+    case VAE_OP_DUP_UP3D: {
+      int t = it * op->time_factor - (op->drop_first ? op->time_factor - 1 : 0);
+      return t > 0 ? t : -1;
+    }
+    case VAE_OP_CONV2D:
+    case VAE_OP_GROUP_NORM:
+    case VAE_OP_ATTENTION:
+    case VAE_OP_UPSAMPLE2X:
+    case VAE_OP_TANH_CLAMP:
+    case VAE_OP_RMS_NORM:
+    case VAE_OP_SPACE_TO_CHANNELS:
+    case VAE_OP_CHANNELS_TO_SPACE:
+    case VAE_OP_ADD:
+      return it;
+  }
+  g_assert_not_reached ();
+}
+
 void
 vae_graph_infer_sizes (const VaeGraph *g, int in_h, int in_w, int *h, int *w)
 {
@@ -181,43 +400,100 @@ vae_graph_infer_sizes (const VaeGraph *g, int in_h, int in_w, int *h, int *w)
   w[0] = in_w;
   for (guint i = 0; i < g->ops->len; i++) {
     const VaeOp *op = vae_graph_op (g, i);
-    int ih = h[op->in], iw = w[op->in];
-    switch (op->kind) {
+    op_out_size (op, h[op->in], w[op->in], &h[op->out], &w[op->out]);
+  }
+}
+
+gboolean
+vae_graph_infer_shapes (const VaeGraph *g, int in_t, int in_h, int in_w,
+                        int *t, int *h, int *w)
+{
+  int n = g->values->len;
+  g_autofree int *tt = g_new0 (int, n);
+  g_autofree int *hh = g_new0 (int, n);
+  g_autofree int *ww = g_new0 (int, n);
+  tt[0] = in_t;
+  vae_graph_infer_sizes (g, in_h, in_w, hh, ww);
+  gboolean ok = in_t > 0;
+  for (guint i = 0; ok && i < g->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    tt[op->out] = op_out_frames (op, tt[op->in]);
+    if (tt[op->out] <= 0)
+      ok = FALSE;
+    if (op->kind == VAE_OP_ADD
+        && (tt[op->in2] != tt[op->in] || hh[op->in2] != hh[op->in] || ww[op->in2] != ww[op->in]))
+      ok = FALSE;
+    if (op->residual >= 0
+        && (tt[op->residual] != tt[op->out] || hh[op->residual] != hh[op->out]
+            || ww[op->residual] != ww[op->out]))
+      ok = FALSE;
+    if (op->kind == VAE_OP_ATTENTION
+        && (tt[op->in2] != tt[op->in] || tt[op->in3] != tt[op->in]))
+      ok = FALSE;
+  }
+  if (t)
+    memcpy (t, tt, n * sizeof (int));
+  if (h)
+    memcpy (h, hh, n * sizeof (int));
+  if (w)
+    memcpy (w, ww, n * sizeof (int));
+  return ok;
+}
+
+gboolean
+vae_graph_is_temporal (const VaeGraph *g)
+{
+  for (guint i = 0; i < g->ops->len; i++)
+    switch (vae_graph_op (g, i)->kind) {
+      case VAE_OP_CAUSAL_CONV3D:
+      case VAE_OP_FRAMES_TO_CHANNELS:
+      case VAE_OP_CHANNELS_TO_FRAMES:
+      case VAE_OP_AVG_DOWN3D:
+      case VAE_OP_DUP_UP3D:
+        return TRUE;
       case VAE_OP_CONV2D:
-        h[op->out] = (ih + op->pad_top + op->pad_bottom - op->kernel) / op->stride + 1;
-        w[op->out] = (iw + op->pad_left + op->pad_right - op->kernel) / op->stride + 1;
-        break;
-      case VAE_OP_UPSAMPLE2X:
-        h[op->out] = ih * 2;
-        w[op->out] = iw * 2;
-        break;
       case VAE_OP_GROUP_NORM:
       case VAE_OP_ATTENTION:
+      case VAE_OP_UPSAMPLE2X:
       case VAE_OP_TANH_CLAMP:
-        h[op->out] = ih;
-        w[op->out] = iw;
+      case VAE_OP_RMS_NORM:
+      case VAE_OP_SPACE_TO_CHANNELS:
+      case VAE_OP_CHANNELS_TO_SPACE:
+      case VAE_OP_ADD:
         break;
     }
+  return g->n_states > 0;
+}
+
+double
+vae_graph_macs_t (const VaeGraph *g, int in_t, int in_h, int in_w)
+{
+  int n = g->values->len;
+  g_autofree int *t = g_new (int, n);
+  g_autofree int *h = g_new (int, n);
+  g_autofree int *w = g_new (int, n);
+  if (!vae_graph_infer_shapes (g, in_t, in_h, in_w, t, h, w))
+    return 0;
+  double macs = 0;
+  for (guint i = 0; i < g->ops->len; i++) {
+    const VaeOp *op = vae_graph_op (g, i);
+    double pixels = (double) h[op->out] * w[op->out];
+    double frames = t[op->out];
+    if (op->kind == VAE_OP_CONV2D)
+      macs += frames * pixels * op->out_channels * op->in_channels * op->kernel * op->kernel;
+    else if (op->kind == VAE_OP_CAUSAL_CONV3D && !op->time_passthrough)
+      macs += frames * pixels * op->out_channels * op->in_channels * op->kt
+              * op->kernel * op->kernel;
+    else if (op->kind == VAE_OP_ATTENTION)
+      macs += frames * 2.0 * pixels * pixels * op->in_channels;   /* q k^T and p v */
   }
+  return macs;
 }
 
 double
 vae_graph_macs (const VaeGraph *g, int in_h, int in_w)
 {
-  int n = g->values->len;
-  g_autofree int *h = g_new (int, n);
-  g_autofree int *w = g_new (int, n);
-  vae_graph_infer_sizes (g, in_h, in_w, h, w);
-  double macs = 0;
-  for (guint i = 0; i < g->ops->len; i++) {
-    const VaeOp *op = vae_graph_op (g, i);
-    double pixels = (double) h[op->out] * w[op->out];
-    if (op->kind == VAE_OP_CONV2D)
-      macs += pixels * op->out_channels * op->in_channels * op->kernel * op->kernel;
-    else if (op->kind == VAE_OP_ATTENTION)
-      macs += 2.0 * pixels * pixels * op->in_channels;   /* q k^T and p v */
-  }
-  return macs;
+  return vae_graph_macs_t (g, 1, in_h, in_w);
 }
 
 guint64
@@ -229,8 +505,13 @@ vae_graph_n_params (const VaeGraph *g)
     if (op->kind == VAE_OP_CONV2D)
       n += (guint64) op->out_channels * op->in_channels * op->kernel * op->kernel
            + (op->bias ? op->out_channels : 0);
+    else if (op->kind == VAE_OP_CAUSAL_CONV3D && !op->time_passthrough)
+      n += (guint64) op->out_channels * op->in_channels * op->kt * op->kernel * op->kernel
+           + (op->bias ? op->out_channels : 0);
     else if (op->kind == VAE_OP_GROUP_NORM)
       n += 2 * (guint64) op->in_channels;
+    else if (op->kind == VAE_OP_RMS_NORM)
+      n += op->in_channels;
   }
   return n;
 }
@@ -244,6 +525,15 @@ vae_op_kind_name (VaeOpKind kind)
     case VAE_OP_ATTENTION: return "attention";
     case VAE_OP_UPSAMPLE2X: return "upsample2x";
     case VAE_OP_TANH_CLAMP: return "tanh_clamp";
+    case VAE_OP_CAUSAL_CONV3D: return "causal_conv3d";
+    case VAE_OP_RMS_NORM: return "rms_norm";
+    case VAE_OP_FRAMES_TO_CHANNELS: return "frames_to_channels";
+    case VAE_OP_CHANNELS_TO_FRAMES: return "channels_to_frames";
+    case VAE_OP_SPACE_TO_CHANNELS: return "space_to_channels";
+    case VAE_OP_CHANNELS_TO_SPACE: return "channels_to_space";
+    case VAE_OP_AVG_DOWN3D: return "avg_down3d";
+    case VAE_OP_DUP_UP3D: return "dup_up3d";
+    case VAE_OP_ADD: return "add";
   }
   return "unknown";
 }

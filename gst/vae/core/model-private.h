@@ -63,6 +63,19 @@ gboolean vae_config_string_is (JsonObject *obj, const char *file, const char *ke
  * layout, and applies the option overrides afterwards).  CONFIG is the
  * parsed config.json (NULL: everything is inferred from the tensors). */
 
+/* AutoencoderKLWan (Wan 2.1, Wan 2.2, Qwen-Image) from ST: diffusers key
+ * names, or the original Wan names when ORIGINAL (Wan2.1_VAE.pth /
+ * Wan2.2_VAE.pth stored as safetensors, ComfyUI's files).  CONFIG may be
+ * NULL (single files): the configuration then comes from the tensor
+ * shapes and the real Wan 2.1 / 2.2 normalisation is built in.  Fills the
+ * video fields of MODEL (both graphs per direction, state slots). */
+gboolean vae_model_build_wan (VaeModel *model, VaeSafetensors *st, gboolean original,
+                              JsonObject *config, const char *config_path, GError **error);
+
+/* TAEHV (taehv.py's state dict: encoder.N / decoder.N) from ST, the
+ * configuration read from the tensor shapes (never the file name). */
+gboolean vae_model_build_taehv (VaeModel *model, VaeSafetensors *st, GError **error);
+
 /* AutoencoderKL from ST: diffusers names, or LDM names when LDM (keys start
  * with PREFIX, e.g. "first_stage_model."). */
 gboolean vae_model_build_kl (VaeModel *model, VaeSafetensors *st, gboolean ldm,

@@ -341,6 +341,14 @@ has_key (const VaeSafetensors *st, const char *prefix, const char *name)
 
 /* ------------------------------------------------------------------ loaders */
 
+/* Wan 2.1's class, and Qwen-Image's (the same network and key names). */
+static gboolean
+is_wan_class (const char *class_name)
+{
+  return strcmp (class_name, "AutoencoderKLWan") == 0
+         || strcmp (class_name, "AutoencoderKLQwenImage") == 0;
+}
+
 static gboolean
 load_diffusers_dir (VaeModel *m, const char *dir, GError **error)
 {
@@ -372,9 +380,10 @@ load_diffusers_dir (VaeModel *m, const char *dir, GError **error)
     }
     class_name = json_node_get_string (cn);
     if (strcmp (class_name, "AutoencoderKL") != 0 &&
-        strcmp (class_name, "AutoencoderTiny") != 0) {
+        strcmp (class_name, "AutoencoderTiny") != 0 && !is_wan_class (class_name)) {
       g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
-                   "%s: \"_class_name\" is \"%s\"; supported: AutoencoderKL, AutoencoderTiny",
+                   "%s: \"_class_name\" is \"%s\"; supported: AutoencoderKL, "
+                   "AutoencoderTiny, AutoencoderKLWan, AutoencoderKLQwenImage",
                    config_path, class_name);
       return FALSE;
     }
@@ -391,6 +400,8 @@ load_diffusers_dir (VaeModel *m, const char *dir, GError **error)
     tiny = has_key (st, "", "encoder.layers.0.weight") || has_key (st, "", "decoder.layers.0.weight");
 
   m->layout = VAE_LAYOUT_DIFFUSERS;
+  if (class_name && is_wan_class (class_name))
+    return vae_model_build_wan (m, st, FALSE, config, config_path, error);
   if (tiny) {
     VaeTinySource enc = { st, "encoder.layers.", FALSE };
     VaeTinySource dec = { st, "decoder.layers.", FALSE };
@@ -464,8 +475,40 @@ load_single_file (VaeModel *m, const char *path, GError **error)
   if (!st)
     return FALSE;
 
+  /* Video models first: a diffusers-layout Wan file has AutoencoderKL's
+   * encoder.conv_in too.  The markers are the ones diffusers and ComfyUI
+   * test (docs/video-architectures.md, key names). */
+  if (has_key (st, "", "decoder.middle.0.residual.0.gamma")) {
+    m->layout = VAE_LAYOUT_WAN;
+    return vae_model_build_wan (m, st, TRUE, NULL, NULL, error);
+  }
+  if (has_key (st, "", "decoder.mid_block.resnets.0.norm1.gamma")) {
+    m->layout = VAE_LAYOUT_DIFFUSERS;
+    return vae_model_build_wan (m, st, FALSE, NULL, NULL, error);
+  }
+  if (has_key (st, "", "encoder.0.weight") || has_key (st, "", "decoder.1.weight")) {
+    m->layout = VAE_LAYOUT_TAEHV;
+    return vae_model_build_taehv (m, st, error);
+  }
+
   g_autofree char *base = g_path_get_basename (path);
   int half = taesd_half_from_name (base);
+
+  /* Video models first: a diffusers-layout Wan file has AutoencoderKL's
+   * encoder.conv_in too.  The markers are the ones diffusers and ComfyUI
+   * test (docs/video-architectures.md, key names). */
+  if (has_key (st, "", "decoder.middle.0.residual.0.gamma")) {
+    m->layout = VAE_LAYOUT_WAN;
+    return vae_model_build_wan (m, st, TRUE, NULL, NULL, error);
+  }
+  if (has_key (st, "", "decoder.mid_block.resnets.0.norm1.gamma")) {
+    m->layout = VAE_LAYOUT_DIFFUSERS;
+    return vae_model_build_wan (m, st, FALSE, NULL, NULL, error);
+  }
+  if (has_key (st, "", "encoder.0.weight") || has_key (st, "", "decoder.1.weight")) {
+    m->layout = VAE_LAYOUT_TAEHV;
+    return vae_model_build_taehv (m, st, error);
+  }
 
   if (has_sequential_keys (st)) {
     /* One TAESD half.  The decoder's index 0 is the parameterless Clamp, so
@@ -608,6 +651,10 @@ vae_model_free (VaeModel *model)
     return;
   vae_graph_free (model->encoder);
   vae_graph_free (model->decoder);
+  vae_graph_free (model->encoder_first);
+  vae_graph_free (model->decoder_first);
+  g_free (model->latents_mean);
+  g_free (model->latents_std);
   vae_weight_store_unref (model->weights);
   g_free (model->path);
   g_free (model->name);
@@ -628,6 +675,10 @@ vae_family_name (VaeFamily family)
       return "AutoencoderKL";
     case VAE_FAMILY_TINY:
       return "AutoencoderTiny";
+    case VAE_FAMILY_WAN:
+      return "AutoencoderKLWan";
+    case VAE_FAMILY_TAEHV:
+      return "TAEHV";
   }
   return "unknown";
 }
@@ -642,6 +693,10 @@ vae_layout_name (VaeLayout layout)
       return "ldm";
     case VAE_LAYOUT_TAESD:
       return "taesd";
+    case VAE_LAYOUT_WAN:
+      return "wan";
+    case VAE_LAYOUT_TAEHV:
+      return "taehv";
   }
   return "unknown";
 }

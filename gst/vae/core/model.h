@@ -12,12 +12,16 @@ G_BEGIN_DECLS
 typedef enum {
   VAE_FAMILY_KL,     /* AutoencoderKL: SD1/SD2/SDXL/SD3/FLUX.1 */
   VAE_FAMILY_TINY,   /* AutoencoderTiny: TAESD family, TAEF2 */
+  VAE_FAMILY_WAN,    /* AutoencoderKLWan: Wan 2.1 (and Qwen-Image's), Wan 2.2 */
+  VAE_FAMILY_TAEHV,  /* TAEHV: taew2_1, taew2_2, taehv */
 } VaeFamily;
 
 typedef enum {
   VAE_LAYOUT_DIFFUSERS,    /* folder with config.json */
   VAE_LAYOUT_LDM,          /* single CompVis/ComfyUI/BFL file */
   VAE_LAYOUT_TAESD,        /* TAESD nn.Sequential files (_encoder, _decoder) */
+  VAE_LAYOUT_WAN,          /* original Wan single file (Wan2.1_VAE.pth keys; ComfyUI) */
+  VAE_LAYOUT_TAEHV,        /* taehv.py state dict (one file, both halves) */
 } VaeLayout;
 
 #define VAE_MAX_LEVELS 8
@@ -47,6 +51,24 @@ typedef struct {
 
   /* Encoder output has 2*latent channels (mean, logvar) for KL. */
   gboolean encoder_outputs_moments;
+
+  /* Video models (causal 3D VAEs); image models have temporal_factor 1
+   * and leave the rest 0 / NULL.  Each direction has a steady-state graph
+   * (encoder, decoder) and may have a first-chunk graph over the same
+   * weights and state slots, for what a stream does differently at its
+   * start (Wan: the time convs of the resamplers are skipped). */
+  int temporal_factor;         /* input frames per latent frame: 4 */
+  VaeGraph *encoder_first;     /* NULL: the first chunk runs encoder */
+  VaeGraph *decoder_first;     /* NULL: the first chunk runs decoder */
+  int encode_first_frames;     /* frames in the first encoder chunk: Wan 1, TAEHV 4 */
+  int encode_chunk_frames;     /* in each later chunk: 4 */
+  int decode_drop_frames;      /* decoded frames a stream drops at its start: TAEHV 3 */
+  int patch_size;              /* space-to-channel patches around the network: 1 or 2 */
+  const char *variant;         /* "wan2.1", "wan2.2", "taew2_1", ... (static) */
+  /* Per-channel latent normalisation: diffusion = (mean - latents_mean[c]) /
+   * latents_std[c] ([latent_channels] each; Wan).  NULL: the scalar
+   * scaling_factor / shift_factor above. */
+  float *latents_mean, *latents_std;
 
   /* The store every graph of the model points into (NULL for presets):
    * graphs share weights through it. */
