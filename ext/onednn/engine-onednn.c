@@ -9,6 +9,7 @@
 #include "engine.h"
 #include "onednn-private.h"
 #include "plan-cache.h"
+#include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -108,6 +109,129 @@ onednn_close (VaeEngine *engine)
     dnnl_engine_destroy (self->ctx.engine);
 }
 
+/* ---- streams (video models) ----
+ * A stream keeps its own plans (one per graph and chunk length: a Wan
+ * encoder stream has two, its first frame and its 4-frame chunks) and the
+ * state slots they read and write, allocated zeroed the first time a plan
+ * that uses the slot is made.  Plans point at the slots through their
+ * causal steps, so a stream's plans are its own, never shared. */
+typedef struct {
+  const VaeGraph *graph;
+  int t;
+  OnednnPlan *plan;
+} StreamPlan;
+
+typedef struct {
+  GArray *plans;               /* StreamPlan */
+  int n_slots;
+  guint8 **slots;              /* [n_slots], NULL until a plan uses it */
+  gsize *slot_bytes;
+} OnednnStream;
+
+static gboolean
+onednn_stream_open (VaeEngine *engine, VaeStream *stream, GError **error)
+{
+  const VaeModel *m = engine->model;
+  const VaeGraph *g = stream->direction == VAE_DIRECTION_ENCODE ? m->encoder : m->decoder;
+  if (engine->options.precision == VAE_PRECISION_BF16) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "the cpu backend runs video models in float32 only");
+    return FALSE;
+  }
+  OnednnStream *st = g_new0 (OnednnStream, 1);
+  st->plans = g_array_new (FALSE, TRUE, sizeof (StreamPlan));
+  st->n_slots = g->n_states;
+  st->slots = g_new0 (guint8 *, MAX (st->n_slots, 1));
+  st->slot_bytes = g_new0 (gsize, MAX (st->n_slots, 1));
+  stream->priv = st;
+  return TRUE;
+}
+
+static OnednnPlan *
+stream_plan (OnednnEngine *self, VaeStream *stream, OnednnStream *st, const VaeGraph *graph,
+             int t, GError **error)
+{
+  for (guint i = 0; i < st->plans->len; i++) {
+    StreamPlan *sp = &g_array_index (st->plans, StreamPlan, i);
+    if (sp->graph == graph && sp->t == t)
+      return sp->plan;
+  }
+  if (graph->n_states > st->n_slots) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_MODEL,
+                 "a graph of model '%s' has %d state slots, its stream %d",
+                 self->parent.model->name, graph->n_states, st->n_slots);
+    return NULL;
+  }
+  OnednnPlan *plan = onednn_plan_new_stream (&self->ctx, graph, t, stream->h, stream->w,
+                                             dnnl_f32, error);
+  if (!plan)
+    return NULL;
+  /* Slots this plan uses: allocated (zero) now, or checked against the
+   * size the other plan gave them. */
+  for (int s = 0; s < st->n_slots; s++) {
+    gsize bytes = onednn_plan_slot_bytes (plan, s);
+    if (!bytes)
+      continue;
+    if (st->slots[s] && st->slot_bytes[s] != bytes) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_MODEL,
+                   "state slot %d of model '%s': %" G_GSIZE_FORMAT " bytes in one graph, %"
+                   G_GSIZE_FORMAT " in another", s, self->parent.model->name,
+                   st->slot_bytes[s], bytes);
+      onednn_plan_free (plan);
+      return NULL;
+    }
+    if (!st->slots[s]) {
+      st->slots[s] = vae_try_aligned_alloc0 (1, bytes, 64, "a video stream's state", error);
+      if (!st->slots[s]) {
+        onednn_plan_free (plan);
+        return NULL;
+      }
+      st->slot_bytes[s] = bytes;
+    }
+  }
+  StreamPlan sp = { graph, t, plan };
+  g_array_append_val (st->plans, sp);
+  return plan;
+}
+
+static gboolean
+onednn_stream_run (VaeEngine *engine, VaeStream *stream, const VaeGraph *graph,
+                   gboolean at_start, const float *in, int t, float *out, GError **error)
+{
+  OnednnEngine *self = (OnednnEngine *) engine;
+  OnednnStream *st = stream->priv;
+  OnednnPlan *plan = stream_plan (self, stream, st, graph, t, error);
+  if (!plan)
+    return FALSE;
+  return onednn_plan_run_stream (&self->ctx, plan, in, out, st->slots, at_start, error);
+}
+
+static void
+onednn_stream_reset (VaeEngine *engine, VaeStream *stream)
+{
+  OnednnStream *st = stream->priv;
+  for (int s = 0; s < st->n_slots; s++)
+    if (st->slots[s])
+      memset (st->slots[s], 0, st->slot_bytes[s]);
+}
+
+static void
+onednn_stream_close (VaeEngine *engine, VaeStream *stream)
+{
+  OnednnStream *st = stream->priv;
+  if (!st)
+    return;
+  for (guint i = 0; i < st->plans->len; i++)
+    onednn_plan_free (g_array_index (st->plans, StreamPlan, i).plan);
+  g_array_unref (st->plans);
+  for (int s = 0; s < st->n_slots; s++)
+    g_aligned_free (st->slots[s]);
+  g_free (st->slots);
+  g_free (st->slot_bytes);
+  g_free (st);
+  stream->priv = NULL;
+}
+
 /* oneDNN runs on any x86-64 (or other) CPU it was built for. */
 static int
 onednn_probe (GError **error)
@@ -124,4 +248,8 @@ const VaeEngineVTable vae_engine_onednn = {
   .preferred_batch = onednn_preferred_batch,
   .close = onednn_close,
   .probe = onednn_probe,
+  .stream_open = onednn_stream_open,
+  .stream_run = onednn_stream_run,
+  .stream_reset = onednn_stream_reset,
+  .stream_close = onednn_stream_close,
 };

@@ -156,6 +156,73 @@ OnednnAttention *onednn_attention_new (const OnednnCtx *ctx, const VaeOp *op,
 gboolean onednn_attention_run (const OnednnCtx *ctx, OnednnAttention *a, GError **error);
 void onednn_attention_free (OnednnAttention *a);
 
+/* video-ops.c: RMS norm over float32 activations (blocked or plain): the
+ * statistics and scaling by hand, the activation as an eltwise in place. */
+typedef struct {
+  const VaeOp *op;
+  const float *src;
+  float *dst;
+  int n, c, h, w, block, c_stored;
+  float *gamma;                /* gamma * sqrt(C), [c_stored], 0 in the padding */
+  OnednnPrim act;              /* in place over dst; no prim: no activation */
+} OnednnRmsNorm;
+OnednnRmsNorm *onednn_rms_norm_new (const OnednnCtx *ctx, const VaeOp *op,
+                                    const dnnl_memory_desc_t *md, void *src, void *dst,
+                                    dnnl_memory_t dst_mem, GError **error);
+gboolean onednn_rms_norm_run (const OnednnCtx *ctx, OnednnRmsNorm *r, GError **error);
+void onednn_rms_norm_free (OnednnRmsNorm *r);
+
+/* video-ops.c: the weightless reshapes of graph.h (frames <-> channels,
+ * space <-> channels, AvgDown3D, DupUp3D): a copy where the blocked bytes
+ * already agree, else through plain NCHW. */
+typedef struct {
+  const VaeOp *op;
+  int in_dims[4], out_dims[4];
+  const void *copy_src;        /* copy_bytes > 0: one copy does it */
+  void *copy_dst;
+  gsize copy_bytes;
+  float *a, *b;                /* plain input and output */
+  dnnl_memory_t a_mem, b_mem;
+  OnednnPrim to_plain, from_plain;
+} OnednnReshape;
+OnednnReshape *onednn_reshape_new (const OnednnCtx *ctx, const VaeOp *op,
+                                   const dnnl_memory_desc_t *in_md, dnnl_memory_t in_mem,
+                                   void *in_data, const dnnl_memory_desc_t *out_md,
+                                   dnnl_memory_t out_mem, void *out_data, GError **error);
+gboolean onednn_reshape_run (const OnednnCtx *ctx, OnednnReshape *r, GError **error);
+void onednn_reshape_free (OnednnReshape *r);
+
+/* causal-conv.c: CAUSAL_CONV3D as batched 2-D convolutions per time tap
+ * over views of the chunk and of the stream's state slot. */
+typedef struct _OnednnCausal OnednnCausal;
+/* RESIDUAL_IN_DST: the residual was copied into OUT first (every tap then
+ * accumulates). */
+OnednnCausal *onednn_causal_new (const OnednnCtx *ctx, const VaeOp *op,
+                                 const dnnl_memory_desc_t *in_md, const void *in_data,
+                                 const dnnl_memory_desc_t *out_md, void *out_data,
+                                 dnnl_memory_t out_mem, gboolean residual_in_dst,
+                                 GError **error);
+/* The slot it uses (-1: none) and the bytes that slot holds. */
+int onednn_causal_slot (const OnednnCausal *cc);
+gsize onednn_causal_slot_bytes (const OnednnCausal *cc);
+/* SLOTS: the stream's state buffers by slot; AT_START: they are zero. */
+gboolean onednn_causal_run (const OnednnCtx *ctx, OnednnCausal *cc, guint8 *const *slots,
+                            gboolean at_start, GError **error);
+void onednn_causal_free (OnednnCausal *cc);
+
+/* onednn-plan.c, for causal-conv.c: a convolution's primitive descriptor
+ * (OP's shape; its residual >= 0 asks for the sum post-op), and OP's
+ * weights reordered into W_MD once per engine (PHASE: -1 the op's own
+ * filter, an upconv phase for CONV2D, the time tap for CAUSAL_CONV3D). */
+gboolean onednn_conv_pd (const OnednnCtx *ctx, const VaeOp *op,
+                         const dnnl_memory_desc_t *src_md, int n, int oh, int ow,
+                         dnnl_data_type_t dt, dnnl_primitive_desc_t *pd, GError **error);
+void *onednn_prepared_weight (const OnednnCtx *ctx, const VaeOp *op, int phase,
+                              const dnnl_memory_desc_t *w_md, GError **error);
+
+/* Bytes of one frame (image) of a 4-D descriptor, padding included. */
+gsize onednn_frame_bytes (const dnnl_memory_desc_t *md);
+
 /* A plan: one graph at one (n, h, w), with its memory allocated once. */
 typedef struct _OnednnPlan OnednnPlan;
 /* DT: the activations' type (f32, or bf16 for the bf16 option); the
@@ -164,6 +231,15 @@ OnednnPlan *onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph,
                              int n, int h, int w, dnnl_data_type_t dt, GError **error);
 gboolean onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
                           float *output, GError **error);
+/* A plan of a video graph for one chunk of N frames; its causal steps read
+ * and write the stream's state buffers, given to each run. */
+OnednnPlan *onednn_plan_new_stream (const OnednnCtx *ctx, const VaeGraph *graph, int n,
+                                    int h, int w, dnnl_data_type_t dt, GError **error);
+/* Bytes state slot SLOT holds for this plan's causal steps; 0: unused. */
+gsize onednn_plan_slot_bytes (const OnednnPlan *plan, int slot);
+gboolean onednn_plan_run_stream (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
+                                 float *output, guint8 *const *slots, gboolean at_start,
+                                 GError **error);
 void onednn_plan_free (OnednnPlan *plan);
 
 G_END_DECLS
