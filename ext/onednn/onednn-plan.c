@@ -14,9 +14,14 @@
  * adds write in place into the dying residual.
  *
  * float32 3x3 convolutions run as Winograd F(4x4, 3x3) (oneDNN's
- * jit_wino_4x3): 2.4x to 4.6x the throughput of direct convolution on
- * these shapes, within the float32 tolerances of the golden tests.
- * VAE_ONEDNN_WINOGRAD=0 turns it off (for comparisons). */
+ * jit_wino_4x3) where the ISA has it: 2.4x to 4.6x the throughput of
+ * direct convolution on these shapes, within the float32 tolerances of the
+ * golden tests.  VAE_ONEDNN_WINOGRAD=0 turns it off (for comparisons).
+ *
+ * onednn_plan_new runs four jobs, in order (see there): fusions (what
+ * folds into what: onednn-fuse.c), values (each value's own shape, frame
+ * count included, and memory descriptor), buffers (buffer-plan slots,
+ * allocated) and primitives (the steps). */
 #include "onednn-private.h"
 #include "buffer-plan.h"
 #include <stdlib.h>
@@ -29,28 +34,10 @@
  * block at a time from it. */
 #define ACTIVATION_LAYOUT onednn_activation_layout ()
 
-static gboolean
-winograd_enabled (void)
-{
-  static int enabled = -1;
-  if (enabled < 0)
-    enabled = g_strcmp0 (g_getenv ("VAE_ONEDNN_WINOGRAD"), "0") != 0
-              && onednn_cpu_has_avx512 ();   /* oneDNN 2.6: AVX-512 kernels only */
-  return enabled;
-}
-
-/* A 3x3, stride 1, pad 1 float32 convolution over whole channel blocks:
- * what oneDNN's Winograd kernel accepts. */
-static gboolean
-winograd_eligible (const VaeOp *op, dnnl_data_type_t src_dt)
-{
-  return winograd_enabled () && src_dt == dnnl_f32 && op->kind == VAE_OP_CONV2D
-      && op->kernel == 3 && op->stride == 1 && op->pad_top == 1 && op->pad_left == 1
-      && op->pad_bottom == 1 && op->pad_right == 1 && op->in_channels % 16 == 0
-      && op->out_channels % 16 == 0;
-}
-
+/* One value of the plan: its own shape (frame count included: values of
+ * one plan may differ in it), layout, buffer and memory. */
 typedef struct {
+  int n, c, h, w;              /* batch (frames), channels, height, width */
   dnnl_memory_desc_t md;
   int buffer;                  /* index into plan->buffers, -1: none */
   int shadow;                  /* bf16 copy read by convolutions, or -1 */
@@ -71,7 +58,7 @@ struct _OnednnPlan {
   gboolean *upconv;            /* convs that do those upsamples (upconv.c) */
   guint8 *phases;              /* scratch for the upconvs' phase outputs */
   GPtrArray *phase_mems;       /* dnnl_memory_t views into it */
-  int n, h, w;
+  int n, h, w;                 /* the input's; each value has its own */
   dnnl_data_type_t dt;         /* activations */
   PlanValue *values;           /* the graph's values, then shadows */
   guint n_values;
@@ -278,7 +265,7 @@ conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md
     DNNL_TRY (onednn_append_activation (po, op->act), "activation post-op", op->name);
   DNNL_TRY (dnnl_primitive_attr_set_post_ops (attr, po), "post-ops", op->name);
   /* Winograd where it applies and oneDNN has it, else direct. */
-  gboolean wino = winograd_eligible (op, src_md->data_type);
+  gboolean wino = onednn_fuse_winograd (op, src_md->data_type);
   for (int attempt = wino ? 0 : 1; attempt < 2; attempt++) {
     dnnl_alg_kind_t alg = attempt == 0 ? dnnl_convolution_winograd : dnnl_convolution_direct;
     DNNL_TRY (dnnl_convolution_forward_desc_init (&desc, dnnl_forward_inference, alg,
@@ -348,17 +335,6 @@ fail:
   return FALSE;
 }
 
-/* With the bf16 option, only the 3x3 convolutions between wide activations
- * run in bf16: those that see raw pixels or latents or write few channels,
- * the 1x1 projections and shortcuts, and the one that writes the result stay
- * float32: they cost little and decide much of the accuracy. */
-static gboolean
-conv_runs_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt)
-{
-  return dt != dnnl_f32 && op->kind == VAE_OP_CONV2D && op->kernel == 3
-      && op->in_channels >= 16 && op->out_channels >= 16 && op->out != g->output;
-}
-
 /* The value a convolution reads: the shadow copy when there is one. */
 static int
 conv_src (const OnednnPlan *plan, const VaeOp *op)
@@ -368,33 +344,13 @@ conv_src (const OnednnPlan *plan, const VaeOp *op)
 }
 
 /* The read value whose buffer OP may write its output over when OP is the
- * value's last reader: a residual for a convolution (oneDNN's sum post-op),
- * the input of an elementwise op, attention's queries.  Only when both are
+ * value's last reader (onednn_fuse_inplace says which), only when both are
  * laid out alike; never the graph input (value 0, reordered from the
  * caller's). */
 static int
 inplace_candidate (const OnednnPlan *plan, const VaeOp *op)
 {
-  int cand = -1;
-  switch (op->kind) {
-    case VAE_OP_CONV2D:
-      /* Never over the convolution's own input (out = conv(x) + x): the
-       * sum would overwrite x while the convolution still reads it. */
-      if (op->residual != op->in && op->residual != conv_src (plan, op))
-        cand = op->residual;
-      break;
-    case VAE_OP_GROUP_NORM:
-      /* oneDNN 2.6's JIT binary (GroupNorm's apply) gives wrong values in
-       * place over an 8-channel blocked tensor whose channel count leaves a
-       * partial last block (tests/ops, resnet block with 19 channels on
-       * AVX2); out of place it is right.  Real models have whole blocks. */
-      if (op->in_channels % onednn_channel_block () == 0)
-        cand = op->in;
-      break;
-    case VAE_OP_TANH_CLAMP:
-    case VAE_OP_ATTENTION: cand = op->in; break;
-    case VAE_OP_UPSAMPLE2X: break;
-  }
+  int cand = onednn_fuse_inplace (op, conv_src (plan, op));
   if (cand <= 0 || !dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
     return -1;
   return cand;
@@ -513,107 +469,100 @@ free_pds (dnnl_primitive_desc_t *pds, dnnl_primitive_desc_t (*phase_pds)[4], gui
   g_free (phase_pds);
 }
 
-OnednnPlan *
-onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
-                 dnnl_data_type_t dt, GError **error)
+/* What building a plan passes from one job to the next and the plan does
+ * not keep. */
+typedef struct {
+  const OnednnCtx *ctx;
+  OnednnPlan *plan;
+  dnnl_primitive_desc_t *pds;             /* [n_ops]: convs, upsamples */
+  dnnl_primitive_desc_t (*phase_pds)[4];  /* [n_ops]: an upconv's phases */
+  gboolean *conv_only;                    /* [n_values]: stored in dt (bf16) */
+  gsize phases_size;                      /* the upconvs' phase outputs */
+  char *what;                             /* the activations, for messages */
+} PlanBuild;
+
+/* Job 1, fusions: which ops run and in what form.  First, because folding
+ * an upsample into its convolution removes a value and changes what the
+ * convolution reads, and the bf16 choice decides every value's type. */
+static void
+plan_fusions (PlanBuild *b)
 {
-  OnednnPlan *plan = g_new0 (OnednnPlan, 1);
-  guint n_ops = graph->ops->len;
-  dnnl_primitive_desc_t *pds = g_new0 (dnnl_primitive_desc_t, n_ops);
-  dnnl_primitive_desc_t (*phase_pds)[4] = g_malloc0_n (n_ops, sizeof *phase_pds);
-  g_autofree int *readers = g_new0 (int, graph->values->len);
-  gsize phases_size = 0;
-  /* What the scratchpad had to be before this plan: a plan that fails must
-   * not leave its primitives' needs behind for the plans that follow. */
-  const gsize scratch_needed = ctx->scratch->needed;
-  g_autofree char *what = NULL;    /* the activations, for messages */
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+  plan->n_ops = graph->ops->len;
+  plan->ops = g_new (VaeOp, MAX (plan->n_ops, 1));
+  plan->skip = g_new0 (gboolean, MAX (plan->n_ops, 1));
+  plan->upconv = g_new0 (gboolean, MAX (plan->n_ops, 1));
+  for (guint i = 0; i < plan->n_ops; i++)
+    plan->ops[i] = *vae_graph_op (graph, i);
+  onednn_fuse_upsamples (graph, plan->dt, plan->ops, plan->skip, plan->upconv);
+  onednn_fuse_bf16_values (graph, plan->dt, plan->ops, plan->skip, b->conv_only);
+}
 
-  /* The ops as run: an upsample read only by a 3x3 conv is folded into it. */
-  plan->n_ops = n_ops;
-  plan->ops = g_new (VaeOp, n_ops);
-  plan->skip = g_new0 (gboolean, n_ops);
-  plan->upconv = g_new0 (gboolean, n_ops);
-  for (guint i = 0; i < n_ops; i++) {
-    const VaeOp *op = vae_graph_op (graph, i);
-    plan->ops[i] = *op;
-    int reads[4] = { op->in, op->in2, op->in3, op->residual };
-    for (int r = 0; r < 4; r++)
-      if (reads[r] >= 0)
-        readers[reads[r]]++;
+/* Job 2a, value shapes: every value's own (n, c, h, w), shadows alike.
+ * Why per value: the frame count is the plan's for every value today, but
+ * ops over time (video) give values frame counts of their own; everything
+ * after this reads a value's n from here, never the plan's. */
+static gboolean
+plan_value_shapes (PlanBuild *b, GError **error)
+{
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+  g_autofree int *hs = g_new (int, plan->n_values);
+  g_autofree int *ws = g_new (int, plan->n_values);
+  vae_graph_infer_sizes (graph, plan->h, plan->w, hs, ws);
+  for (guint v = 0; v < plan->n_values; v++) {
+    PlanValue *pv = &plan->values[v], *shadow = &plan->values[plan->n_values + v];
+    pv->n = plan->n;
+    pv->c = vae_graph_channels (graph, v);
+    pv->h = hs[v];
+    pv->w = ws[v];
+    shadow->n = pv->n;
+    shadow->c = pv->c;
+    shadow->h = pv->h;
+    shadow->w = pv->w;
   }
-  for (guint i = 0; i + 1 < n_ops; i++) {
-    VaeOp *up = &plan->ops[i], *conv = &plan->ops[i + 1];
-    /* Not when Winograd runs the 3x3: it beats the four 2x2 phases. */
-    if (onednn_upconv_foldable (up, conv, readers[up->out]) && up->out != graph->output
-        && !(winograd_eligible (conv, dnnl_f32) && !conv_runs_bf16 (graph, conv, dt))) {
-      plan->skip[i] = TRUE;
-      plan->upconv[i + 1] = TRUE;
-      conv->in = up->in;
+  for (guint i = 0; i < plan->n_ops; i++) {
+    const PlanValue *out = &plan->values[plan->ops[i].out];
+    if (!plan->skip[i] && (out->h < 1 || out->w < 1)) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "input %dx%d is too small for layer '%s'", plan->w, plan->h,
+                   plan->ops[i].name);
+      return FALSE;
     }
   }
-  g_autofree int *hs = g_new (int, graph->values->len);
-  g_autofree int *ws = g_new (int, graph->values->len);
+  return TRUE;
+}
 
-  plan->graph = graph;
-  plan->n = n;
-  plan->h = h;
-  plan->w = w;
-  plan->dt = dt;
-  plan->n_values = graph->values->len;
-  /* Room for one shadow per value. */
-  plan->values = g_new0 (PlanValue, 2 * plan->n_values);
-  for (guint v = 0; v < 2 * plan->n_values; v++)
-    plan->values[v].shadow = plan->values[v].buffer = -1;
-  g_autofree gboolean *conv_only = g_new0 (gboolean, plan->n_values);
-  if (dt != dnnl_f32) {
-    /* A value is bf16 when only convolutions (or upsamples) read it. */
-    for (guint v = 0; v < plan->n_values; v++)
-      conv_only[v] = (int) v != graph->output;
-    for (guint i = 0; i < n_ops; i++) {
-      const VaeOp *op = &plan->ops[i];
-      if (plan->skip[i])
-        continue;
-      if (op->kind == VAE_OP_CONV2D ? !conv_runs_bf16 (graph, op, dt)
-          : op->kind != VAE_OP_UPSAMPLE2X)
-        conv_only[op->in] = FALSE;
-      if (op->in2 >= 0) conv_only[op->in2] = FALSE;
-      if (op->in3 >= 0) conv_only[op->in3] = FALSE;
-      if (op->residual >= 0) conv_only[op->residual] = FALSE;
-    }
-  }
-  plan->buffers = g_array_new (FALSE, TRUE, sizeof (PlanBuffer));
-  plan->steps = g_array_new (FALSE, TRUE, sizeof (OnednnStep));
-  plan->owned = g_ptr_array_new_with_free_func (g_aligned_free);
-  plan->phase_mems = g_ptr_array_new_with_free_func (memory_destroy);
-  vae_graph_infer_sizes (graph, h, w, hs, ws);
+/* Job 2b, layouts: every value's memory descriptor, from the primitive that
+ * writes it (so the convolutions' and upsamples' primitive descriptors are
+ * made here, kept in B for job 4), and the bf16 shadows convolutions read. */
+static gboolean
+plan_layouts (PlanBuild *b, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+  const dnnl_data_type_t dt = plan->dt;
+  PlanValue *in0 = &plan->values[0], *res = &plan->values[graph->output];
 
-  /* Pass 1: every value's layout, from the primitive that writes it. */
-  md_4d (&plan->in_md, n, vae_graph_channels (graph, 0), h, w, dnnl_f32, dnnl_nchw);
-  md_4d (&plan->values[0].md, n, vae_graph_channels (graph, 0), h, w,
-         conv_only[0] ? dt : dnnl_f32,
+  md_4d (&plan->in_md, in0->n, in0->c, in0->h, in0->w, dnnl_f32, dnnl_nchw);
+  md_4d (&in0->md, in0->n, in0->c, in0->h, in0->w, b->conv_only[0] ? dt : dnnl_f32,
          /* Pixels (3 channels): plain, which the first-layer kernels take;
           * latents: the activation layout, as every later op wants. */
-         vae_graph_channels (graph, 0) <= 4 ? dnnl_nchw : ACTIVATION_LAYOUT);
-  DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
-            "memory", "input");
-  for (guint i = 0; i < n_ops; i++) {
+         in0->c <= 4 ? dnnl_nchw : ACTIVATION_LAYOUT);
+  for (guint i = 0; i < plan->n_ops; i++) {
     const VaeOp *op = &plan->ops[i];
     if (plan->skip[i])
       continue;
     const dnnl_memory_desc_t *src_md = &plan->values[op->in].md;
-    PlanValue *out = &plan->values[op->out];
-    if (hs[op->out] < 1 || ws[op->out] < 1) {
-      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                   "input %dx%d is too small for layer '%s'", w, h, op->name);
-      goto fail;
-    }
+    PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
     switch (op->kind) {
       case VAE_OP_CONV2D:
       {
-        gboolean bf16 = conv_runs_bf16 (graph, op, dt);
+        gboolean bf16 = onednn_fuse_conv_bf16 (graph, op, dt);
         dnnl_data_type_t want = bf16 ? dt : dnnl_f32;
         if (src_md->data_type != want) {
-          PlanValue *in = &plan->values[op->in];
           if (in->shadow < 0) {
             in->shadow = plan->n_values + op->in;
             plan->values[in->shadow].md = in->md;
@@ -621,22 +570,21 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
           }
           src_md = &plan->values[in->shadow].md;
         }
-        dnnl_data_type_t out_dt = bf16 && conv_only[op->out] ? dt : dnnl_f32;
+        dnnl_data_type_t out_dt = bf16 && b->conv_only[op->out] ? dt : dnnl_f32;
         if (plan->upconv[i]) {
           for (int p = 0; p < 4; p++) {
             VaeOp phase = onednn_upconv_phase_op (op, p / 2, p % 2);
-            if (!conv_pd (ctx, &phase, src_md, n, hs[op->in], ws[op->in], out_dt,
-                          &phase_pds[i][p], error))
-              goto fail;
+            if (!conv_pd (ctx, &phase, src_md, out->n, in->h, in->w, out_dt,
+                          &b->phase_pds[i][p], error))
+              return FALSE;
           }
-          md_4d (&out->md, n, op->out_channels, hs[op->out], ws[op->out], out_dt,
-                 ACTIVATION_LAYOUT);
-          phases_size = MAX (phases_size, dnnl_memory_desc_get_size (&out->md));
+          md_4d (&out->md, out->n, out->c, out->h, out->w, out_dt, ACTIVATION_LAYOUT);
+          b->phases_size = MAX (b->phases_size, dnnl_memory_desc_get_size (&out->md));
           break;
         }
-        if (!conv_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], out_dt, &pds[i], error))
-          goto fail;
-        out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
+        if (!conv_pd (ctx, op, src_md, out->n, out->h, out->w, out_dt, &b->pds[i], error))
+          return FALSE;
+        out->md = *dnnl_primitive_desc_query_md (b->pds[i], dnnl_query_dst_md, 0);
         break;
       }
       case VAE_OP_GROUP_NORM:
@@ -646,9 +594,9 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
         out->md.data_type = dnnl_f32;
         break;
       case VAE_OP_UPSAMPLE2X:
-        if (!upsample_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], &pds[i], error))
-          goto fail;
-        out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
+        if (!upsample_pd (ctx, op, src_md, out->n, out->h, out->w, &b->pds[i], error))
+          return FALSE;
+        out->md = *dnnl_primitive_desc_query_md (b->pds[i], dnnl_query_dst_md, 0);
         break;
       case VAE_OP_ATTENTION:
       case VAE_OP_TANH_CLAMP:
@@ -656,41 +604,52 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
         break;
     }
   }
-  md_4d (&plan->out_md, n, vae_graph_channels (graph, graph->output),
-         hs[graph->output], ws[graph->output], dnnl_f32, dnnl_nchw);
+  md_4d (&plan->out_md, res->n, res->c, res->h, res->w, dnnl_f32, dnnl_nchw);
+  return TRUE;
+}
 
-  /* Pass 2: buffers, reused once a value is dead.  All of them are
-   * allocated before any is touched: a frame too large for memory then
-   * fails here, as an error naming the size, without first taking physical
-   * memory for the buffers that did fit. */
+/* Job 3, buffers: slots from the buffer planner, allocated, touched, and a
+ * oneDNN memory per value over its slot.  All slots are allocated before
+ * any is touched: a frame too large for memory then fails here, as an
+ * error naming the size, without first taking physical memory for the
+ * buffers that did fit. */
+static gboolean
+plan_buffers (PlanBuild *b, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const PlanValue *in0 = &plan->values[0];
+
   assign_buffers (plan);
-  guint64 total = phases_size;
-  for (guint b = 0; b < plan->buffers->len; b++)
-    total += g_array_index (plan->buffers, PlanBuffer, b).size;
+  guint64 total = b->phases_size;
+  for (guint i = 0; i < plan->buffers->len; i++)
+    total += g_array_index (plan->buffers, PlanBuffer, i).size;
   char *total_text = vae_format_bytes (total);
-  what = g_strdup_printf ("oneDNN activations of a [%d,%d,%d,%d] input (%s in all)", n,
-                          vae_graph_channels (graph, 0), h, w, total_text);
+  b->what = g_strdup_printf ("oneDNN activations of a [%d,%d,%d,%d] input (%s in all)",
+                             in0->n, in0->c, in0->h, in0->w, total_text);
   g_free (total_text);
-  for (guint b = 0; b < plan->buffers->len; b++) {
-    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, b);
-    buf->data = vae_try_aligned_alloc (1, buf->size, 64, what, error);
+  for (guint i = 0; i < plan->buffers->len; i++) {
+    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, i);
+    buf->data = vae_try_aligned_alloc (1, buf->size, 64, b->what, error);
     if (!buf->data)
-      goto fail;
+      return FALSE;
   }
-  if (phases_size) {
-    plan->phases = vae_try_aligned_alloc (1, phases_size, 64, what, error);
+  if (b->phases_size) {
+    plan->phases = vae_try_aligned_alloc (1, b->phases_size, 64, b->what, error);
     if (!plan->phases)
-      goto fail;
+      return FALSE;
     g_ptr_array_add (plan->owned, plan->phases);
   }
   /* Touch every page now so runs never pay for fresh page faults (and the
    * padding of blocked layouts reads as zeros). */
-  for (guint b = 0; b < plan->buffers->len; b++) {
-    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, b);
+  for (guint i = 0; i < plan->buffers->len; i++) {
+    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, i);
     memset (buf->data, 0, buf->size);
   }
-  if (phases_size)
-    memset (plan->phases, 0, phases_size);
+  if (b->phases_size)
+    memset (plan->phases, 0, b->phases_size);
+  DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
+            "memory", "input");
   for (guint v = 0; v < 2 * plan->n_values; v++) {
     PlanValue *pv = &plan->values[v];
     if (pv->md.ndims == 0)
@@ -698,87 +657,122 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
     void *data = pv->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
     DNNL_TRY (dnnl_memory_create (&pv->mem, &pv->md, ctx->engine, data), "memory", "value");
   }
+  DNNL_TRY (dnnl_memory_create (&plan->out_mem, &plan->out_md, ctx->engine, NULL),
+            "memory", "output");
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+static void *
+value_data (const OnednnPlan *plan, const PlanValue *pv)
+{
+  return pv->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
+}
+
+/* Job 4, primitives: a convolution's steps.  The sum post-op adds into the
+ * destination, so a residual not already there is copied in first; a
+ * float32 input read in bf16 is cast once, by its first convolution; an
+ * upconv is four phase convolutions into scratch, then one interleave. */
+static gboolean
+conv_steps (PlanBuild *b, guint i, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const VaeOp *op = &plan->ops[i];
+  PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
+  OnednnStep step = { STEP_PRIM, op };
+
+  if (op->residual >= 0 && plan->values[op->residual].buffer != out->buffer) {
+    OnednnStep copy = { STEP_PRIM, op };
+    PlanValue *res = &plan->values[op->residual];
+    if (!onednn_reorder_init (ctx, &copy.prim, &res->md, res->mem, &out->md,
+                              out->mem, op->name, error))
+      return FALSE;
+    g_array_append_val (plan->steps, copy);
+  }
+  PlanValue *src = &plan->values[conv_src (plan, op)];
+  if (src != in && !in->cast_done) {
+    OnednnStep cast = { STEP_PRIM, op };
+    if (!onednn_reorder_init (ctx, &cast.prim, &in->md, in->mem, &src->md,
+                              src->mem, op->name, error))
+      return FALSE;
+    g_array_append_val (plan->steps, cast);
+    in->cast_done = TRUE;
+  }
+  if (!plan->upconv[i])
+    return conv_step_add (ctx, plan, op, b->pds[i], op->weight, op->kernel, src->mem,
+                          out->mem, error);
+
+  gsize phase_bytes = dnnl_memory_desc_get_size (&out->md) / 4;
+  for (int p = 0; p < 4; p++) {
+    const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md (b->phase_pds[i][p],
+                                                                  dnnl_query_dst_md, 0);
+    dnnl_memory_t pmem = NULL;
+    float *pw = onednn_upconv_phase_weights (op, p / 2, p % 2);
+    g_ptr_array_add (plan->owned, pw);
+    DNNL_TRY (dnnl_memory_create (&pmem, pmd, ctx->engine, plan->phases + p * phase_bytes),
+              "memory", op->name);
+    g_ptr_array_add (plan->phase_mems, pmem);
+    if (!conv_step_add (ctx, plan, op, b->phase_pds[i][p], pw, 2, src->mem, pmem, error))
+      return FALSE;
+  }
+  step.kind = STEP_INTERLEAVE;
+  step.interleave.phases = plan->phases;
+  step.interleave.dst = value_data (plan, out);
+  /* Blocked: planes of (image, channel block), a block a pixel. */
+  step.interleave.planes = out->n * (out->md.padded_dims[1] / onednn_channel_block ());
+  step.interleave.h = in->h;
+  step.interleave.w = in->w;
+  step.interleave.pixel_bytes = phase_bytes / ((gsize) step.interleave.planes * in->h * in->w);
+  g_array_append_val (plan->steps, step);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+/* Job 4, primitives: the steps of every op that runs, in graph order, and
+ * the reorders from the caller's input and to its output. */
+static gboolean
+plan_primitives (PlanBuild *b, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+
   if (!onednn_reorder_init (ctx, &plan->from_input, &plan->in_md, plan->in_mem,
                             &plan->values[0].md, plan->values[0].mem, "input", error))
-    goto fail;
-
-  /* Pass 3: the steps. */
-  for (guint i = 0; i < n_ops; i++) {
+    return FALSE;
+  for (guint i = 0; i < plan->n_ops; i++) {
     const VaeOp *op = &plan->ops[i];
     if (plan->skip[i])
       continue;
     PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
     OnednnStep step = { STEP_PRIM, op };
     switch (op->kind) {
-      case VAE_OP_CONV2D: {
-        if (op->residual >= 0 && plan->values[op->residual].buffer != out->buffer) {
-          /* The sum post-op adds into the destination: put the residual there. */
-          OnednnStep copy = { STEP_PRIM, op };
-          PlanValue *res = &plan->values[op->residual];
-          if (!onednn_reorder_init (ctx, &copy.prim, &res->md, res->mem, &out->md,
-                                    out->mem, op->name, error))
-            goto fail;
-          g_array_append_val (plan->steps, copy);
-        }
-        PlanValue *src = &plan->values[conv_src (plan, op)];
-        if (src != in && !in->cast_done) {
-          OnednnStep cast = { STEP_PRIM, op };
-          if (!onednn_reorder_init (ctx, &cast.prim, &in->md, in->mem, &src->md,
-                                    src->mem, op->name, error))
-            goto fail;
-          g_array_append_val (plan->steps, cast);
-          in->cast_done = TRUE;
-        }
-        if (!plan->upconv[i]) {
-          if (!conv_step_add (ctx, plan, op, pds[i], op->weight, op->kernel, src->mem,
-                              out->mem, error))
-            goto fail;
-          break;
-        }
-        /* Four phase convolutions into scratch, then one interleave. */
-        gsize phase_bytes = dnnl_memory_desc_get_size (&out->md) / 4;
-        for (int p = 0; p < 4; p++) {
-          const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md (phase_pds[i][p], dnnl_query_dst_md, 0);
-          dnnl_memory_t pmem = NULL;
-          float *pw = onednn_upconv_phase_weights (op, p / 2, p % 2);
-          g_ptr_array_add (plan->owned, pw);
-          DNNL_TRY (dnnl_memory_create (&pmem, pmd, ctx->engine, plan->phases + p * phase_bytes),
-                    "memory", op->name);
-          g_ptr_array_add (plan->phase_mems, pmem);
-          if (!conv_step_add (ctx, plan, op, phase_pds[i][p], pw, 2, src->mem, pmem, error))
-            goto fail;
-        }
-        step.kind = STEP_INTERLEAVE;
-        step.interleave.phases = plan->phases;
-        step.interleave.dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
-        /* Blocked: planes of (image, channel block), a block a pixel. */
-        step.interleave.planes = n * (out->md.padded_dims[1] / onednn_channel_block ());
-        step.interleave.h = hs[op->in];
-        step.interleave.w = ws[op->in];
-        step.interleave.pixel_bytes = phase_bytes / ((gsize) step.interleave.planes
-                                                     * hs[op->in] * ws[op->in]);
-        g_array_append_val (plan->steps, step);
+      case VAE_OP_CONV2D:
+        if (!conv_steps (b, i, error))
+          return FALSE;
         break;
-      }
       case VAE_OP_UPSAMPLE2X:
-        if (!prim_from_pd (ctx, &step.prim, pds[i], op->name, error))
-          goto fail;
+        if (!prim_from_pd (ctx, &step.prim, b->pds[i], op->name, error))
+          return FALSE;
         prim_arg (&step.prim, DNNL_ARG_SRC, in->mem);
         prim_arg (&step.prim, DNNL_ARG_DST, out->mem);
         g_array_append_val (plan->steps, step);
         break;
       case VAE_OP_GROUP_NORM: {
-        void *src = in->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, in->buffer).data;
-        void *dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
+        void *src = value_data (plan, in);
         if (!src) {
           g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                        "group norm '%s' on the graph input is not supported", op->name);
-          goto fail;
+          return FALSE;
         }
         step.kind = STEP_GROUP_NORM;
-        step.gn = onednn_group_norm_new (ctx, op, &in->md, &out->md, src, dst, error);
+        step.gn = onednn_group_norm_new (ctx, op, &in->md, &out->md, src,
+                                         value_data (plan, out), error);
         if (!step.gn)
-          goto fail;
+          return FALSE;
         g_array_append_val (plan->steps, step);
         break;
       }
@@ -788,7 +782,7 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
                                           plan->values[op->in2].mem,
                                           plan->values[op->in3].mem, out->mem, error);
         if (!step.attn)
-          goto fail;
+          return FALSE;
         g_array_append_val (plan->steps, step);
         break;
       case VAE_OP_TANH_CLAMP:
@@ -800,27 +794,64 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
                               out->mem, &out->md, error)
             || !eltwise_step (ctx, plan, op, dnnl_eltwise_linear, op->clamp,
                               out->mem, out->mem, &out->md, error))
-          goto fail;
+          return FALSE;
         break;
     }
   }
-  DNNL_TRY (dnnl_memory_create (&plan->out_mem, &plan->out_md, ctx->engine, NULL),
-            "memory", "output");
-  if (!onednn_reorder_init (ctx, &plan->to_output, &plan->values[graph->output].md,
-                            plan->values[graph->output].mem, &plan->out_md,
-                            plan->out_mem, "output", error))
-    goto fail;
-  if (!onednn_scratch_reserve (ctx, error))
-    goto fail;
+  return onednn_reorder_init (ctx, &plan->to_output, &plan->values[graph->output].md,
+                              plan->values[graph->output].mem, &plan->out_md,
+                              plan->out_mem, "output", error);
+}
 
-  free_pds (pds, phase_pds, n_ops);
+/* A plan is built by four jobs in order: fusions (which ops run, in what
+ * form, values in which type), values (each value's shape and layout),
+ * buffers (slots from the buffer planner, allocated), primitives (the
+ * steps).  Each reads only what the jobs before it decided. */
+OnednnPlan *
+onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
+                 dnnl_data_type_t dt, GError **error)
+{
+  OnednnPlan *plan = g_new0 (OnednnPlan, 1);
+  guint n_ops = graph->ops->len;
+  PlanBuild b = { ctx, plan };
+  /* What the scratchpad had to be before this plan: a plan that fails must
+   * not leave its primitives' needs behind for the plans that follow. */
+  const gsize scratch_needed = ctx->scratch->needed;
+
+  plan->graph = graph;
+  plan->n = n;
+  plan->h = h;
+  plan->w = w;
+  plan->dt = dt;
+  plan->n_values = graph->values->len;
+  /* Room for one shadow per value. */
+  plan->values = g_new0 (PlanValue, 2 * plan->n_values);
+  for (guint v = 0; v < 2 * plan->n_values; v++)
+    plan->values[v].shadow = plan->values[v].buffer = -1;
+  plan->buffers = g_array_new (FALSE, TRUE, sizeof (PlanBuffer));
+  plan->steps = g_array_new (FALSE, TRUE, sizeof (OnednnStep));
+  plan->owned = g_ptr_array_new_with_free_func (g_aligned_free);
+  plan->phase_mems = g_ptr_array_new_with_free_func (memory_destroy);
+  b.pds = g_new0 (dnnl_primitive_desc_t, MAX (n_ops, 1));
+  b.phase_pds = g_malloc0_n (MAX (n_ops, 1), sizeof *b.phase_pds);
+  b.conv_only = g_new0 (gboolean, MAX (plan->n_values, 1));
+
+  plan_fusions (&b);
+  gboolean ok = plan_value_shapes (&b, error)
+      && plan_layouts (&b, error)
+      && plan_buffers (&b, error)
+      && plan_primitives (&b, error)
+      && onednn_scratch_reserve (ctx, error);
+
+  free_pds (b.pds, b.phase_pds, n_ops);
+  g_free (b.conv_only);
+  g_free (b.what);
+  if (!ok) {
+    onednn_plan_free (plan);
+    ctx->scratch->needed = scratch_needed;
+    return NULL;
+  }
   return plan;
-
-fail:
-  free_pds (pds, phase_pds, n_ops);
-  onednn_plan_free (plan);
-  ctx->scratch->needed = scratch_needed;
-  return NULL;
 }
 
 /* VAE_ONEDNN_PROFILE=1: time spent per op kind, printed after each run;

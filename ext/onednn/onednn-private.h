@@ -128,6 +128,22 @@ VaeOp onednn_upconv_phase_op (const VaeOp *conv, int py, int px);
 float *onednn_upconv_phase_weights (const VaeOp *conv, int py, int px);
 void onednn_interleave_run (const OnednnInterleave *il);
 
+/* onednn-fuse.c: what folds into what, decided on the graph alone before
+ * any layout or primitive exists (see there for the why of each). */
+/* The Winograd kernel applies to OP reading SRC_DT (3x3 float32). */
+gboolean onednn_fuse_winograd (const VaeOp *op, dnnl_data_type_t src_dt);
+/* OP runs in bf16 when the plan's activation type is DT (the bf16 option). */
+gboolean onednn_fuse_conv_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt);
+/* Folds upsample2x + conv3x3 pairs: OPS (the graph's, copied) get the conv
+ * reading the upsample's input, SKIP[i] the upsample, UPCONV[i+1] the conv. */
+void onednn_fuse_upsamples (const VaeGraph *graph, dnnl_data_type_t dt, VaeOp *ops,
+                            gboolean *skip, gboolean *upconv);
+/* CONV_ONLY[v]: value v is stored in DT (bf16), read only by bf16 convs. */
+void onednn_fuse_bf16_values (const VaeGraph *graph, dnnl_data_type_t dt, const VaeOp *ops,
+                              const gboolean *skip, gboolean *conv_only);
+/* The read OP may write its output over when it dies there, or -1. */
+int onednn_fuse_inplace (const VaeOp *op, int conv_src);
+
 /* Appends ACT to PO: swish with alpha 1 (x * sigmoid(x)), relu with
  * alpha 0 (alpha is relu's negative slope). */
 dnnl_status_t onednn_append_activation (dnnl_post_ops_t po, VaeActivation act);
