@@ -14,9 +14,14 @@
  * adds write in place into the dying residual.
  *
  * float32 3x3 convolutions run as Winograd F(4x4, 3x3) (oneDNN's
- * jit_wino_4x3): 2.4x to 4.6x the throughput of direct convolution on
- * these shapes, within the float32 tolerances of the golden tests.
- * VAE_ONEDNN_WINOGRAD=0 turns it off (for comparisons). */
+ * jit_wino_4x3) where the ISA has it: 2.4x to 4.6x the throughput of
+ * direct convolution on these shapes, within the float32 tolerances of the
+ * golden tests.  VAE_ONEDNN_WINOGRAD=0 turns it off (for comparisons).
+ *
+ * onednn_plan_new runs four jobs, in order (see there): fusions (what
+ * folds into what: onednn-fuse.c), values (each value's own shape, frame
+ * count included, and memory descriptor), buffers (buffer-plan slots,
+ * allocated) and primitives (the steps). */
 #include "onednn-private.h"
 #include "buffer-plan.h"
 #include <stdlib.h>
@@ -29,28 +34,10 @@
  * block at a time from it. */
 #define ACTIVATION_LAYOUT onednn_activation_layout ()
 
-static gboolean
-winograd_enabled (void)
-{
-  static int enabled = -1;
-  if (enabled < 0)
-    enabled = g_strcmp0 (g_getenv ("VAE_ONEDNN_WINOGRAD"), "0") != 0
-              && onednn_cpu_has_avx512 ();   /* oneDNN 2.6: AVX-512 kernels only */
-  return enabled;
-}
-
-/* A 3x3, stride 1, pad 1 float32 convolution over whole channel blocks:
- * what oneDNN's Winograd kernel accepts. */
-static gboolean
-winograd_eligible (const VaeOp *op, dnnl_data_type_t src_dt)
-{
-  return winograd_enabled () && src_dt == dnnl_f32 && op->kind == VAE_OP_CONV2D
-      && op->kernel == 3 && op->stride == 1 && op->pad_top == 1 && op->pad_left == 1
-      && op->pad_bottom == 1 && op->pad_right == 1 && op->in_channels % 16 == 0
-      && op->out_channels % 16 == 0;
-}
-
+/* One value of the plan: its own shape (frame count included: values of
+ * one plan may differ in it), layout, buffer and memory. */
 typedef struct {
+  int n, c, h, w;              /* batch (frames), channels, height, width */
   dnnl_memory_desc_t md;
   int buffer;                  /* index into plan->buffers, -1: none */
   int shadow;                  /* bf16 copy read by convolutions, or -1 */
@@ -71,7 +58,7 @@ struct _OnednnPlan {
   gboolean *upconv;            /* convs that do those upsamples (upconv.c) */
   guint8 *phases;              /* scratch for the upconvs' phase outputs */
   GPtrArray *phase_mems;       /* dnnl_memory_t views into it */
-  int n, h, w;
+  int n, h, w;                 /* the input's; each value has its own */
   dnnl_data_type_t dt;         /* activations */
   PlanValue *values;           /* the graph's values, then shadows */
   guint n_values;
@@ -83,6 +70,8 @@ struct _OnednnPlan {
   dnnl_memory_t out_mem;       /* user output, handle set per run */
   OnednnPrim from_input;       /* float32 input -> activation type */
   OnednnPrim to_output;
+  int n_slots;                 /* the graph's state slots (video) */
+  gsize *slot_bytes;           /* [n_slots]: what the causal steps keep, 0: unused */
 };
 
 void
@@ -250,8 +239,8 @@ onednn_append_activation (dnnl_post_ops_t po, VaeActivation act)
 
 /* The convolution's primitive descriptor: weights and destination in the
  * layout oneDNN prefers for this source, bias/residual/act fused. */
-static gboolean
-conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md,
+gboolean
+onednn_conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md,
          int n, int oh, int ow, dnnl_data_type_t dt, dnnl_primitive_desc_t *pd,
          GError **error)
 {
@@ -278,7 +267,7 @@ conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t *src_md
     DNNL_TRY (onednn_append_activation (po, op->act), "activation post-op", op->name);
   DNNL_TRY (dnnl_primitive_attr_set_post_ops (attr, po), "post-ops", op->name);
   /* Winograd where it applies and oneDNN has it, else direct. */
-  gboolean wino = winograd_eligible (op, src_md->data_type);
+  gboolean wino = onednn_fuse_winograd (op, src_md->data_type);
   for (int attempt = wino ? 0 : 1; attempt < 2; attempt++) {
     dnnl_alg_kind_t alg = attempt == 0 ? dnnl_convolution_winograd : dnnl_convolution_direct;
     DNNL_TRY (dnnl_convolution_forward_desc_init (&desc, dnnl_forward_inference, alg,
@@ -348,17 +337,6 @@ fail:
   return FALSE;
 }
 
-/* With the bf16 option, only the 3x3 convolutions between wide activations
- * run in bf16: those that see raw pixels or latents or write few channels,
- * the 1x1 projections and shortcuts, and the one that writes the result stay
- * float32: they cost little and decide much of the accuracy. */
-static gboolean
-conv_runs_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt)
-{
-  return dt != dnnl_f32 && op->kind == VAE_OP_CONV2D && op->kernel == 3
-      && op->in_channels >= 16 && op->out_channels >= 16 && op->out != g->output;
-}
-
 /* The value a convolution reads: the shadow copy when there is one. */
 static int
 conv_src (const OnednnPlan *plan, const VaeOp *op)
@@ -368,34 +346,13 @@ conv_src (const OnednnPlan *plan, const VaeOp *op)
 }
 
 /* The read value whose buffer OP may write its output over when OP is the
- * value's last reader: a residual for a convolution (oneDNN's sum post-op),
- * the input of an elementwise op, attention's queries.  Only when both are
+ * value's last reader (onednn_fuse_inplace says which), only when both are
  * laid out alike; never the graph input (value 0, reordered from the
  * caller's). */
 static int
 inplace_candidate (const OnednnPlan *plan, const VaeOp *op)
 {
-  int cand = -1;
-  switch (op->kind) {
-    case VAE_OP_CONV2D:
-      /* Never over the convolution's own input (out = conv(x) + x): the
-       * sum would overwrite x while the convolution still reads it. */
-      if (op->residual != op->in && op->residual != conv_src (plan, op))
-        cand = op->residual;
-      break;
-    case VAE_OP_GROUP_NORM:
-      /* oneDNN 2.6's JIT binary (GroupNorm's apply) gives wrong values in
-       * place over an 8-channel blocked tensor whose channel count leaves a
-       * partial last block (tests/ops, resnet block with 19 channels on
-       * AVX2); out of place it is right.  Real models have whole blocks. */
-      if (op->in_channels % onednn_channel_block () == 0)
-        cand = op->in;
-      break;
-    case VAE_OP_TANH_CLAMP:
-    case VAE_OP_ATTENTION: cand = op->in; break;
-    case VAE_OP_UPSAMPLE2X: break;
-    VAE_OP_CASES_VIDEO: break;
-  }
+  int cand = onednn_fuse_inplace (op, conv_src (plan, op));
   if (cand <= 0 || !dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
     return -1;
   return cand;
@@ -514,116 +471,105 @@ free_pds (dnnl_primitive_desc_t *pds, dnnl_primitive_desc_t (*phase_pds)[4], gui
   g_free (phase_pds);
 }
 
-OnednnPlan *
-onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
-                 dnnl_data_type_t dt, GError **error)
+/* What building a plan passes from one job to the next and the plan does
+ * not keep. */
+typedef struct {
+  const OnednnCtx *ctx;
+  OnednnPlan *plan;
+  dnnl_primitive_desc_t *pds;             /* [n_ops]: convs, upsamples */
+  dnnl_primitive_desc_t (*phase_pds)[4];  /* [n_ops]: an upconv's phases */
+  gboolean *conv_only;                    /* [n_values]: stored in dt (bf16) */
+  gsize phases_size;                      /* the upconvs' phase outputs */
+  char *what;                             /* the activations, for messages */
+} PlanBuild;
+
+/* Job 1, fusions: which ops run and in what form.  First, because folding
+ * an upsample into its convolution removes a value and changes what the
+ * convolution reads, and the bf16 choice decides every value's type. */
+static void
+plan_fusions (PlanBuild *b)
 {
-  OnednnPlan *plan = g_new0 (OnednnPlan, 1);
-  guint n_ops = graph->ops->len;
-  dnnl_primitive_desc_t *pds = g_new0 (dnnl_primitive_desc_t, n_ops);
-  dnnl_primitive_desc_t (*phase_pds)[4] = g_malloc0_n (n_ops, sizeof *phase_pds);
-  g_autofree int *readers = g_new0 (int, graph->values->len);
-  gsize phases_size = 0;
-  /* What the scratchpad had to be before this plan: a plan that fails must
-   * not leave its primitives' needs behind for the plans that follow. */
-  const gsize scratch_needed = ctx->scratch->needed;
-  g_autofree char *what = NULL;    /* the activations, for messages */
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+  plan->n_ops = graph->ops->len;
+  plan->ops = g_new (VaeOp, MAX (plan->n_ops, 1));
+  plan->skip = g_new0 (gboolean, MAX (plan->n_ops, 1));
+  plan->upconv = g_new0 (gboolean, MAX (plan->n_ops, 1));
+  for (guint i = 0; i < plan->n_ops; i++)
+    plan->ops[i] = *vae_graph_op (graph, i);
+  onednn_fuse_upsamples (graph, plan->dt, plan->ops, plan->skip, plan->upconv);
+  onednn_fuse_bf16_values (graph, plan->dt, plan->ops, plan->skip, b->conv_only);
+}
 
-  if (vae_graph_is_temporal (graph)) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
-                 "the cpu engine's image plans do not run video graphs");
-    g_free (pds);
-    g_free (phase_pds);
-    g_free (plan);
-    return NULL;
+/* Job 2a, value shapes: every value's own (n, c, h, w), shadows alike.
+ * Why per value: the frame count is the plan's for every value today, but
+ * ops over time (video) give values frame counts of their own; everything
+ * after this reads a value's n from here, never the plan's. */
+static gboolean
+plan_value_shapes (PlanBuild *b, GError **error)
+{
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+  g_autofree int *ts = g_new (int, plan->n_values);
+  g_autofree int *hs = g_new (int, plan->n_values);
+  g_autofree int *ws = g_new (int, plan->n_values);
+  if (!vae_graph_infer_shapes (graph, plan->n, plan->h, plan->w, ts, hs, ws)) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "a chunk of %d frames does not fit this graph", plan->n);
+    return FALSE;
   }
-
-  /* The ops as run: an upsample read only by a 3x3 conv is folded into it. */
-  plan->n_ops = n_ops;
-  plan->ops = g_new (VaeOp, n_ops);
-  plan->skip = g_new0 (gboolean, n_ops);
-  plan->upconv = g_new0 (gboolean, n_ops);
-  for (guint i = 0; i < n_ops; i++) {
-    const VaeOp *op = vae_graph_op (graph, i);
-    plan->ops[i] = *op;
-    int reads[4] = { op->in, op->in2, op->in3, op->residual };
-    for (int r = 0; r < 4; r++)
-      if (reads[r] >= 0)
-        readers[reads[r]]++;
+  for (guint v = 0; v < plan->n_values; v++) {
+    PlanValue *pv = &plan->values[v], *shadow = &plan->values[plan->n_values + v];
+    pv->n = ts[v];
+    pv->c = vae_graph_channels (graph, v);
+    pv->h = hs[v];
+    pv->w = ws[v];
+    shadow->n = pv->n;
+    shadow->c = pv->c;
+    shadow->h = pv->h;
+    shadow->w = pv->w;
   }
-  for (guint i = 0; i + 1 < n_ops; i++) {
-    VaeOp *up = &plan->ops[i], *conv = &plan->ops[i + 1];
-    /* Not when Winograd runs the 3x3: it beats the four 2x2 phases. */
-    if (onednn_upconv_foldable (up, conv, readers[up->out]) && up->out != graph->output
-        && !(winograd_eligible (conv, dnnl_f32) && !conv_runs_bf16 (graph, conv, dt))) {
-      plan->skip[i] = TRUE;
-      plan->upconv[i + 1] = TRUE;
-      conv->in = up->in;
+  for (guint i = 0; i < plan->n_ops; i++) {
+    const PlanValue *out = &plan->values[plan->ops[i].out];
+    if (!plan->skip[i] && (out->h < 1 || out->w < 1)) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "input %dx%d is too small for layer '%s'", plan->w, plan->h,
+                   plan->ops[i].name);
+      return FALSE;
     }
   }
-  g_autofree int *hs = g_new (int, graph->values->len);
-  g_autofree int *ws = g_new (int, graph->values->len);
+  return TRUE;
+}
 
-  plan->graph = graph;
-  plan->n = n;
-  plan->h = h;
-  plan->w = w;
-  plan->dt = dt;
-  plan->n_values = graph->values->len;
-  /* Room for one shadow per value. */
-  plan->values = g_new0 (PlanValue, 2 * plan->n_values);
-  for (guint v = 0; v < 2 * plan->n_values; v++)
-    plan->values[v].shadow = plan->values[v].buffer = -1;
-  g_autofree gboolean *conv_only = g_new0 (gboolean, plan->n_values);
-  if (dt != dnnl_f32) {
-    /* A value is bf16 when only convolutions (or upsamples) read it. */
-    for (guint v = 0; v < plan->n_values; v++)
-      conv_only[v] = (int) v != graph->output;
-    for (guint i = 0; i < n_ops; i++) {
-      const VaeOp *op = &plan->ops[i];
-      if (plan->skip[i])
-        continue;
-      if (op->kind == VAE_OP_CONV2D ? !conv_runs_bf16 (graph, op, dt)
-          : op->kind != VAE_OP_UPSAMPLE2X)
-        conv_only[op->in] = FALSE;
-      if (op->in2 >= 0) conv_only[op->in2] = FALSE;
-      if (op->in3 >= 0) conv_only[op->in3] = FALSE;
-      if (op->residual >= 0) conv_only[op->residual] = FALSE;
-    }
-  }
-  plan->buffers = g_array_new (FALSE, TRUE, sizeof (PlanBuffer));
-  plan->steps = g_array_new (FALSE, TRUE, sizeof (OnednnStep));
-  plan->owned = g_ptr_array_new_with_free_func (g_aligned_free);
-  plan->phase_mems = g_ptr_array_new_with_free_func (memory_destroy);
-  vae_graph_infer_sizes (graph, h, w, hs, ws);
+/* Job 2b, layouts: every value's memory descriptor, from the primitive that
+ * writes it (so the convolutions' and upsamples' primitive descriptors are
+ * made here, kept in B for job 4), and the bf16 shadows convolutions read. */
+static gboolean
+plan_layouts (PlanBuild *b, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+  const dnnl_data_type_t dt = plan->dt;
+  PlanValue *in0 = &plan->values[0], *res = &plan->values[graph->output];
 
-  /* Pass 1: every value's layout, from the primitive that writes it. */
-  md_4d (&plan->in_md, n, vae_graph_channels (graph, 0), h, w, dnnl_f32, dnnl_nchw);
-  md_4d (&plan->values[0].md, n, vae_graph_channels (graph, 0), h, w,
-         conv_only[0] ? dt : dnnl_f32,
+  md_4d (&plan->in_md, in0->n, in0->c, in0->h, in0->w, dnnl_f32, dnnl_nchw);
+  md_4d (&in0->md, in0->n, in0->c, in0->h, in0->w, b->conv_only[0] ? dt : dnnl_f32,
          /* Pixels (3 channels): plain, which the first-layer kernels take;
           * latents: the activation layout, as every later op wants. */
-         vae_graph_channels (graph, 0) <= 4 ? dnnl_nchw : ACTIVATION_LAYOUT);
-  DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
-            "memory", "input");
-  for (guint i = 0; i < n_ops; i++) {
+         in0->c <= 4 ? dnnl_nchw : ACTIVATION_LAYOUT);
+  for (guint i = 0; i < plan->n_ops; i++) {
     const VaeOp *op = &plan->ops[i];
     if (plan->skip[i])
       continue;
     const dnnl_memory_desc_t *src_md = &plan->values[op->in].md;
-    PlanValue *out = &plan->values[op->out];
-    if (hs[op->out] < 1 || ws[op->out] < 1) {
-      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                   "input %dx%d is too small for layer '%s'", w, h, op->name);
-      goto fail;
-    }
+    PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
     switch (op->kind) {
       case VAE_OP_CONV2D:
       {
-        gboolean bf16 = conv_runs_bf16 (graph, op, dt);
+        gboolean bf16 = onednn_fuse_conv_bf16 (graph, op, dt);
         dnnl_data_type_t want = bf16 ? dt : dnnl_f32;
         if (src_md->data_type != want) {
-          PlanValue *in = &plan->values[op->in];
           if (in->shadow < 0) {
             in->shadow = plan->n_values + op->in;
             plan->values[in->shadow].md = in->md;
@@ -631,22 +577,21 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
           }
           src_md = &plan->values[in->shadow].md;
         }
-        dnnl_data_type_t out_dt = bf16 && conv_only[op->out] ? dt : dnnl_f32;
+        dnnl_data_type_t out_dt = bf16 && b->conv_only[op->out] ? dt : dnnl_f32;
         if (plan->upconv[i]) {
           for (int p = 0; p < 4; p++) {
             VaeOp phase = onednn_upconv_phase_op (op, p / 2, p % 2);
-            if (!conv_pd (ctx, &phase, src_md, n, hs[op->in], ws[op->in], out_dt,
-                          &phase_pds[i][p], error))
-              goto fail;
+            if (!onednn_conv_pd (ctx, &phase, src_md, out->n, in->h, in->w, out_dt,
+                          &b->phase_pds[i][p], error))
+              return FALSE;
           }
-          md_4d (&out->md, n, op->out_channels, hs[op->out], ws[op->out], out_dt,
-                 ACTIVATION_LAYOUT);
-          phases_size = MAX (phases_size, dnnl_memory_desc_get_size (&out->md));
+          md_4d (&out->md, out->n, out->c, out->h, out->w, out_dt, ACTIVATION_LAYOUT);
+          b->phases_size = MAX (b->phases_size, dnnl_memory_desc_get_size (&out->md));
           break;
         }
-        if (!conv_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], out_dt, &pds[i], error))
-          goto fail;
-        out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
+        if (!onednn_conv_pd (ctx, op, src_md, out->n, out->h, out->w, out_dt, &b->pds[i], error))
+          return FALSE;
+        out->md = *dnnl_primitive_desc_query_md (b->pds[i], dnnl_query_dst_md, 0);
         break;
       }
       case VAE_OP_GROUP_NORM:
@@ -656,53 +601,87 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
         out->md.data_type = dnnl_f32;
         break;
       case VAE_OP_UPSAMPLE2X:
-        if (!upsample_pd (ctx, op, src_md, n, hs[op->out], ws[op->out], &pds[i], error))
-          goto fail;
-        out->md = *dnnl_primitive_desc_query_md (pds[i], dnnl_query_dst_md, 0);
+        if (!upsample_pd (ctx, op, src_md, out->n, out->h, out->w, &b->pds[i], error))
+          return FALSE;
+        out->md = *dnnl_primitive_desc_query_md (b->pds[i], dnnl_query_dst_md, 0);
+        break;
+      case VAE_OP_CAUSAL_CONV3D:
+        if (op->time_passthrough)
+          out->md = *src_md;
+        else   /* the layout onednn_conv_pd asks its taps for */
+          md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
+        break;
+      case VAE_OP_RMS_NORM:
+        out->md = *src_md;
+        break;
+      case VAE_OP_ADD:
+        if (!dnnl_memory_desc_equal (src_md, &plan->values[op->in2].md)) {
+          g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                       "add '%s': its two inputs differ in shape or layout", op->name);
+          return FALSE;
+        }
+        out->md = *src_md;
+        break;
+      case VAE_OP_FRAMES_TO_CHANNELS:
+      case VAE_OP_CHANNELS_TO_FRAMES:
+      case VAE_OP_SPACE_TO_CHANNELS:
+      case VAE_OP_CHANNELS_TO_SPACE:
+      case VAE_OP_AVG_DOWN3D:
+      case VAE_OP_DUP_UP3D:
+        md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
         break;
       case VAE_OP_ATTENTION:
       case VAE_OP_TANH_CLAMP:
         out->md = *src_md;
         break;
-      VAE_OP_CASES_VIDEO:
-        break;   /* refused at the top */
     }
   }
-  md_4d (&plan->out_md, n, vae_graph_channels (graph, graph->output),
-         hs[graph->output], ws[graph->output], dnnl_f32, dnnl_nchw);
+  md_4d (&plan->out_md, res->n, res->c, res->h, res->w, dnnl_f32, dnnl_nchw);
+  return TRUE;
+}
 
-  /* Pass 2: buffers, reused once a value is dead.  All of them are
-   * allocated before any is touched: a frame too large for memory then
-   * fails here, as an error naming the size, without first taking physical
-   * memory for the buffers that did fit. */
+/* Job 3, buffers: slots from the buffer planner, allocated, touched, and a
+ * oneDNN memory per value over its slot.  All slots are allocated before
+ * any is touched: a frame too large for memory then fails here, as an
+ * error naming the size, without first taking physical memory for the
+ * buffers that did fit. */
+static gboolean
+plan_buffers (PlanBuild *b, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const PlanValue *in0 = &plan->values[0];
+
   assign_buffers (plan);
-  guint64 total = phases_size;
-  for (guint b = 0; b < plan->buffers->len; b++)
-    total += g_array_index (plan->buffers, PlanBuffer, b).size;
+  guint64 total = b->phases_size;
+  for (guint i = 0; i < plan->buffers->len; i++)
+    total += g_array_index (plan->buffers, PlanBuffer, i).size;
   char *total_text = vae_format_bytes (total);
-  what = g_strdup_printf ("oneDNN activations of a [%d,%d,%d,%d] input (%s in all)", n,
-                          vae_graph_channels (graph, 0), h, w, total_text);
+  b->what = g_strdup_printf ("oneDNN activations of a [%d,%d,%d,%d] input (%s in all)",
+                             in0->n, in0->c, in0->h, in0->w, total_text);
   g_free (total_text);
-  for (guint b = 0; b < plan->buffers->len; b++) {
-    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, b);
-    buf->data = vae_try_aligned_alloc (1, buf->size, 64, what, error);
+  for (guint i = 0; i < plan->buffers->len; i++) {
+    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, i);
+    buf->data = vae_try_aligned_alloc (1, buf->size, 64, b->what, error);
     if (!buf->data)
-      goto fail;
+      return FALSE;
   }
-  if (phases_size) {
-    plan->phases = vae_try_aligned_alloc (1, phases_size, 64, what, error);
+  if (b->phases_size) {
+    plan->phases = vae_try_aligned_alloc (1, b->phases_size, 64, b->what, error);
     if (!plan->phases)
-      goto fail;
+      return FALSE;
     g_ptr_array_add (plan->owned, plan->phases);
   }
   /* Touch every page now so runs never pay for fresh page faults (and the
    * padding of blocked layouts reads as zeros). */
-  for (guint b = 0; b < plan->buffers->len; b++) {
-    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, b);
+  for (guint i = 0; i < plan->buffers->len; i++) {
+    PlanBuffer *buf = &g_array_index (plan->buffers, PlanBuffer, i);
     memset (buf->data, 0, buf->size);
   }
-  if (phases_size)
-    memset (plan->phases, 0, phases_size);
+  if (b->phases_size)
+    memset (plan->phases, 0, b->phases_size);
+  DNNL_TRY (dnnl_memory_create (&plan->in_mem, &plan->in_md, ctx->engine, NULL),
+            "memory", "input");
   for (guint v = 0; v < 2 * plan->n_values; v++) {
     PlanValue *pv = &plan->values[v];
     if (pv->md.ndims == 0)
@@ -710,87 +689,188 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
     void *data = pv->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
     DNNL_TRY (dnnl_memory_create (&pv->mem, &pv->md, ctx->engine, data), "memory", "value");
   }
+  DNNL_TRY (dnnl_memory_create (&plan->out_mem, &plan->out_md, ctx->engine, NULL),
+            "memory", "output");
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+static void *
+value_data (const OnednnPlan *plan, const PlanValue *pv)
+{
+  return pv->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, pv->buffer).data;
+}
+
+/* Job 4, primitives: a convolution's steps.  The sum post-op adds into the
+ * destination, so a residual not already there is copied in first; a
+ * float32 input read in bf16 is cast once, by its first convolution; an
+ * upconv is four phase convolutions into scratch, then one interleave. */
+static gboolean
+conv_steps (PlanBuild *b, guint i, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const VaeOp *op = &plan->ops[i];
+  PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
+  OnednnStep step = { STEP_PRIM, op };
+
+  if (op->residual >= 0 && plan->values[op->residual].buffer != out->buffer) {
+    OnednnStep copy = { STEP_PRIM, op };
+    PlanValue *res = &plan->values[op->residual];
+    if (!onednn_reorder_init (ctx, &copy.prim, &res->md, res->mem, &out->md,
+                              out->mem, op->name, error))
+      return FALSE;
+    g_array_append_val (plan->steps, copy);
+  }
+  PlanValue *src = &plan->values[conv_src (plan, op)];
+  if (src != in && !in->cast_done) {
+    OnednnStep cast = { STEP_PRIM, op };
+    if (!onednn_reorder_init (ctx, &cast.prim, &in->md, in->mem, &src->md,
+                              src->mem, op->name, error))
+      return FALSE;
+    g_array_append_val (plan->steps, cast);
+    in->cast_done = TRUE;
+  }
+  if (!plan->upconv[i])
+    return conv_step_add (ctx, plan, op, b->pds[i], op->weight, op->kernel, src->mem,
+                          out->mem, error);
+
+  gsize phase_bytes = dnnl_memory_desc_get_size (&out->md) / 4;
+  for (int p = 0; p < 4; p++) {
+    const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md (b->phase_pds[i][p],
+                                                                  dnnl_query_dst_md, 0);
+    dnnl_memory_t pmem = NULL;
+    float *pw = onednn_upconv_phase_weights (op, p / 2, p % 2);
+    g_ptr_array_add (plan->owned, pw);
+    DNNL_TRY (dnnl_memory_create (&pmem, pmd, ctx->engine, plan->phases + p * phase_bytes),
+              "memory", op->name);
+    g_ptr_array_add (plan->phase_mems, pmem);
+    if (!conv_step_add (ctx, plan, op, b->phase_pds[i][p], pw, 2, src->mem, pmem, error))
+      return FALSE;
+  }
+  step.kind = STEP_INTERLEAVE;
+  step.interleave.phases = plan->phases;
+  step.interleave.dst = value_data (plan, out);
+  /* Blocked: planes of (image, channel block), a block a pixel. */
+  step.interleave.planes = out->n * (out->md.padded_dims[1] / onednn_channel_block ());
+  step.interleave.h = in->h;
+  step.interleave.w = in->w;
+  step.interleave.pixel_bytes = phase_bytes / ((gsize) step.interleave.planes * in->h * in->w);
+  g_array_append_val (plan->steps, step);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+/* Job 4, primitives: a causal convolution (causal-conv.c), after copying
+ * its residual into the destination as conv_steps does; notes the bytes its
+ * state slot holds. */
+static gboolean
+causal_steps (PlanBuild *b, guint i, GError **error)
+{
+  OnednnPlan *plan = b->plan;
+  const VaeOp *op = &plan->ops[i];
+  PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
+  if (op->residual >= 0 && plan->values[op->residual].buffer != out->buffer) {
+    OnednnStep copy = { STEP_PRIM, op };
+    PlanValue *res = &plan->values[op->residual];
+    if (!onednn_reorder_init (b->ctx, &copy.prim, &res->md, res->mem, &out->md,
+                              out->mem, op->name, error))
+      return FALSE;
+    g_array_append_val (plan->steps, copy);
+  }
+  OnednnStep step = { STEP_CAUSAL, op };
+  step.causal = onednn_causal_new (b->ctx, op, &in->md, value_data (plan, in), &out->md,
+                                   value_data (plan, out), out->mem, op->residual >= 0, error);
+  if (!step.causal)
+    return FALSE;
+  g_array_append_val (plan->steps, step);
+  int slot = onednn_causal_slot (step.causal);
+  if (slot >= 0) {
+    g_assert (slot < plan->n_slots);
+    gsize bytes = onednn_causal_slot_bytes (step.causal);
+    if (plan->slot_bytes[slot] && plan->slot_bytes[slot] != bytes) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_MODEL,
+                   "state slot %d is used by layers of different sizes ('%s')", slot, op->name);
+      return FALSE;
+    }
+    plan->slot_bytes[slot] = bytes;
+  }
+  return TRUE;
+}
+
+/* Job 4, primitives: out = in + in2, oneDNN's binary add. */
+static gboolean
+add_step (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op, GError **error)
+{
+  PlanValue *a = &plan->values[op->in], *bv = &plan->values[op->in2];
+  PlanValue *out = &plan->values[op->out];
+  dnnl_binary_desc_t desc;
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  OnednnStep step = { STEP_PRIM, op };
+  DNNL_TRY (dnnl_binary_desc_init (&desc, dnnl_binary_add, &a->md, &bv->md, &out->md),
+            "binary add", op->name);
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
+  dnnl_status_t st = dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL);
+  dnnl_primitive_attr_destroy (attr);
+  DNNL_TRY (st, "binary add", op->name);
+  gboolean ok = prim_from_pd (ctx, &step.prim, pd, op->name, error);
+  dnnl_primitive_desc_destroy (pd);
+  if (!ok)
+    return FALSE;
+  prim_arg (&step.prim, DNNL_ARG_SRC_0, a->mem);
+  prim_arg (&step.prim, DNNL_ARG_SRC_1, bv->mem);
+  prim_arg (&step.prim, DNNL_ARG_DST, out->mem);
+  g_array_append_val (plan->steps, step);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+/* Job 4, primitives: the steps of every op that runs, in graph order, and
+ * the reorders from the caller's input and to its output. */
+static gboolean
+plan_primitives (PlanBuild *b, GError **error)
+{
+  const OnednnCtx *ctx = b->ctx;
+  OnednnPlan *plan = b->plan;
+  const VaeGraph *graph = plan->graph;
+
   if (!onednn_reorder_init (ctx, &plan->from_input, &plan->in_md, plan->in_mem,
                             &plan->values[0].md, plan->values[0].mem, "input", error))
-    goto fail;
-
-  /* Pass 3: the steps. */
-  for (guint i = 0; i < n_ops; i++) {
+    return FALSE;
+  for (guint i = 0; i < plan->n_ops; i++) {
     const VaeOp *op = &plan->ops[i];
     if (plan->skip[i])
       continue;
     PlanValue *in = &plan->values[op->in], *out = &plan->values[op->out];
     OnednnStep step = { STEP_PRIM, op };
     switch (op->kind) {
-      case VAE_OP_CONV2D: {
-        if (op->residual >= 0 && plan->values[op->residual].buffer != out->buffer) {
-          /* The sum post-op adds into the destination: put the residual there. */
-          OnednnStep copy = { STEP_PRIM, op };
-          PlanValue *res = &plan->values[op->residual];
-          if (!onednn_reorder_init (ctx, &copy.prim, &res->md, res->mem, &out->md,
-                                    out->mem, op->name, error))
-            goto fail;
-          g_array_append_val (plan->steps, copy);
-        }
-        PlanValue *src = &plan->values[conv_src (plan, op)];
-        if (src != in && !in->cast_done) {
-          OnednnStep cast = { STEP_PRIM, op };
-          if (!onednn_reorder_init (ctx, &cast.prim, &in->md, in->mem, &src->md,
-                                    src->mem, op->name, error))
-            goto fail;
-          g_array_append_val (plan->steps, cast);
-          in->cast_done = TRUE;
-        }
-        if (!plan->upconv[i]) {
-          if (!conv_step_add (ctx, plan, op, pds[i], op->weight, op->kernel, src->mem,
-                              out->mem, error))
-            goto fail;
-          break;
-        }
-        /* Four phase convolutions into scratch, then one interleave. */
-        gsize phase_bytes = dnnl_memory_desc_get_size (&out->md) / 4;
-        for (int p = 0; p < 4; p++) {
-          const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md (phase_pds[i][p], dnnl_query_dst_md, 0);
-          dnnl_memory_t pmem = NULL;
-          float *pw = onednn_upconv_phase_weights (op, p / 2, p % 2);
-          g_ptr_array_add (plan->owned, pw);
-          DNNL_TRY (dnnl_memory_create (&pmem, pmd, ctx->engine, plan->phases + p * phase_bytes),
-                    "memory", op->name);
-          g_ptr_array_add (plan->phase_mems, pmem);
-          if (!conv_step_add (ctx, plan, op, phase_pds[i][p], pw, 2, src->mem, pmem, error))
-            goto fail;
-        }
-        step.kind = STEP_INTERLEAVE;
-        step.interleave.phases = plan->phases;
-        step.interleave.dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
-        /* Blocked: planes of (image, channel block), a block a pixel. */
-        step.interleave.planes = n * (out->md.padded_dims[1] / onednn_channel_block ());
-        step.interleave.h = hs[op->in];
-        step.interleave.w = ws[op->in];
-        step.interleave.pixel_bytes = phase_bytes / ((gsize) step.interleave.planes
-                                                     * hs[op->in] * ws[op->in]);
-        g_array_append_val (plan->steps, step);
+      case VAE_OP_CONV2D:
+        if (!conv_steps (b, i, error))
+          return FALSE;
         break;
-      }
       case VAE_OP_UPSAMPLE2X:
-        if (!prim_from_pd (ctx, &step.prim, pds[i], op->name, error))
-          goto fail;
+        if (!prim_from_pd (ctx, &step.prim, b->pds[i], op->name, error))
+          return FALSE;
         prim_arg (&step.prim, DNNL_ARG_SRC, in->mem);
         prim_arg (&step.prim, DNNL_ARG_DST, out->mem);
         g_array_append_val (plan->steps, step);
         break;
       case VAE_OP_GROUP_NORM: {
-        void *src = in->buffer < 0 ? NULL : g_array_index (plan->buffers, PlanBuffer, in->buffer).data;
-        void *dst = g_array_index (plan->buffers, PlanBuffer, out->buffer).data;
+        void *src = value_data (plan, in);
         if (!src) {
           g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                        "group norm '%s' on the graph input is not supported", op->name);
-          goto fail;
+          return FALSE;
         }
         step.kind = STEP_GROUP_NORM;
-        step.gn = onednn_group_norm_new (ctx, op, &in->md, &out->md, src, dst, error);
+        step.gn = onednn_group_norm_new (ctx, op, &in->md, &out->md, src,
+                                         value_data (plan, out), error);
         if (!step.gn)
-          goto fail;
+          return FALSE;
         g_array_append_val (plan->steps, step);
         break;
       }
@@ -800,7 +880,7 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
                                           plan->values[op->in2].mem,
                                           plan->values[op->in3].mem, out->mem, error);
         if (!step.attn)
-          goto fail;
+          return FALSE;
         g_array_append_val (plan->steps, step);
         break;
       case VAE_OP_TANH_CLAMP:
@@ -812,29 +892,95 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
                               out->mem, &out->md, error)
             || !eltwise_step (ctx, plan, op, dnnl_eltwise_linear, op->clamp,
                               out->mem, out->mem, &out->md, error))
-          goto fail;
+          return FALSE;
         break;
-      VAE_OP_CASES_VIDEO:
-        break;   /* refused at the top */
+      case VAE_OP_CAUSAL_CONV3D:
+        if (!causal_steps (b, i, error))
+          return FALSE;
+        break;
+      case VAE_OP_RMS_NORM:
+        step.kind = STEP_RMS_NORM;
+        step.rms = onednn_rms_norm_new (ctx, op, &in->md, value_data (plan, in),
+                                        value_data (plan, out), out->mem, error);
+        if (!step.rms)
+          return FALSE;
+        g_array_append_val (plan->steps, step);
+        break;
+      case VAE_OP_ADD:
+        if (!add_step (ctx, plan, op, error))
+          return FALSE;
+        break;
+      case VAE_OP_FRAMES_TO_CHANNELS:
+      case VAE_OP_CHANNELS_TO_FRAMES:
+      case VAE_OP_SPACE_TO_CHANNELS:
+      case VAE_OP_CHANNELS_TO_SPACE:
+      case VAE_OP_AVG_DOWN3D:
+      case VAE_OP_DUP_UP3D:
+        step.kind = STEP_RESHAPE;
+        step.reshape = onednn_reshape_new (ctx, op, &in->md, in->mem, value_data (plan, in),
+                                           &out->md, out->mem, value_data (plan, out), error);
+        if (!step.reshape)
+          return FALSE;
+        g_array_append_val (plan->steps, step);
+        break;
     }
   }
-  DNNL_TRY (dnnl_memory_create (&plan->out_mem, &plan->out_md, ctx->engine, NULL),
-            "memory", "output");
-  if (!onednn_reorder_init (ctx, &plan->to_output, &plan->values[graph->output].md,
-                            plan->values[graph->output].mem, &plan->out_md,
-                            plan->out_mem, "output", error))
-    goto fail;
-  if (!onednn_scratch_reserve (ctx, error))
-    goto fail;
+  return onednn_reorder_init (ctx, &plan->to_output, &plan->values[graph->output].md,
+                              plan->values[graph->output].mem, &plan->out_md,
+                              plan->out_mem, "output", error);
+}
 
-  free_pds (pds, phase_pds, n_ops);
+/* A plan is built by four jobs in order: fusions (which ops run, in what
+ * form, values in which type), values (each value's shape and layout),
+ * buffers (slots from the buffer planner, allocated), primitives (the
+ * steps).  Each reads only what the jobs before it decided. */
+OnednnPlan *
+onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
+                 dnnl_data_type_t dt, GError **error)
+{
+  OnednnPlan *plan = g_new0 (OnednnPlan, 1);
+  guint n_ops = graph->ops->len;
+  PlanBuild b = { ctx, plan };
+  /* What the scratchpad had to be before this plan: a plan that fails must
+   * not leave its primitives' needs behind for the plans that follow. */
+  const gsize scratch_needed = ctx->scratch->needed;
+
+  plan->graph = graph;
+  plan->n = n;
+  plan->h = h;
+  plan->w = w;
+  plan->dt = dt;
+  plan->n_values = graph->values->len;
+  /* Room for one shadow per value. */
+  plan->values = g_new0 (PlanValue, 2 * plan->n_values);
+  for (guint v = 0; v < 2 * plan->n_values; v++)
+    plan->values[v].shadow = plan->values[v].buffer = -1;
+  plan->n_slots = graph->n_states;
+  plan->slot_bytes = g_new0 (gsize, MAX (plan->n_slots, 1));
+  plan->buffers = g_array_new (FALSE, TRUE, sizeof (PlanBuffer));
+  plan->steps = g_array_new (FALSE, TRUE, sizeof (OnednnStep));
+  plan->owned = g_ptr_array_new_with_free_func (g_aligned_free);
+  plan->phase_mems = g_ptr_array_new_with_free_func (memory_destroy);
+  b.pds = g_new0 (dnnl_primitive_desc_t, MAX (n_ops, 1));
+  b.phase_pds = g_malloc0_n (MAX (n_ops, 1), sizeof *b.phase_pds);
+  b.conv_only = g_new0 (gboolean, MAX (plan->n_values, 1));
+
+  plan_fusions (&b);
+  gboolean ok = plan_value_shapes (&b, error)
+      && plan_layouts (&b, error)
+      && plan_buffers (&b, error)
+      && plan_primitives (&b, error)
+      && onednn_scratch_reserve (ctx, error);
+
+  free_pds (b.pds, b.phase_pds, n_ops);
+  g_free (b.conv_only);
+  g_free (b.what);
+  if (!ok) {
+    onednn_plan_free (plan);
+    ctx->scratch->needed = scratch_needed;
+    return NULL;
+  }
   return plan;
-
-fail:
-  free_pds (pds, phase_pds, n_ops);
-  onednn_plan_free (plan);
-  ctx->scratch->needed = scratch_needed;
-  return NULL;
 }
 
 /* VAE_ONEDNN_PROFILE=1: time spent per op kind, printed after each run;
@@ -850,9 +996,35 @@ profile_report (const double *t, double total)
   g_string_free (s, TRUE);
 }
 
+OnednnPlan *
+onednn_plan_new_stream (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
+                        dnnl_data_type_t dt, GError **error)
+{
+  return onednn_plan_new (ctx, graph, n, h, w, dt, error);
+}
+
+gsize
+onednn_plan_slot_bytes (const OnednnPlan *plan, int slot)
+{
+  return slot >= 0 && slot < plan->n_slots ? plan->slot_bytes[slot] : 0;
+}
+
 gboolean
 onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
                  float *output, GError **error)
+{
+  if (plan->n_slots > 0) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "a video graph's plan runs in a stream (it keeps state)");
+    return FALSE;
+  }
+  return onednn_plan_run_stream (ctx, plan, input, output, NULL, FALSE, error);
+}
+
+gboolean
+onednn_plan_run_stream (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
+                        float *output, guint8 *const *slots, gboolean at_start,
+                        GError **error)
 {
   static int profile = -1;
   double times[VAE_OP_COUNT] = { 0 }, start = g_get_monotonic_time () / 1e6;
@@ -875,6 +1047,9 @@ onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
       case STEP_GROUP_NORM: ok = onednn_group_norm_run (ctx, s->gn, error); break;
       case STEP_ATTENTION: ok = onednn_attention_run (ctx, s->attn, error); break;
       case STEP_INTERLEAVE: onednn_interleave_run (&s->interleave); break;
+      case STEP_CAUSAL: ok = onednn_causal_run (ctx, s->causal, slots, at_start, error); break;
+      case STEP_RMS_NORM: ok = onednn_rms_norm_run (ctx, s->rms, error); break;
+      case STEP_RESHAPE: ok = onednn_reshape_run (ctx, s->reshape, error); break;
     }
     if (!ok)
       return FALSE;
@@ -910,6 +1085,9 @@ onednn_plan_free (OnednnPlan *plan)
       }
       onednn_group_norm_free (s->gn);
       onednn_attention_free (s->attn);
+      onednn_causal_free (s->causal);
+      onednn_rms_norm_free (s->rms);
+      onednn_reshape_free (s->reshape);
     }
     g_array_unref (plan->steps);
   }
@@ -935,5 +1113,6 @@ onednn_plan_free (OnednnPlan *plan)
   g_free (plan->ops);
   g_free (plan->skip);
   g_free (plan->upconv);
+  g_free (plan->slot_bytes);
   g_free (plan);
 }

@@ -111,7 +111,14 @@ typedef struct {
   gsize pixel_bytes;
 } OnednnInterleave;
 
-typedef enum { STEP_PRIM, STEP_GROUP_NORM, STEP_ATTENTION, STEP_INTERLEAVE } OnednnStepKind;
+typedef enum {
+  STEP_PRIM, STEP_GROUP_NORM, STEP_ATTENTION, STEP_INTERLEAVE,
+  STEP_CAUSAL, STEP_RMS_NORM, STEP_RESHAPE,   /* video ops */
+} OnednnStepKind;
+
+typedef struct _OnednnCausal OnednnCausal;
+typedef struct _OnednnRmsNorm OnednnRmsNorm;
+typedef struct _OnednnReshape OnednnReshape;
 
 typedef struct {
   OnednnStepKind kind;
@@ -120,6 +127,9 @@ typedef struct {
   OnednnGroupNorm *gn;
   OnednnAttention *attn;
   OnednnInterleave interleave;
+  OnednnCausal *causal;
+  OnednnRmsNorm *rms;
+  OnednnReshape *reshape;
 } OnednnStep;
 
 /* upconv.c: upsample2x + conv3x3 as four 2x2 phase convolutions. */
@@ -127,6 +137,22 @@ gboolean onednn_upconv_foldable (const VaeOp *up, const VaeOp *conv, int up_read
 VaeOp onednn_upconv_phase_op (const VaeOp *conv, int py, int px);
 float *onednn_upconv_phase_weights (const VaeOp *conv, int py, int px);
 void onednn_interleave_run (const OnednnInterleave *il);
+
+/* onednn-fuse.c: what folds into what, decided on the graph alone before
+ * any layout or primitive exists (see there for the why of each). */
+/* The Winograd kernel applies to OP reading SRC_DT (3x3 float32). */
+gboolean onednn_fuse_winograd (const VaeOp *op, dnnl_data_type_t src_dt);
+/* OP runs in bf16 when the plan's activation type is DT (the bf16 option). */
+gboolean onednn_fuse_conv_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt);
+/* Folds upsample2x + conv3x3 pairs: OPS (the graph's, copied) get the conv
+ * reading the upsample's input, SKIP[i] the upsample, UPCONV[i+1] the conv. */
+void onednn_fuse_upsamples (const VaeGraph *graph, dnnl_data_type_t dt, VaeOp *ops,
+                            gboolean *skip, gboolean *upconv);
+/* CONV_ONLY[v]: value v is stored in DT (bf16), read only by bf16 convs. */
+void onednn_fuse_bf16_values (const VaeGraph *graph, dnnl_data_type_t dt, const VaeOp *ops,
+                              const gboolean *skip, gboolean *conv_only);
+/* The read OP may write its output over when it dies there, or -1. */
+int onednn_fuse_inplace (const VaeOp *op, int conv_src);
 
 /* Appends ACT to PO: swish with alpha 1 (x * sigmoid(x)), relu with
  * alpha 0 (alpha is relu's negative slope). */
@@ -158,14 +184,14 @@ void onednn_attention_free (OnednnAttention *a);
 
 /* video-ops.c: RMS norm over float32 activations (blocked or plain): the
  * statistics and scaling by hand, the activation as an eltwise in place. */
-typedef struct {
+struct _OnednnRmsNorm {
   const VaeOp *op;
   const float *src;
   float *dst;
   int n, c, h, w, block, c_stored;
   float *gamma;                /* gamma * sqrt(C), [c_stored], 0 in the padding */
   OnednnPrim act;              /* in place over dst; no prim: no activation */
-} OnednnRmsNorm;
+};
 OnednnRmsNorm *onednn_rms_norm_new (const OnednnCtx *ctx, const VaeOp *op,
                                     const dnnl_memory_desc_t *md, void *src, void *dst,
                                     dnnl_memory_t dst_mem, GError **error);
@@ -175,7 +201,7 @@ void onednn_rms_norm_free (OnednnRmsNorm *r);
 /* video-ops.c: the weightless reshapes of graph.h (frames <-> channels,
  * space <-> channels, AvgDown3D, DupUp3D): a copy where the blocked bytes
  * already agree, else through plain NCHW. */
-typedef struct {
+struct _OnednnReshape {
   const VaeOp *op;
   int in_dims[4], out_dims[4];
   const void *copy_src;        /* copy_bytes > 0: one copy does it */
@@ -184,7 +210,7 @@ typedef struct {
   float *a, *b;                /* plain input and output */
   dnnl_memory_t a_mem, b_mem;
   OnednnPrim to_plain, from_plain;
-} OnednnReshape;
+};
 OnednnReshape *onednn_reshape_new (const OnednnCtx *ctx, const VaeOp *op,
                                    const dnnl_memory_desc_t *in_md, dnnl_memory_t in_mem,
                                    void *in_data, const dnnl_memory_desc_t *out_md,
@@ -194,7 +220,6 @@ void onednn_reshape_free (OnednnReshape *r);
 
 /* causal-conv.c: CAUSAL_CONV3D as batched 2-D convolutions per time tap
  * over views of the chunk and of the stream's state slot. */
-typedef struct _OnednnCausal OnednnCausal;
 /* RESIDUAL_IN_DST: the residual was copied into OUT first (every tap then
  * accumulates). */
 OnednnCausal *onednn_causal_new (const OnednnCtx *ctx, const VaeOp *op,
@@ -211,14 +236,10 @@ gboolean onednn_causal_run (const OnednnCtx *ctx, OnednnCausal *cc, guint8 *cons
 void onednn_causal_free (OnednnCausal *cc);
 
 /* onednn-plan.c, for causal-conv.c: a convolution's primitive descriptor
- * (OP's shape; its residual >= 0 asks for the sum post-op), and OP's
- * weights reordered into W_MD once per engine (PHASE: -1 the op's own
- * filter, an upconv phase for CONV2D, the time tap for CAUSAL_CONV3D). */
+ * (OP's shape; its residual >= 0 asks for the sum post-op). */
 gboolean onednn_conv_pd (const OnednnCtx *ctx, const VaeOp *op,
                          const dnnl_memory_desc_t *src_md, int n, int oh, int ow,
                          dnnl_data_type_t dt, dnnl_primitive_desc_t *pd, GError **error);
-void *onednn_prepared_weight (const OnednnCtx *ctx, const VaeOp *op, int phase,
-                              const dnnl_memory_desc_t *w_md, GError **error);
 
 /* Bytes of one frame (image) of a 4-D descriptor, padding included. */
 gsize onednn_frame_bytes (const dnnl_memory_desc_t *md);
