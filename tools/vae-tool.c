@@ -22,6 +22,7 @@
 #include "tiling.h"
 #include "vae-error.h"
 #include "png-io.h"
+#include "vae-tool-video.h"
 
 #define BENCH_SEED 20240601u
 /* Largest decoded frame side: what the PNG writer/reader round trip allows. */
@@ -40,6 +41,7 @@ typedef struct {
   /* bench */
   char *op;
   int width, height, batch, runs;
+  int frames;                 /* bench: clip length (video models) */
   /* The image size being run, once known: named by out-of-memory errors. */
   int frame_w, frame_h;
 } ToolOptions;
@@ -271,6 +273,12 @@ cmd_encode (int argc, char **argv, GError **error)
                  "%s: model '%s' has no encoder", o.model, model->name);
     goto out;
   }
+  if (model->temporal_factor > 1) {
+    /* A video model: --input is a clip (a frame pattern) or one image. */
+    engine = vae_engine_new (backend_of (&o), model, &eo, error);
+    ok = engine && vae_tool_video_encode (engine, o.input, o.output, error);
+    goto out;
+  }
   if (!check_tiles (&o, model, "encode", error))
     goto out;
   if (!vae_png_read_rgb8 (o.input, &rgb, &width, &height, error))
@@ -426,6 +434,12 @@ cmd_decode (int argc, char **argv, GError **error)
   if (!model->decoder) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                  "%s: model '%s' has no decoder", o.model, model->name);
+    goto out;
+  }
+  if (model->temporal_factor > 1) {
+    /* A video model: each frame is written as soon as it is decoded. */
+    engine = vae_engine_new (backend_of (&o), model, &eo, error);
+    ok = engine && vae_tool_video_decode (engine, o.input, o.output, NULL, error);
     goto out;
   }
   if (!check_tiles (&o, model, "decode", error))
@@ -592,6 +606,9 @@ cmd_bench (int argc, char **argv, GError **error)
     { "height", 'H', 0, G_OPTION_ARG_INT, &o.height, "Image height in pixels", "H" },
     { "batch", 'n', 0, G_OPTION_ARG_INT, &o.batch, "Frames per batch (default 1)", "N" },
     { "runs", 'r', 0, G_OPTION_ARG_INT, &o.runs, "Timed runs (default 3)", "R" },
+    { "frames", 'T', 0, G_OPTION_ARG_INT, &o.frames,
+      "Video models: time whole clips of T frames (decode: their latents; "
+      "default 17)", "T" },
     { "inflight", 0, 0, G_OPTION_ARG_INT, &inflight,
       "Also time R batches submitted with up to N in flight, as a pipeline "
       "does (default 1: only one at a time)", "N" },
@@ -656,6 +673,18 @@ cmd_bench (int argc, char **argv, GError **error)
   if (!graph) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED, "%s: model '%s' has no %s",
                  o.model, model->name, o.op);
+    goto out;
+  }
+  if (model->temporal_factor > 1) {
+    if (o.frames == 0)
+      o.frames = 17;
+    if (o.frames < 1 || o.frames > 100000) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT, "bench: --frames must be 1 to 100000");
+      goto out;
+    }
+    engine = vae_engine_new (backend_of (&o), model, &eo, error);
+    ok = engine && vae_tool_video_bench (engine, dir, o.width, o.height, o.frames, o.runs,
+                                         error);
     goto out;
   }
 
@@ -811,9 +840,11 @@ cmd_info (int argc, char **argv, GError **error)
   g_print ("decoder: %s\n", model->decoder ? "yes" : "no");
   g_print ("parameters: %" G_GUINT64_FORMAT " (%.2f M)\n", model->n_params,
            model->n_params / 1e6);
-  if (model->encoder)
+  if (model->temporal_factor > 1) {
+    vae_tool_video_info (model);
+  } else if (model->encoder)
     g_print ("encoder_gmac_512x512: %.2f\n", vae_graph_macs (model->encoder, 512, 512) / 1e9);
-  if (model->decoder) {
+  if (model->decoder && model->temporal_factor <= 1) {
     int l = 512 / model->spatial_factor;
     g_print ("decoder_gmac_512x512: %.2f\n", vae_graph_macs (model->decoder, l, l) / 1e9);
   }

@@ -81,13 +81,20 @@ vae_latents_from_encoder (const VaeModel *model, const float *enc, int h, int w,
   const float *mean = enc;
   const float *logvar = model->encoder_outputs_moments ? enc + n : NULL;
 
+  const gsize plane = (gsize) h * w;
   for (gsize i = 0; i < n; i++) {
     double m = mean[i];
     if (mode == VAE_LATENT_SAMPLE && logvar) {
       double lv = CLAMP (logvar[i], -30.0f, 20.0f);
       m += exp (0.5 * lv) * gaussian (rng);
     }
-    dst[i] = (float) ((m - shift) * scaling);
+    if (model->latents_mean) {
+      /* Per-channel statistics (Wan) replace the scalar pair. */
+      gsize c = i / plane;
+      dst[i] = (float) ((m - model->latents_mean[c]) / model->latents_std[c]);
+    } else {
+      dst[i] = (float) ((m - shift) * scaling);
+    }
   }
   if (mode == VAE_LATENT_DISTRIBUTION && logvar)
     for (gsize i = 0; i < n; i++)
@@ -100,4 +107,19 @@ vae_latents_to_decoder (const float *z, gsize n_elements, double scaling,
 {
   for (gsize i = 0; i < n_elements; i++)
     dst[i] = (float) (z[i] / scaling + shift);
+}
+
+void
+vae_latents_to_decoder_frame (const VaeModel *model, const float *z, int h, int w,
+                              double scaling, double shift, float *dst)
+{
+  const gsize plane = (gsize) h * w;
+  if (!model->latents_mean) {
+    vae_latents_to_decoder (z, plane * model->latent_channels, scaling, shift, dst);
+    return;
+  }
+  for (int c = 0; c < model->latent_channels; c++)
+    for (gsize p = 0; p < plane; p++)
+      dst[c * plane + p] = (float) (z[c * plane + p] * (double) model->latents_std[c]
+                                    + model->latents_mean[c]);
 }

@@ -40,11 +40,18 @@ void vae_pixels_to_rgb8 (const VaeModel *model, const float *src, int ph, int pw
 
 /* One frame of encoder output [C_enc, H, W] to diffusion-space latents:
  * MODE writes C (mode, sample) or 2C (distribution: scaled mean, then raw
- * logvar clamped to [-30, 20]) channels to DST.  RNG is used by SAMPLE.
+ * logvar clamped to [-30, 20]) channels to DST.  A model with per-channel
+ * statistics (Wan) normalises by them, (mean - latents_mean[c]) /
+ * latents_std[c], instead of SCALING and SHIFT.  RNG is used by SAMPLE.
  * SCALING / SHIFT: the factors to apply (usually the model's). */
 void vae_latents_from_encoder (const VaeModel *model, const float *enc, int h, int w,
                                VaeLatentMode mode, GRand *rng, double scaling,
                                double shift, float *dst);
+/* One frame of diffusion-space latents [C, H, W] to the decoder's input:
+ * z * latents_std[c] + latents_mean[c] for a model with per-channel
+ * statistics (Wan), else z / scaling + shift. */
+void vae_latents_to_decoder_frame (const VaeModel *model, const float *z, int h, int w,
+                                   double scaling, double shift, float *dst);
 /* Diffusion-space latents [C, H, W] to the decoder's input: z / scaling + shift. */
 void vae_latents_to_decoder (const float *z, gsize n_elements, double scaling,
                              double shift, float *dst);
