@@ -99,7 +99,8 @@ vae_tool_video_encode (VaeEngine *engine, const char *input, const char *output,
     return FALSE;
   EncodeSink sink = { model, g_array_new (FALSE, FALSE, sizeof (float)) };
   g_autoptr (VaeVideoCoder) coder = NULL;
-  g_autofree float *pixels = NULL;
+  g_autofree float *pixels = NULL, *nct = NULL;
+  g_autoptr (VaeSafetensorsWriter) writer = NULL;
   int width = 0, height = 0, ph = 0, pw = 0, frames = 0;
   gboolean ok = FALSE;
   const int f = model->spatial_factor;
@@ -140,8 +141,7 @@ vae_tool_video_encode (VaeEngine *engine, const char *input, const char *output,
   /* [T', C, h, w] -> [1, C, T', h, w] */
   const int tl = sink.latents->len / ((gsize) sink.c * sink.h * sink.w);
   const gsize plane = (gsize) sink.h * sink.w;
-  g_autofree float *nct = vae_try_alloc (sink.latents->len, sizeof (float), "the latents",
-                                         error);
+  nct = vae_try_alloc (sink.latents->len, sizeof (float), "the latents", error);
   if (!nct)
     goto out;
   for (int t = 0; t < tl; t++)
@@ -149,7 +149,7 @@ vae_tool_video_encode (VaeEngine *engine, const char *input, const char *output,
       memcpy (nct + ((gsize) c * tl + t) * plane,
               &g_array_index (sink.latents, float, ((gsize) t * sink.c + c) * plane),
               plane * sizeof (float));
-  g_autoptr (VaeSafetensorsWriter) writer = vae_safetensors_writer_new ();
+  writer = vae_safetensors_writer_new ();
   const gint64 shape[5] = { 1, sink.c, tl, sink.h, sink.w };
   if (!vae_safetensors_writer_add (writer, "latents", VAE_DTYPE_F32, 5, shape, nct,
                                    sink.latents->len * sizeof (float), error))
