@@ -60,6 +60,7 @@ static const struct {
 /* Models whose builder must load them: a load failure is a FAIL. */
 static const char *const required_models[] = {
   "wan21-mini", "wan21-mini-original.safetensors", "wan22-mini",
+  "taew2_1-random.safetensors", "taew2_2-random.safetensors",
 };
 
 /* Model files whose latents_mean/latents_std are not the ones the

@@ -254,10 +254,12 @@ ref_space_to_channels (const double *in, int n, int c, int h, int w, int p,
                        gboolean column_major, double *out)
 {
   const int oh = h / p, ow = w / p;
+  /* Sizes that p does not divide floor (graph.c): the last rows and
+   * columns are left out (they used to be written past the output). */
   for (int b = 0; b < n; b++)
     for (int ch = 0; ch < c; ch++)
-      for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++) {
+      for (int y = 0; y < oh * p; y++)
+        for (int x = 0; x < ow * p; x++) {
           int oc = sub_channel (ch, p, y % p, x % p, column_major);
           out[(((gsize) b * c * p * p + oc) * oh + y / p) * ow + x / p]
               = in[(((gsize) b * c + ch) * h + y) * w + x];

@@ -18,6 +18,15 @@
  * convolution; activation fused into the group norm; chunked attention
  * (more than 4096 positions).
  *
+ * Cases with a video op kind (graph.h: CAUSAL_CONV3D ... ADD) run through
+ * the engine's streams (vae_stream_new / run / reset) as the encoder of a
+ * hand-made video model: several chunks (1, 4, 4 frames; 2-frame chunks;
+ * uneven ones), so that the state slots carry over, each chunk compared
+ * with ref_graph_run_stream over one RefState, then a reset and the first
+ * chunk again.  An engine without streams fails these (that is the truth);
+ * the reference ops themselves are checked on hand-computed values by
+ * test-ref-ops.c (meson test 'ref-ops').
+ *
  *   test-ops [--backend all|cpu|cuda] [--precision all|f32|bf16|f16]
  *            [--seed N] [--quick|--full] [--case I] [--perturb REL] [--verbose]
  *
@@ -75,6 +84,8 @@ kind_name (int kind)
 
 /* ------------------------------------------------------------------ cases */
 
+#define OPS_MAX_CHUNKS 4
+
 typedef struct {
   char *group;                 /* the table row */
   char *desc;                  /* shapes and options */
@@ -83,6 +94,16 @@ typedef struct {
   float *input;
   double *ref;                 /* ref_graph_run's output */
   int oc, oh, ow;
+  /* Stream cases (any video op kind): GRAPH is a video model's steady
+   * graph, FIRST (or NULL) its first-chunk graph over the same slots; the
+   * input is N = the sum of CHUNK_T frames, run as a stream chunk after
+   * chunk, each chunk's output compared with ref_graph_run_stream's over
+   * one RefState (REFS[k], REF_T[k] frames). */
+  gboolean stream;
+  VaeGraph *first;
+  int n_chunks, chunk_t[OPS_MAX_CHUNKS];
+  double *refs[OPS_MAX_CHUNKS];
+  int ref_t[OPS_MAX_CHUNKS];
 } OpsCase;
 
 static void
@@ -92,8 +113,11 @@ ops_case_free (gpointer data)
   g_free (c->group);
   g_free (c->desc);
   vae_graph_free (c->graph);
+  vae_graph_free (c->first);
   g_free (c->input);
   g_free (c->ref);
+  for (int k = 0; k < c->n_chunks; k++)
+    g_free (c->refs[k]);
   g_free (c);
 }
 
@@ -228,6 +252,97 @@ case_add (Gen *g, const char *group, VaeGraph *graph, int n, int h, int w,
                       offset - scale, offset + scale);
   g_ptr_array_add (g->cases, c);
   return c;
+}
+
+/* A stream case: takes GRAPH and FIRST (NULL: the first chunk runs GRAPH
+ * too); CHUNKS: frames per chunk (0-terminated); H and W shrink (in steps
+ * of MULT, which they stay multiples of) while the stream's multiply-adds
+ * pass the cap. */
+static OpsCase *
+case_add_stream (Gen *g, const char *group, VaeGraph *graph, VaeGraph *first,
+                 const int *chunks, int h, int w, int mult, double offset, double scale,
+                 const char *fmt, ...) G_GNUC_PRINTF (11, 12);
+
+static double
+stream_macs (const VaeGraph *graph, const VaeGraph *first, const int *chunks, int h, int w)
+{
+  double macs = 0;
+  for (int k = 0; chunks[k]; k++)
+    macs += vae_graph_macs_t (k == 0 && first ? first : graph, chunks[k], h, w);
+  return macs;
+}
+
+static OpsCase *
+case_add_stream (Gen *g, const char *group, VaeGraph *graph, VaeGraph *first,
+                 const int *chunks, int h, int w, int mult, double offset, double scale,
+                 const char *fmt, ...)
+{
+  OpsCase *c = g_new0 (OpsCase, 1);
+  va_list ap;
+  va_start (ap, fmt);
+  g_autofree char *what = g_strdup_vprintf (fmt, ap);
+  va_end (ap);
+  h = MAX (mult, h - h % mult);
+  w = MAX (mult, w - w % mult);
+  g_autofree int *vh = g_new (int, graph->values->len);
+  g_autofree int *vw = g_new (int, graph->values->len);
+  while (stream_macs (graph, first, chunks, h, w) > g->mac_cap && MAX (h, w) > mult) {
+    int nh = h >= w ? h - mult : h, nw = w > h ? w - mult : w;
+    gboolean fits = TRUE;
+    vae_graph_infer_sizes (graph, nh, nw, vh, vw);
+    for (guint v = 0; v < graph->values->len; v++)
+      fits = fits && vh[v] >= 1 && vw[v] >= 1;
+    if (!fits)
+      break;
+    h = nh;
+    w = nw;
+  }
+  GString *cs = g_string_new ("");
+  int total = 0;
+  for (int k = 0; chunks[k]; k++) {
+    g_assert (k < OPS_MAX_CHUNKS);
+    c->chunk_t[k] = chunks[k];
+    c->n_chunks = k + 1;
+    total += chunks[k];
+    g_string_append_printf (cs, "%s%d", k ? "," : "", chunks[k]);
+  }
+  g_assert (!first || first->n_states == graph->n_states);
+  c->group = g_strdup (group);
+  c->desc = g_strdup_printf ("chunks [%s] %dx%d (WxH) %d ch%s: %s", cs->str, w, h,
+                             vae_graph_channels (graph, 0),
+                             first ? ", own first-chunk graph" : "", what);
+  g_string_free (cs, TRUE);
+  c->stream = TRUE;
+  c->graph = graph;
+  c->first = first;
+  c->n = total;
+  c->h = h;
+  c->w = w;
+  c->input = uniform (g, (gsize) total * vae_graph_channels (graph, 0) * h * w,
+                      offset - scale, offset + scale);
+  g_ptr_array_add (g->cases, c);
+  return c;
+}
+
+/* Random causal conv weights [oc, ic, kt, k, k] with unit gain. */
+static int
+add_cconv (Gen *g, VaeGraph *graph, const char *name, int in, int oc, int kt, int ts, int k,
+           gboolean bias, int state, int residual, VaeActivation act)
+{
+  int ic = vae_graph_channels (graph, in);
+  double a = sqrt (3.0 / (ic * kt * k * k));
+  float *w = uniform (g, (gsize) oc * ic * kt * k * k, -a, a);
+  float *b = bias ? uniform (g, oc, -0.5, 0.5) : NULL;
+  return vae_graph_causal_conv3d (graph, name, in, oc, kt, ts, k, k / 2, w, b, state,
+                                  residual, act);
+}
+
+static int
+add_rms (Gen *g, VaeGraph *graph, const char *name, int in, VaeActivation act)
+{
+  /* gammas 1 +/- 0.2, as in the test data's random Wan models */
+  return vae_graph_rms_norm (graph, name, in,
+                             uniform (g, vae_graph_channels (graph, in), 0.8, 1.2), act);
 }
 
 static const char *
@@ -385,9 +500,189 @@ add_single_op_cases (Gen *g, int kind)
       }
       break;
 
-    VAE_OP_CASES_VIDEO:
-      /* TODO(issue 11): cases through the engine's streams */
+    case VAE_OP_CAUSAL_CONV3D: {
+      /* (kt, time stride): pointwise, TAEHV's MemBlock (K = 1), Wan's
+       * 3x3x3 (K = 2), frame pairs (K = 0), Wan's downsample3d time conv
+       * (K = 1, stride 2); kernels 1 and 3; chunk schedules that carry
+       * the state over: 1 then 4 then 4, 2-frame chunks, uneven ones */
+      static const int kts[][2] = { { 1, 1 }, { 2, 1 }, { 3, 1 }, { 2, 2 }, { 3, 2 } };
+      static const int sched_s1[][OPS_MAX_CHUNKS] = { { 1, 4, 4, 0 }, { 2, 2, 2, 0 },
+                                                      { 3, 1, 5, 0 } };
+      static const int sched_s2[][OPS_MAX_CHUNKS] = { { 2, 4, 2, 0 }, { 4, 2, 4, 0 } };
+      int turn = 0;
+      for (int r = 0; r < reps; r++)
+        for (guint i = 0; i < G_N_ELEMENTS (kts); i++)
+          for (int k = 1; k <= 3; k += 2) {
+            const int kt = kts[i][0], ts = kts[i][1], K = kt - ts;
+            VaeActivation act = all_acts[turn % 3];
+            const int *sched = ts == 1 ? sched_s1[turn % 3] : sched_s2[turn % 2];
+            turn++;
+            /* residual (the input) where the output has the input's frames */
+            gboolean res = ts == 1 && g_rand_boolean (g->rng);
+            int ic = k == 3 && g_rand_boolean (g->rng) ? block_channels (g)
+                                                       : odd_channels (g, 1, 21);
+            int oc = res ? ic : odd_channels (g, 1, 21);
+            gboolean bias = g_rand_boolean (g->rng);
+            VaeGraph *gr = vae_graph_new (ic);
+            add_cconv (g, gr, "cconv", 0, oc, kt, ts, k, bias, K > 0 ? 0 : -1, res ? 0 : -1, act);
+            case_add_stream (g, "causal_conv3d", gr, NULL, sched, size_in (g, 1, big),
+                             size_in (g, 1, big), 1, 0, 1,
+                             "-> %d ch, kt %d time stride %d (K %d), %dx%d, %s%s, act %s", oc,
+                             kt, ts, K, k, k, bias ? "bias" : "no bias",
+                             res ? ", + input" : "", act_names[act]);
+          }
+      /* TIME_PASSTHROUGH in the first chunk (Wan's downsample3d: the
+       * frame passes and is kept), the stride-2 time conv after */
+      for (int r = 0; r < reps; r++) {
+        int c = r % 2 ? block_channels (g) : odd_channels (g, 1, 21);
+        VaeGraph *first = vae_graph_new (c), *gr = vae_graph_new (c);
+        vae_graph_time_passthrough (first, "time_conv", 0, 3, 2, 0);
+        add_cconv (g, gr, "time_conv", 0, c, 3, 2, 1, TRUE, 0, -1, VAE_ACT_NONE);
+        static const int sched[] = { 1, 4, 4, 0 };
+        case_add_stream (g, "causal_conv3d (passthrough first)", gr, first, sched,
+                         size_in (g, 1, big), size_in (g, 1, big), 1, 0, 1,
+                         "first chunk passes through, then kt 3 stride 2 (3,1,1)");
+      }
+      /* TIME_PASSTHROUGH alone as the steady graph (out = in, slot kept) */
+      {
+        int c = odd_channels (g, 1, 21);
+        VaeGraph *gr = vae_graph_new (c);
+        vae_graph_time_passthrough (gr, "pass", 0, 3, 2, 0);
+        static const int sched[] = { 1, 4, 0 };
+        case_add_stream (g, "causal_conv3d (passthrough)", gr, NULL, sched,
+                         size_in (g, 1, big), size_in (g, 1, big), 1, 0, 1,
+                         "time passthrough kt 3 stride 2");
+      }
       break;
+    }
+
+    case VAE_OP_RMS_NORM:
+      for (int r = 0; r < reps; r++)
+        for (int a = 0; a < 3; a++) {
+          VaeActivation act = all_acts[a];
+          int c = (a + r) % 2 ? block_channels (g) : odd_channels (g, 1, 40);
+          VaeGraph *gr = vae_graph_new (c);
+          add_rms (g, gr, "rms", 0, act);
+          double offset = g_rand_boolean (g->rng) ? 2.0 : 0.0;
+          static const int sched[] = { 1, 4, 0 };
+          case_add_stream (g, "rms_norm", gr, NULL, sched, size_in (g, 1, big),
+                           size_in (g, 1, big), 1, offset, 1, "act %s, mean %.0f",
+                           act_names[act], offset);
+        }
+      break;
+
+    case VAE_OP_FRAMES_TO_CHANNELS:
+      for (int r = 0; r < 2 * reps; r++) {
+        int s = r % 2 ? 1 : 2;
+        int c = r < 2 ? odd_channels (g, 1, 40) : block_channels (g);
+        VaeGraph *gr = vae_graph_new (c);
+        vae_graph_frames_to_channels (gr, "tpool", 0, s);
+        static const int sched2[] = { 2, 4, 2, 0 }, sched1[] = { 1, 3, 0 };
+        case_add_stream (g, "frames_to_channels", gr, NULL, s == 2 ? sched2 : sched1,
+                         size_in (g, 1, big), size_in (g, 1, big), 1, 0, 1, "s %d", s);
+      }
+      break;
+
+    case VAE_OP_CHANNELS_TO_FRAMES:
+      for (int r = 0; r < 2 * reps; r++) {
+        int s = r % 2 ? 1 : 2;
+        int c = (r < 2 ? odd_channels (g, 1, 20) : block_channels (g)) * s;
+        VaeGraph *gr = vae_graph_new (c);
+        vae_graph_channels_to_frames (gr, "tgrow", 0, s);
+        static const int sched[] = { 1, 2, 1, 0 };
+        case_add_stream (g, "channels_to_frames", gr, NULL, sched, size_in (g, 1, big),
+                         size_in (g, 1, big), 1, 0, 1, "s %d", s);
+      }
+      break;
+
+    case VAE_OP_SPACE_TO_CHANNELS:
+    case VAE_OP_CHANNELS_TO_SPACE:
+      for (int r = 0; r < reps; r++)
+        for (int order = 0; order < 3; order++) {
+          /* p 2 in both orders (pixel_unshuffle, Wan 2.2's column major), p 1 */
+          int p = order < 2 ? 2 : 1;
+          gboolean cm = order == 1;
+          gboolean to_ch = kind == VAE_OP_SPACE_TO_CHANNELS;
+          int c = odd_channels (g, 1, 13) * (to_ch ? 1 : p * p);
+          VaeGraph *gr = vae_graph_new (c);
+          /* an odd count of p-blocks: sizes not multiples of 4 */
+          int h = p * (2 * rint_in (g, 0, big / 4) + 1), w = p * (2 * rint_in (g, 0, big / 4) + 1);
+          if (to_ch)
+            vae_graph_space_to_channels (gr, "patchify", 0, p, cm);
+          else
+            vae_graph_channels_to_space (gr, "unpatchify", 0, p, cm);
+          static const int sched[] = { 1, 3, 0 };
+          case_add_stream (g, to_ch ? "space_to_channels" : "channels_to_space", gr, NULL,
+                           sched, to_ch ? h : h / p, to_ch ? w : w / p, to_ch ? p : 1, 0, 1,
+                           "p %d, %s", p, cm ? "column major (Wan 2.2)" : "pixel_unshuffle order");
+        }
+      break;
+
+    case VAE_OP_AVG_DOWN3D: {
+      /* Wan 2.2's instances scaled down: (160,160,1,2) 2x2 average pool,
+       * (160,320,2,2) and (320,640,2,2) time into channels, (640,640,1,1)
+       * identity; and groups that straddle input channels (3 -> 4, g 6) */
+      static const struct { int cmul_num, cmul_den, ft, fs; } inst[] = {
+        { 1, 1, 1, 2 }, { 2, 1, 2, 2 }, { 1, 1, 1, 1 }, { 4, 3, 2, 2 },
+      };
+      for (int r = 0; r < reps; r++)
+        for (guint i = 0; i < G_N_ELEMENTS (inst); i++) {
+          int cin = inst[i].cmul_den == 3 ? 3 * rint_in (g, 1, 3) : odd_channels (g, 1, 21);
+          int cout = cin * inst[i].cmul_num / inst[i].cmul_den;
+          int ft = inst[i].ft, fs = inst[i].fs;
+          VaeGraph *gr = vae_graph_new (cin);
+          vae_graph_avg_down3d (gr, "avg_down", 0, cout, ft, fs);
+          /* the first chunk's single frame is front-padded */
+          static const int sched[] = { 1, 4, 2, 0 };
+          case_add_stream (g, "avg_down3d", gr, NULL, sched, size_in (g, fs, big),
+                           size_in (g, fs, big), fs, 0, 1, "(%d,%d,%d,%d)", cin, cout, ft, fs);
+        }
+      break;
+    }
+
+    case VAE_OP_DUP_UP3D: {
+      /* (1024,1024,2,2) r 8, the first chunk's graph dropping ft - 1 frames
+       * (drop_first); (1024,512,1,2) r 2; (c, 2c, 2, 1) r 4 */
+      static const struct { int cout_num, cout_den, ft, fs; } inst[] = {
+        { 1, 1, 2, 2 }, { 1, 2, 1, 2 }, { 2, 1, 2, 1 },
+      };
+      for (int r = 0; r < reps; r++)
+        for (guint i = 0; i < G_N_ELEMENTS (inst); i++) {
+          int cin = odd_channels (g, 1, 13) * inst[i].cout_den;
+          int cout = cin * inst[i].cout_num / inst[i].cout_den;
+          int ft = inst[i].ft, fs = inst[i].fs;
+          VaeGraph *first = vae_graph_new (cin), *gr = vae_graph_new (cin);
+          vae_graph_dup_up3d (first, "dup_up", 0, cout, ft, fs, TRUE);
+          vae_graph_dup_up3d (gr, "dup_up", 0, cout, ft, fs, FALSE);
+          static const int sched[] = { 1, 1, 2, 0 };
+          case_add_stream (g, "dup_up3d", gr, first, sched, size_in (g, 1, big / 2),
+                           size_in (g, 1, big / 2), 1, 0, 1, "(%d,%d,%d,%d), drop_first in "
+                           "the first chunk", cin, cout, ft, fs);
+        }
+      /* drop_first in the steady graph too */
+      {
+        int cin = odd_channels (g, 1, 13);
+        VaeGraph *gr = vae_graph_new (cin);
+        vae_graph_dup_up3d (gr, "dup_up", 0, cin, 2, 2, TRUE);
+        static const int sched[] = { 1, 2, 0 };
+        case_add_stream (g, "dup_up3d", gr, NULL, sched, size_in (g, 1, big / 2),
+                         size_in (g, 1, big / 2), 1, 0, 1, "(%d,%d,2,2), drop_first always",
+                         cin, cin);
+      }
+      break;
+    }
+
+    case VAE_OP_ADD:
+      for (int r = 0; r < 2 * reps; r++) {
+        int c = r % 2 ? block_channels (g) : odd_channels (g, 1, 40);
+        VaeGraph *gr = vae_graph_new (c);
+        vae_graph_add (gr, "add", 0, 0);
+        static const int sched[] = { 1, 4, 0 };
+        case_add_stream (g, "add", gr, NULL, sched, size_in (g, 1, big), size_in (g, 1, big),
+                         1, 0, 1, "x + x");
+      }
+      break;
+
     default:
       break;
   }
@@ -498,6 +793,164 @@ add_graph_cases (Gen *g)
     case_add (g, "graph: taesd clamp>block>up>conv", gr, next_batch (g), size_in (g, 2, big),
               size_in (g, 2, big), 0, 4, "%d ch", c);
   }
+
+  /* ---- video graphs, through streams ---- */
+  static const int three[] = { 1, 4, 4, 0 }, fours[] = { 4, 4, 4, 0 };
+
+  for (int r = 0; r < 2 * reps; r++) {
+    /* Wan residual block: rms + silu -> causal 3x3x3 -> rms + silu ->
+     * causal 3x3x3 + shortcut (1x1 conv when the width changes, else the
+     * input), over 3 chunks; widths odd, then whole blocks */
+    gboolean change = r % 2;
+    int ic = r < 2 ? odd_channels (g, 3, 21) : block_channels (g);
+    int oc = change ? odd_channels (g, 3, 21) : ic;
+    VaeGraph *gr = vae_graph_new (ic);
+    int sc = 0;
+    if (change)
+      sc = add_conv (g, gr, "shortcut", 0, oc, 1, 1, 0, 0, 0, 0, TRUE, -1, VAE_ACT_NONE);
+    int t = add_rms (g, gr, "norm1", 0, VAE_ACT_SILU);
+    t = add_cconv (g, gr, "conv1", t, oc, 3, 1, 3, TRUE, 0, -1, VAE_ACT_NONE);
+    t = add_rms (g, gr, "norm2", t, VAE_ACT_SILU);
+    add_cconv (g, gr, "conv2", t, oc, 3, 1, 3, TRUE, 1, sc, VAE_ACT_NONE);
+    case_add_stream (g, "graph: wan resblock", gr, NULL, three, size_in (g, 2, big),
+                     size_in (g, 2, big), 1, 0, 1, "%d -> %d ch, %s shortcut", ic, oc,
+                     change ? "1x1" : "identity");
+  }
+
+  for (int r = 0; r < reps; r++) {
+    /* The same block with the shortcut as an ADD after the conv */
+    int c = odd_channels (g, 3, 21);
+    VaeGraph *gr = vae_graph_new (c);
+    int t = add_rms (g, gr, "norm1", 0, VAE_ACT_SILU);
+    t = add_cconv (g, gr, "conv1", t, c, 3, 1, 3, TRUE, 0, -1, VAE_ACT_NONE);
+    t = add_rms (g, gr, "norm2", t, VAE_ACT_SILU);
+    t = add_cconv (g, gr, "conv2", t, c, 3, 1, 3, TRUE, 1, -1, VAE_ACT_NONE);
+    vae_graph_add (gr, "add", t, 0);
+    case_add_stream (g, "graph: wan resblock (add)", gr, NULL, three, size_in (g, 2, big),
+                     size_in (g, 2, big), 1, 0, 1, "%d ch, shortcut by ADD", c);
+  }
+
+  for (int r = 0; r < 2 * reps; r++) {
+    /* TAEHV MemBlock: relu(conv(relu(conv(relu(cconv kt2 (x, past))))) + x) */
+    int c = r % 2 ? block_channels (g) : odd_channels (g, 3, 21);
+    VaeGraph *gr = vae_graph_new (c);
+    int t = add_cconv (g, gr, "mem.conv.0", 0, c, 2, 1, 3, TRUE, 0, -1, VAE_ACT_RELU);
+    t = add_conv (g, gr, "mem.conv.2", t, c, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_RELU);
+    add_conv (g, gr, "mem.conv.4", t, c, 3, 1, 1, 1, 1, 1, TRUE, 0, VAE_ACT_RELU);
+    static const int sched[][OPS_MAX_CHUNKS] = { { 4, 4, 4, 0 }, { 1, 2, 1, 0 } };
+    case_add_stream (g, "graph: taehv memblock", gr, NULL, sched[r % 2], size_in (g, 2, big),
+                     size_in (g, 2, big), 1, 0, 1, "%d ch", c);
+  }
+
+  for (int r = 0; r < reps; r++) {
+    /* TAEHV encoder stage: pixel_unshuffle 2 -> conv relu -> TPool 2
+     * (frames_to_channels + 1x1 no bias) -> conv s2 no bias -> MemBlock */
+    int c = odd_channels (g, 5, 15);
+    VaeGraph *gr = vae_graph_new (3);
+    int t = vae_graph_space_to_channels (gr, "unshuffle", 0, 2, FALSE);
+    t = add_conv (g, gr, "conv_in", t, c, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_RELU);
+    t = vae_graph_frames_to_channels (gr, "tpool", t, 2);
+    t = add_conv (g, gr, "tpool.conv", t, c, 1, 1, 0, 0, 0, 0, FALSE, -1, VAE_ACT_NONE);
+    int x = add_conv (g, gr, "down", t, c, 3, 2, 1, 1, 1, 1, FALSE, -1, VAE_ACT_NONE);
+    t = add_cconv (g, gr, "mem.conv.0", x, c, 2, 1, 3, TRUE, 0, -1, VAE_ACT_RELU);
+    t = add_conv (g, gr, "mem.conv.2", t, c, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_RELU);
+    add_conv (g, gr, "mem.conv.4", t, c, 3, 1, 1, 1, 1, 1, TRUE, x, VAE_ACT_RELU);
+    case_add_stream (g, "graph: taehv encoder stage", gr, NULL, fours, size_in (g, 4, big),
+                     size_in (g, 4, big), 2, 0.5, 0.5, "%d ch", c);
+  }
+
+  for (int r = 0; r < reps; r++) {
+    /* TAEHV decoder stage: clamp -> conv relu -> MemBlock -> upsample ->
+     * TGrow 2 (1x1 no bias C -> 2C + channels_to_frames) -> conv no bias
+     * -> conv -> pixel_shuffle 2 */
+    int lat = rint_in (g, 3, 6), c = odd_channels (g, 5, 15);
+    VaeGraph *gr = vae_graph_new (lat);
+    int t = vae_graph_tanh_clamp (gr, "clamp", 0, 3.0f);
+    int x = add_conv (g, gr, "conv_in", t, c, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_RELU);
+    t = add_cconv (g, gr, "mem.conv.0", x, c, 2, 1, 3, TRUE, 0, -1, VAE_ACT_RELU);
+    t = add_conv (g, gr, "mem.conv.2", t, c, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_RELU);
+    t = add_conv (g, gr, "mem.conv.4", t, c, 3, 1, 1, 1, 1, 1, TRUE, x, VAE_ACT_RELU);
+    t = vae_graph_upsample2x (gr, "up", t);
+    t = add_conv (g, gr, "tgrow.conv", t, 2 * c, 1, 1, 0, 0, 0, 0, FALSE, -1, VAE_ACT_NONE);
+    t = vae_graph_channels_to_frames (gr, "tgrow", t, 2);
+    t = add_conv (g, gr, "conv", t, c, 3, 1, 1, 1, 1, 1, FALSE, -1, VAE_ACT_RELU);
+    t = add_conv (g, gr, "conv_out", t, 12, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_NONE);
+    vae_graph_channels_to_space (gr, "shuffle", t, 2, FALSE);
+    static const int ones[] = { 1, 1, 2, 0 };
+    case_add_stream (g, "graph: taehv decoder stage", gr, NULL, ones, size_in (g, 2, big / 2),
+                     size_in (g, 2, big / 2), 1, 0, 4, "%d latent ch, %d ch", lat, c);
+  }
+
+  for (int r = 0; r < reps; r++) {
+    /* Wan 2.2 residual down block tail: x -> downsample3d (pad r/b, conv
+     * s2 no pad; time conv kt3 s2, passthrough in the first chunk) + the
+     * AvgDown3D(c, 2c, 2, 2) shortcut after a 1x1 to 2c */
+    int c = odd_channels (g, 3, 13);
+    VaeGraph *first = vae_graph_new (c), *gr = vae_graph_new (c);
+    VaeGraph *both[2] = { first, gr };
+    const double a2 = sqrt (3.0 / (c * 9)), at = sqrt (1.0 / (2 * c));
+    float *w2d = uniform (g, (gsize) 2 * c * c * 9, -a2, a2);
+    float *b2d = uniform (g, 2 * c, -0.5, 0.5);
+    float *wt = uniform (g, (gsize) 2 * c * 2 * c * 3, -at, at);
+    float *bt = uniform (g, 2 * c, -0.5, 0.5);
+    for (int k = 0; k < 2; k++) {
+      /* the two graphs share the 2-D conv's weights (the store of each
+       * graph owns its own copy here: graphs of a model share a store) */
+      VaeGraph *q = both[k];
+      float *w1 = k ? w2d : g_memdup2 (w2d, (gsize) 2 * c * c * 9 * sizeof (float));
+      float *b1 = k ? b2d : g_memdup2 (b2d, (gsize) 2 * c * sizeof (float));
+      int t = vae_graph_conv (q, "resample.1", 0, 2 * c, 3, 2, 0, 0, 1, 1, w1, b1, -1,
+                              VAE_ACT_NONE);
+      if (k == 0)
+        t = vae_graph_time_passthrough (q, "time_conv", t, 3, 2, 0);
+      else
+        t = vae_graph_causal_conv3d (q, "time_conv", t, 2 * c, 3, 2, 1, 0, wt, bt, 0, -1,
+                                     VAE_ACT_NONE);
+      /* AvgDown3D(c, 2c, 2, 2): the first chunk's one frame is padded */
+      int sc = vae_graph_avg_down3d (q, "avg_down", 0, 2 * c, 2, 2);
+      vae_graph_add (q, "add", t, sc);
+    }
+    static const int sched[] = { 1, 4, 4, 0 };
+    case_add_stream (g, "graph: wan2.2 down (avg_down3d)", gr, first, sched,
+                     size_in (g, 4, big), size_in (g, 4, big), 2, 0, 1,
+                     "%d -> %d ch, time passthrough first", c, 2 * c);
+  }
+
+  for (int r = 0; r < reps; r++) {
+    /* Wan upsample3d with the DupUp3D(c, c, 2, 2) shortcut: causal time
+     * conv kt3 C -> 2C, channels_to_frames 2, upsample, conv; the first
+     * chunk skips the time conv and drops the DupUp3D's first frame */
+    int c = odd_channels (g, 3, 13);
+    VaeGraph *first = vae_graph_new (c), *gr = vae_graph_new (c);
+    float *wt = uniform (g, (gsize) 2 * c * c * 3, -sqrt (1.0 / c), sqrt (1.0 / c));
+    float *bt = uniform (g, 2 * c, -0.5, 0.5);
+    float *wc = uniform (g, (gsize) c * c * 9, -sqrt (3.0 / (c * 9)), sqrt (3.0 / (c * 9)));
+    float *bc = uniform (g, c, -0.5, 0.5);
+    for (int k = 0; k < 2; k++) {
+      VaeGraph *q = k ? gr : first;
+      float *w1 = k ? wc : g_memdup2 (wc, (gsize) c * c * 9 * sizeof (float));
+      float *b1 = k ? bc : g_memdup2 (bc, (gsize) c * sizeof (float));
+      int t;
+      if (k) {
+        t = vae_graph_causal_conv3d (q, "time_conv", 0, 2 * c, 3, 1, 1, 0, wt, bt, 0, -1,
+                                     VAE_ACT_NONE);
+        t = vae_graph_channels_to_frames (q, "time_split", t, 2);
+        t = vae_graph_upsample2x (q, "up", t);
+      } else {
+        /* The first chunk skips the time conv and leaves its slot zero
+         * (diffusers' "Rep"): the graph has the slot without an op on it. */
+        q->n_states = 1;
+        t = vae_graph_upsample2x (q, "up", 0);
+      }
+      t = vae_graph_conv (q, "resample.1", t, c, 3, 1, 1, 1, 1, 1, w1, b1, -1, VAE_ACT_NONE);
+      int sc = vae_graph_dup_up3d (q, "dup_up", 0, c, 2, 2, k == 0);
+      vae_graph_add (q, "add", t, sc);
+    }
+    static const int sched[] = { 1, 1, 2, 0 };
+    case_add_stream (g, "graph: wan up3d (dup_up3d)", gr, first, sched,
+                     size_in (g, 1, big / 2), size_in (g, 1, big / 2), 1, 0, 1,
+                     "%d ch, first chunk without the time conv", c);
+  }
   g->mac_cap = MAC_CAP (g->quick);
 }
 
@@ -555,11 +1008,124 @@ may_refuse (const char *backend, const VaeGraph *graph)
   return FALSE;
 }
 
+/* Compares COUNT engine outputs (then a guard of 64 x 12345) with REF;
+ * FALSE when the engine wrote past the end. */
+static gboolean
+compare (const Run *run, const float *out, const double *ref, gsize count, double *max_abs,
+         double *rel_l2)
+{
+  for (gsize i = 0; i < 64; i++)
+    if (out[count + i] != 12345.0f) {
+      g_print ("    FAIL: %s/%s wrote past the end of the output\n", run->backend,
+               run->precision_name);
+      return FALSE;
+    }
+  double worst = 0, d2 = 0, r2 = 0;
+  for (gsize i = 0; i < count; i++) {
+    double d = fabs ((double) out[i] - ref[i]);
+    if (!(d <= worst))            /* NaN too */
+      worst = isnan (d) ? INFINITY : d;
+    d2 += isnan (d) ? INFINITY : d * d;
+    r2 += ref[i] * ref[i];
+  }
+  *max_abs = worst;
+  *rel_l2 = r2 > 0 ? sqrt (d2 / r2) : sqrt (d2);
+  return TRUE;
+}
+
+/* A stream case: the graphs as a video model's encoder (spatial factor 1),
+ * one stream over every chunk, each chunk's output compared with its
+ * reference (the worst chunk counts); then vae_stream_reset and the first
+ * chunk again, which must give the first chunk's output. */
+static int
+run_stream_case (const Run *run, const OpsCase *c, double *max_abs, double *rel_l2)
+{
+  VaeModel model = { 0 };
+  model.family = VAE_FAMILY_WAN;
+  model.path = model.name = (char *) "test-ops";
+  model.image_channels = vae_graph_channels (c->graph, 0);
+  model.latent_channels = c->oc;
+  model.levels = 1;
+  model.spatial_factor = 1;
+  model.scaling_factor = 1.0;
+  model.image_min = -1.0f;
+  model.encoder = c->graph;
+  model.encoder_first = c->first;
+  model.temporal_factor = 4;
+  model.encode_first_frames = c->chunk_t[0];
+  model.encode_chunk_frames = c->n_chunks > 1 ? c->chunk_t[1] : c->chunk_t[0];
+  model.patch_size = 1;
+  model.variant = "test-ops";
+
+  VaeEngineOptions options = VAE_ENGINE_OPTIONS_INIT;
+  options.precision = run->precision;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (VaeEngine) engine = vae_engine_new (run->backend, &model, &options, &error);
+  if (!engine) {
+    g_print ("    FAIL: %s/%s: cannot open a video model: %s\n", run->backend,
+             run->precision_name, error->message);
+    return -1;
+  }
+  g_autoptr (VaeStream) stream = vae_stream_new (engine, VAE_DIRECTION_ENCODE, c->h, c->w,
+                                                 &error);
+  if (!stream) {
+    g_print ("    FAIL: %s/%s: no stream: %s\n", run->backend, run->precision_name,
+             error->message);
+    return -1;
+  }
+  const gsize in_frame = (gsize) vae_graph_channels (c->graph, 0) * c->h * c->w;
+  const gsize out_frame = (gsize) c->oc * c->oh * c->ow;
+  *max_abs = *rel_l2 = 0;
+  gsize at = 0;
+  for (int k = 0; k <= c->n_chunks; k++) {
+    /* k = n_chunks: after a reset, chunk 0 again */
+    const int ck = k < c->n_chunks ? k : 0;
+    if (k == c->n_chunks) {
+      vae_stream_reset (stream);
+      at = 0;
+    }
+    int oc, oh, ow;
+    int ot = vae_stream_output_shape (stream, c->chunk_t[ck], &oc, &oh, &ow);
+    if (ot != c->ref_t[ck] || oc != c->oc || oh != c->oh || ow != c->ow) {
+      g_print ("    FAIL: %s/%s: chunk %d: the stream says %d frames %dx%d %d ch, the "
+               "reference %d frames %dx%d %d ch\n", run->backend, run->precision_name, k, ot,
+               ow, oh, oc, c->ref_t[ck], c->ow, c->oh, c->oc);
+      return -1;
+    }
+    const gsize count = (gsize) ot * out_frame;
+    g_autofree float *out = g_new (float, count + 64);
+    for (gsize i = 0; i < count; i++)
+      out[i] = NAN;
+    for (gsize i = 0; i < 64; i++)
+      out[count + i] = 12345.0f;
+    if (!vae_stream_run (stream, c->input + at * in_frame, c->chunk_t[ck], out, &error)) {
+      g_print ("    FAIL: %s/%s: chunk %d: %s\n", run->backend, run->precision_name, k,
+               error->message);
+      return -1;
+    }
+    double ma, rl;
+    if (!compare (run, out, c->refs[ck], count, &ma, &rl))
+      return -1;
+    if (verbose)
+      g_print ("      chunk %d%s (%d -> %d frames): max|diff| %.2e  rel L2 %.2e\n", ck,
+               k == c->n_chunks ? " after reset" : "", c->chunk_t[ck], ot, ma, rl);
+    if (!(ma <= *max_abs))
+      *max_abs = ma;
+    if (!(rl <= *rel_l2))
+      *rel_l2 = rl;
+    at += c->chunk_t[ck];
+  }
+  return 1;
+}
+
 /* Runs case C; 1: ran (errors in MAX_ABS, REL_L2), 0: refused as expected,
  * -1: failed (message printed). */
 static int
 run_case (const Run *run, const OpsCase *c, double *max_abs, double *rel_l2)
 {
+  if (c->stream)
+    return run_stream_case (run, c, max_abs, rel_l2);
+
   VaeModel model = { 0 };
   model.family = VAE_FAMILY_TINY;
   model.path = model.name = (char *) "test-ops";
@@ -841,8 +1407,23 @@ main (int argc, char **argv)
   add_graph_cases (&gen);
   for (guint i = 0; i < gen.cases->len; i++) {
     OpsCase *c = g_ptr_array_index (gen.cases, i);
-    c->ref = ref_graph_run (c->graph, c->n, c->h, c->w, c->input, perturb, &c->oc,
-                            &c->oh, &c->ow);
+    if (!c->stream) {
+      c->ref = ref_graph_run (c->graph, c->n, c->h, c->w, c->input, perturb, &c->oc,
+                              &c->oh, &c->ow);
+      continue;
+    }
+    /* one RefState over the chunks, as the engine's stream */
+    RefState *st = ref_state_new (c->graph, c->h, c->w);
+    const gsize in_frame = (gsize) vae_graph_channels (c->graph, 0) * c->h * c->w;
+    gsize at = 0;
+    for (int k = 0; k < c->n_chunks; k++) {
+      const VaeGraph *gr = k == 0 && c->first ? c->first : c->graph;
+      c->refs[k] = ref_graph_run_stream (gr, st, c->chunk_t[k], c->h, c->w,
+                                         c->input + at * in_frame, perturb, &c->ref_t[k],
+                                         &c->oc, &c->oh, &c->ow);
+      at += c->chunk_t[k];
+    }
+    ref_state_free (st);
   }
   g_print ("test-ops: %u cases, references in %.1f s\n", gen.cases->len,
            (g_get_monotonic_time () - t0) / 1e6);
