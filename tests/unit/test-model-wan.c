@@ -210,6 +210,28 @@ test_wan22_dir (void)
   g_assert_cmpint (dup_first, ==, 3);
 }
 
+/* Bare diffusers state dicts (no config.json): the structure from the
+ * shapes, the real models' normalisation. */
+static void
+test_bare_state_dicts (void)
+{
+  REQUIRE_TESTDATA ();
+  static const struct { const char *dir; int z, spatial, patch; const char *variant; float mean0; } cases[] = {
+    { "wan21-mini", 16, 8, 1, "wan2.1", -0.7571f },
+    { "wan22-mini", 48, 16, 2, "wan2.2", -0.2289f },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autoptr (VaeModel) a = load_ok (cases[i].dir);
+    g_autofree char *rel = g_build_filename (cases[i].dir, "diffusion_pytorch_model.safetensors", NULL);
+    g_autoptr (VaeModel) b = load_ok (rel);
+    check_common (b, cases[i].z, cases[i].spatial, cases[i].patch, cases[i].variant, 24, 32);
+    g_assert_cmpfloat_with_epsilon (b->latents_mean[0], cases[i].mean0, 1e-6);
+    g_assert_cmpuint (a->encoder->ops->len, ==, b->encoder->ops->len);
+    g_assert_cmpuint (a->decoder->ops->len, ==, b->decoder->ops->len);
+    g_assert_cmpuint (a->n_params, ==, b->n_params);
+  }
+}
+
 /* ------------------------------------------------------------ broken copies */
 
 typedef struct {
@@ -487,6 +509,7 @@ main (int argc, char **argv)
   g_test_add_func ("/model-wan/wan21-dir", test_wan21_dir);
   g_test_add_func ("/model-wan/wan21-original", test_wan21_original);
   g_test_add_func ("/model-wan/wan22-dir", test_wan22_dir);
+  g_test_add_func ("/model-wan/bare-state-dicts", test_bare_state_dicts);
   g_test_add ("/model-wan/error/missing-tensor", Tmp, NULL, tmp_setup, test_missing_tensor,
               tmp_teardown);
   g_test_add ("/model-wan/error/wrong-shape", Tmp, NULL, tmp_setup, test_wrong_shape,
