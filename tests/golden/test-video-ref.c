@@ -31,6 +31,10 @@
  * with the reason, not a pass.  Without the test data the program skips
  * loudly, writes the golden skip marker and exits 77.
  *
+ * VAE_VIDEO_REF_PERTURB=x scales every op's output by 1 + x (ref-ops'
+ * perturbation): every case must then FAIL, which shows that the
+ * comparisons have teeth.
+ *
  * Arguments: substrings; only files or model paths containing one of them
  * run (e.g. `test-video-ref wan22`). */
 #include <glib.h>
@@ -153,6 +157,8 @@ typedef struct {
 
 /* One reference file through one model.  FALSE with ERROR when the run
  * could not be made (bad reference file, frame counts that do not fit). */
+static double perturb;
+
 static gboolean
 run_case (const VaeModel *m, const char *model_label, VaeSafetensors *ref, Result *r,
           GError **error)
@@ -224,7 +230,7 @@ run_case (const VaeModel *m, const char *model_label, VaeSafetensors *ref, Resul
     const VaeGraph *g = call == 0 && m->encoder_first ? m->encoder_first : m->encoder;
     const int t = call == 0 ? first : chunk;
     int ot, oc, oh, ow;
-    double *out = ref_graph_run_stream (g, est, t, H, W, fed + (gsize) at * frame_size, 0,
+    double *out = ref_graph_run_stream (g, est, t, H, W, fed + (gsize) at * frame_size, perturb,
                                         &ot, &oc, &oh, &ow);
     if (oc < Z) {
       g_free (out);
@@ -275,7 +281,7 @@ run_case (const VaeModel *m, const char *model_label, VaeSafetensors *ref, Resul
   for (int k = 0; k < LT; k++) {
     const VaeGraph *g = k == 0 && m->decoder_first ? m->decoder_first : m->decoder;
     int ot, oc, oh, ow;
-    double *out = ref_graph_run_stream (g, dst, 1, LH, LW, lat_fm + k * lat_frame, 0,
+    double *out = ref_graph_run_stream (g, dst, 1, LH, LW, lat_fm + k * lat_frame, perturb,
                                         &ot, &oc, &oh, &ow);
     if (oc != DC || oh != H || ow != W) {
       g_free (out);
@@ -356,6 +362,8 @@ int
 main (int argc, char **argv)
 {
   const char *testdata = g_getenv ("VAE_TESTDATA");
+  if (g_getenv ("VAE_VIDEO_REF_PERTURB"))
+    perturb = g_ascii_strtod (g_getenv ("VAE_VIDEO_REF_PERTURB"), NULL);
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference-video", NULL) : NULL;
   g_autofree char *models_dir = testdata ? g_build_filename (testdata, "models", NULL) : NULL;
   g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);

@@ -200,7 +200,7 @@ hv_patch (Hv *h, const char *name, gint64 ch)
   if (ch % 3 != 0 || p < 1 || 3 * p * p != ch || p > 8) {
     vae_weights_fail (&h->w, VAE_ERROR_MODEL,
                       "%s: TAEHV tensor '%s' has %" G_GINT64_FORMAT " image channels; "
-                      "expected 3 p^2 (p = 1, 2, 4: RGB, pixel-unshuffled by p)",
+                      "expected 3 p^2 (RGB pixel-unshuffled by p: 3, 12, 48, ...)",
                       h->w.label, name, ch);
     return 0;
   }
