@@ -365,7 +365,10 @@ op_out_frames (const VaeOp *op, int it)
       if (op->time_passthrough)
         return it;
       int x = vae_op_history_frames (op) + it;
-      if (x < op->kt)
+      /* A strided time conv must use every frame of [history | chunk]: its
+       * slot keeps the last K frames, which is where the next output
+       * starts only then. */
+      if (x < op->kt || (x - op->kt) % op->time_stride != 0)
         return -1;
       return (x - op->kt) / op->time_stride + 1;
     }
@@ -443,23 +446,18 @@ vae_graph_infer_shapes (const VaeGraph *g, int in_t, int in_h, int in_w,
 gboolean
 vae_graph_is_temporal (const VaeGraph *g)
 {
+  /* Any video kind: an engine without streams must not meet one in a plan
+   * (RMS norm and the space/channel shuffles are per frame, but only the
+   * video engines implement them). */
   for (guint i = 0; i < g->ops->len; i++)
     switch (vae_graph_op (g, i)->kind) {
-      case VAE_OP_CAUSAL_CONV3D:
-      case VAE_OP_FRAMES_TO_CHANNELS:
-      case VAE_OP_CHANNELS_TO_FRAMES:
-      case VAE_OP_AVG_DOWN3D:
-      case VAE_OP_DUP_UP3D:
+      VAE_OP_CASES_VIDEO:
         return TRUE;
       case VAE_OP_CONV2D:
       case VAE_OP_GROUP_NORM:
       case VAE_OP_ATTENTION:
       case VAE_OP_UPSAMPLE2X:
       case VAE_OP_TANH_CLAMP:
-      case VAE_OP_RMS_NORM:
-      case VAE_OP_SPACE_TO_CHANNELS:
-      case VAE_OP_CHANNELS_TO_SPACE:
-      case VAE_OP_ADD:
         break;
     }
   return g->n_states > 0;

@@ -64,7 +64,8 @@ typedef enum {
   /* The inverse of SPACE_TO_CHANNELS (same FACTOR and COLUMN_MAJOR). */
   VAE_OP_CHANNELS_TO_SPACE,
   /* Wan 2.2's AvgDown3D(Cin, Cout, ft = TIME_FACTOR, fs = FACTOR): the
-   * frames front-padded with zeros to a multiple of ft; at each output
+   * frames front-padded with zeros to a multiple of ft (per chunk, as
+   * diffusers does: right for Wan's chunks, 1 frame then multiples of 4); at each output
    * position v[c F + it fs^2 + ih fs + iw] = in[c][ft t + it][fs y + ih][fs x + iw]
    * (F = ft fs^2), and out[o] = mean of v[o g .. o g + g - 1], g = Cin F / Cout. */
   VAE_OP_AVG_DOWN3D,
@@ -172,7 +173,10 @@ typedef struct {
   VaeWeightStore *weights;     /* a reference: the store the ops point into */
   /* State slots its CAUSAL_CONV3D ops use (0..n_states-1); a first-chunk
    * graph and its steady-state graph have the same count and use a slot
-   * for inputs of the same channels and size. */
+   * for inputs of the same channels and size.  A first-chunk graph may
+   * leave a slot alone (Wan's upsample3d skips its time conv, and its slot
+   * stays zero), so streams size their slots from every graph they run
+   * (the builder sets n_states on both). */
   int n_states;
 } VaeGraph;
 
@@ -241,8 +245,8 @@ void vae_graph_infer_sizes (const VaeGraph *g, int in_h, int in_w, int *h, int *
  * time conv left with no frame, an ADD over different shapes). */
 gboolean vae_graph_infer_shapes (const VaeGraph *g, int in_t, int in_h, int in_w,
                                  int *t, int *h, int *w);
-/* TRUE when the graph has temporal ops (a video model's): engines that
- * take only image graphs refuse it. */
+/* TRUE when the graph has any video op kind (a video model's): engines
+ * that take only image graphs refuse it. */
 gboolean vae_graph_is_temporal (const VaeGraph *g);
 
 /* Multiply-accumulates for one frame of IN_H x IN_W (benchmarks, info). */

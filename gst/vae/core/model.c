@@ -494,22 +494,6 @@ load_single_file (VaeModel *m, const char *path, GError **error)
   g_autofree char *base = g_path_get_basename (path);
   int half = taesd_half_from_name (base);
 
-  /* Video models first: a diffusers-layout Wan file has AutoencoderKL's
-   * encoder.conv_in too.  The markers are the ones diffusers and ComfyUI
-   * test (docs/video-architectures.md, key names). */
-  if (has_key (st, "", "decoder.middle.0.residual.0.gamma")) {
-    m->layout = VAE_LAYOUT_WAN;
-    return vae_model_build_wan (m, st, TRUE, NULL, NULL, error);
-  }
-  if (has_key (st, "", "decoder.mid_block.resnets.0.norm1.gamma")) {
-    m->layout = VAE_LAYOUT_DIFFUSERS;
-    return vae_model_build_wan (m, st, FALSE, NULL, NULL, error);
-  }
-  if (has_key (st, "", "encoder.0.weight") || has_key (st, "", "decoder.1.weight")) {
-    m->layout = VAE_LAYOUT_TAEHV;
-    return vae_model_build_taehv (m, st, error);
-  }
-
   if (has_sequential_keys (st)) {
     /* One TAESD half.  The decoder's index 0 is the parameterless Clamp, so
      * without a telling name "0.weight" means encoder. */
