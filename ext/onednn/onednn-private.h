@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include "graph.h"
 #include "vae-error.h"
+#include "weight-cache.h"
 
 G_BEGIN_DECLS
 
@@ -37,7 +38,20 @@ typedef struct {
   dnnl_engine_t engine;
   dnnl_stream_t stream;
   OnednnScratch *scratch;
+  /* Convolution weights reordered into their primitives' layouts, once per
+   * engine (weight, variant, layout): every plan borrows them. */
+  VaeWeightCache *weights;
 } OnednnCtx;
+
+/* The layout key of a reordered convolution weight: the oneDNN layout, and
+ * which filter of the op it is (0: its own, 1 + p: upconv phase p). */
+typedef struct {
+  int variant;
+  dnnl_memory_desc_t md;
+} OnednnWeightLayout;
+
+/* The engine's weight cache (onednn-plan.c). */
+VaeWeightCache *onednn_weight_cache_new (void);
 
 /* What this CPU runs well (dnnl_get_effective_cpu_isa, read once).  oneDNN
  * 2.6 has its Winograd and bf16 convolutions for AVX-512 only, and its AVX2

@@ -101,6 +101,7 @@ vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats)
 {
   stats->device_bytes_peak = 0;
   stats->last_device_ms = -1;
+  stats->weights_prepared = 0;
   if (engine->vt->stats)
     engine->vt->stats (engine, stats);
 }

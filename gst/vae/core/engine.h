@@ -74,6 +74,10 @@ typedef struct {
                                  (weights, activations, workspaces); 0: n/a */
   double last_device_ms;      /* device time of the last batch, without the
                                  host<->device copies; < 0: n/a */
+  guint64 weights_prepared;   /* convolution weights prepared (reordered,
+                                 uploaded) since the engine opened: once per
+                                 weight and layout, however many plans and
+                                 graphs use it (weight-cache.h); 0: n/a */
 } VaeEngineStats;
 
 typedef struct {
@@ -113,7 +117,8 @@ typedef struct {
  * between them), beside the core library (the build tree), in
  * gst-vae/engines beside it and in the install's <libdir>/gst-vae/engines;
  * the first file found is the one used. */
-#define VAE_ENGINE_ABI_VERSION 1u
+/* 2: VaeEngineStats.weights_prepared. */
+#define VAE_ENGINE_ABI_VERSION 2u
 #define VAE_ENGINE_MODULE_SYMBOL "vae_engine_module_get"
 typedef const VaeEngineVTable *(*VaeEngineModuleGetFunc) (guint abi_version);
 
