@@ -565,6 +565,18 @@ cuda_preferred_batch (VaeEngine *engine)
   return 8;
 }
 
+/* The preferred batch fills the GPU with frames of up to 512x512 image
+ * pixels; larger frames (a tiler's large tiles) fill it in fewer, so a
+ * batch holds about the activations of that many 512x512 frames. */
+static int
+cuda_batch_for_size (VaeEngine *engine, VaeDirection direction, int h, int w)
+{
+  const int preferred = cuda_preferred_batch (engine);
+  const int f = direction == VAE_DIRECTION_DECODE ? MAX (engine->model->spatial_factor, 1) : 1;
+  const double px = (double) h * f * w * f;
+  return CLAMP ((int) (preferred * (512.0 * 512.0) / MAX (px, 1.0)), 1, preferred);
+}
+
 static void
 cuda_stats (VaeEngine *engine, VaeEngineStats *stats)
 {
@@ -626,4 +638,5 @@ const VaeEngineVTable vae_engine_cuda = {
   .close = cuda_close,
   .stats = cuda_stats,
   .probe = cuda_probe,
+  .batch_for_size = cuda_batch_for_size,
 };

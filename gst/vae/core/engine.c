@@ -96,6 +96,14 @@ vae_engine_preferred_batch (VaeEngine *engine)
   return engine->vt->preferred_batch ? engine->vt->preferred_batch (engine) : 1;
 }
 
+int
+vae_engine_batch_for_size (VaeEngine *engine, VaeDirection direction, int h, int w)
+{
+  int n = engine->vt->batch_for_size ? engine->vt->batch_for_size (engine, direction, h, w)
+                                     : vae_engine_preferred_batch (engine);
+  return MAX (n, 1);
+}
+
 void
 vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats)
 {

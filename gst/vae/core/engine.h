@@ -102,6 +102,11 @@ typedef struct {
    * endpoint), or -1 with ERROR set saying why not ("no CUDA device").
    * Called once per process.  NULL: usable, rank 0. */
   int (*probe) (GError **error);
+  /* Optional: frames of H x W (engine input: pixels for encode, latents for
+   * decode) per batch the engine runs best with, for callers whose frames
+   * are not the sizes preferred_batch is meant for (the tiler's tiles).
+   * NULL: preferred_batch, whatever the size. */
+  int (*batch_for_size) (VaeEngine *engine, VaeDirection direction, int h, int w);
 } VaeEngineVTable;
 
 /* Ranks for probe: what "auto" prefers. */
@@ -117,7 +122,7 @@ typedef struct {
  * between them), beside the core library (the build tree), in
  * gst-vae/engines beside it and in the install's <libdir>/gst-vae/engines;
  * the first file found is the one used. */
-/* 2: VaeEngineStats.weights_prepared. */
+/* 2: VaeEngineVTable.batch_for_size, VaeEngineStats.weights_prepared. */
 #define VAE_ENGINE_ABI_VERSION 2u
 #define VAE_ENGINE_MODULE_SYMBOL "vae_engine_module_get"
 typedef const VaeEngineVTable *(*VaeEngineModuleGetFunc) (guint abi_version);
@@ -170,6 +175,9 @@ const char *vae_engine_name (const VaeEngine *engine);
 gboolean vae_engine_submit (VaeEngine *engine, VaeBatch *batch, GError **error);
 VaeBatch *vae_engine_wait (VaeEngine *engine);
 int vae_engine_preferred_batch (VaeEngine *engine);
+/* Frames of H x W (engine input) per batch the engine runs best with (see
+ * VaeEngineVTable.batch_for_size); at least 1. */
+int vae_engine_batch_for_size (VaeEngine *engine, VaeDirection direction, int h, int w);
 /* Fills STATS (zero / -1 where the engine has nothing to say). */
 void vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats);
 /* submit + wait, with the batch's error moved to ERROR. */
