@@ -26,6 +26,7 @@
 #include "vae-error.h"
 #include "jpeg-memory.h"
 #include "png-memory.h"
+#include "wire-protocol.h"
 
 #include <libsoup/soup.h>
 #include <json-glib/json-glib.h>
@@ -196,85 +197,24 @@ reply_bytes (SoupServerMessage *msg, guint status, const char *content_type,
   soup_server_message_set_response (msg, content_type, SOUP_MEMORY_COPY, data, len);
 }
 
-/* The protocol's error body: {"error": "<message>"}. */
-static char *
-error_json (const char *message, gsize *len)
-{
-  g_autoptr (JsonBuilder) b = json_builder_new ();
-  json_builder_begin_object (b);
-  json_builder_set_member_name (b, "error");
-  json_builder_add_string_value (b, message);
-  json_builder_end_object (b);
-  g_autoptr (JsonGenerator) gen = json_generator_new ();
-  g_autoptr (JsonNode) root = json_builder_get_root (b);
-  json_generator_set_root (gen, root);
-  return json_generator_to_data (gen, len);
-}
-
 static void
 reply_error (Server *s, SoupServerMessage *msg, const char *route, gint64 start_us,
              guint status, const char *message)
 {
   gsize len;
-  g_autofree char *text = error_json (message, &len);
-  reply_bytes (msg, status, "application/json", text, len);
+  g_autofree char *text = vae_wire_error_json (message, &len);
+  reply_bytes (msg, status, VAE_WIRE_CONTENT_TYPE_JSON, text, len);
   record_request (s, route, status, start_us);
 }
 
 /* ---- tensors ---- */
 
-typedef enum { DT_U8, DT_F16, DT_BF16, DT_F32 } DType;
-
-static gboolean
-dtype_parse (const char *name, DType *dt)
+/* The wire dtype of a float tensor reply. */
+static VaeWireDtype
+out_dtype (OutKind out)
 {
-  if (!name)
-    return FALSE;
-  if (!g_ascii_strcasecmp (name, "uint8") || !g_ascii_strcasecmp (name, "torch.uint8"))
-    *dt = DT_U8;
-  else if (!g_ascii_strcasecmp (name, "float16") || !g_ascii_strcasecmp (name, "torch.float16"))
-    *dt = DT_F16;
-  else if (!g_ascii_strcasecmp (name, "bfloat16") || !g_ascii_strcasecmp (name, "torch.bfloat16"))
-    *dt = DT_BF16;
-  else if (!g_ascii_strcasecmp (name, "float32") || !g_ascii_strcasecmp (name, "torch.float32"))
-    *dt = DT_F32;
-  else
-    return FALSE;
-  return TRUE;
-}
-
-static gsize
-dtype_size (DType dt)
-{
-  return dt == DT_U8 ? 1 : dt == DT_F32 ? 4 : 2;
-}
-
-static float
-elem_f32 (const guint8 *p, DType dt, gsize i)
-{
-  switch (dt) {
-  case DT_U8:
-    return p[i];
-  case DT_F16: {
-    guint16 h;
-    memcpy (&h, p + 2 * i, 2);
-    return vae_f16_to_f32 (GUINT16_FROM_LE (h));
-  }
-  case DT_BF16: {
-    guint16 h;
-    memcpy (&h, p + 2 * i, 2);
-    return vae_bf16_to_f32 (GUINT16_FROM_LE (h));
-  }
-  case DT_F32:
-  default: {
-    guint32 u;
-    float f;
-    memcpy (&u, p + 4 * i, 4);
-    u = GUINT32_FROM_LE (u);
-    memcpy (&f, &u, 4);
-    return f;
-  }
-  }
+  return out == OUT_TENSOR_F16 ? VAE_WIRE_F16 : out == OUT_TENSOR_BF16 ? VAE_WIRE_BF16
+                                                                       : VAE_WIRE_F32;
 }
 
 /* Float tensor to little-endian bytes of OUT kind (f32, f16, bf16); NULL
@@ -282,24 +222,13 @@ elem_f32 (const guint8 *p, DType dt, gsize i)
 static GBytes *
 floats_to_bytes (const float *src, gsize n, OutKind out, GError **error)
 {
-  if (out == OUT_TENSOR_F32) {
-    guint32 *d = vae_try_alloc0 (n, 4, "the reply tensor", error);
-    if (!d)
-      return NULL;
-    for (gsize i = 0; i < n; i++) {
-      guint32 u;
-      memcpy (&u, &src[i], 4);
-      d[i] = GUINT32_TO_LE (u);
-    }
-    return g_bytes_new_take (d, n * 4);
-  }
-  guint16 *d = vae_try_alloc0 (n, 2, "the reply tensor", error);
+  const VaeWireDtype dt = out_dtype (out);
+  const gsize size = vae_wire_dtype_size (dt);
+  guint8 *d = vae_try_alloc0 (n, size, "the reply tensor", error);
   if (!d)
     return NULL;
-  for (gsize i = 0; i < n; i++)
-    d[i] = GUINT16_TO_LE (out == OUT_TENSOR_F16 ? vae_f32_to_f16 (src[i])
-                                                : vae_f32_to_bf16 (src[i]));
-  return g_bytes_new_take (d, n * 2);
+  vae_wire_from_floats (src, n, dt, d);
+  return g_bytes_new_take (d, n * size);
 }
 
 /* The HTTP status of a failure: memory running out is the server's state,
@@ -308,146 +237,6 @@ static guint
 status_for_error (const GError *error)
 {
   return g_error_matches (error, VAE_ERROR, VAE_ERROR_NO_MEMORY) ? 503 : 500;
-}
-
-/* ---- query ---- */
-
-typedef struct {
-  GPtrArray *keys, *values;
-} Query;
-
-static void
-query_parse (Query *q, const char *text)
-{
-  q->keys = g_ptr_array_new_with_free_func (g_free);
-  q->values = g_ptr_array_new_with_free_func (g_free);
-  if (!text)
-    return;
-  g_auto (GStrv) parts = g_strsplit (text, "&", -1);
-  for (int i = 0; parts[i]; i++) {
-    if (!*parts[i])
-      continue;
-    char *eq = strchr (parts[i], '=');
-    if (eq)
-      *eq = '\0';
-    for (char *c = parts[i]; *c; c++)
-      if (*c == '+')
-        *c = ' ';
-    if (eq)
-      for (char *c = eq + 1; *c; c++)
-        if (*c == '+')
-          *c = ' ';
-    char *k = g_uri_unescape_string (parts[i], NULL);
-    char *v = g_uri_unescape_string (eq ? eq + 1 : "", NULL);
-    if (!k || !v) {
-      g_free (k);
-      g_free (v);
-      continue;
-    }
-    g_ptr_array_add (q->keys, k);
-    g_ptr_array_add (q->values, v);
-  }
-}
-
-static void
-query_clear (Query *q)
-{
-  g_ptr_array_unref (q->keys);
-  g_ptr_array_unref (q->values);
-}
-
-static const char *
-query_get (const Query *q, const char *key)
-{
-  const char *r = NULL;
-  for (guint i = 0; i < q->keys->len; i++)
-    if (!strcmp (q->keys->pdata[i], key))
-      r = q->values->pdata[i];
-  return r;
-}
-
-static gboolean
-query_bool (const Query *q, const char *key, gboolean def)
-{
-  const char *v = query_get (q, key);
-  if (!v || !*v)
-    return def;
-  return !g_ascii_strcasecmp (v, "true") || !strcmp (v, "1")
-         || !g_ascii_strcasecmp (v, "yes");
-}
-
-/* FALSE (and *ok FALSE) when present but not a number. */
-static gboolean
-query_double (const Query *q, const char *key, double *out, gboolean *ok)
-{
-  const char *v = query_get (q, key);
-  if (!v)
-    return FALSE;
-  char *end;
-  double d = g_ascii_strtod (v, &end);
-  if (end == v || *end || !isfinite (d)) {
-    *ok = FALSE;
-    return FALSE;
-  }
-  *out = d;
-  return TRUE;
-}
-
-#define SHAPE_BAD (-1)         /* not a list of positive integers */
-#define SHAPE_TOO_LARGE (-2)   /* a dimension past G_MAXINT32 */
-
-/* One dimension of a shape (or a height or width): a positive integer;
- * SHAPE_TOO_LARGE past G_MAXINT32 (no frame comes near it, and a product of
- * two such values cannot overflow; longer products are checked),
- * SHAPE_BAD when not a positive integer, else 0. */
-static int
-parse_dim (const char *text, gint64 *d)
-{
-  if (!text || !g_ascii_isdigit (text[0]))
-    return SHAPE_BAD;
-  char *end;
-  errno = 0;
-  const guint64 v = g_ascii_strtoull (text, &end, 10);
-  if (*end)
-    return SHAPE_BAD;
-  if (errno == ERANGE || v > G_MAXINT32)
-    return SHAPE_TOO_LARGE;
-  if (v < 1)
-    return SHAPE_BAD;
-  *d = (gint64) v;
-  return 0;
-}
-
-/* shape=1&shape=4 or shape=[1,4] or shape=1,4. Returns ndim, SHAPE_BAD or
- * SHAPE_TOO_LARGE, 0 when absent. */
-static int
-query_shape (const Query *q, gint64 *dims, int max)
-{
-  int nd = 0;
-  gboolean any = FALSE;
-  for (guint i = 0; i < q->keys->len; i++) {
-    if (strcmp (q->keys->pdata[i], "shape"))
-      continue;
-    any = TRUE;
-    g_autofree char *v = g_strdup (q->values->pdata[i]);
-    g_strdelimit (v, "[]()", ' ');
-    g_auto (GStrv) items = g_strsplit (v, ",", -1);
-    for (int j = 0; items[j]; j++) {
-      g_strstrip (items[j]);
-      if (!*items[j])
-        continue;
-      gint64 d;
-      const int r = parse_dim (items[j], &d);
-      if (r < 0)
-        return r;
-      if (nd >= max)
-        return SHAPE_BAD;
-      dims[nd++] = d;
-    }
-  }
-  if (any && nd == 0)
-    return SHAPE_BAD;
-  return nd;
 }
 
 /* ---- worker ---- */
@@ -479,9 +268,9 @@ job_finish_idle (gpointer data)
   if (job->status == 200) {
     SoupMessageHeaders *hd = soup_server_message_get_response_headers (job->msg);
     if (job->shape_header)
-      soup_message_headers_replace (hd, "shape", job->shape_header);
+      soup_message_headers_replace (hd, VAE_WIRE_HEADER_SHAPE, job->shape_header);
     if (job->dtype_header)
-      soup_message_headers_replace (hd, "dtype", job->dtype_header);
+      soup_message_headers_replace (hd, VAE_WIRE_HEADER_DTYPE, job->dtype_header);
     soup_server_message_set_status (job->msg, 200, NULL);
     /* The body as it is, not a copy: that would be a second allocation of
      * the reply's size, and one that aborts when memory is short. */
@@ -554,10 +343,10 @@ job_build_latents (Server *s, Job *j)
     job_set_error (j, error, "");
     return;
   }
-  j->shape_header = g_strdup_printf ("[%d,%d,%d,%d]", j->n, c, lh, lw);
-  j->dtype_header = j->out == OUT_TENSOR_F16 ? "float16"
-                    : j->out == OUT_TENSOR_BF16 ? "bfloat16" : "float32";
-  j->content_type = "tensor/binary";
+  const gint64 shape[4] = { j->n, c, lh, lw };
+  j->shape_header = vae_wire_shape_format (shape, 4);
+  j->dtype_header = vae_wire_dtype_name (out_dtype (j->out));
+  j->content_type = VAE_WIRE_CONTENT_TYPE_TENSOR;
   j->status = 200;
 }
 
@@ -580,9 +369,10 @@ job_build_rgb (Server *s, Job *j)
     vae_pixels_to_rgb8 (m, j->output + fo * i, oh, ow, rgb + fb * i, ow, oh, ow * 3, 3);
   if (j->out == OUT_U8_NHWC) {
     j->body = g_bytes_new_take (rgb, fb * j->n);
-    j->shape_header = g_strdup_printf ("[%d,%d,%d,3]", j->n, oh, ow);
-    j->dtype_header = "uint8";
-    j->content_type = "tensor/binary";
+    const gint64 shape[4] = { j->n, oh, ow, 3 };
+    j->shape_header = vae_wire_shape_format (shape, 4);
+    j->dtype_header = vae_wire_dtype_name (VAE_WIRE_U8);
+    j->content_type = VAE_WIRE_CONTENT_TYPE_TENSOR;
     j->status = 200;
     return;
   }
@@ -594,7 +384,7 @@ job_build_rgb (Server *s, Job *j)
     job_set_error (j, error, png ? "PNG encoding failed: " : "JPEG encoding failed: ");
     return;
   }
-  j->content_type = png ? "image/png" : "image/jpeg";
+  j->content_type = png ? VAE_WIRE_CONTENT_TYPE_PNG : VAE_WIRE_CONTENT_TYPE_JPEG;
   j->status = 200;
 }
 
@@ -622,10 +412,10 @@ job_build_pixels (Server *s, Job *j)
     job_set_error (j, error, "");
     return;
   }
-  j->shape_header = g_strdup_printf ("[%d,%d,%d,%d]", j->n, oc, oh, ow);
-  j->dtype_header = j->out == OUT_TENSOR_F16 ? "float16"
-                    : j->out == OUT_TENSOR_BF16 ? "bfloat16" : "float32";
-  j->content_type = "tensor/binary";
+  const gint64 shape[4] = { j->n, oc, oh, ow };
+  j->shape_header = vae_wire_shape_format (shape, 4);
+  j->dtype_header = vae_wire_dtype_name (out_dtype (j->out));
+  j->content_type = VAE_WIRE_CONTENT_TYPE_TENSOR;
   j->status = 200;
 }
 
@@ -959,7 +749,7 @@ static void
 conn_send_timeout_reply (GSocket *socket)
 {
   gsize len;
-  g_autofree char *json = error_json ("request not received in time (--read-timeout)", &len);
+  g_autofree char *json = vae_wire_error_json ("request not received in time (--read-timeout)", &len);
   g_autofree char *text = g_strdup_printf ("HTTP/1.1 408 Request Timeout\r\n"
                                            "Content-Type: application/json\r\n"
                                            "Content-Length: %" G_GSIZE_FORMAT "\r\n"
@@ -1217,7 +1007,7 @@ static void
 reject_too_large (Server *s, SoupServerMessage *msg, const char *route, const char *message)
 {
   gsize len;
-  g_autofree char *text = error_json (message, &len);
+  g_autofree char *text = vae_wire_error_json (message, &len);
   g_autofree char *head = g_strdup_printf ("HTTP/1.1 413 Request Entity Too Large\r\n"
                                            "Content-Type: application/json\r\n"
                                            "Content-Length: %" G_GSIZE_FORMAT "\r\n"
@@ -1302,16 +1092,16 @@ on_finished (SoupServerMessage *msg, gpointer data)
     g_main_loop_quit (s->loop);
 }
 
-/* The shape/dtype query of a raw tensor body (ND from query_shape), with
+/* The shape/dtype query of a raw tensor body (ND from vae_wire_query_shape), with
  * the protocol's error texts; uint8 only where ALLOW_U8 (image input). */
 static gboolean
-check_tensor_query (int nd, const char *dts, gboolean allow_u8, DType *dt, char **err)
+check_tensor_query (int nd, const char *dts, gboolean allow_u8, VaeWireDtype *dt, char **err)
 {
   if (nd == 0) {
     *err = g_strdup ("Expected `shape` in query params.");
     return FALSE;
   }
-  if (nd == SHAPE_TOO_LARGE) {
+  if (nd == VAE_WIRE_SHAPE_TOO_LARGE) {
     *err = g_strdup_printf ("`shape` is too large (a dimension over %d)", G_MAXINT32);
     return FALSE;
   }
@@ -1323,7 +1113,7 @@ check_tensor_query (int nd, const char *dts, gboolean allow_u8, DType *dt, char 
     *err = g_strdup ("Expected `dtype` in query params.");
     return FALSE;
   }
-  if (!dtype_parse (dts, dt) || (!allow_u8 && *dt == DT_U8)) {
+  if (!vae_wire_dtype_parse (dts, dt) || (!allow_u8 && *dt == VAE_WIRE_U8)) {
     *err = g_strdup_printf ("Supported `dtype`: [%s'float16', 'float32', 'bfloat16']. "
                             "Got `%s`.", allow_u8 ? "'uint8', " : "", dts);
     return FALSE;
@@ -1361,30 +1151,6 @@ check_frame_pixels (Server *s, gint64 h, gint64 w, guint *status, char **err)
                                   " (%" G_GINT64_FORMAT " pixels) is larger than this "
                                   "server's limit of %" G_GINT64_FORMAT " pixels",
                                   w, h, h * w, s->max_pixels));
-}
-
-/* The product of N dimensions (each positive) times UNIT; FALSE when it
- * does not fit in a gsize. */
-static gboolean
-dims_product (const gint64 *d, int n, gsize unit, gsize *out)
-{
-  gsize p = unit;
-  for (int i = 0; i < n; i++)
-    if (!g_size_checked_mul (&p, p, (gsize) d[i]))
-      return FALSE;
-  *out = p;
-  return TRUE;
-}
-
-/* "[1,3,64,64]" for a message. */
-static char *
-dims_text (const gint64 *d, int n)
-{
-  GString *t = g_string_new ("[");
-  for (int i = 0; i < n; i++)
-    g_string_append_printf (t, "%s%" G_GINT64_FORMAT, i ? "," : "", d[i]);
-  g_string_append_c (t, ']');
-  return g_string_free (t, FALSE);
 }
 
 /* Encode of a PNG or JPEG body: the size from its header is checked
@@ -1430,22 +1196,22 @@ prepare_encode_image (Server *s, Job *job, const guint8 *data, gsize len, gboole
 /* Fills JOB's input from the request; FALSE with the status (400 unless
  * set) and message in *STATUS and *ERR. */
 static gboolean
-prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, guint *status,
+prepare_encode (Server *s, Job *job, const VaeWireQuery *q, GBytes *body, guint *status,
                 char **err)
 {
   const VaeModel *m = s->model;
   const int f = m->spatial_factor;
   gsize len;
   const guint8 *data = g_bytes_get_data (body, &len);
-  gint64 dims[8];
-  int nd = query_shape (q, dims, 8);
-  const char *dts = query_get (q, "dtype");
+  gint64 dims[VAE_WIRE_MAX_DIMS];
+  int nd = vae_wire_query_shape (q, dims, VAE_WIRE_MAX_DIMS);
+  const char *dts = vae_wire_query_get (q, VAE_WIRE_KEY_DTYPE);
   gboolean ok = TRUE;
   job->scaling = m->scaling_factor;
   job->shift = m->shift_factor;
-  gboolean have_scale = query_double (q, "scaling_factor", &job->scaling, &ok);
-  query_double (q, "shift_factor", &job->shift, &ok);
-  if (have_scale && !query_get (q, "shift_factor"))
+  gboolean have_scale = vae_wire_query_double (q, VAE_WIRE_KEY_SCALING, &job->scaling, &ok);
+  vae_wire_query_double (q, VAE_WIRE_KEY_SHIFT, &job->shift, &ok);
+  if (have_scale && !vae_wire_query_get (q, VAE_WIRE_KEY_SHIFT))
     job->shift = 0.0;
   if (!ok) {
     *err = g_strdup ("scaling_factor and shift_factor must be numbers");
@@ -1459,15 +1225,14 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, guint *status
   job->out = OUT_TENSOR_F32;
 
   if (nd == 0 && !dts) {
-    static const guint8 png_sig[8] = { 0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n' };
-    const gboolean png = len >= 8 && !memcmp (data, png_sig, 8);
-    const gboolean jpeg = len >= 3 && data[0] == 0xff && data[1] == 0xd8 && data[2] == 0xff;
-    if (png || jpeg)
-      return prepare_encode_image (s, job, data, len, png, status, err);
+    const VaeWireImage image = vae_wire_sniff_image (data, len);
+    if (image != VAE_WIRE_IMAGE_NONE)
+      return prepare_encode_image (s, job, data, len, image == VAE_WIRE_IMAGE_PNG, status,
+                                   err);
     *err = g_strdup ("Expected `shape` in query params (or a PNG or JPEG body).");
     return FALSE;
   }
-  DType dt;
+  VaeWireDtype dt;
   if (!check_tensor_query (nd, dts, TRUE, &dt, err))
     return FALSE;
   gint64 b, c, h, w;
@@ -1485,7 +1250,7 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, guint *status
     return FALSE;
   }
   if (b > MAX_FRAMES || h > MAX_SIDE || w > MAX_SIDE) {
-    g_autofree char *t = dims_text (dims, nd);
+    g_autofree char *t = vae_wire_shape_format (dims, nd);
     *err = g_strdup_printf ("`shape` %s is too large (at most %d frames of %d pixels a "
                             "side)", t, MAX_FRAMES, MAX_SIDE);
     return FALSE;
@@ -1499,7 +1264,7 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, guint *status
   }
   const gint64 bchw[4] = { b, c, h, w };
   gsize count, bytes;
-  if (!dims_product (bchw, 4, 1, &count) || !dims_product (bchw, 4, dtype_size (dt), &bytes)) {
+  if (!vae_wire_shape_bytes (bchw, 4, 1, &count) || !vae_wire_shape_bytes (bchw, 4, vae_wire_dtype_size (dt), &bytes)) {
     *err = g_strdup ("`shape` is too large (its size overflows)");
     return FALSE;
   }
@@ -1518,14 +1283,14 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, guint *status
   if (!job->input)
     return refuse_error (status, err, error);
   const float lo = m->image_min, span = 1.0f - m->image_min;
-  if (dt == DT_U8) {
+  if (dt == VAE_WIRE_U8) {
     for (gsize i = 0; i < count; i++)
       job->input[i] = data[i] / 255.0f * span + lo;
   } else {
     for (gsize i = 0; i < count; i++)
-      job->input[i] = (elem_f32 (data, dt, i) + 1.0f) * 0.5f * span + lo;
+      job->input[i] = (vae_wire_load (data, dt, i) + 1.0f) * 0.5f * span + lo;
   }
-  if (dt == DT_F16)
+  if (dt == VAE_WIRE_F16)
     job->out = OUT_TENSOR_F16;
   return TRUE;
 }
@@ -1534,10 +1299,10 @@ prepare_encode (Server *s, Job *job, const Query *q, GBytes *body, guint *status
  * B, C, h, w of the unpacked latents; FALSE with *ERR when they do not
  * match. */
 static gboolean
-packed_dims (const Query *q, const gint64 *dims, gint64 *bchw, char **err)
+packed_dims (const VaeWireQuery *q, const gint64 *dims, gint64 *bchw, char **err)
 {
   gint64 H, W;
-  if (parse_dim (query_get (q, "height"), &H) || parse_dim (query_get (q, "width"), &W)
+  if (vae_wire_parse_dim (vae_wire_query_get (q, VAE_WIRE_KEY_HEIGHT), &H) || vae_wire_parse_dim (vae_wire_query_get (q, VAE_WIRE_KEY_WIDTH), &W)
       || H < 16 || W < 16 || H % 16 || W % 16 || dims[2] % 4
       || dims[1] != (H / 16) * (W / 16)) {
     *err = g_strdup ("packed latents: `height`/`width` do not match `shape`");
@@ -1552,24 +1317,24 @@ packed_dims (const Query *q, const gint64 *dims, gint64 *bchw, char **err)
 
 /* The reply kind of a decode from its query (and Accept header). */
 static gboolean
-decode_output_kind (const Query *q, SoupServerMessage *msg, DType dt, OutKind *out,
+decode_output_kind (const VaeWireQuery *q, SoupServerMessage *msg, VaeWireDtype dt, OutKind *out,
                     char **err)
 {
-  const char *ot = query_get (q, "output_type");
+  const char *ot = vae_wire_query_get (q, VAE_WIRE_KEY_OUTPUT_TYPE);
   if (!ot)
     ot = "pt";
   if (!strcmp (ot, "pt")) {
-    if (query_bool (q, "partial_postprocess", FALSE))
+    if (vae_wire_query_bool (q, VAE_WIRE_KEY_PARTIAL, FALSE))
       *out = OUT_U8_NHWC;
     else
-      *out = dt == DT_F16 ? OUT_TENSOR_F16 : dt == DT_BF16 ? OUT_TENSOR_BF16 : OUT_TENSOR_F32;
+      *out = dt == VAE_WIRE_F16 ? OUT_TENSOR_F16 : dt == VAE_WIRE_BF16 ? OUT_TENSOR_BF16 : OUT_TENSOR_F32;
     return TRUE;
   }
   if (strcmp (ot, "pil")) {
     *err = g_strdup_printf ("unsupported output_type `%s` (pt or pil)", ot);
     return FALSE;
   }
-  const char *fmt = query_get (q, "image_format");
+  const char *fmt = vae_wire_query_get (q, VAE_WIRE_KEY_IMAGE_FORMAT);
   if (!fmt) {
     const char *acc = soup_message_headers_get_one (
         soup_server_message_get_request_headers (msg), "Accept");
@@ -1587,33 +1352,33 @@ decode_output_kind (const Query *q, SoupServerMessage *msg, DType dt, OutKind *o
 }
 
 static gboolean
-prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBytes *body,
+prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const VaeWireQuery *q, GBytes *body,
                 guint *status, char **err)
 {
   const VaeModel *m = s->model;
   const int f = m->spatial_factor;
   gsize len;
   const guint8 *data = g_bytes_get_data (body, &len);
-  gint64 dims[8];
+  gint64 dims[VAE_WIRE_MAX_DIMS];
   if (!m->decoder) {
     *err = g_strdup ("this model has no decoder");
     return FALSE;
   }
-  int nd = query_shape (q, dims, 8);
-  const char *dts = query_get (q, "dtype");
-  DType dt;
+  int nd = vae_wire_query_shape (q, dims, VAE_WIRE_MAX_DIMS);
+  const char *dts = vae_wire_query_get (q, VAE_WIRE_KEY_DTYPE);
+  VaeWireDtype dt;
   if (!check_tensor_query (nd, dts, FALSE, &dt, err))
     return FALSE;
   /* scaling */
   gboolean ok = TRUE;
   double scaling = 1.0, shift = 0.0;
-  gboolean have_scale = query_double (q, "scaling_factor", &scaling, &ok);
-  gboolean have_shift = query_double (q, "shift_factor", &shift, &ok);
+  gboolean have_scale = vae_wire_query_double (q, VAE_WIRE_KEY_SCALING, &scaling, &ok);
+  gboolean have_shift = vae_wire_query_double (q, VAE_WIRE_KEY_SHIFT, &shift, &ok);
   if (!ok || (have_scale && scaling == 0.0)) {
     *err = g_strdup ("scaling_factor and shift_factor must be numbers (scaling not 0)");
     return FALSE;
   }
-  if (!have_scale && !have_shift && query_bool (q, "do_scaling", FALSE)) {
+  if (!have_scale && !have_shift && vae_wire_query_bool (q, VAE_WIRE_KEY_DO_SCALING, FALSE)) {
     scaling = m->scaling_factor;
     shift = m->shift_factor;
   }
@@ -1623,7 +1388,7 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
   gboolean packed = FALSE;
   if (nd == 4) {
     memcpy (bchw, dims, sizeof bchw);
-  } else if (nd == 3 && query_get (q, "height") && query_get (q, "width")) {
+  } else if (nd == 3 && vae_wire_query_get (q, VAE_WIRE_KEY_HEIGHT) && vae_wire_query_get (q, VAE_WIRE_KEY_WIDTH)) {
     if (!packed_dims (q, dims, bchw, err))
       return FALSE;
     packed = TRUE;
@@ -1638,7 +1403,7 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
     return FALSE;
   }
   if (b > MAX_FRAMES || h > MAX_SIDE / f || w > MAX_SIDE / f) {
-    g_autofree char *t = dims_text (dims, nd);
+    g_autofree char *t = vae_wire_shape_format (dims, nd);
     *err = g_strdup_printf ("`shape` %s is too large (at most %d frames of %d pixels a "
                             "side)", t, MAX_FRAMES, MAX_SIDE);
     return FALSE;
@@ -1650,7 +1415,7 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
     return FALSE;
   }
   gsize count, bytes;
-  if (!dims_product (bchw, 4, 1, &count) || !dims_product (bchw, 4, dtype_size (dt), &bytes)) {
+  if (!vae_wire_shape_bytes (bchw, 4, 1, &count) || !vae_wire_shape_bytes (bchw, 4, vae_wire_dtype_size (dt), &bytes)) {
     *err = g_strdup ("`shape` is too large (its size overflows)");
     return FALSE;
   }
@@ -1673,7 +1438,7 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
   }
   if (!packed) {
     for (gsize i = 0; i < count; i++)
-      z[i] = elem_f32 (data, dt, i);
+      z[i] = vae_wire_load (data, dt, i);
   } else {
     /* view b, h/2, w/2, c, 2, 2 -> permute 0,3,1,4,2,5 -> b, c, h, w */
     const gint64 h2 = h / 2, w2 = w / 2;
@@ -1683,7 +1448,7 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const Query *q, GBy
         for (gint64 y = 0; y < h; y++)
           for (gint64 x = 0; x < w; x++) {
             gsize src = ((((bi * h2 + y / 2) * w2 + x / 2) * c + ci) * 2 + y % 2) * 2 + x % 2;
-            z[o++] = elem_f32 (data, dt, src);
+            z[o++] = vae_wire_load (data, dt, src);
           }
   }
   vae_latents_to_decoder (z, count, scaling, shift, job->input);
@@ -1791,8 +1556,7 @@ handler (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable 
   }
 
   GUri *uri = soup_server_message_get_uri (msg);
-  Query q;
-  query_parse (&q, g_uri_get_query (uri));
+  VaeWireQuery *q = vae_wire_query_parse (g_uri_get_query (uri));
   Job *job = g_new0 (Job, 1);
   job->server = s;
   job->route = route;
@@ -1800,9 +1564,9 @@ handler (SoupServer *soup, SoupServerMessage *msg, const char *path, GHashTable 
   char *err = NULL;
   guint status = 400;
   gboolean ok = !strcmp (route, "/encode")
-                    ? prepare_encode (s, job, &q, body, &status, &err)
-                    : prepare_decode (s, job, msg, &q, body, &status, &err);
-  query_clear (&q);
+                    ? prepare_encode (s, job, q, body, &status, &err)
+                    : prepare_decode (s, job, msg, q, body, &status, &err);
+  vae_wire_query_free (q);
   if (!ok) {
     reply_error (s, msg, route, start, status, err ? err : "bad request");
     g_free (err);
