@@ -1605,6 +1605,7 @@ int
 main (int argc, char **argv)
 {
   g_autofree char *model_path = NULL, *host = NULL, *backend = NULL, *token = NULL;
+  g_auto (GStrv) engine_settings = NULL;
   int port = 0, max_batch = 8, threads = 0, max_queue = 256;
   int idle_timeout = 30, read_timeout = 30;
   gint64 max_body = 256 * 1024 * 1024;
@@ -1616,6 +1617,8 @@ main (int argc, char **argv)
     { "port", 'p', 0, G_OPTION_ARG_INT, &port, "Port (0: any free port)", "N" },
     { "backend", 'b', 0, G_OPTION_ARG_STRING, &backend, "Engine (cpu, cuda, auto)", "NAME" },
     { "threads", 0, 0, G_OPTION_ARG_INT, &threads, "Engine threads (0: default)", "N" },
+    { "engine-option", 'O', 0, G_OPTION_ARG_STRING_ARRAY, &engine_settings,
+      "A setting of the engine (repeatable; 'vae-tool backends' lists them)", "KEY=VALUE" },
     { "token", 0, 0, G_OPTION_ARG_STRING, &token, "Require Authorization: Bearer T", "T" },
     { "max-batch", 0, 0, G_OPTION_ARG_INT, &max_batch, "Frames per engine batch (8)", "N" },
     { "max-body-bytes", 0, 0, G_OPTION_ARG_DOUBLE, &max_body_d,
@@ -1680,6 +1683,7 @@ main (int argc, char **argv)
   }
   VaeEngineOptions eo = VAE_ENGINE_OPTIONS_INIT;
   eo.threads = threads;
+  eo.settings = (const char *const *) engine_settings;
   s->engine = vae_engine_new (backend && *backend ? backend : "cpu", s->model, &eo, &error);
   if (!s->engine) {
     g_printerr ("vae-server: %s\n", error->message);

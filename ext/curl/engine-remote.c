@@ -25,19 +25,24 @@
  *   range exactly as the element maps 8-bit pixels, so that the element's
  *   conversion back to 8 bits gives the server's bytes.
  *
- * Settings come from VaeEngineOptions (the elements' token, timeout and
- * retries properties); where those are left at their defaults, from the
- * environment:
- *   HF_TOKEN                  sent as "Authorization: Bearer ..."; never
- *                             printed, logged or put in an error message
- *   VAE_REMOTE_MAX_INFLIGHT   requests in flight at once (default 4; at
- *                             least the caller's max_inflight option)
- *   VAE_REMOTE_TIMEOUT_MS     per-request timeout (default 60000)
- *   VAE_REMOTE_RETRIES        retries after the first attempt (default 3)
- *   VAE_REMOTE_BACKOFF_MS     first backoff delay (default 250, doubled each
- *                             retry, plus up to 50% jitter, at least the
- *                             server's Retry-After)
- *   VAE_REMOTE_BATCH          preferred frames per batch (default 8)
+ * Settings (VaeEngineOptions.settings, remote_settings below; the elements'
+ * endpoint, token, timeout, retries and remote-input properties map onto
+ * them); where one is not given, from the environment:
+ *   endpoint      the server URLs, comma-separated (required)
+ *   token         HF_TOKEN; sent as "Authorization: Bearer ..."; never
+ *                 printed, logged or put in an error message
+ *   max-requests  VAE_REMOTE_MAX_INFLIGHT: requests in flight at once
+ *                 (default 4; at least the caller's max_inflight option)
+ *   timeout-ms    VAE_REMOTE_TIMEOUT_MS: per-request timeout (default 60000)
+ *   retries       VAE_REMOTE_RETRIES: retries after the first attempt
+ *                 (default 3)
+ *   backoff-ms    VAE_REMOTE_BACKOFF_MS: first backoff delay (default 250,
+ *                 doubled each retry, plus up to 50% jitter, at least the
+ *                 server's Retry-After)
+ *   batch         VAE_REMOTE_BATCH: preferred frames per batch (default 8)
+ *   input         encode's wire format: uint8 (default), float16 or png
+ * A bad setting is an error at open; a bad environment value a warning
+ * (and the default).
  */
 #include <curl/curl.h>
 #include <json-glib/json-glib.h>
@@ -57,6 +62,16 @@
 #endif
 
 typedef struct _RemoteEngine RemoteEngine;
+
+/* What encode puts on the wire (the protocol takes a raw image tensor or
+ * one image file per request); the order of input_names. */
+typedef enum {
+  REMOTE_INPUT_UINT8,     /* raw uint8 [B,3,H,W] in 0..255 */
+  REMOTE_INPUT_FLOAT16,   /* raw float16 [B,3,H,W] in [-1,1] */
+  REMOTE_INPUT_PNG,       /* one PNG per frame, one request each */
+} RemoteInput;
+
+static const char *const input_names[] = { "uint8", "float16", "png", NULL };
 
 typedef struct {
   char *url;         /* as given (used for requests) */
@@ -108,7 +123,7 @@ struct _RemoteEngine {
   int retries;
   long backoff_ms;
   int batch;
-  VaeRemoteInput input;        /* encode's wire format */
+  RemoteInput input;           /* encode's wire format */
   char *auth_header;           /* "Authorization: Bearer ..." or NULL */
   gboolean token_from_env;     /* for the 401 message */
 };
@@ -526,6 +541,69 @@ pump (RemoteEngine *self)
 
 /* ---- the vtable ---- */
 
+static void
+free_endpoints (RemoteEngine *self)
+{
+  for (int i = 0; i < self->n_endpoints; i++) {
+    g_free (self->endpoints[i].url);
+    g_free (self->endpoints[i].display);
+  }
+  g_clear_pointer (&self->endpoints, g_free);
+  self->n_endpoints = 0;
+}
+
+/* Wipes and frees a string holding a secret. */
+static void
+free_secret (char **secret)
+{
+  if (*secret) {
+    memset (*secret, 0, strlen (*secret));
+    g_clear_pointer (secret, g_free);
+  }
+}
+
+/* An integer setting KEY, else the environment's NAME, else DEF. */
+static gboolean
+int_setting (RemoteEngine *self, const char *key, const char *env, int def, int lo, int hi,
+             int *out, GError **error)
+{
+  *out = env_int (env, def, lo, hi);
+  return vae_engine_setting_int (&self->parent, key, lo, hi, out, error);
+}
+
+/* Everything but the endpoints, from the settings and the environment. */
+static gboolean
+read_settings (RemoteEngine *self, GError **error)
+{
+  VaeEngine *engine = &self->parent;
+  int max_requests, timeout_ms, backoff_ms, input = REMOTE_INPUT_UINT8;
+  if (!int_setting (self, "max-requests", "VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256,
+                    &max_requests, error)
+      || !int_setting (self, "timeout-ms", "VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000,
+                       &timeout_ms, error)
+      || !int_setting (self, "retries", "VAE_REMOTE_RETRIES", 3, 0, 100, &self->retries,
+                       error)
+      || !int_setting (self, "backoff-ms", "VAE_REMOTE_BACKOFF_MS", 250, 0, 600000,
+                       &backoff_ms, error)
+      || !int_setting (self, "batch", "VAE_REMOTE_BATCH", 8, 1, 4096, &self->batch, error)
+      || !vae_engine_setting_choice (engine, "input", input_names, &input, error))
+    return FALSE;
+  /* At least as many requests as the caller keeps batches in flight (the
+   * elements' max-inflight), so that those batches really overlap. */
+  self->max_inflight = MAX (max_requests, CLAMP (engine->options.max_inflight, 0, 256));
+  self->timeout_ms = timeout_ms;
+  self->backoff_ms = backoff_ms;
+  self->input = (RemoteInput) input;
+  const char *token = vae_engine_setting (engine, "token");
+  if (!token || !*token) {
+    token = g_getenv ("HF_TOKEN");
+    self->token_from_env = TRUE;
+  }
+  if (token && *token)
+    self->auth_header = g_strconcat ("Authorization: Bearer ", token, NULL);
+  return TRUE;
+}
+
 static gboolean
 remote_open (VaeEngine *engine, GError **error)
 {
@@ -536,7 +614,8 @@ remote_open (VaeEngine *engine, GError **error)
     g_once_init_leave (&curl_init, 1);
   }
 
-  g_auto (GStrv) parts = g_strsplit (engine->endpoint ? engine->endpoint : "", ",", -1);
+  const char *endpoint = vae_engine_setting (engine, "endpoint");
+  g_auto (GStrv) parts = g_strsplit (endpoint ? endpoint : "", ",", -1);
   GArray *eps = g_array_new (FALSE, TRUE, sizeof (Endpoint));
   for (int i = 0; parts[i]; i++) {
     char *u = g_strstrip (parts[i]);
@@ -564,35 +643,15 @@ remote_open (VaeEngine *engine, GError **error)
   }
   self->n_endpoints = (int) eps->len;
   self->endpoints = (Endpoint *) g_array_free (eps, FALSE);
-
-  const VaeEngineOptions *o = &engine->options;
-  /* At least as many requests as the caller keeps batches in flight (the
-   * elements' max-inflight), so that those batches really overlap. */
-  self->max_inflight = MAX (env_int ("VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256),
-                            CLAMP (o->max_inflight, 0, 256));
-  self->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms
-                                       : env_int ("VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000);
-  self->retries = o->retries > 0 ? MIN (o->retries, 100)
-                  : o->retries < 0 ? 0 : env_int ("VAE_REMOTE_RETRIES", 3, 0, 100);
-  self->input = o->remote_input;
-  self->backoff_ms = env_int ("VAE_REMOTE_BACKOFF_MS", 250, 0, 600000);
-  self->batch = env_int ("VAE_REMOTE_BATCH", 8, 1, 4096);
-  const char *token = o->token;
-  if (!token || !*token) {
-    token = g_getenv ("HF_TOKEN");
-    self->token_from_env = TRUE;
+  if (!read_settings (self, error)) {
+    free_endpoints (self);
+    return FALSE;
   }
-  if (token && *token)
-    self->auth_header = g_strconcat ("Authorization: Bearer ", token, NULL);
 
   self->multi = curl_multi_init ();
   if (!self->multi) {
-    for (int i = 0; i < self->n_endpoints; i++) {
-      g_free (self->endpoints[i].url);
-      g_free (self->endpoints[i].display);
-    }
-    g_clear_pointer (&self->endpoints, g_free);
-    g_clear_pointer (&self->auth_header, g_free);
+    free_endpoints (self);
+    free_secret (&self->auth_header);
     g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: curl_multi_init failed");
     return FALSE;
   }
@@ -662,7 +721,7 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
   const gsize frame = (gsize) ic * (gsize) batch->h * (gsize) batch->w;
   const float lo = m->image_min, inv = 1.0f / (1.0f - m->image_min);
 
-  if (self->input == VAE_REMOTE_INPUT_PNG) {
+  if (self->input == REMOTE_INPUT_PNG) {
     /* One PNG per frame, each its own request, run concurrently. */
     const gint64 exp[4] = { 1, m->latent_channels, batch->h / f, batch->w / f };
     for (int n = 0; n < batch->n; n++) {
@@ -686,7 +745,7 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
   }
 
   const gsize count = frame * (gsize) batch->n;
-  const gboolean f16 = self->input == VAE_REMOTE_INPUT_FLOAT16;
+  const gboolean f16 = self->input == REMOTE_INPUT_FLOAT16;
   guint8 *body = vae_try_alloc (count, f16 ? 2 : 1, "the request body", error);
   if (!body)
     return FALSE;
@@ -848,16 +907,25 @@ remote_close (VaeEngine *engine)
   }
   if (self->multi)
     curl_multi_cleanup (self->multi);
-  for (int i = 0; i < self->n_endpoints; i++) {
-    g_free (self->endpoints[i].url);
-    g_free (self->endpoints[i].display);
-  }
-  g_free (self->endpoints);
-  if (self->auth_header) {
-    memset (self->auth_header, 0, strlen (self->auth_header));
-    g_free (self->auth_header);
-  }
+  free_endpoints (self);
+  free_secret (&self->auth_header);
 }
+
+static const VaeEngineSetting remote_settings[] = {
+  { "endpoint", "server URLs, comma-separated (required)" },
+  { "token", "bearer token (default: $HF_TOKEN; never printed)" },
+  { "timeout-ms", "per-request timeout, 1..3600000 (default: $VAE_REMOTE_TIMEOUT_MS, "
+                  "else 60000)" },
+  { "retries", "retries after connection errors, timeouts, 429, 502, 503, 504, 0..100 "
+               "(default: $VAE_REMOTE_RETRIES, else 3)" },
+  { "backoff-ms", "first retry delay, doubled each retry, 0..600000 (default: "
+                  "$VAE_REMOTE_BACKOFF_MS, else 250)" },
+  { "max-requests", "requests in flight at once, 1..256, at least the caller's "
+                    "max-inflight (default: $VAE_REMOTE_MAX_INFLIGHT, else 4)" },
+  { "batch", "preferred frames per batch, 1..4096 (default: $VAE_REMOTE_BATCH, else 8)" },
+  { "input", "what encode sends: uint8 (default), float16 or png" },
+  { NULL, NULL }
+};
 
 const VaeEngineVTable vae_engine_remote = {
   .name = "remote",
@@ -868,4 +936,5 @@ const VaeEngineVTable vae_engine_remote = {
   .preferred_batch = remote_preferred_batch,
   .close = remote_close,
   .takes_config_only = TRUE,
+  .settings = remote_settings,
 };
