@@ -552,16 +552,6 @@ free_endpoints (RemoteEngine *self)
   self->n_endpoints = 0;
 }
 
-/* Wipes and frees a string holding a secret. */
-static void
-free_secret (char **secret)
-{
-  if (*secret) {
-    memset (*secret, 0, strlen (*secret));
-    g_clear_pointer (secret, g_free);
-  }
-}
-
 /* An integer setting KEY, else the environment's NAME, else DEF. */
 static gboolean
 int_setting (RemoteEngine *self, const char *key, const char *env, int def, int lo, int hi,
@@ -651,7 +641,7 @@ remote_open (VaeEngine *engine, GError **error)
   self->multi = curl_multi_init ();
   if (!self->multi) {
     free_endpoints (self);
-    free_secret (&self->auth_header);
+    vae_clear_secret (&self->auth_header);
     g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: curl_multi_init failed");
     return FALSE;
   }
@@ -908,7 +898,7 @@ remote_close (VaeEngine *engine)
   if (self->multi)
     curl_multi_cleanup (self->multi);
   free_endpoints (self);
-  free_secret (&self->auth_header);
+  vae_clear_secret (&self->auth_header);
 }
 
 static const VaeEngineSetting remote_settings[] = {

@@ -700,16 +700,6 @@ gst_vae_base_get_shift_property (GstVaeBase *base)
   return v;
 }
 
-/* Wipes and frees a string holding a secret. */
-static void
-free_secret (char **secret)
-{
-  if (*secret) {
-    memset (*secret, 0, strlen (*secret));
-    g_clear_pointer (secret, g_free);
-  }
-}
-
 static VaePrecision
 precision_for_engine (GstVaePrecision p)
 {
@@ -728,7 +718,7 @@ free_settings (GPtrArray *settings)
 {
   for (guint i = 0; i < settings->len; i++)
     if (settings->pdata[i])
-      free_secret ((char **) &settings->pdata[i]);
+      vae_clear_secret ((char **) &settings->pdata[i]);
   g_ptr_array_free (settings, TRUE);
 }
 
@@ -1382,7 +1372,7 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
     case PROP_TILE_SIZE: priv->tile_size = g_value_get_uint (value); break;
     case PROP_TILE_OVERLAP: priv->tile_overlap = g_value_get_uint (value); break;
     case PROP_TOKEN:
-      free_secret (&priv->token);
+      vae_clear_secret (&priv->token);
       priv->token = g_value_dup_string (value);
       break;
     case PROP_TIMEOUT:
@@ -1395,7 +1385,7 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
       break;
     case PROP_PRECISION: priv->precision = g_value_get_enum (value); break;
     case PROP_ENGINE_OPTIONS:
-      free_secret (&priv->engine_options);
+      vae_clear_secret (&priv->engine_options);
       priv->engine_options = g_value_dup_string (value);
       break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
@@ -1450,8 +1440,8 @@ gst_vae_base_finalize (GObject *object)
   g_cond_clear (&priv->out_cond);
   g_free (priv->model_path);
   g_free (priv->endpoint);
-  free_secret (&priv->token);
-  free_secret (&priv->engine_options);
+  vae_clear_secret (&priv->token);
+  vae_clear_secret (&priv->engine_options);
   g_mutex_clear (&priv->lock);
   g_cond_clear (&priv->cond);
   G_OBJECT_CLASS (gst_vae_base_parent_class)->finalize (object);

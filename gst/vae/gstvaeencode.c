@@ -41,6 +41,9 @@
  * with exponential backoff, for connection errors, timeouts, 429, 502, 503
  * and 504) bound each request; left unset they come from
  * `VAE_REMOTE_TIMEOUT_MS` and `VAE_REMOTE_RETRIES` when those are set.
+ * These properties map onto the remote engine's settings;
+ * `engine-options="key=value,..."` gives any engine's settings directly and
+ * wins over them (docs/engine-settings.md lists them).
  *
  * The latency reported is the batching (the time to fill a batch at the
  * stream's framerate, or `batch-timeout`) plus the measured processing time
