@@ -36,6 +36,7 @@ typedef struct {
   char *backend;
   int threads;
   char *precision;
+  char **settings;            /* --engine-option KEY=VALUE, repeated */
   int tile, overlap;          /* --tile-size, --tile-overlap (pixels) */
   /* bench */
   char *op;
@@ -52,6 +53,7 @@ tool_options_clear (ToolOptions *o)
   g_free (o->output);
   g_free (o->backend);
   g_free (o->precision);
+  g_strfreev (o->settings);
   g_free (o->op);
 }
 
@@ -61,7 +63,10 @@ tool_options_clear (ToolOptions *o)
   { "threads", 't', 0, G_OPTION_ARG_INT, &(o)->threads,                       \
     "Worker threads (default: the engine's choice)", "N" },                   \
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &(o)->precision,                \
-    "Activation precision: auto (default: f32 on cpu, f16 on cuda), f32, bf16 or f16", "auto|f32|bf16|f16" }
+    "Activation precision: auto (default: f32 on cpu, f16 on cuda), f32, bf16 or f16", "auto|f32|bf16|f16" }, \
+  { "engine-option", 'O', 0, G_OPTION_ARG_STRING_ARRAY, &(o)->settings,        \
+    "A setting of the engine (repeatable), e.g. endpoint=URL for remote; "    \
+    "'vae-tool backends' lists them", "KEY=VALUE" }
 
 /* Tiled runs (tiling.h); the options start as TOOL_TILE_DEFAULTS. */
 #define TILE_ENTRIES(o)                                                       \
@@ -158,6 +163,7 @@ engine_options_from (const ToolOptions *o, VaeEngineOptions *eo, GError **error)
     return FALSE;
   }
   eo->threads = o->threads;
+  eo->settings = (const char *const *) o->settings;
   if (!o->precision || g_ascii_strcasecmp (o->precision, "auto") == 0)
     eo->precision = VAE_PRECISION_AUTO;
   else if (g_ascii_strcasecmp (o->precision, "f32") == 0
@@ -836,7 +842,8 @@ cmd_backends (int argc, char **argv, GError **error)
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- list the engines of this build");
   g_option_context_set_summary (ctx,
       "Lists every engine (backend) this build has, whether it can run on this\n"
-      "machine and, if not, why (a module whose libraries are missing, no GPU).\n"
+      "machine and, if not, why (a module whose libraries are missing, no GPU),\n"
+      "and the settings it takes (--engine-option KEY=VALUE).\n"
       "Engine modules are looked for in $VAE_ENGINE_PATH first.");
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!parse_args (ctx, "backends", &argc, &argv, error))
@@ -855,6 +862,8 @@ cmd_backends (int argc, char **argv, GError **error)
       g_print ("%-8s not usable  %s\n", info.name, info.reason);
     else
       g_print ("%-8s not usable  %s: %s\n", info.name, from, info.reason);
+    for (const VaeEngineSetting *k = info.settings; k && k->key; k++)
+      g_print ("           -O %-13s %s\n", k->key, k->help);
   }
   g_autoptr (GError) auto_err = NULL;
   const char *picked = vae_engine_backend_auto (&auto_err);

@@ -49,10 +49,16 @@ struct _GstVaeBaseClass {
   void (*reset) (GstVaeBase *base);
   /* PAUSED->READY: free per-stream state. Optional. */
   void (*stop) (GstVaeBase *base);
-  /* Adds the subclass's engine settings (e.g. vaeencode's remote-input) to
-   * OPTIONS before the engine opens. Optional. */
-  void (*engine_options) (GstVaeBase *base, VaeEngineOptions *options);
+  /* Adds the subclass's engine settings (e.g. vaeencode's remote-input,
+   * "input=..." for backend "remote") to SETTINGS ("key=value" strings,
+   * gst_vae_base_add_engine_setting) before the engine BACKEND opens;
+   * the engine-options property comes after them.  Optional. */
+  void (*engine_settings) (GstVaeBase *base, const char *backend, GPtrArray *settings);
 };
+
+/* Appends "KEY=VALUE" to SETTINGS (for engine_settings). */
+void gst_vae_base_add_engine_setting (GPtrArray *settings, const char *key,
+                                      const char *value);
 
 /* The loaded model (valid from READY->PAUSED to PAUSED->READY). */
 const VaeModel *gst_vae_base_get_model (GstVaeBase *base);

@@ -41,6 +41,9 @@
  * with exponential backoff, for connection errors, timeouts, 429, 502, 503
  * and 504) bound each request; left unset they come from
  * `VAE_REMOTE_TIMEOUT_MS` and `VAE_REMOTE_RETRIES` when those are set.
+ * These properties map onto the remote engine's settings;
+ * `engine-options="key=value,..."` gives any engine's settings directly and
+ * wins over them (docs/engine-settings.md lists them).
  *
  * The latency reported is the batching (the time to fill a batch at the
  * stream's framerate, or `batch-timeout`) plus the measured processing time
@@ -348,17 +351,19 @@ gst_vae_encode_reset (GstVaeBase *base)
 }
 
 static void
-gst_vae_encode_engine_options (GstVaeBase *base, VaeEngineOptions *options)
+gst_vae_encode_engine_settings (GstVaeBase *base, const char *backend, GPtrArray *settings)
 {
   GstVaeEncode *self = GST_VAE_ENCODE (base);
   GstVaeRemoteInput input;
 
+  if (strcmp (backend, "remote") != 0)
+    return;
   GST_OBJECT_LOCK (self);
   input = self->remote_input;
   GST_OBJECT_UNLOCK (self);
-  options->remote_input = input == GST_VAE_REMOTE_INPUT_FLOAT16 ? VAE_REMOTE_INPUT_FLOAT16
-                          : input == GST_VAE_REMOTE_INPUT_PNG ? VAE_REMOTE_INPUT_PNG
-                                                              : VAE_REMOTE_INPUT_UINT8;
+  gst_vae_base_add_engine_setting (settings, "input",
+                                   input == GST_VAE_REMOTE_INPUT_FLOAT16 ? "float16"
+                                   : input == GST_VAE_REMOTE_INPUT_PNG ? "png" : "uint8");
 }
 
 static void
@@ -471,7 +476,7 @@ gst_vae_encode_class_init (GstVaeEncodeClass *klass)
   base_class->make_output = gst_vae_encode_make_output;
   base_class->reset = gst_vae_encode_reset;
   base_class->stop = gst_vae_encode_stop;
-  base_class->engine_options = gst_vae_encode_engine_options;
+  base_class->engine_settings = gst_vae_encode_engine_settings;
 
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_MODE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_DTYPE, 0);
