@@ -179,8 +179,7 @@ vae_latent_writer_save (VaeLatentWriter *w, const char *path, GError **error)
 /* ---- reading ---- */
 
 struct _VaeLatentFile {
-  VaeSafetensors *st;
-  char *label;
+  VaeSafetensors *st;           /* its path is the file's label */
   const VaeTensorView *latents, *pts;
   gint64 n_frames;
 };
@@ -188,20 +187,18 @@ struct _VaeLatentFile {
 void
 vae_latent_file_free (VaeLatentFile *lf)
 {
-  if (!lf)
-    return;
-  vae_safetensors_free (lf->st);
-  g_free (lf->label);
+  if (lf)
+    vae_safetensors_free (lf->st);
   g_free (lf);
 }
 
 /* Takes ST; NULL with ERROR when it is not a latent file. */
 static VaeLatentFile *
-latent_file_new (VaeSafetensors *st, const char *label, GError **error)
+latent_file_new (VaeSafetensors *st, GError **error)
 {
+  const char *label = vae_safetensors_path (st);
   g_autoptr (VaeLatentFile) lf = g_new0 (VaeLatentFile, 1);
   lf->st = st;
-  lf->label = g_strdup (label);
 
   lf->latents = vae_safetensors_lookup (st, VAE_LATENT_TENSOR_LATENTS);
   if (!lf->latents) {
@@ -235,7 +232,7 @@ vae_latent_file_open (const char *path, GError **error)
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
   VaeSafetensors *st = vae_safetensors_open (path, error);
-  return st ? latent_file_new (st, path, error) : NULL;
+  return st ? latent_file_new (st, error) : NULL;
 }
 
 VaeLatentFile *
@@ -247,13 +244,13 @@ vae_latent_file_new_from_bytes (GBytes *bytes, const char *label, GError **error
   if (!label)
     label = "latent file";
   VaeSafetensors *st = vae_safetensors_new_from_bytes (bytes, label, error);
-  return st ? latent_file_new (st, label, error) : NULL;
+  return st ? latent_file_new (st, error) : NULL;
 }
 
 const char *
 vae_latent_file_label (const VaeLatentFile *lf)
 {
-  return lf->label;
+  return vae_safetensors_path (lf->st);
 }
 
 const VaeSafetensors *
@@ -299,7 +296,7 @@ vae_latent_file_get_int (const VaeLatentFile *lf, const char *key, gint64 min, g
   if (!g_ascii_string_to_signed (s, 10, min, max, &v, NULL)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
                  "%s: metadata %s='%s' is not an integer between %" G_GINT64_FORMAT
-                 " and %" G_GINT64_FORMAT, lf->label, key, s, min, max);
+                 " and %" G_GINT64_FORMAT, vae_latent_file_label (lf), key, s, min, max);
     return FALSE;
   }
   *out = v;
@@ -318,7 +315,7 @@ vae_latent_file_get_double (const VaeLatentFile *lf, const char *key, double *ou
   double v = g_ascii_strtod (s, &end);
   if (end == s || *end != '\0' || !isfinite (v)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
-                 "%s: metadata %s='%s' is not a number", lf->label, key, s);
+                 "%s: metadata %s='%s' is not a number", vae_latent_file_label (lf), key, s);
     return FALSE;
   }
   *out = v;
@@ -339,7 +336,7 @@ vae_latent_file_get_fraction (const VaeLatentFile *lf, const char *key, int *num
   if (!g_ascii_string_to_signed (ns, 10, 0, G_MAXINT, &n, NULL)
       || (slash && !g_ascii_string_to_signed (slash + 1, 10, 1, G_MAXINT, &d, NULL))) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
-                 "%s: metadata %s='%s' is not a fraction N/D", lf->label, key, s);
+                 "%s: metadata %s='%s' is not a fraction N/D", vae_latent_file_label (lf), key, s);
     return FALSE;
   }
   *num = (int) n;
