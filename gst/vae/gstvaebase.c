@@ -700,6 +700,68 @@ gst_vae_base_get_shift_property (GstVaeBase *base)
   return v;
 }
 
+void
+gst_vae_rgb_conversion_clear (GstVaeRgbConversion *conv)
+{
+  g_clear_pointer (&conv->convert, gst_video_converter_free);
+  gst_clear_buffer (&conv->rgb);
+}
+
+gboolean
+gst_vae_base_setup_rgb_conversion (GstVaeBase *base, GstVaeRgbConversion *conv,
+                                   const GstVideoInfo *video, gboolean to_rgb,
+                                   GstCaps *caps)
+{
+  const GstVideoFormat fmt = GST_VIDEO_INFO_FORMAT (video);
+  const int w = GST_VIDEO_INFO_WIDTH (video), h = GST_VIDEO_INFO_HEIGHT (video);
+  GstVideoInfo *rgb_info = &conv->rgb_info;
+  GError *err = NULL;
+
+  gst_vae_rgb_conversion_clear (conv);
+  if (fmt == GST_VIDEO_FORMAT_RGB || fmt == GST_VIDEO_FORMAT_RGBA)
+    return TRUE;
+
+  gst_video_info_set_format (rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
+  GST_VIDEO_INFO_FPS_N (rgb_info) = GST_VIDEO_INFO_FPS_N (video);
+  GST_VIDEO_INFO_FPS_D (rgb_info) = GST_VIDEO_INFO_FPS_D (video);
+  GST_VIDEO_INFO_PAR_N (rgb_info) = GST_VIDEO_INFO_PAR_N (video);
+  GST_VIDEO_INFO_PAR_D (rgb_info) = GST_VIDEO_INFO_PAR_D (video);
+  GST_VIDEO_INFO_INTERLACE_MODE (rgb_info) = GST_VIDEO_INFO_INTERLACE_MODE (video);
+  if (to_rgb) {
+    rgb_info->colorimetry = video->colorimetry;
+    if (GST_VIDEO_INFO_IS_YUV (video)) {
+      /* RGB output: full range, same primaries/transfer, no matrix. */
+      rgb_info->colorimetry.range = GST_VIDEO_COLOR_RANGE_0_255;
+      rgb_info->colorimetry.matrix = GST_VIDEO_COLOR_MATRIX_RGB;
+    }
+  }
+  conv->convert = gst_video_converter_new (to_rgb ? video : rgb_info,
+      to_rgb ? rgb_info : video,
+      gst_structure_new ("GstVideoConverter",
+          GST_VIDEO_CONVERTER_OPT_DITHER_METHOD, GST_TYPE_VIDEO_DITHER_METHOD,
+          GST_VIDEO_DITHER_NONE, GST_VIDEO_CONVERTER_OPT_THREADS, G_TYPE_UINT, 1,
+          NULL));
+  if (!conv->convert) {
+    const char *name = gst_video_format_to_string (fmt);
+    g_autofree char *what = to_rgb ? g_strdup_printf ("Cannot convert %s to RGB.", name)
+                                   : g_strdup_printf ("Cannot convert RGB to %s.", name);
+    if (caps)
+      GST_ELEMENT_ERROR (base, CORE, NEGOTIATION, ("%s", what), ("%" GST_PTR_FORMAT, caps));
+    else
+      GST_ELEMENT_ERROR (base, CORE, NEGOTIATION, ("%s", what), (NULL));
+    return FALSE;
+  }
+  conv->rgb = gst_vae_buffer_try_new (GST_VIDEO_INFO_SIZE (rgb_info),
+                                      "the RGB conversion frame", &err);
+  if (!conv->rgb) {
+    gst_vae_post_no_memory (GST_ELEMENT (base), w, h, 1, err->message);
+    g_clear_error (&err);
+    gst_vae_rgb_conversion_clear (conv);
+    return FALSE;
+  }
+  return TRUE;
+}
+
 static VaePrecision
 precision_for_engine (GstVaePrecision p)
 {
