@@ -18,7 +18,7 @@
 #include "engine.h"
 #include "graph.h"
 #include "model.h"
-#include "safetensors.h"
+#include "latent-file.h"
 #include "tiling.h"
 #include "vae-error.h"
 #include "png-io.h"
@@ -37,6 +37,7 @@ typedef struct {
   char *backend;
   int threads;
   char *precision;
+  char **settings;            /* --engine-option KEY=VALUE, repeated */
   int tile, overlap;          /* --tile-size, --tile-overlap (pixels) */
   /* bench */
   char *op;
@@ -54,6 +55,7 @@ tool_options_clear (ToolOptions *o)
   g_free (o->output);
   g_free (o->backend);
   g_free (o->precision);
+  g_strfreev (o->settings);
   g_free (o->op);
 }
 
@@ -63,7 +65,10 @@ tool_options_clear (ToolOptions *o)
   { "threads", 't', 0, G_OPTION_ARG_INT, &(o)->threads,                       \
     "Worker threads (default: the engine's choice)", "N" },                   \
   { "precision", 'p', 0, G_OPTION_ARG_STRING, &(o)->precision,                \
-    "Activation precision: auto (default: f32 on cpu, f16 on cuda), f32, bf16 or f16", "auto|f32|bf16|f16" }
+    "Activation precision: auto (default: f32 on cpu, f16 on cuda), f32, bf16 or f16", "auto|f32|bf16|f16" }, \
+  { "engine-option", 'O', 0, G_OPTION_ARG_STRING_ARRAY, &(o)->settings,        \
+    "A setting of the engine (repeatable), e.g. endpoint=URL for remote; "    \
+    "'vae-tool backends' lists them", "KEY=VALUE" }
 
 /* Tiled runs (tiling.h); the options start as TOOL_TILE_DEFAULTS. */
 #define TILE_ENTRIES(o)                                                       \
@@ -160,6 +165,7 @@ engine_options_from (const ToolOptions *o, VaeEngineOptions *eo, GError **error)
     return FALSE;
   }
   eo->threads = o->threads;
+  eo->settings = (const char *const *) o->settings;
   if (!o->precision || g_ascii_strcasecmp (o->precision, "auto") == 0)
     eo->precision = VAE_PRECISION_AUTO;
   else if (g_ascii_strcasecmp (o->precision, "f32") == 0
@@ -252,7 +258,7 @@ cmd_encode (int argc, char **argv, GError **error)
   gboolean ok = FALSE;
   g_autoptr (VaeModel) model = NULL;
   g_autoptr (VaeEngine) engine = NULL;
-  g_autoptr (VaeSafetensorsWriter) writer = NULL;
+  g_autoptr (VaeLatentWriter) writer = NULL;
   g_autofree guint8 *rgb = NULL;
   g_autofree float *pixels = NULL, *enc = NULL, *latents = NULL;
   VaeEngineOptions eo;
@@ -315,27 +321,21 @@ cmd_encode (int argc, char **argv, GError **error)
   vae_latents_from_encoder (model, enc, lh, lw, VAE_LATENT_MODE, NULL,
                             model->scaling_factor, model->shift_factor, latents);
 
-  writer = vae_safetensors_writer_new ();
+  writer = vae_latent_writer_new ();
   const gint64 shape[4] = { 1, c, lh, lw };
-  if (!vae_safetensors_writer_add (writer, "latents", VAE_DTYPE_F32, 4, shape, latents,
-                                   (gsize) c * lh * lw * sizeof (float), error))
+  if (!vae_latent_writer_set_latents (writer, VAE_DTYPE_F32, 4, shape, latents,
+                                      (gsize) c * lh * lw * sizeof (float), error))
     goto out;
 
-  char buf[64];
-  g_snprintf (buf, sizeof buf, "%.17g", model->scaling_factor);
-  vae_safetensors_writer_set_metadata (writer, "scaling_factor", buf);
-  g_snprintf (buf, sizeof buf, "%.17g", model->shift_factor);
-  vae_safetensors_writer_set_metadata (writer, "shift_factor", buf);
+  vae_latent_writer_set_double (writer, VAE_LATENT_KEY_SCALING_FACTOR, model->scaling_factor);
+  vae_latent_writer_set_double (writer, VAE_LATENT_KEY_SHIFT_FACTOR, model->shift_factor);
   if (model->name && g_utf8_validate (model->name, -1, NULL))
-    vae_safetensors_writer_set_metadata (writer, "model", model->name);
-  g_snprintf (buf, sizeof buf, "%d", width);
-  vae_safetensors_writer_set_metadata (writer, "width", buf);
-  g_snprintf (buf, sizeof buf, "%d", height);
-  vae_safetensors_writer_set_metadata (writer, "height", buf);
-  g_snprintf (buf, sizeof buf, "%d", f);
-  vae_safetensors_writer_set_metadata (writer, "spatial_factor", buf);
+    vae_latent_writer_set_string (writer, VAE_LATENT_KEY_MODEL, model->name);
+  vae_latent_writer_set_int (writer, VAE_LATENT_KEY_WIDTH, width);
+  vae_latent_writer_set_int (writer, VAE_LATENT_KEY_HEIGHT, height);
+  vae_latent_writer_set_int (writer, VAE_LATENT_KEY_SPATIAL_FACTOR, f);
 
-  if (!vae_safetensors_writer_save (writer, o.output, error))
+  if (!vae_latent_writer_save (writer, o.output, error))
     goto out;
   ok = TRUE;
 
@@ -362,19 +362,18 @@ frame_path (const char *out, int index)
 /* The source size from the file's metadata when it is valid for latents of
  * LH x LW at spatial factor F; else the full decoded size. */
 static void
-crop_size (const VaeSafetensors *st, int f, int lh, int lw, int *width, int *height)
+crop_size (const VaeLatentFile *lf, int f, int lh, int lw, int *width, int *height)
 {
-  const char *ws = vae_safetensors_metadata (st, "width");
-  const char *hs = vae_safetensors_metadata (st, "height");
+  const char *ws = vae_latent_file_get_string (lf, VAE_LATENT_KEY_WIDTH);
+  const char *hs = vae_latent_file_get_string (lf, VAE_LATENT_KEY_HEIGHT);
   gint64 w = 0, h = 0;
 
   *width = lw * f;
   *height = lh * f;
   if (!ws && !hs)
     return;
-  if (ws && hs
-      && g_ascii_string_to_signed (ws, 10, 1, (gint64) lw * f, &w, NULL)
-      && g_ascii_string_to_signed (hs, 10, 1, (gint64) lh * f, &h, NULL)
+  if (vae_latent_file_get_int (lf, VAE_LATENT_KEY_WIDTH, 1, (gint64) lw * f, &w, NULL)
+      && vae_latent_file_get_int (lf, VAE_LATENT_KEY_HEIGHT, 1, (gint64) lh * f, &h, NULL)
       && vae_padded_size ((int) w, f) == lw * f
       && vae_padded_size ((int) h, f) == lh * f) {
     *width = (int) w;
@@ -405,7 +404,7 @@ cmd_decode (int argc, char **argv, GError **error)
       g_option_context_new ("--model PATH --input Z.safetensors --output OUT.png");
   g_option_context_set_summary (ctx,
       "Decodes diffusion-space latents to 8-bit RGB PNG.\n"
-      "Reads tensor 'latents', [N,C,h,w] or [C,h,w], F32, F16 or BF16; C must be\n"
+      "Reads tensor 'latents', [N,C,h,w] or [C,h,w], F32, F16, BF16 or F64; C must be\n"
       "the model's latent channel count.  The model's scaling and shift factors\n"
       "are used (the file's are ignored).  The image is cropped to the file's\n"
       "'width'/'height' metadata when present and valid.  With N > 1 frames,\n"
@@ -416,7 +415,7 @@ cmd_decode (int argc, char **argv, GError **error)
   gboolean ok = FALSE;
   g_autoptr (VaeModel) model = NULL;
   g_autoptr (VaeEngine) engine = NULL;
-  g_autoptr (VaeSafetensors) st = NULL;
+  g_autoptr (VaeLatentFile) lf = NULL;
   g_autofree float *z = NULL, *dec_in = NULL, *pixels = NULL;
   g_autofree guint8 *rgb = NULL;
   VaeEngineOptions eo;
@@ -444,20 +443,10 @@ cmd_decode (int argc, char **argv, GError **error)
   }
   if (!check_tiles (&o, model, "decode", error))
     goto out;
-  st = vae_safetensors_open (o.input, error);
-  if (!st)
+  lf = vae_latent_file_open (o.input, error);
+  if (!lf)
     goto out;
-  const VaeTensorView *t = vae_safetensors_lookup (st, "latents");
-  if (!t) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT, "%s: no tensor 'latents'", o.input);
-    goto out;
-  }
-  if (t->dtype != VAE_DTYPE_F32 && t->dtype != VAE_DTYPE_F16 && t->dtype != VAE_DTYPE_BF16) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
-                 "%s: tensor 'latents' has dtype %s; F32, F16 or BF16 is needed", o.input,
-                 vae_dtype_name (t->dtype));
-    goto out;
-  }
+  const VaeTensorView *t = vae_latent_file_latents (lf);
   if (t->ndim != 3 && t->ndim != 4) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
                  "%s: tensor 'latents' has %d dimensions; [N,C,h,w] or [C,h,w] is needed",
@@ -494,7 +483,7 @@ cmd_decode (int argc, char **argv, GError **error)
     goto out;
   }
   int width, height;
-  crop_size (st, f, lh, lw, &width, &height);
+  crop_size (lf, f, lh, lw, &width, &height);
   o.frame_w = ow;
   o.frame_h = oh;
 
@@ -867,7 +856,8 @@ cmd_backends (int argc, char **argv, GError **error)
   g_autoptr (GOptionContext) ctx = g_option_context_new ("- list the engines of this build");
   g_option_context_set_summary (ctx,
       "Lists every engine (backend) this build has, whether it can run on this\n"
-      "machine and, if not, why (a module whose libraries are missing, no GPU).\n"
+      "machine and, if not, why (a module whose libraries are missing, no GPU),\n"
+      "and the settings it takes (--engine-option KEY=VALUE).\n"
       "Engine modules are looked for in $VAE_ENGINE_PATH first.");
   g_option_context_add_main_entries (ctx, entries, NULL);
   if (!parse_args (ctx, "backends", &argc, &argv, error))
@@ -886,6 +876,8 @@ cmd_backends (int argc, char **argv, GError **error)
       g_print ("%-8s not usable  %s\n", info.name, info.reason);
     else
       g_print ("%-8s not usable  %s: %s\n", info.name, from, info.reason);
+    for (const VaeEngineSetting *k = info.settings; k && k->key; k++)
+      g_print ("           -O %-13s %s\n", k->key, k->help);
   }
   g_autoptr (GError) auto_err = NULL;
   const char *picked = vae_engine_backend_auto (&auto_err);

@@ -15,6 +15,7 @@
 #include "graph.h"
 #include "cuda-kernels.h"
 #include "vae-error.h"
+#include "weight-cache.h"
 
 /* Channels of every activation are stored rounded up to this, with the
  * extra channels kept at zero (zero weights and biases), so that tensor-core
@@ -39,7 +40,18 @@ typedef struct {
   guint64 bytes_now, bytes_peak;
   GHashTable *algos;          /* conv shape key -> CudaConvChoice */
   size_t workspace_limit;     /* most workspace one conv may use */
+  /* Device copies of host weights, once per engine (weight-cache.h): keyed
+   * by the host array and a CudaWeightLayout, freed at close.  Filters are
+   * counted in the stats (weights_prepared); vectors are the biases, gammas
+   * and betas. */
+  VaeWeightCache *filters, *vectors;
 } CudaCtx;
+
+/* What a device copy of a host weight was made as (the cache's key). */
+typedef struct {
+  int dtype;                  /* VaeCudaDtype */
+  int out_channels, in_channels, kernel;   /* vectors: count, 0, 0 */
+} CudaWeightLayout;
 
 /* Error helpers: set ERROR naming WHAT and the library's message. */
 gboolean cuda_check (cudaError_t e, const char *what, GError **error);
@@ -50,7 +62,9 @@ gboolean cublas_check (cublasStatus_t s, const char *what, GError **error);
 void *cuda_alloc (CudaCtx *ctx, size_t bytes, const char *what, GError **error);
 void cuda_free (CudaCtx *ctx, void *p);
 
-/* Device copies of one graph's parameters, in the ctx's dtype/layout. */
+/* One graph's parameters on the device, in the ctx's dtype/layout.  The
+ * arrays are borrowed from the ctx's caches: graphs sharing a weight share
+ * its device copy. */
 typedef struct {
   void *weight;      /* CONV2D: [Kp, kh, kw, Cp] (KRSC), padded with zeros */
   float *bias;       /* CONV2D: float32 [Kp] or NULL; GROUP_NORM: beta [C] */

@@ -2,8 +2,9 @@
  * own kernels in NHWC, float16 by default (bfloat16 and float32 as options;
  * float32 runs without TF32, for checking against float32 references).
  *
- * Weights are uploaded once per engine and direction, when that direction
- * first runs (a vaeencode never uploads the decoder); plans are built the
+ * Weights are uploaded once per engine, when a graph that uses them first
+ * runs (a vaeencode never uploads the decoder; graphs sharing a weight
+ * share its upload: weight-cache.h); plans are built the
  * first time a (graph, n, h, w) is seen, the three most recently used kept
  * per direction (plan-cache.c) and replayed as CUDA graphs.  Batches are
  * queued on the engine's stream in submit; wait hands them back in order.
@@ -154,6 +155,57 @@ conv_filter_krsc (const VaeOp *op, size_t *count)
   return f;
 }
 
+static void
+cache_free (gpointer data, gpointer ctx)
+{
+  cuda_free (ctx, data);
+}
+
+static void
+layout_key (CudaWeightLayout *key, VaeCudaDtype dt, int out_channels, int in_channels,
+            int kernel)
+{
+  memset (key, 0, sizeof *key);   /* compared as bytes */
+  key->dtype = dt;
+  key->out_channels = out_channels;
+  key->in_channels = in_channels;
+  key->kernel = kernel;
+}
+
+/* OP's filter on the device (KRSC, padded, ctx->dt): the engine's copy, or
+ * uploaded now and kept. */
+static void *
+filter_for (CudaCtx *ctx, const VaeOp *op, GError **error)
+{
+  CudaWeightLayout key;
+  layout_key (&key, ctx->dt, op->out_channels, op->in_channels, op->kernel);
+  void *dev = vae_weight_cache_lookup (ctx->filters, op->weight, &key);
+  if (dev)
+    return dev;
+  size_t count;
+  g_autofree float *krsc = conv_filter_krsc (op, &count);
+  if ((dev = upload (ctx, krsc, count, ctx->dt, error)))
+    vae_weight_cache_insert (ctx->filters, op->weight, &key, dev);
+  return dev;
+}
+
+/* COUNT floats of HOST as float32 on the device, zero-padded to PADDED:
+ * the engine's copy, or uploaded now and kept. */
+static float *
+vector_for (CudaCtx *ctx, const float *host, int count, int padded, GError **error)
+{
+  CudaWeightLayout key;
+  layout_key (&key, VAE_CUDA_F32, padded, count, 0);
+  float *dev = vae_weight_cache_lookup (ctx->vectors, host, &key);
+  if (dev)
+    return dev;
+  g_autofree float *b = g_new0 (float, padded);
+  memcpy (b, host, count * sizeof (float));
+  if ((dev = upload (ctx, b, padded, VAE_CUDA_F32, error)))
+    vae_weight_cache_insert (ctx->vectors, host, &key, dev);
+  return dev;
+}
+
 CudaWeights *
 cuda_weights_upload (CudaCtx *ctx, const VaeGraph *graph, GError **error)
 {
@@ -164,20 +216,14 @@ cuda_weights_upload (CudaCtx *ctx, const VaeGraph *graph, GError **error)
     const VaeOp *op = vae_graph_op (graph, i);
     CudaOpParams *p = &w->params[i];
     if (op->kind == VAE_OP_CONV2D) {
-      size_t count;
-      g_autofree float *krsc = conv_filter_krsc (op, &count);
-      if (!(p->weight = upload (ctx, krsc, count, ctx->dt, error)))
+      if (!(p->weight = filter_for (ctx, op, error)))
         goto fail;
-      if (op->bias) {
-        const int kp = cuda_stored_channels (op->out_channels);
-        g_autofree float *b = g_new0 (float, kp);
-        memcpy (b, op->bias, op->out_channels * sizeof (float));
-        if (!(p->bias = upload (ctx, b, kp, VAE_CUDA_F32, error)))
-          goto fail;
-      }
+      if (op->bias && !(p->bias = vector_for (ctx, op->bias, op->out_channels,
+                                              cuda_stored_channels (op->out_channels), error)))
+        goto fail;
     } else if (op->kind == VAE_OP_GROUP_NORM) {
-      if (!(p->gamma = upload (ctx, op->gamma, op->in_channels, VAE_CUDA_F32, error))
-          || !(p->bias = upload (ctx, op->beta, op->in_channels, VAE_CUDA_F32, error)))
+      if (!(p->gamma = vector_for (ctx, op->gamma, op->in_channels, op->in_channels, error))
+          || !(p->bias = vector_for (ctx, op->beta, op->in_channels, op->in_channels, error)))
         goto fail;
     }
   }
@@ -188,16 +234,12 @@ fail:
   return NULL;
 }
 
+/* The device arrays stay: they are the caches' (freed at close). */
 void
 cuda_weights_free (CudaCtx *ctx, CudaWeights *w)
 {
   if (!w)
     return;
-  for (guint i = 0; i < w->graph->ops->len; i++) {
-    cuda_free (ctx, w->params[i].weight);
-    cuda_free (ctx, w->params[i].bias);
-    cuda_free (ctx, w->params[i].gamma);
-  }
   g_free (w->params);
   g_free (w);
 }
@@ -236,6 +278,8 @@ cuda_open_inner (VaeEngine *engine, GError **error)
   g_queue_init (&self->spare);
   ctx->sizes = g_hash_table_new (NULL, NULL);
   ctx->algos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
+  ctx->filters = vae_weight_cache_new (sizeof (CudaWeightLayout), NULL, cache_free, ctx);
+  ctx->vectors = vae_weight_cache_new (sizeof (CudaWeightLayout), NULL, cache_free, ctx);
   self->last_ms = -1;
 
   switch (engine->options.precision) {
@@ -521,12 +565,25 @@ cuda_preferred_batch (VaeEngine *engine)
   return 8;
 }
 
+/* The preferred batch fills the GPU with frames of up to 512x512 image
+ * pixels; larger frames (a tiler's large tiles) fill it in fewer, so a
+ * batch holds about the activations of that many 512x512 frames. */
+static int
+cuda_batch_for_size (VaeEngine *engine, VaeDirection direction, int h, int w)
+{
+  const int preferred = cuda_preferred_batch (engine);
+  const int f = direction == VAE_DIRECTION_DECODE ? MAX (engine->model->spatial_factor, 1) : 1;
+  const double px = (double) h * f * w * f;
+  return CLAMP ((int) (preferred * (512.0 * 512.0) / MAX (px, 1.0)), 1, preferred);
+}
+
 static void
 cuda_stats (VaeEngine *engine, VaeEngineStats *stats)
 {
   CudaEngine *self = (CudaEngine *) engine;
   stats->device_bytes_peak = self->ctx.bytes_peak;
   stats->last_device_ms = self->last_ms;
+  stats->weights_prepared = self->ctx.filters ? vae_weight_cache_count (self->ctx.filters) : 0;
 }
 
 static void
@@ -553,6 +610,11 @@ cuda_close (VaeEngine *engine)
     vae_plan_cache_clear (&self->plans[d], free_plan, ctx);
     cuda_weights_free (ctx, self->weights[d]);
   }
+  /* After the plans and the per-graph tables that borrow from them; before
+   * the accounting table, which cuda_free updates. */
+  vae_weight_cache_free (ctx->filters);
+  vae_weight_cache_free (ctx->vectors);
+  ctx->filters = ctx->vectors = NULL;
   cuda_free (ctx, self->blas_workspace);
   if (ctx->cublas)
     cublasDestroy (ctx->cublas);
@@ -576,4 +638,5 @@ const VaeEngineVTable vae_engine_cuda = {
   .close = cuda_close,
   .stats = cuda_stats,
   .probe = cuda_probe,
+  .batch_for_size = cuda_batch_for_size,
 };

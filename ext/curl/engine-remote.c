@@ -25,19 +25,24 @@
  *   range exactly as the element maps 8-bit pixels, so that the element's
  *   conversion back to 8 bits gives the server's bytes.
  *
- * Settings come from VaeEngineOptions (the elements' token, timeout and
- * retries properties); where those are left at their defaults, from the
- * environment:
- *   HF_TOKEN                  sent as "Authorization: Bearer ..."; never
- *                             printed, logged or put in an error message
- *   VAE_REMOTE_MAX_INFLIGHT   requests in flight at once (default 4; at
- *                             least the caller's max_inflight option)
- *   VAE_REMOTE_TIMEOUT_MS     per-request timeout (default 60000)
- *   VAE_REMOTE_RETRIES        retries after the first attempt (default 3)
- *   VAE_REMOTE_BACKOFF_MS     first backoff delay (default 250, doubled each
- *                             retry, plus up to 50% jitter, at least the
- *                             server's Retry-After)
- *   VAE_REMOTE_BATCH          preferred frames per batch (default 8)
+ * Settings (VaeEngineOptions.settings, remote_settings below; the elements'
+ * endpoint, token, timeout, retries and remote-input properties map onto
+ * them); where one is not given, from the environment:
+ *   endpoint      the server URLs, comma-separated (required)
+ *   token         HF_TOKEN; sent as "Authorization: Bearer ..."; never
+ *                 printed, logged or put in an error message
+ *   max-requests  VAE_REMOTE_MAX_INFLIGHT: requests in flight at once
+ *                 (default 4; at least the caller's max_inflight option)
+ *   timeout-ms    VAE_REMOTE_TIMEOUT_MS: per-request timeout (default 60000)
+ *   retries       VAE_REMOTE_RETRIES: retries after the first attempt
+ *                 (default 3)
+ *   backoff-ms    VAE_REMOTE_BACKOFF_MS: first backoff delay (default 250,
+ *                 doubled each retry, plus up to 50% jitter, at least the
+ *                 server's Retry-After)
+ *   batch         VAE_REMOTE_BATCH: preferred frames per batch (default 8)
+ *   input         encode's wire format: uint8 (default), float16 or png
+ * A bad setting is an error at open; a bad environment value a warning
+ * (and the default).
  */
 #include <curl/curl.h>
 #include <json-glib/json-glib.h>
@@ -49,15 +54,24 @@
 #include "png-memory.h"
 #include "safetensors.h"
 #include "vae-error.h"
+#include "wire-protocol.h"
 
 /* The wire is little-endian; the engine writes and reads host floats. */
 #if G_BYTE_ORDER != G_LITTLE_ENDIAN
 #error "the remote engine assumes a little-endian host"
 #endif
 
-#define MAX_DIMS 8
-
 typedef struct _RemoteEngine RemoteEngine;
+
+/* What encode puts on the wire (the protocol takes a raw image tensor or
+ * one image file per request); the order of input_names. */
+typedef enum {
+  REMOTE_INPUT_UINT8,     /* raw uint8 [B,3,H,W] in 0..255 */
+  REMOTE_INPUT_FLOAT16,   /* raw float16 [B,3,H,W] in [-1,1] */
+  REMOTE_INPUT_PNG,       /* one PNG per frame, one request each */
+} RemoteInput;
+
+static const char *const input_names[] = { "uint8", "float16", "png", NULL };
 
 typedef struct {
   char *url;         /* as given (used for requests) */
@@ -75,7 +89,7 @@ typedef struct {
   guint8 *body;                /* owned */
   gsize body_size;
   /* What is expected back. */
-  int exp_dims[4];
+  gint64 exp_dims[4];
   gsize exp_elems;
   /* State. */
   int attempt;                 /* attempts made so far */
@@ -109,7 +123,7 @@ struct _RemoteEngine {
   int retries;
   long backoff_ms;
   int batch;
-  VaeRemoteInput input;        /* encode's wire format */
+  RemoteInput input;           /* encode's wire format */
   char *auth_header;           /* "Authorization: Bearer ..." or NULL */
   gboolean token_from_env;     /* for the 401 message */
 };
@@ -147,145 +161,6 @@ redact_url (const char *url)
   if (!at)
     return g_strdup (url);
   return g_strdup_printf ("%.*s%s", (int) (host - url), url, at + 1);
-}
-
-static float
-half_to_float (guint16 h)
-{
-  guint32 sign = (guint32) (h & 0x8000) << 16;
-  guint32 exp = (h >> 10) & 0x1f;
-  guint32 man = h & 0x3ff;
-  guint32 bits;
-  if (exp == 0) {
-    if (man == 0) {
-      bits = sign;
-    } else {   /* subnormal */
-      exp = 127 - 15 + 1;
-      while (!(man & 0x400)) {
-        man <<= 1;
-        exp--;
-      }
-      man &= 0x3ff;
-      bits = sign | (exp << 23) | (man << 13);
-    }
-  } else if (exp == 31) {
-    bits = sign | 0x7f800000u | (man << 13);
-  } else {
-    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
-  }
-  float f;
-  memcpy (&f, &bits, 4);
-  return f;
-}
-
-static float
-bf16_to_float (guint16 h)
-{
-  guint32 bits = (guint32) h << 16;
-  float f;
-  memcpy (&f, &bits, 4);
-  return f;
-}
-
-static int
-dtype_size (const char *dtype)
-{
-  if (!dtype)
-    return 0;
-  if (g_str_equal (dtype, "float32"))
-    return 4;
-  if (g_str_equal (dtype, "float16") || g_str_equal (dtype, "bfloat16"))
-    return 2;
-  return 0;
-}
-
-/* Element I of a little-endian float tensor of DTYPE. */
-static inline float
-load_elem (const guint8 *p, int size, gboolean bf16, gsize i)
-{
-  if (size == 4) {
-    float f;
-    memcpy (&f, p + 4 * i, 4);
-    return f;
-  }
-  guint16 h = (guint16) (p[2 * i] | (p[2 * i + 1] << 8));
-  return bf16 ? bf16_to_float (h) : half_to_float (h);
-}
-
-/* "[1,4,64,64]" -> dims; FALSE when it is not a list of 1..MAX_DIMS ints. */
-static gboolean
-parse_shape (const char *s, int *dims, int *n_dims)
-{
-  const char *p = s;
-  int n = 0;
-  while (g_ascii_isspace (*p))
-    p++;
-  if (*p++ != '[')
-    return FALSE;
-  for (;;) {
-    while (g_ascii_isspace (*p))
-      p++;
-    if (*p == ']' && n == 0)
-      break;
-    char *end = NULL;
-    gint64 v = g_ascii_strtoll (p, &end, 10);
-    if (end == p || v < 0 || v > G_MAXINT || n >= MAX_DIMS)
-      return FALSE;
-    dims[n++] = (int) v;
-    p = end;
-    while (g_ascii_isspace (*p))
-      p++;
-    if (*p == ',') {
-      p++;
-      continue;
-    }
-    if (*p == ']')
-      break;
-    return FALSE;
-  }
-  p++;
-  while (g_ascii_isspace (*p))
-    p++;
-  if (*p || n == 0)
-    return FALSE;
-  *n_dims = n;
-  return TRUE;
-}
-
-static char *
-shape_text (const int *dims, int n)
-{
-  GString *s = g_string_new ("[");
-  for (int i = 0; i < n; i++)
-    g_string_append_printf (s, i ? ",%d" : "%d", dims[i]);
-  g_string_append_c (s, ']');
-  return g_string_free (s, FALSE);
-}
-
-/* The server's message: the JSON "error" member, else the body's start. */
-static char *
-server_message (const guint8 *reply, gsize len)
-{
-  if (!reply || len == 0)
-    return g_strdup ("empty body");
-  g_autoptr (JsonParser) parser = json_parser_new ();
-  if (json_parser_load_from_data (parser, (const char *) reply, (gssize) len, NULL)) {
-    JsonNode *root = json_parser_get_root (parser);
-    if (root && JSON_NODE_HOLDS_OBJECT (root)) {
-      JsonObject *o = json_node_get_object (root);
-      JsonNode *e = json_object_get_member (o, "error");
-      if (e && JSON_NODE_HOLDS_VALUE (e) && json_node_get_value_type (e) == G_TYPE_STRING)
-        return g_strdup (json_node_get_string (e));
-    }
-  }
-  GString *s = g_string_new (NULL);
-  for (gsize i = 0; i < len && s->len < 200; i++) {
-    char c = (char) reply[i];
-    g_string_append_c (s, g_ascii_isprint (c) ? c : ' ');
-  }
-  if (len > 200)
-    g_string_append (s, "...");
-  return g_string_free (s, FALSE);
 }
 
 /* ---- requests ---- */
@@ -341,6 +216,13 @@ on_write (char *data, size_t size, size_t nmemb, void *user)
   return n;
 }
 
+/* Whether the header name NAME (LEN bytes) is WANT, in any case. */
+static gboolean
+header_is (const char *name, gsize len, const char *want)
+{
+  return len == strlen (want) && g_ascii_strncasecmp (name, want, len) == 0;
+}
+
 static size_t
 on_header (char *data, size_t size, size_t nmemb, void *user)
 {
@@ -360,11 +242,11 @@ on_header (char *data, size_t size, size_t nmemb, void *user)
   g_autofree char *value = g_strndup (colon + 1, n - name_len - 1);
   g_strstrip (value);
   char **slot = NULL;
-  if (name_len == 5 && g_ascii_strncasecmp (data, "shape", 5) == 0)
+  if (header_is (data, name_len, VAE_WIRE_HEADER_SHAPE))
     slot = &r->h_shape;
-  else if (name_len == 5 && g_ascii_strncasecmp (data, "dtype", 5) == 0)
+  else if (header_is (data, name_len, VAE_WIRE_HEADER_DTYPE))
     slot = &r->h_dtype;
-  else if (name_len == 11 && g_ascii_strncasecmp (data, "retry-after", 11) == 0)
+  else if (header_is (data, name_len, VAE_WIRE_HEADER_RETRY_AFTER))
     slot = &r->h_retry_after;
   if (slot) {
     g_free (*slot);
@@ -458,13 +340,14 @@ request_fail_code (Request *r, VaeErrorCode code, const char *endpoint, const ch
   request_fail_code ((r), VAE_ERROR_ENGINE, (endpoint), __VA_ARGS__)
 
 /* The dtype a reply must have: encode any float type, decode uint8 (the
- * frames partial_postprocess=True asks for).  Element size, 0 when wrong. */
-static int
-reply_dtype_size (const Request *r)
+ * frames partial_postprocess=True asks for).  FALSE when it has another. */
+static gboolean
+reply_dtype (const Request *r, VaeWireDtype *dt)
 {
-  if (r->batch->direction == VAE_DIRECTION_DECODE)
-    return r->h_dtype && g_str_equal (r->h_dtype, "uint8") ? 1 : 0;
-  return dtype_size (r->h_dtype);
+  if (!vae_wire_dtype_parse (r->h_dtype, dt))
+    return FALSE;
+  return r->batch->direction == VAE_DIRECTION_DECODE ? *dt == VAE_WIRE_U8
+                                                     : vae_wire_dtype_is_float (*dt);
 }
 
 /* A 200 reply: check it against the request and convert it into the
@@ -475,10 +358,12 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
   const VaeModel *m = self->parent.model;
   VaeBatch *b = r->batch;
   const gboolean encode = b->direction == VAE_DIRECTION_ENCODE;
-  int dims[MAX_DIMS], n_dims = 0;
-  g_autofree char *want = shape_text (r->exp_dims, 4);
+  gint64 dims[VAE_WIRE_MAX_DIMS];
+  int n_dims = r->h_shape ? vae_wire_shape_parse (r->h_shape, dims, VAE_WIRE_MAX_DIMS)
+                          : VAE_WIRE_SHAPE_BAD;
+  g_autofree char *want = vae_wire_shape_format (r->exp_dims, 4);
 
-  if (!r->h_shape || !parse_shape (r->h_shape, dims, &n_dims)) {
+  if (n_dims < 0) {
     request_fail (r, endpoint, "reply has %s 'shape' header (expected %s)",
                   r->h_shape ? "a malformed" : "no", want);
     return FALSE;
@@ -488,31 +373,30 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
                   "(expected %s)", r->h_shape, want);
     return FALSE;
   }
-  int esize = reply_dtype_size (r);
-  if (!esize) {
+  VaeWireDtype dt;
+  if (!reply_dtype (r, &dt)) {
     request_fail (r, endpoint, "reply 'dtype' header %s%s%s is not %s",
                   r->h_dtype ? "'" : "", r->h_dtype ? r->h_dtype : "missing",
                   r->h_dtype ? "'" : "", encode ? "a float type" : "uint8");
     return FALSE;
   }
-  if (r->reply_len != r->exp_elems * (gsize) esize) {
+  const gsize esize = vae_wire_dtype_size (dt);
+  if (r->reply_len != r->exp_elems * esize) {
     request_fail (r, endpoint, "reply body is %" G_GSIZE_FORMAT " bytes, expected %"
                   G_GSIZE_FORMAT " for shape %s dtype %s", r->reply_len,
-                  r->exp_elems * (gsize) esize, r->h_shape, r->h_dtype);
+                  r->exp_elems * esize, r->h_shape, r->h_dtype);
     return FALSE;
   }
   const guint8 *src = r->reply;
 
   if (encode) {
-    gboolean bf16 = g_str_equal (r->h_dtype, "bfloat16");
-    int C = r->exp_dims[1];
+    int C = (int) r->exp_dims[1];
     gsize plane = (gsize) r->exp_dims[2] * (gsize) r->exp_dims[3];
     int out_c = vae_engine_output_channels (m, VAE_DIRECTION_ENCODE);
     for (int n = 0; n < r->frames; n++) {
       float *dst = b->output + (gsize) (r->first + n) * (gsize) out_c * plane;
       gsize base = (gsize) n * (gsize) C * plane;
-      for (gsize i = 0; i < (gsize) C * plane; i++)
-        dst[i] = load_elem (src, esize, bf16, base + i);
+      vae_wire_to_floats (src + base * esize, dt, (gsize) C * plane, dst);
       /* logvar (moments models): 0, i.e. the mode only. */
       if (out_c > C)
         memset (dst + (gsize) C * plane, 0, (gsize) (out_c - C) * plane * sizeof (float));
@@ -520,7 +404,7 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
   } else {
     /* NHWC 8-bit frames to the model's planar range, as the elements
      * convert 8-bit pixels (codec.c), so that converting back is exact. */
-    int H = r->exp_dims[1], W = r->exp_dims[2];
+    int H = (int) r->exp_dims[1], W = (int) r->exp_dims[2];
     gsize frame = (gsize) H * (gsize) W * 3;
     for (int n = 0; n < r->frames; n++)
       vae_pixels_from_rgb8 (m, src + (gsize) n * frame, W, H, W * 3, 3,
@@ -616,7 +500,7 @@ request_completed (RemoteEngine *self, Request *r, CURLcode rc)
     request_finish_ok (self, r, endpoint);
     return;
   }
-  g_autofree char *msg = server_message (r->reply, r->reply_len);
+  g_autofree char *msg = vae_wire_error_message (r->reply, r->reply_len);
   g_autofree char *cause = g_strdup_printf ("HTTP %ld: %s", status, msg);
   if (status == 429 || status == 502 || status == 503 || status == 504)
     request_retry_or_fail (self, r, endpoint, cause);
@@ -657,6 +541,59 @@ pump (RemoteEngine *self)
 
 /* ---- the vtable ---- */
 
+static void
+free_endpoints (RemoteEngine *self)
+{
+  for (int i = 0; i < self->n_endpoints; i++) {
+    g_free (self->endpoints[i].url);
+    g_free (self->endpoints[i].display);
+  }
+  g_clear_pointer (&self->endpoints, g_free);
+  self->n_endpoints = 0;
+}
+
+/* An integer setting KEY, else the environment's NAME, else DEF. */
+static gboolean
+int_setting (RemoteEngine *self, const char *key, const char *env, int def, int lo, int hi,
+             int *out, GError **error)
+{
+  *out = env_int (env, def, lo, hi);
+  return vae_engine_setting_int (&self->parent, key, lo, hi, out, error);
+}
+
+/* Everything but the endpoints, from the settings and the environment. */
+static gboolean
+read_settings (RemoteEngine *self, GError **error)
+{
+  VaeEngine *engine = &self->parent;
+  int max_requests, timeout_ms, backoff_ms, input = REMOTE_INPUT_UINT8;
+  if (!int_setting (self, "max-requests", "VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256,
+                    &max_requests, error)
+      || !int_setting (self, "timeout-ms", "VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000,
+                       &timeout_ms, error)
+      || !int_setting (self, "retries", "VAE_REMOTE_RETRIES", 3, 0, 100, &self->retries,
+                       error)
+      || !int_setting (self, "backoff-ms", "VAE_REMOTE_BACKOFF_MS", 250, 0, 600000,
+                       &backoff_ms, error)
+      || !int_setting (self, "batch", "VAE_REMOTE_BATCH", 8, 1, 4096, &self->batch, error)
+      || !vae_engine_setting_choice (engine, "input", input_names, &input, error))
+    return FALSE;
+  /* At least as many requests as the caller keeps batches in flight (the
+   * elements' max-inflight), so that those batches really overlap. */
+  self->max_inflight = MAX (max_requests, CLAMP (engine->options.max_inflight, 0, 256));
+  self->timeout_ms = timeout_ms;
+  self->backoff_ms = backoff_ms;
+  self->input = (RemoteInput) input;
+  const char *token = vae_engine_setting (engine, "token");
+  if (!token || !*token) {
+    token = g_getenv ("HF_TOKEN");
+    self->token_from_env = TRUE;
+  }
+  if (token && *token)
+    self->auth_header = g_strconcat ("Authorization: Bearer ", token, NULL);
+  return TRUE;
+}
+
 static gboolean
 remote_open (VaeEngine *engine, GError **error)
 {
@@ -667,7 +604,8 @@ remote_open (VaeEngine *engine, GError **error)
     g_once_init_leave (&curl_init, 1);
   }
 
-  g_auto (GStrv) parts = g_strsplit (engine->endpoint ? engine->endpoint : "", ",", -1);
+  const char *endpoint = vae_engine_setting (engine, "endpoint");
+  g_auto (GStrv) parts = g_strsplit (endpoint ? endpoint : "", ",", -1);
   GArray *eps = g_array_new (FALSE, TRUE, sizeof (Endpoint));
   for (int i = 0; parts[i]; i++) {
     char *u = g_strstrip (parts[i]);
@@ -695,35 +633,15 @@ remote_open (VaeEngine *engine, GError **error)
   }
   self->n_endpoints = (int) eps->len;
   self->endpoints = (Endpoint *) g_array_free (eps, FALSE);
-
-  const VaeEngineOptions *o = &engine->options;
-  /* At least as many requests as the caller keeps batches in flight (the
-   * elements' max-inflight), so that those batches really overlap. */
-  self->max_inflight = MAX (env_int ("VAE_REMOTE_MAX_INFLIGHT", 4, 1, 256),
-                            CLAMP (o->max_inflight, 0, 256));
-  self->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms
-                                       : env_int ("VAE_REMOTE_TIMEOUT_MS", 60000, 1, 3600000);
-  self->retries = o->retries > 0 ? MIN (o->retries, 100)
-                  : o->retries < 0 ? 0 : env_int ("VAE_REMOTE_RETRIES", 3, 0, 100);
-  self->input = o->remote_input;
-  self->backoff_ms = env_int ("VAE_REMOTE_BACKOFF_MS", 250, 0, 600000);
-  self->batch = env_int ("VAE_REMOTE_BATCH", 8, 1, 4096);
-  const char *token = o->token;
-  if (!token || !*token) {
-    token = g_getenv ("HF_TOKEN");
-    self->token_from_env = TRUE;
+  if (!read_settings (self, error)) {
+    free_endpoints (self);
+    return FALSE;
   }
-  if (token && *token)
-    self->auth_header = g_strconcat ("Authorization: Bearer ", token, NULL);
 
   self->multi = curl_multi_init ();
   if (!self->multi) {
-    for (int i = 0; i < self->n_endpoints; i++) {
-      g_free (self->endpoints[i].url);
-      g_free (self->endpoints[i].display);
-    }
-    g_clear_pointer (&self->endpoints, g_free);
-    g_clear_pointer (&self->auth_header, g_free);
+    free_endpoints (self);
+    vae_clear_secret (&self->auth_header);
     g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "remote engine: curl_multi_init failed");
     return FALSE;
   }
@@ -733,29 +651,11 @@ remote_open (VaeEngine *engine, GError **error)
   return TRUE;
 }
 
-/* A factor as plain decimal text: the shortest that reads back as V. */
-static void
-append_factor (GString *q, const char *key, double v)
-{
-  char buf[G_ASCII_DTOSTR_BUF_SIZE];
-  g_ascii_formatd (buf, sizeof buf, "%.15g", v);
-  if (g_ascii_strtod (buf, NULL) != v)
-    g_ascii_formatd (buf, sizeof buf, "%.17g", v);
-  g_string_append_printf (q, "&%s=%s", key, buf);
-}
-
-static void
-append_shape (GString *q, int n, int c, int h, int w, const char *dtype)
-{
-  g_string_append_printf (q, "&shape=%d&shape=%d&shape=%d&shape=%d&dtype=%s",
-                          n, c, h, w, dtype);
-}
-
 /* A request for frames FIRST .. FIRST+FRAMES-1 of BATCH; takes BODY and
  * QUERY.  EXP: the reply's shape. */
 static Request *
 request_new (RemoteEngine *self, VaeBatch *batch, int first, int frames, guint8 *body,
-             gsize body_size, GString *query, const char *content_type, const int exp[4])
+             gsize body_size, GString *query, const char *content_type, const gint64 exp[4])
 {
   Request *r = g_new0 (Request, 1);
   r->self = self;
@@ -767,17 +667,28 @@ request_new (RemoteEngine *self, VaeBatch *batch, int first, int frames, guint8 
   r->body_size = body_size;
   r->query = g_string_free (query, FALSE);
   memcpy (r->exp_dims, exp, sizeof r->exp_dims);
-  r->exp_elems = (gsize) exp[0] * (gsize) exp[1] * (gsize) exp[2] * (gsize) exp[3];
+  vae_wire_shape_bytes (exp, 4, 1, &r->exp_elems);
   /* Largest body the request can produce (float32) plus room for an
    * error body. */
   r->reply_limit = r->exp_elems * 4 + (1 << 20);
-  r->headers = curl_slist_append (r->headers, content_type);
-  r->headers = curl_slist_append (r->headers, "Accept: tensor/binary");
+  g_autofree char *ct = g_strconcat ("Content-Type: ", content_type, NULL);
+  r->headers = curl_slist_append (r->headers, ct);
+  r->headers = curl_slist_append (r->headers, "Accept: " VAE_WIRE_CONTENT_TYPE_TENSOR);
   /* No "Expect: 100-continue": it costs a round trip per request. */
   r->headers = curl_slist_append (r->headers, "Expect:");
   if (self->auth_header)
     r->headers = curl_slist_append (r->headers, self->auth_header);
   return r;
+}
+
+/* Encode's query: the server returns the unscaled mode. */
+static GString *
+unscaled_query (void)
+{
+  GString *q = g_string_new (NULL);
+  vae_wire_query_append_double (q, VAE_WIRE_KEY_SCALING, 1.0);
+  vae_wire_query_append_double (q, VAE_WIRE_KEY_SHIFT, 0.0);
+  return q;
 }
 
 /* One frame (planar, model range) to 8-bit: the element's pixels; NULL
@@ -800,9 +711,9 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
   const gsize frame = (gsize) ic * (gsize) batch->h * (gsize) batch->w;
   const float lo = m->image_min, inv = 1.0f / (1.0f - m->image_min);
 
-  if (self->input == VAE_REMOTE_INPUT_PNG) {
+  if (self->input == REMOTE_INPUT_PNG) {
     /* One PNG per frame, each its own request, run concurrently. */
-    const int exp[4] = { 1, m->latent_channels, batch->h / f, batch->w / f };
+    const gint64 exp[4] = { 1, m->latent_channels, batch->h / f, batch->w / f };
     for (int n = 0; n < batch->n; n++) {
       g_autofree guint8 *rgb = frame_to_rgb8 (m, batch->input + frame * n, batch->h,
                                               batch->w, error);
@@ -817,15 +728,14 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
       }
       gsize size = 0;
       guint8 *body = g_bytes_unref_to_data (png, &size);
-      GString *q = g_string_new ("scaling_factor=1&shift_factor=0");
-      g_ptr_array_add (reqs, request_new (self, batch, n, 1, body, size, q,
-                                          "Content-Type: image/png", exp));
+      g_ptr_array_add (reqs, request_new (self, batch, n, 1, body, size, unscaled_query (),
+                                          VAE_WIRE_CONTENT_TYPE_PNG, exp));
     }
     return TRUE;
   }
 
   const gsize count = frame * (gsize) batch->n;
-  const gboolean f16 = self->input == VAE_REMOTE_INPUT_FLOAT16;
+  const gboolean f16 = self->input == REMOTE_INPUT_FLOAT16;
   guint8 *body = vae_try_alloc (count, f16 ? 2 : 1, "the request body", error);
   if (!body)
     return FALSE;
@@ -847,12 +757,13 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
       body[i] = (guint8) lrintf (x * 255.0f);
     }
   }
-  GString *q = g_string_new ("scaling_factor=1&shift_factor=0");
-  append_shape (q, batch->n, ic, batch->h, batch->w, f16 ? "float16" : "uint8");
-  const int exp[4] = { batch->n, m->latent_channels, batch->h / f, batch->w / f };
+  GString *q = unscaled_query ();
+  const gint64 shape[4] = { batch->n, ic, batch->h, batch->w };
+  vae_wire_query_append_tensor (q, shape, 4, f16 ? VAE_WIRE_F16 : VAE_WIRE_U8);
+  const gint64 exp[4] = { batch->n, m->latent_channels, batch->h / f, batch->w / f };
   g_ptr_array_add (reqs, request_new (self, batch, 0, batch->n, body,
                                       count * (f16 ? 2 : 1), q,
-                                      "Content-Type: tensor/binary", exp));
+                                      VAE_WIRE_CONTENT_TYPE_TENSOR, exp));
   return TRUE;
 }
 
@@ -870,13 +781,16 @@ decode_request (RemoteEngine *self, VaeBatch *batch, GError **error)
     return NULL;
   for (gsize i = 0; i < count; i++)
     z[i] = (float) (((double) batch->input[i] - m->shift_factor) * m->scaling_factor);
-  GString *q = g_string_new ("output_type=pt&partial_postprocess=True");
-  append_factor (q, "scaling_factor", m->scaling_factor);
-  append_factor (q, "shift_factor", m->shift_factor);
-  append_shape (q, batch->n, C, batch->h, batch->w, "float32");
-  const int exp[4] = { batch->n, batch->h * f, batch->w * f, m->image_channels };
+  GString *q = g_string_new (NULL);
+  vae_wire_query_append (q, VAE_WIRE_KEY_OUTPUT_TYPE, "pt");
+  vae_wire_query_append_bool (q, VAE_WIRE_KEY_PARTIAL, TRUE);
+  vae_wire_query_append_double (q, VAE_WIRE_KEY_SCALING, m->scaling_factor);
+  vae_wire_query_append_double (q, VAE_WIRE_KEY_SHIFT, m->shift_factor);
+  const gint64 shape[4] = { batch->n, C, batch->h, batch->w };
+  vae_wire_query_append_tensor (q, shape, 4, VAE_WIRE_F32);
+  const gint64 exp[4] = { batch->n, batch->h * f, batch->w * f, m->image_channels };
   return request_new (self, batch, 0, batch->n, (guint8 *) z, count * sizeof (float), q,
-                      "Content-Type: tensor/binary", exp);
+                      VAE_WIRE_CONTENT_TYPE_TENSOR, exp);
 }
 
 static gboolean
@@ -983,16 +897,25 @@ remote_close (VaeEngine *engine)
   }
   if (self->multi)
     curl_multi_cleanup (self->multi);
-  for (int i = 0; i < self->n_endpoints; i++) {
-    g_free (self->endpoints[i].url);
-    g_free (self->endpoints[i].display);
-  }
-  g_free (self->endpoints);
-  if (self->auth_header) {
-    memset (self->auth_header, 0, strlen (self->auth_header));
-    g_free (self->auth_header);
-  }
+  free_endpoints (self);
+  vae_clear_secret (&self->auth_header);
 }
+
+static const VaeEngineSetting remote_settings[] = {
+  { "endpoint", "server URLs, comma-separated (required)" },
+  { "token", "bearer token (default: $HF_TOKEN; never printed)" },
+  { "timeout-ms", "per-request timeout, 1..3600000 (default: $VAE_REMOTE_TIMEOUT_MS, "
+                  "else 60000)" },
+  { "retries", "retries after connection errors, timeouts, 429, 502, 503, 504, 0..100 "
+               "(default: $VAE_REMOTE_RETRIES, else 3)" },
+  { "backoff-ms", "first retry delay, doubled each retry, 0..600000 (default: "
+                  "$VAE_REMOTE_BACKOFF_MS, else 250)" },
+  { "max-requests", "requests in flight at once, 1..256, at least the caller's "
+                    "max-inflight (default: $VAE_REMOTE_MAX_INFLIGHT, else 4)" },
+  { "batch", "preferred frames per batch, 1..4096 (default: $VAE_REMOTE_BATCH, else 8)" },
+  { "input", "what encode sends: uint8 (default), float16 or png" },
+  { NULL, NULL }
+};
 
 const VaeEngineVTable vae_engine_remote = {
   .name = "remote",
@@ -1003,4 +926,5 @@ const VaeEngineVTable vae_engine_remote = {
   .preferred_batch = remote_preferred_batch,
   .close = remote_close,
   .takes_config_only = TRUE,
+  .settings = remote_settings,
 };

@@ -35,7 +35,6 @@ struct _OnednnCausal {
   guint8 *out_data;
   gsize in_frame, out_bytes;
   GPtrArray *mems;             /* views and bias memories, destroyed at free */
-  GPtrArray *owned;            /* reordered tap weights (g_aligned_free) */
 };
 
 typedef struct {
@@ -65,43 +64,18 @@ md_frames (const dnnl_memory_desc_t *md, int n)
   return out;
 }
 
-/* Tap TAU of the op's [Cout, Cin, kt, k, k] weight, reordered into W_MD
- * (once per step and layout). */
-static void *
-tap_weights (const OnednnCtx *ctx, OnednnCausal *cc, int tau, const dnnl_memory_desc_t *w_md,
-             GError **error)
+float *
+onednn_causal_tap_weights (const VaeOp *op, int tau)
 {
-  const VaeOp *op = cc->op;
   const int k2 = op->kernel * op->kernel;
-  g_autofree float *tap = g_new (float, (gsize) op->out_channels * op->in_channels * k2);
+  float *tap = g_aligned_alloc (1, (gsize) op->out_channels * op->in_channels * k2
+                                * sizeof (float), 64);
   for (int o = 0; o < op->out_channels; o++)
     for (int i = 0; i < op->in_channels; i++)
       memcpy (tap + ((gsize) o * op->in_channels + i) * k2,
               op->weight + (((gsize) o * op->in_channels + i) * op->kt + tau) * k2,
               k2 * sizeof (float));
-  dnnl_memory_desc_t user_w;
-  dnnl_dims_t wd = { op->out_channels, op->in_channels, op->kernel, op->kernel };
-  dnnl_memory_desc_init_by_tag (&user_w, 4, wd, dnnl_f32, dnnl_oihw);
-  void *wdata = vae_try_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64,
-                                        "reordered weights", error);
-  if (!wdata)
-    return NULL;
-  g_ptr_array_add (cc->owned, wdata);
-  dnnl_memory_t umem = NULL, wmem = NULL;
-  OnednnPrim wr = { 0 };
-  gboolean ok = dnnl_memory_create (&umem, &user_w, ctx->engine, tap) == dnnl_success
-      && dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success;
-  if (!ok)
-    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: memory failed for '%s'", op->name);
-  ok = ok && onednn_reorder_init (ctx, &wr, &user_w, umem, w_md, wmem, op->name, error)
-      && onednn_prim_run (ctx, &wr, op->name, error);
-  dnnl_stream_wait (ctx->stream);
-  onednn_prim_clear (&wr);
-  if (umem)
-    dnnl_memory_destroy (umem);
-  if (wmem)
-    dnnl_memory_destroy (wmem);
-  return ok ? wdata : NULL;
+  return tap;
 }
 
 static CausalPrim *
@@ -145,7 +119,8 @@ add_exec (const OnednnCtx *ctx, OnednnCausal *cc, const dnnl_memory_desc_t *in_m
     return FALSE;
   OnednnCausalExec e = { p->prim };
   const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md (p->pd, dnnl_query_weights_md, 0);
-  void *wdata = tap_weights (ctx, cc, tau, w_md, error);
+  /* Once per engine: the first-chunk and steady plans share it. */
+  void *wdata = onednn_prepared_weight (ctx, cc->op, tau, w_md, error);
   if (!wdata)
     return FALSE;
   dnnl_memory_desc_t src_md = md_frames (in_md, batch), dst_md = md_frames (out_md, batch);
@@ -191,7 +166,6 @@ onednn_causal_new (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc
   cc->prims = g_array_new (FALSE, TRUE, sizeof (CausalPrim));
   cc->execs = g_array_new (FALSE, TRUE, sizeof (OnednnCausalExec));
   cc->mems = g_ptr_array_new_with_free_func (memory_destroy);
-  cc->owned = g_ptr_array_new_with_free_func (g_aligned_free);
   cc->K = vae_op_history_frames (op);
   cc->t = in_md->dims[0];
   cc->slot = op->state;
@@ -321,7 +295,6 @@ onednn_causal_free (OnednnCausal *cc)
   g_array_unref (cc->prims);
   g_array_unref (cc->execs);
   g_ptr_array_unref (cc->mems);
-  g_ptr_array_unref (cc->owned);
   onednn_prim_clear (&cc->act);
   g_free (cc);
 }

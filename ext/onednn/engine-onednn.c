@@ -46,6 +46,7 @@ onednn_open (VaeEngine *engine, GError **error)
   DNNL_TRY (dnnl_engine_create (&self->ctx.engine, dnnl_cpu, 0), "engine creation", "cpu");
   DNNL_TRY (dnnl_stream_create (&self->ctx.stream, self->ctx.engine,
                                 dnnl_stream_default_flags), "stream creation", "cpu");
+  self->ctx.weights = onednn_weight_cache_new ();
   return TRUE;
 fail:
   if (self->ctx.engine)
@@ -102,6 +103,9 @@ onednn_close (VaeEngine *engine)
   for (int i = 0; i < 2; i++)
     vae_plan_cache_clear (&self->plans[i], free_plan, NULL);
   g_queue_clear (&self->done);
+  /* After the plans: their steps borrow the prepared weights. */
+  vae_weight_cache_free (self->ctx.weights);
+  self->ctx.weights = NULL;
   onednn_scratch_free (&self->scratch);
   if (self->ctx.stream)
     dnnl_stream_destroy (self->ctx.stream);
@@ -232,6 +236,13 @@ onednn_stream_close (VaeEngine *engine, VaeStream *stream)
   stream->priv = NULL;
 }
 
+static void
+onednn_stats (VaeEngine *engine, VaeEngineStats *stats)
+{
+  OnednnEngine *self = (OnednnEngine *) engine;
+  stats->weights_prepared = self->ctx.weights ? vae_weight_cache_count (self->ctx.weights) : 0;
+}
+
 /* oneDNN runs on any x86-64 (or other) CPU it was built for. */
 static int
 onednn_probe (GError **error)
@@ -247,6 +258,7 @@ const VaeEngineVTable vae_engine_onednn = {
   .wait = onednn_wait,
   .preferred_batch = onednn_preferred_batch,
   .close = onednn_close,
+  .stats = onednn_stats,
   .probe = onednn_probe,
   .stream_open = onednn_stream_open,
   .stream_run = onednn_stream_run,

@@ -64,7 +64,8 @@ struct _OnednnPlan {
   guint n_values;
   GArray *buffers;             /* PlanBuffer */
   GArray *steps;               /* OnednnStep */
-  GPtrArray *owned;            /* reordered weights, g_aligned_free'd */
+  GPtrArray *owned;            /* the phase scratch, g_aligned_free'd (the
+                                * weights are the engine's: ctx->weights) */
   dnnl_memory_desc_t in_md, out_md;
   dnnl_memory_t in_mem;        /* user input, handle set per run */
   dnnl_memory_t out_mem;       /* user output, handle set per run */
@@ -401,40 +402,107 @@ assign_buffers (OnednnPlan *plan)
            plan->h, bp->n_slots, vae_buffer_plan_total (bp) / 1048576.0);
 }
 
-/* A convolution step: weights reordered once into the primitive's layout
- * (WEIGHT is OIHW float32 with KERNEL x KERNEL taps), bias as is. */
 static gboolean
-conv_step_add (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
-               dnnl_primitive_desc_t pd, const float *weight, int kernel,
-               dnnl_memory_t src, dnnl_memory_t dst, GError **error)
+weight_layout_equal (gconstpointer a, gconstpointer b)
 {
-  const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0);
-  dnnl_memory_desc_t user_w, b_md;
+  const OnednnWeightLayout *x = a, *y = b;
+  return x->variant == y->variant && dnnl_memory_desc_equal (&x->md, &y->md);
+}
+
+static void
+weight_free (gpointer data, gpointer user_data)
+{
+  g_aligned_free (data);
+}
+
+VaeWeightCache *
+onednn_weight_cache_new (void)
+{
+  return vae_weight_cache_new (sizeof (OnednnWeightLayout), weight_layout_equal,
+                               weight_free, NULL);
+}
+
+/* OP's filter (PHASE < 0) or upconv phase PHASE's, reordered into W_MD:
+ * the engine's copy when an earlier plan (of this graph or another over
+ * the same weight) made it, else made now and kept in the engine's cache.
+ * Why per engine: a plan per batch shape, and graphs sharing weights,
+ * would otherwise each hold a copy of every weight. */
+void *
+onednn_prepared_weight (const OnednnCtx *ctx, const VaeOp *op, int phase,
+                 const dnnl_memory_desc_t *w_md, GError **error)
+{
+  OnednnWeightLayout key;
+  memset (&key, 0, sizeof key);
+  key.variant = phase + 1;
+  key.md = *w_md;
+  void *wdata = vae_weight_cache_lookup (ctx->weights, op->weight, &key);
+  if (wdata)
+    return wdata;
+
+  const gboolean causal = op->kind == VAE_OP_CAUSAL_CONV3D;
+  const int kernel = phase < 0 || causal ? op->kernel : 2;
+  dnnl_memory_desc_t user_w;
   dnnl_dims_t wd = { op->out_channels, op->in_channels, kernel, kernel };
-  dnnl_dims_t bd = { op->out_channels };
-  dnnl_memory_t wmem = NULL, bmem = NULL, umem = NULL;
+  dnnl_memory_t wmem = NULL, umem = NULL;
   OnednnPrim wr = { 0 };
-  OnednnStep step = { STEP_PRIM, op };
-  gboolean ok;
+  /* A phase's 2x2 taps, summed from the 3x3, or a causal conv's time tap
+   * (needed only for the reorder). */
+  float *phase_w = NULL;       /* g_aligned_free'd below */
+  if (causal)
+    phase_w = onednn_causal_tap_weights (op, phase);
+  else if (phase >= 0)
+    phase_w = onednn_upconv_phase_weights (op, phase / 2, phase % 2);
+  const float *src = phase >= 0 ? phase_w : op->weight;
 
   dnnl_memory_desc_init_by_tag (&user_w, 4, wd, dnnl_f32, dnnl_oihw);
-  dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
-  void *wdata = vae_try_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64,
-                                       "reordered weights", error);
+  wdata = vae_try_aligned_alloc0 (1, dnnl_memory_desc_get_size (w_md), 64,
+                                  "reordered weights", error);
   if (!wdata)
-    return FALSE;
-  g_ptr_array_add (plan->owned, wdata);
-  ok = dnnl_memory_create (&umem, &user_w, ctx->engine, (void *) weight) == dnnl_success
-      && dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success
-      && (!op->bias || dnnl_memory_create (&bmem, &b_md, ctx->engine, op->bias) == dnnl_success);
+    goto out;
+  gboolean ok = dnnl_memory_create (&umem, &user_w, ctx->engine, (void *) src) == dnnl_success
+      && dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success;
   if (!ok)
     g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: memory failed for '%s'", op->name);
   ok = ok && onednn_reorder_init (ctx, &wr, &user_w, umem, w_md, wmem, op->name, error)
-      && onednn_prim_run (ctx, &wr, op->name, error)
-      && prim_from_pd (ctx, &step.prim, pd, op->name, error);
+      && onednn_prim_run (ctx, &wr, op->name, error);
   onednn_prim_clear (&wr);
   if (umem)
     dnnl_memory_destroy (umem);
+  if (wmem)
+    dnnl_memory_destroy (wmem);
+  if (!ok) {
+    g_aligned_free (wdata);
+    wdata = NULL;
+    goto out;
+  }
+  vae_weight_cache_insert (ctx->weights, op->weight, &key, wdata);
+out:
+  g_aligned_free (phase_w);
+  return wdata;
+}
+
+/* A convolution step: OP's weights (PHASE < 0) or upconv phase PHASE's in
+ * the primitive's layout (prepared_weight), bias as is. */
+static gboolean
+conv_step_add (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
+               dnnl_primitive_desc_t pd, int phase, dnnl_memory_t src,
+               dnnl_memory_t dst, GError **error)
+{
+  const dnnl_memory_desc_t *w_md = dnnl_primitive_desc_query_md (pd, dnnl_query_weights_md, 0);
+  dnnl_memory_desc_t b_md;
+  dnnl_dims_t bd = { op->out_channels };
+  dnnl_memory_t wmem = NULL, bmem = NULL;
+  OnednnStep step = { STEP_PRIM, op };
+
+  void *wdata = onednn_prepared_weight (ctx, op, phase, w_md, error);
+  if (!wdata)
+    return FALSE;
+  dnnl_memory_desc_init_by_tag (&b_md, 1, bd, dnnl_f32, dnnl_a);
+  gboolean ok = dnnl_memory_create (&wmem, w_md, ctx->engine, wdata) == dnnl_success
+      && (!op->bias || dnnl_memory_create (&bmem, &b_md, ctx->engine, op->bias) == dnnl_success);
+  if (!ok)
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE, "oneDNN: memory failed for '%s'", op->name);
+  ok = ok && prim_from_pd (ctx, &step.prim, pd, op->name, error);
   if (!ok) {
     if (wmem)
       dnnl_memory_destroy (wmem);
@@ -733,20 +801,17 @@ conv_steps (PlanBuild *b, guint i, GError **error)
     in->cast_done = TRUE;
   }
   if (!plan->upconv[i])
-    return conv_step_add (ctx, plan, op, b->pds[i], op->weight, op->kernel, src->mem,
-                          out->mem, error);
+    return conv_step_add (ctx, plan, op, b->pds[i], -1, src->mem, out->mem, error);
 
   gsize phase_bytes = dnnl_memory_desc_get_size (&out->md) / 4;
   for (int p = 0; p < 4; p++) {
     const dnnl_memory_desc_t *pmd = dnnl_primitive_desc_query_md (b->phase_pds[i][p],
                                                                   dnnl_query_dst_md, 0);
     dnnl_memory_t pmem = NULL;
-    float *pw = onednn_upconv_phase_weights (op, p / 2, p % 2);
-    g_ptr_array_add (plan->owned, pw);
     DNNL_TRY (dnnl_memory_create (&pmem, pmd, ctx->engine, plan->phases + p * phase_bytes),
               "memory", op->name);
     g_ptr_array_add (plan->phase_mems, pmem);
-    if (!conv_step_add (ctx, plan, op, b->phase_pds[i][p], pw, 2, src->mem, pmem, error))
+    if (!conv_step_add (ctx, plan, op, b->phase_pds[i][p], p, src->mem, pmem, error))
       return FALSE;
   }
   step.kind = STEP_INTERLEAVE;

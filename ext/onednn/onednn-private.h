@@ -4,6 +4,7 @@
 #include <oneapi/dnnl/dnnl.h>
 #include "graph.h"
 #include "vae-error.h"
+#include "weight-cache.h"
 
 G_BEGIN_DECLS
 
@@ -37,7 +38,20 @@ typedef struct {
   dnnl_engine_t engine;
   dnnl_stream_t stream;
   OnednnScratch *scratch;
+  /* Convolution weights reordered into their primitives' layouts, once per
+   * engine (weight, variant, layout): every plan borrows them. */
+  VaeWeightCache *weights;
 } OnednnCtx;
+
+/* The layout key of a reordered convolution weight: the oneDNN layout, and
+ * which filter of the op it is (0: its own, 1 + p: upconv phase p). */
+typedef struct {
+  int variant;
+  dnnl_memory_desc_t md;
+} OnednnWeightLayout;
+
+/* The engine's weight cache (onednn-plan.c). */
+VaeWeightCache *onednn_weight_cache_new (void);
 
 /* What this CPU runs well (dnnl_get_effective_cpu_isa, read once).  oneDNN
  * 2.6 has its Winograd and bf16 convolutions for AVX-512 only, and its AVX2
@@ -235,6 +249,14 @@ gboolean onednn_causal_run (const OnednnCtx *ctx, OnednnCausal *cc, guint8 *cons
                             gboolean at_start, GError **error);
 void onednn_causal_free (OnednnCausal *cc);
 
+/* Time tap TAU of a causal conv's [Cout, Cin, kt, k, k] weight as OIHW
+ * (g_aligned_free). */
+float *onednn_causal_tap_weights (const VaeOp *op, int tau);
+/* onednn-plan.c: OP's weights reordered into W_MD, once per engine (the
+ * engine's weight cache): PHASE -1 the op's own filter, an upconv phase
+ * for CONV2D, the time tap for CAUSAL_CONV3D. */
+void *onednn_prepared_weight (const OnednnCtx *ctx, const VaeOp *op, int phase,
+                              const dnnl_memory_desc_t *w_md, GError **error);
 /* onednn-plan.c, for causal-conv.c: a convolution's primitive descriptor
  * (OP's shape; its residual >= 0 asks for the sum post-op). */
 gboolean onednn_conv_pd (const OnednnCtx *ctx, const VaeOp *op,

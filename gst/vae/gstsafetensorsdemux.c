@@ -64,7 +64,7 @@
 #include "gstvaeelements.h"
 #include "gstvaelatentcaps.h"
 #include "gstvaealloc.h"
-#include "safetensors.h"
+#include "latent-file.h"
 #include "vae-error.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_safetensors_demux_debug);
@@ -73,8 +73,8 @@ GST_DEBUG_CATEGORY_STATIC (gst_safetensors_demux_debug);
 /* A parsed file: what the streaming thread plays from. */
 typedef struct
 {
-  VaeSafetensors *st;
-  const VaeTensorView *lat;     /* inside st */
+  VaeLatentFile *lf;
+  const VaeTensorView *lat;     /* inside lf */
   gboolean widen;               /* BF16 / F64 to F32 */
   gint64 n_frames;
   gsize frame_elems, frame_bytes, src_frame_bytes;
@@ -130,7 +130,7 @@ demux_file_free (DemuxFile * f)
 {
   if (!f)
     return;
-  g_clear_pointer (&f->st, vae_safetensors_free);
+  g_clear_pointer (&f->lf, vae_latent_file_free);
   g_free (f->ts);
   gst_clear_caps (&f->caps);
   g_free (f);
@@ -138,19 +138,15 @@ demux_file_free (DemuxFile * f)
 
 /* A positive integer from the metadata; FALSE when absent or malformed. */
 static gboolean
-meta_int (GstSafetensorsDemux * self, const VaeSafetensors * st,
+meta_int (GstSafetensorsDemux * self, const VaeLatentFile * lf,
     const char *key, int *out)
 {
-  const char *s = vae_safetensors_metadata (st, key);
+  g_autoptr (GError) error = NULL;
   gint64 v;
-  char *end = NULL;
 
-  if (!s)
-    return FALSE;
-  v = g_ascii_strtoll (s, &end, 10);
-  if (end == s || *end != '\0' || v <= 0 || v > G_MAXINT) {
-    GST_WARNING_OBJECT (self, "ignoring metadata %s='%s': not a positive "
-        "integer", key, s);
+  if (!vae_latent_file_get_int (lf, key, 1, G_MAXINT, &v, &error)) {
+    if (error)
+      GST_WARNING_OBJECT (self, "ignoring %s", error->message);
     return FALSE;
   }
   *out = (int) v;
@@ -159,54 +155,34 @@ meta_int (GstSafetensorsDemux * self, const VaeSafetensors * st,
 
 /* A finite double from the metadata, NaN when absent or malformed. */
 static double
-meta_double (GstSafetensorsDemux * self, const VaeSafetensors * st,
+meta_double (GstSafetensorsDemux * self, const VaeLatentFile * lf,
     const char *key)
 {
-  const char *s = vae_safetensors_metadata (st, key);
-  char *end = NULL;
+  g_autoptr (GError) error = NULL;
   double v;
 
-  if (!s)
-    return NAN;
-  v = g_ascii_strtod (s, &end);
-  if (end == s || *end != '\0' || !isfinite (v)) {
-    GST_WARNING_OBJECT (self, "ignoring metadata %s='%s': not a number",
-        key, s);
+  if (!vae_latent_file_get_double (lf, key, &v, &error)) {
+    if (error)
+      GST_WARNING_OBJECT (self, "ignoring %s", error->message);
     return NAN;
   }
   return v;
 }
 
+/* The framerate from the metadata, 0/1 when absent or malformed. */
 static void
-meta_framerate (GstSafetensorsDemux * self, const VaeSafetensors * st,
+meta_framerate (GstSafetensorsDemux * self, const VaeLatentFile * lf,
     int *fps_n, int *fps_d)
 {
-  const char *s = vae_safetensors_metadata (st, "framerate");
-  gint64 n, d = 1;
-  char *end = NULL;
+  g_autoptr (GError) error = NULL;
 
-  *fps_n = 0;
-  *fps_d = 1;
-  if (!s)
-    return;
-  n = g_ascii_strtoll (s, &end, 10);
-  if (end == s)
-    goto bad;
-  if (*end == '/') {
-    const char *ds = end + 1;
-    d = g_ascii_strtoll (ds, &end, 10);
-    if (end == ds)
-      goto bad;
+  if (!vae_latent_file_get_fraction (lf, VAE_LATENT_KEY_FRAMERATE, fps_n, fps_d,
+          &error)) {
+    if (error)
+      GST_WARNING_OBJECT (self, "ignoring %s", error->message);
+    *fps_n = 0;
+    *fps_d = 1;
   }
-  if (*end != '\0' || n < 0 || n > G_MAXINT || d <= 0 || d > G_MAXINT)
-    goto bad;
-  if (n == 0)
-    d = 1;
-  *fps_n = (int) n;
-  *fps_d = (int) d;
-  return;
-bad:
-  GST_WARNING_OBJECT (self, "ignoring metadata framerate='%s': not N/D", s);
 }
 
 /* The spatial factor f that makes the latents the source frame padded up
@@ -232,14 +208,14 @@ derive_spatial_factor (gint64 width, gint64 height, gint64 w, gint64 h)
  * need width and height together, and vaedecode takes its model's factor
  * when there is none, so nothing is made up. */
 static void
-meta_geometry (GstSafetensorsDemux * self, const VaeSafetensors * st,
+meta_geometry (GstSafetensorsDemux * self, const VaeLatentFile * lf,
     GstVaeLatentInfo * info)
 {
   int f = 0, width = 0, height = 0;
-  gboolean have_w = meta_int (self, st, "width", &width);
-  gboolean have_h = meta_int (self, st, "height", &height);
+  gboolean have_w = meta_int (self, lf, VAE_LATENT_KEY_WIDTH, &width);
+  gboolean have_h = meta_int (self, lf, VAE_LATENT_KEY_HEIGHT, &height);
 
-  if (meta_int (self, st, "spatial_factor", &f)
+  if (meta_int (self, lf, VAE_LATENT_KEY_SPATIAL_FACTOR, &f)
       && f > GST_VAE_MAX_SPATIAL_FACTOR) {
     GST_WARNING_OBJECT (self, "ignoring metadata spatial_factor=%d: larger "
         "than %d", f, GST_VAE_MAX_SPATIAL_FACTOR);
@@ -375,27 +351,20 @@ gst_safetensors_demux_parse (GstSafetensorsDemux * self)
     gst_adapter_flush (self->adapter, avail);
     bytes = g_bytes_new_take (data, avail);
   }
-  f->st = vae_safetensors_new_from_bytes (bytes, "safetensorsdemux input",
+  f->lf = vae_latent_file_new_from_bytes (bytes, "safetensorsdemux input",
       &error);
   g_bytes_unref (bytes);
-  if (!f->st) {
+  if (!f->lf) {
     DECODE_ERROR (self, "%s", error->message);
     goto fail;
   }
 
-  lat = vae_safetensors_lookup (f->st, "latents");
-  if (!lat) {
-    DECODE_ERROR (self, "the file has no tensor 'latents' (%u tensors)",
-        vae_safetensors_n_tensors (f->st));
-    goto fail;
-  }
+  lat = vae_latent_file_latents (f->lf);
   if (lat->ndim == 4) {
-    n_frames = lat->shape[0];
     c = lat->shape[1];
     h = lat->shape[2];
     w = lat->shape[3];
   } else if (lat->ndim == 3) {
-    n_frames = 1;
     c = lat->shape[0];
     h = lat->shape[1];
     w = lat->shape[2];
@@ -404,56 +373,31 @@ gst_safetensors_demux_parse (GstSafetensorsDemux * self)
         "[T,C,h,w] or [C,h,w] was expected", lat->ndim);
     goto fail;
   }
-  if (n_frames <= 0) {
-    DECODE_ERROR (self, "tensor 'latents' holds no frame");
-    goto fail;
-  }
-  if (c <= 0 || h <= 0 || w <= 0 || c > G_MAXINT || h > G_MAXINT
-      || w > G_MAXINT) {
-    DECODE_ERROR (self, "tensor 'latents' has an empty or oversized frame "
+  n_frames = vae_latent_file_n_frames (f->lf);
+  if (c > G_MAXINT || h > G_MAXINT || w > G_MAXINT) {
+    DECODE_ERROR (self, "tensor 'latents' has an oversized frame "
         "shape [%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT ",%" G_GINT64_FORMAT
         "]", c, h, w);
     goto fail;
   }
-  switch (lat->dtype) {
-    case VAE_DTYPE_F32:
-    case VAE_DTYPE_F16:
-      f->widen = FALSE;
-      break;
-    case VAE_DTYPE_BF16:
-    case VAE_DTYPE_F64:
-      f->widen = TRUE;
-      break;
-    default:
-      DECODE_ERROR (self, "tensor 'latents' is %s where F32, F16 or BF16 "
-          "was expected", vae_dtype_name (lat->dtype));
-      goto fail;
-  }
-
-  pts_t = vae_safetensors_lookup (f->st, "pts");
-  if (pts_t) {
-    if (pts_t->dtype != VAE_DTYPE_I64 || pts_t->ndim != 1
-        || pts_t->shape[0] != n_frames) {
-      DECODE_ERROR (self, "tensor 'pts' must be I64 [%" G_GINT64_FORMAT
-          "] (one per frame), it is %s with %d dimensions",
-          n_frames, vae_dtype_name (pts_t->dtype), pts_t->ndim);
-      goto fail;
-    }
-  }
+  /* the file holds F32, F16, BF16 or F64 */
+  f->widen = lat->dtype == VAE_DTYPE_BF16 || lat->dtype == VAE_DTYPE_F64;
+  pts_t = vae_latent_file_pts (f->lf);
 
   gst_vae_latent_info_init (&info);
   info.dtype = f->widen ? VAE_DTYPE_F32 : lat->dtype;
   info.channels = (int) c;
   info.latent_height = (int) h;
   info.latent_width = (int) w;
-  meta_geometry (self, f->st, &info);
-  info.scaling_factor = meta_double (self, f->st, "scaling_factor");
-  info.shift_factor = meta_double (self, f->st, "shift_factor");
+  meta_geometry (self, f->lf, &info);
+  info.scaling_factor = meta_double (self, f->lf,
+      VAE_LATENT_KEY_SCALING_FACTOR);
+  info.shift_factor = meta_double (self, f->lf, VAE_LATENT_KEY_SHIFT_FACTOR);
   {
-    const char *model = vae_safetensors_metadata (f->st, "model");
+    const char *model = vae_latent_file_get_string (f->lf, VAE_LATENT_KEY_MODEL);
     info.model = model && model[0] ? g_strdup (model) : NULL;
   }
-  meta_framerate (self, f->st, &info.fps_n, &info.fps_d);
+  meta_framerate (self, f->lf, &info.fps_n, &info.fps_d);
 
   f->lat = lat;
   f->n_frames = n_frames;

@@ -39,7 +39,7 @@
 #include "gstsafetensorsmux.h"
 #include "gstvaeelements.h"
 #include "gstvaelatentcaps.h"
-#include "safetensors.h"
+#include "latent-file.h"
 #include "vae-error.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_safetensors_mux_debug);
@@ -91,58 +91,44 @@ gst_safetensors_mux_reset (GstSafetensorsMux * self)
   self->sent_segment = FALSE;
 }
 
-static void
-format_double (char *buf, gsize len, double v)
-{
-  g_ascii_formatd (buf, len, "%.17g", v);
-}
-
 /* Serialises what was collected; NULL with ERROR set when nothing can be
  * written. */
 static GBytes *
 gst_safetensors_mux_build (GstSafetensorsMux * self, GError ** error)
 {
-  g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
+  g_autoptr (VaeLatentWriter) w = vae_latent_writer_new ();
   const GstVaeLatentInfo *info = &self->info;
   gint64 n_frames = self->pts->len;
   gint64 shape[4] = { n_frames, info->channels, info->latent_height,
     info->latent_width
   };
-  gint64 pts_shape[1] = { n_frames };
-  char buf[G_ASCII_DTOSTR_BUF_SIZE + 8];
 
-  if (!vae_safetensors_writer_add (w, "latents", info->dtype, 4, shape,
-          self->frames, self->frames_len, error))
+  if (!vae_latent_writer_set_latents (w, info->dtype, 4, shape, self->frames,
+          self->frames_len, error))
     return NULL;
-  if (!vae_safetensors_writer_add (w, "pts", VAE_DTYPE_I64, 1, pts_shape,
-          self->pts->data, (gsize) n_frames * sizeof (gint64), error))
+  if (!vae_latent_writer_set_pts (w, n_frames, (const gint64 *) self->pts->data,
+          error))
     return NULL;
 
   if (info->model && info->model[0])
-    vae_safetensors_writer_set_metadata (w, "model", info->model);
-  if (!isnan (info->scaling_factor)) {
-    format_double (buf, sizeof buf, info->scaling_factor);
-    vae_safetensors_writer_set_metadata (w, "scaling_factor", buf);
-  }
-  if (!isnan (info->shift_factor)) {
-    format_double (buf, sizeof buf, info->shift_factor);
-    vae_safetensors_writer_set_metadata (w, "shift_factor", buf);
-  }
-  g_snprintf (buf, sizeof buf, "%d/%d", info->fps_n,
+    vae_latent_writer_set_string (w, VAE_LATENT_KEY_MODEL, info->model);
+  if (isfinite (info->scaling_factor))
+    vae_latent_writer_set_double (w, VAE_LATENT_KEY_SCALING_FACTOR,
+        info->scaling_factor);
+  if (isfinite (info->shift_factor))
+    vae_latent_writer_set_double (w, VAE_LATENT_KEY_SHIFT_FACTOR,
+        info->shift_factor);
+  vae_latent_writer_set_fraction (w, VAE_LATENT_KEY_FRAMERATE, info->fps_n,
       info->fps_d > 0 ? info->fps_d : 1);
-  vae_safetensors_writer_set_metadata (w, "framerate", buf);
   if (info->width > 0 && info->height > 0) {
-    g_snprintf (buf, sizeof buf, "%d", info->width);
-    vae_safetensors_writer_set_metadata (w, "width", buf);
-    g_snprintf (buf, sizeof buf, "%d", info->height);
-    vae_safetensors_writer_set_metadata (w, "height", buf);
+    vae_latent_writer_set_int (w, VAE_LATENT_KEY_WIDTH, info->width);
+    vae_latent_writer_set_int (w, VAE_LATENT_KEY_HEIGHT, info->height);
   }
-  if (info->spatial_factor > 0) {
-    g_snprintf (buf, sizeof buf, "%d", info->spatial_factor);
-    vae_safetensors_writer_set_metadata (w, "spatial_factor", buf);
-  }
+  if (info->spatial_factor > 0)
+    vae_latent_writer_set_int (w, VAE_LATENT_KEY_SPATIAL_FACTOR,
+        info->spatial_factor);
 
-  return vae_safetensors_writer_serialize (w, error);
+  return vae_latent_writer_serialize (w, error);
 }
 
 static gboolean

@@ -64,6 +64,7 @@ enum {
   PROP_TIMEOUT,
   PROP_RETRIES,
   PROP_PRECISION,
+  PROP_ENGINE_OPTIONS,
 };
 
 /* What an output buffer inherits from its input frame. */
@@ -103,6 +104,7 @@ typedef struct {
    * VAE_REMOTE_TIMEOUT_MS / VAE_REMOTE_RETRIES from the environment. */
   gboolean timeout_set, retries_set;
   GstVaePrecision precision;
+  char *engine_options;        /* "key=value,..." for the engine, or NULL */
   /* From READY->PAUSED until the element is back in READY: what was read
    * at start or at caps time is in use, so only GST_PARAM_MUTABLE_PLAYING
    * properties may change (the others would read back a value not in use). */
@@ -698,14 +700,66 @@ gst_vae_base_get_shift_property (GstVaeBase *base)
   return v;
 }
 
-/* Wipes and frees a string holding a secret. */
-static void
-free_secret (char **secret)
+void
+gst_vae_rgb_conversion_clear (GstVaeRgbConversion *conv)
 {
-  if (*secret) {
-    memset (*secret, 0, strlen (*secret));
-    g_clear_pointer (secret, g_free);
+  g_clear_pointer (&conv->convert, gst_video_converter_free);
+  gst_clear_buffer (&conv->rgb);
+}
+
+gboolean
+gst_vae_base_setup_rgb_conversion (GstVaeBase *base, GstVaeRgbConversion *conv,
+                                   const GstVideoInfo *video, gboolean to_rgb,
+                                   GstCaps *caps)
+{
+  const GstVideoFormat fmt = GST_VIDEO_INFO_FORMAT (video);
+  const int w = GST_VIDEO_INFO_WIDTH (video), h = GST_VIDEO_INFO_HEIGHT (video);
+  GstVideoInfo *rgb_info = &conv->rgb_info;
+  GError *err = NULL;
+
+  gst_vae_rgb_conversion_clear (conv);
+  if (fmt == GST_VIDEO_FORMAT_RGB || fmt == GST_VIDEO_FORMAT_RGBA)
+    return TRUE;
+
+  gst_video_info_set_format (rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
+  GST_VIDEO_INFO_FPS_N (rgb_info) = GST_VIDEO_INFO_FPS_N (video);
+  GST_VIDEO_INFO_FPS_D (rgb_info) = GST_VIDEO_INFO_FPS_D (video);
+  GST_VIDEO_INFO_PAR_N (rgb_info) = GST_VIDEO_INFO_PAR_N (video);
+  GST_VIDEO_INFO_PAR_D (rgb_info) = GST_VIDEO_INFO_PAR_D (video);
+  GST_VIDEO_INFO_INTERLACE_MODE (rgb_info) = GST_VIDEO_INFO_INTERLACE_MODE (video);
+  if (to_rgb) {
+    rgb_info->colorimetry = video->colorimetry;
+    if (GST_VIDEO_INFO_IS_YUV (video)) {
+      /* RGB output: full range, same primaries/transfer, no matrix. */
+      rgb_info->colorimetry.range = GST_VIDEO_COLOR_RANGE_0_255;
+      rgb_info->colorimetry.matrix = GST_VIDEO_COLOR_MATRIX_RGB;
+    }
   }
+  conv->convert = gst_video_converter_new (to_rgb ? video : rgb_info,
+      to_rgb ? rgb_info : video,
+      gst_structure_new ("GstVideoConverter",
+          GST_VIDEO_CONVERTER_OPT_DITHER_METHOD, GST_TYPE_VIDEO_DITHER_METHOD,
+          GST_VIDEO_DITHER_NONE, GST_VIDEO_CONVERTER_OPT_THREADS, G_TYPE_UINT, 1,
+          NULL));
+  if (!conv->convert) {
+    const char *name = gst_video_format_to_string (fmt);
+    g_autofree char *what = to_rgb ? g_strdup_printf ("Cannot convert %s to RGB.", name)
+                                   : g_strdup_printf ("Cannot convert RGB to %s.", name);
+    if (caps)
+      GST_ELEMENT_ERROR (base, CORE, NEGOTIATION, ("%s", what), ("%" GST_PTR_FORMAT, caps));
+    else
+      GST_ELEMENT_ERROR (base, CORE, NEGOTIATION, ("%s", what), (NULL));
+    return FALSE;
+  }
+  conv->rgb = gst_vae_buffer_try_new (GST_VIDEO_INFO_SIZE (rgb_info),
+                                      "the RGB conversion frame", &err);
+  if (!conv->rgb) {
+    gst_vae_post_no_memory (GST_ELEMENT (base), w, h, 1, err->message);
+    g_clear_error (&err);
+    gst_vae_rgb_conversion_clear (conv);
+    return FALSE;
+  }
+  return TRUE;
 }
 
 static VaePrecision
@@ -720,13 +774,75 @@ precision_for_engine (GstVaePrecision p)
   }
 }
 
+/* Wipes and frees settings, which may hold a token. */
+static void
+free_settings (GPtrArray *settings)
+{
+  for (guint i = 0; i < settings->len; i++)
+    if (settings->pdata[i])
+      vae_clear_secret ((char **) &settings->pdata[i]);
+  g_ptr_array_free (settings, TRUE);
+}
+
+/* TEXT ("key=value,...") with every token's value masked, for reading the
+ * engine-options property back. */
+static char *
+engine_options_shown (const char *text)
+{
+  if (!text)
+    return NULL;
+  g_auto (GStrv) settings = vae_engine_settings_parse (text, NULL);
+  if (!settings)
+    return g_strdup ("(not key=value,...)");
+  GString *t = g_string_new (NULL);
+  for (guint i = 0; settings[i]; i++) {
+    const char *eq = strchr (settings[i], '=');
+    if (t->len)
+      g_string_append_c (t, ',');
+    g_string_append_len (t, settings[i], eq - settings[i] + 1);
+    if (g_str_has_prefix (settings[i], "token="))
+      g_string_append (t, "***");
+    else
+      for (const char *c = eq + 1; *c; c++) {
+        if (*c == ',' || *c == '\\')
+          g_string_append_c (t, '\\');
+        g_string_append_c (t, *c);
+      }
+    memset (settings[i], 0, strlen (settings[i]));
+  }
+  return g_string_free (t, FALSE);
+}
+
+/* The remote engine's settings from the remote properties: only for
+ * backend=remote (the other engines take none of them, and the elements
+ * have always ignored them there). */
+static void
+add_remote_settings (GstVaeBasePrivate *priv, GPtrArray *settings)
+{
+  if (priv->endpoint && *priv->endpoint)
+    g_ptr_array_add (settings, g_strconcat ("endpoint=", priv->endpoint, NULL));
+  if (priv->token && *priv->token)
+    g_ptr_array_add (settings, g_strconcat ("token=", priv->token, NULL));
+  if (priv->timeout_set)
+    g_ptr_array_add (settings, g_strdup_printf ("timeout-ms=%ld",
+                                                MAX (lrint (priv->timeout * 1000.0), 1L)));
+  if (priv->retries_set)
+    g_ptr_array_add (settings, g_strdup_printf ("retries=%u", priv->retries));
+}
+
+void
+gst_vae_base_add_engine_setting (GPtrArray *settings, const char *key, const char *value)
+{
+  g_ptr_array_add (settings, g_strconcat (key, "=", value, NULL));
+}
+
 gboolean
 gst_vae_base_ensure_engine (GstVaeBase *base)
 {
   GstVaeBasePrivate *priv = PRIV (base);
   VaeEngineOptions eo = VAE_ENGINE_OPTIONS_INIT;
-  g_autofree char *endpoint = NULL;
-  char *token = NULL;
+  GPtrArray *settings = NULL;
+  g_autofree char *engine_options = NULL;
   GstVaeBackend backend;
   GError *err = NULL;
 
@@ -741,25 +857,39 @@ gst_vae_base_ensure_engine (GstVaeBase *base)
                        ("the element was not started with a model"));
     return FALSE;
   }
+  settings = g_ptr_array_new ();
   GST_OBJECT_LOCK (base);
   backend = priv->backend;
   eo.threads = priv->threads;
   eo.device_id = priv->device_id;
   eo.max_inflight = (int) priv->max_inflight;
   eo.precision = precision_for_engine (priv->precision);
-  endpoint = g_strdup (priv->endpoint);
-  token = g_strdup (priv->token);
-  if (priv->timeout_set)
-    eo.timeout_ms = (int) MAX (lrint (priv->timeout * 1000.0), 1);
-  if (priv->retries_set)
-    eo.retries = priv->retries > 0 ? (int) priv->retries : -1;   /* -1: none */
+  if (backend == GST_VAE_BACKEND_REMOTE)
+    add_remote_settings (priv, settings);
+  engine_options = g_strdup (priv->engine_options);
   GST_OBJECT_UNLOCK (base);
-  eo.endpoint = endpoint;
-  eo.token = token;
-  if (GST_VAE_BASE_GET_CLASS (base)->engine_options)
-    GST_VAE_BASE_GET_CLASS (base)->engine_options (base, &eo);
+  if (GST_VAE_BASE_GET_CLASS (base)->engine_settings)
+    GST_VAE_BASE_GET_CLASS (base)->engine_settings (base, gst_vae_backend_nick (backend),
+                                                    settings);
+  /* engine-options last: they win over the properties. */
+  char **extra = vae_engine_settings_parse (engine_options, &err);
+  if (engine_options)
+    memset (engine_options, 0, strlen (engine_options));
+  if (!extra) {
+    free_settings (settings);
+    priv->engine_failed = TRUE;
+    GST_ELEMENT_ERROR (base, RESOURCE, SETTINGS, ("Invalid engine-options."),
+                       ("%s", err->message));
+    g_clear_error (&err);
+    return FALSE;
+  }
+  for (guint i = 0; extra[i]; i++)
+    g_ptr_array_add (settings, extra[i]);
+  g_free (extra);   /* the strings moved into SETTINGS */
+  g_ptr_array_add (settings, NULL);
+  eo.settings = (const char *const *) settings->pdata;
   priv->engine = vae_engine_new (gst_vae_backend_nick (backend), priv->model, &eo, &err);
-  free_secret (&token);
+  free_settings (settings);
   if (!priv->engine) {
     priv->engine_failed = TRUE;
     GST_ELEMENT_ERROR (base, RESOURCE, FAILED,
@@ -1304,7 +1434,7 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
     case PROP_TILE_SIZE: priv->tile_size = g_value_get_uint (value); break;
     case PROP_TILE_OVERLAP: priv->tile_overlap = g_value_get_uint (value); break;
     case PROP_TOKEN:
-      free_secret (&priv->token);
+      vae_clear_secret (&priv->token);
       priv->token = g_value_dup_string (value);
       break;
     case PROP_TIMEOUT:
@@ -1316,6 +1446,10 @@ gst_vae_base_set_property (GObject *object, guint prop_id, const GValue *value,
       priv->retries_set = TRUE;
       break;
     case PROP_PRECISION: priv->precision = g_value_get_enum (value); break;
+    case PROP_ENGINE_OPTIONS:
+      vae_clear_secret (&priv->engine_options);
+      priv->engine_options = g_value_dup_string (value);
+      break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (object);
@@ -1345,6 +1479,9 @@ gst_vae_base_get_property (GObject *object, guint prop_id, GValue *value, GParam
     case PROP_TIMEOUT: g_value_set_double (value, priv->timeout); break;
     case PROP_RETRIES: g_value_set_uint (value, priv->retries); break;
     case PROP_PRECISION: g_value_set_enum (value, priv->precision); break;
+    case PROP_ENGINE_OPTIONS:
+      g_value_take_string (value, engine_options_shown (priv->engine_options));
+      break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (object);
@@ -1365,7 +1502,8 @@ gst_vae_base_finalize (GObject *object)
   g_cond_clear (&priv->out_cond);
   g_free (priv->model_path);
   g_free (priv->endpoint);
-  free_secret (&priv->token);
+  vae_clear_secret (&priv->token);
+  vae_clear_secret (&priv->engine_options);
   g_mutex_clear (&priv->lock);
   g_cond_clear (&priv->cond);
   G_OBJECT_CLASS (gst_vae_base_parent_class)->finalize (object);
@@ -1530,6 +1668,13 @@ gst_vae_base_class_init (GstVaeBaseClass *klass)
           "Activation precision of the engine (engines refuse what they cannot do; "
           "the remote backend leaves it to the server)",
           GST_TYPE_VAE_PRECISION, DEFAULT_PRECISION, rw | GST_PARAM_MUTABLE_READY));
+  g_object_class_install_property (gobject_class, PROP_ENGINE_OPTIONS,
+      g_param_spec_string ("engine-options", "Engine options",
+          "The engine's own settings, \"key=value,key=value\" (\\\\, for a comma in a "
+          "value); they win over the properties that map onto them (endpoint, token, "
+          "timeout, retries, remote-input for backend=remote).  An engine refuses keys "
+          "it does not take; docs/engine-settings.md lists them.  A token reads back "
+          "as ***", NULL, rw | GST_PARAM_MUTABLE_READY));
 
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_BASE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_BACKEND, 0);

@@ -14,6 +14,7 @@
  * one slot out -> a buffer. */
 #pragma once
 #include <gst/gst.h>
+#include <gst/video/video.h>
 #include "gstvaeenums.h"
 #include "engine.h"
 
@@ -49,10 +50,16 @@ struct _GstVaeBaseClass {
   void (*reset) (GstVaeBase *base);
   /* PAUSED->READY: free per-stream state. Optional. */
   void (*stop) (GstVaeBase *base);
-  /* Adds the subclass's engine settings (e.g. vaeencode's remote-input) to
-   * OPTIONS before the engine opens. Optional. */
-  void (*engine_options) (GstVaeBase *base, VaeEngineOptions *options);
+  /* Adds the subclass's engine settings (e.g. vaeencode's remote-input,
+   * "input=..." for backend "remote") to SETTINGS ("key=value" strings,
+   * gst_vae_base_add_engine_setting) before the engine BACKEND opens;
+   * the engine-options property comes after them.  Optional. */
+  void (*engine_settings) (GstVaeBase *base, const char *backend, GPtrArray *settings);
 };
+
+/* Appends "KEY=VALUE" to SETTINGS (for engine_settings). */
+void gst_vae_base_add_engine_setting (GPtrArray *settings, const char *key,
+                                      const char *value);
 
 /* The loaded model (valid from READY->PAUSED to PAUSED->READY). */
 const VaeModel *gst_vae_base_get_model (GstVaeBase *base);
@@ -72,5 +79,25 @@ gboolean gst_vae_base_ensure_engine (GstVaeBase *base);
 gboolean gst_vae_base_change_refused (GstVaeBase *base, GParamSpec *pspec);
 /* Posts the WARNING that says PSPEC kept its value (object lock not held). */
 void gst_vae_base_warn_refused_change (GstVaeBase *base, GParamSpec *pspec);
+
+/* The conversion between the stream's video frames and the packed 8-bit RGB
+ * the pixel conversion (codec.h) reads and writes.  RGB and RGBA frames are
+ * read and written directly: no converter, no scratch frame. */
+typedef struct {
+  GstVideoInfo rgb_info;       /* packed RGB at the frame's size */
+  GstVideoConverter *convert;  /* NULL for RGB and RGBA frames */
+  GstBuffer *rgb;              /* the RGB scratch frame, with convert */
+} GstVaeRgbConversion;
+
+/* Sets up CONV (cleared first) for frames of VIDEO: VIDEO -> RGB when
+ * TO_RGB (vaeencode's input), RGB -> VIDEO otherwise (vaedecode's output).
+ * The RGB side has VIDEO's framerate, pixel aspect ratio and interlace
+ * mode; towards RGB also its colorimetry (full range, no matrix for YUV).
+ * No dithering, one thread.  FALSE after posting an element error (CAPS,
+ * when given, goes to its debug text). */
+gboolean gst_vae_base_setup_rgb_conversion (GstVaeBase *base, GstVaeRgbConversion *conv,
+                                            const GstVideoInfo *video, gboolean to_rgb,
+                                            GstCaps *caps);
+void gst_vae_rgb_conversion_clear (GstVaeRgbConversion *conv);
 
 G_END_DECLS

@@ -75,9 +75,7 @@ struct _GstVaeDecode {
   /* Stream state (stream lock). */
   GstVaeLatentInfo linfo;
   GstVideoInfo out_info;
-  GstVideoInfo rgb_info;
-  GstVideoConverter *convert;  /* NULL for RGB and RGBA output */
-  GstBuffer *rgb;              /* scratch RGB frame for the converter */
+  GstVaeRgbConversion rgb;     /* RGB -> output */
   float *latents;              /* one frame of latents as float32 */
   gsize n_latents;
   int ph, pw;
@@ -96,8 +94,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
 static void
 free_stream (GstVaeDecode *self)
 {
-  g_clear_pointer (&self->convert, gst_video_converter_free);
-  gst_clear_buffer (&self->rgb);
+  gst_vae_rgb_conversion_clear (&self->rgb);
   g_clear_pointer (&self->latents, g_free);
   gst_vae_latent_info_clear (&self->linfo);
 }
@@ -199,33 +196,12 @@ gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
     return FALSE;
   }
 
-  GstVideoFormat fmt = GST_VIDEO_INFO_FORMAT (&self->out_info);
-  if (fmt != GST_VIDEO_FORMAT_RGB && fmt != GST_VIDEO_FORMAT_RGBA) {
-    gst_video_info_set_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
-    GST_VIDEO_INFO_FPS_N (&self->rgb_info) = GST_VIDEO_INFO_FPS_N (&self->out_info);
-    GST_VIDEO_INFO_FPS_D (&self->rgb_info) = GST_VIDEO_INFO_FPS_D (&self->out_info);
-    GST_VIDEO_INFO_PAR_N (&self->rgb_info) = GST_VIDEO_INFO_PAR_N (&self->out_info);
-    GST_VIDEO_INFO_PAR_D (&self->rgb_info) = GST_VIDEO_INFO_PAR_D (&self->out_info);
-    GST_VIDEO_INFO_INTERLACE_MODE (&self->rgb_info) = GST_VIDEO_INFO_INTERLACE_MODE (&self->out_info);
-    self->convert = gst_video_converter_new (&self->rgb_info, &self->out_info,
-        gst_structure_new ("GstVideoConverter",
-            GST_VIDEO_CONVERTER_OPT_DITHER_METHOD, GST_TYPE_VIDEO_DITHER_METHOD,
-            GST_VIDEO_DITHER_NONE, GST_VIDEO_CONVERTER_OPT_THREADS, G_TYPE_UINT, 1,
-            NULL));
-    if (!self->convert) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Cannot convert RGB to %s.",
-          gst_video_format_to_string (fmt)), (NULL));
-      return FALSE;
-    }
-    self->rgb = gst_vae_buffer_try_new (GST_VIDEO_INFO_SIZE (&self->rgb_info),
-                                        "the RGB conversion frame", &err);
-  }
+  if (!gst_vae_base_setup_rgb_conversion (base, &self->rgb, &self->out_info, FALSE, NULL))
+    return FALSE;
   self->n_latents = (gsize) self->linfo.channels * self->linfo.latent_width
                     * self->linfo.latent_height;
-  if (!err)
-    self->latents = vae_try_alloc (self->n_latents, sizeof (float), "the latent frame",
-                                   &err);
-  if (err) {
+  self->latents = vae_try_alloc (self->n_latents, sizeof (float), "the latent frame", &err);
+  if (!self->latents) {
     gst_vae_post_no_memory (GST_ELEMENT (self), w, h, 1, err->message);
     g_clear_error (&err);
     return FALSE;
@@ -296,12 +272,12 @@ gst_vae_decode_make_output (GstVaeBase *base, const float *slot, GstBuffer **out
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map an output frame."), (NULL));
     return GST_FLOW_ERROR;
   }
-  if (!self->convert) {
+  if (!self->rgb.convert) {
     int bpp = GST_VIDEO_INFO_FORMAT (&self->out_info) == GST_VIDEO_FORMAT_RGBA ? 4 : 3;
     vae_pixels_to_rgb8 (model, slot, self->ph, self->pw, GST_VIDEO_FRAME_PLANE_DATA (&frame, 0),
                         w, h, GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0), bpp);
   } else {
-    if (!gst_video_frame_map (&rgb, &self->rgb_info, self->rgb, GST_MAP_READWRITE)) {
+    if (!gst_video_frame_map (&rgb, &self->rgb.rgb_info, self->rgb.rgb, GST_MAP_READWRITE)) {
       gst_video_frame_unmap (&frame);
       gst_buffer_unref (buf);
       GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map the RGB scratch frame."),
@@ -310,7 +286,7 @@ gst_vae_decode_make_output (GstVaeBase *base, const float *slot, GstBuffer **out
     }
     vae_pixels_to_rgb8 (model, slot, self->ph, self->pw, GST_VIDEO_FRAME_PLANE_DATA (&rgb, 0),
                         w, h, GST_VIDEO_FRAME_PLANE_STRIDE (&rgb, 0), 3);
-    gst_video_converter_frame (self->convert, &rgb, &frame);
+    gst_video_converter_frame (self->rgb.convert, &rgb, &frame);
     gst_video_frame_unmap (&rgb);
   }
   gst_video_frame_unmap (&frame);

@@ -41,6 +41,9 @@
  * with exponential backoff, for connection errors, timeouts, 429, 502, 503
  * and 504) bound each request; left unset they come from
  * `VAE_REMOTE_TIMEOUT_MS` and `VAE_REMOTE_RETRIES` when those are set.
+ * These properties map onto the remote engine's settings;
+ * `engine-options="key=value,..."` gives any engine's settings directly and
+ * wins over them (docs/engine-settings.md lists them).
  *
  * The latency reported is the batching (the time to fill a batch at the
  * stream's framerate, or `batch-timeout`) plus the measured processing time
@@ -110,9 +113,7 @@ struct _GstVaeEncode {
   GstVaeLatentMode mode;       /* as configured at caps time */
   GstVaeLatentDType dtype;
   GstVideoInfo vinfo;
-  GstVideoInfo rgb_info;
-  GstVideoConverter *convert;  /* NULL for RGB and RGBA input */
-  GstBuffer *rgb;              /* converted frame */
+  GstVaeRgbConversion rgb;     /* input -> RGB */
   int ph, pw, lh, lw;
   int enc_c, out_c;
   double scaling, shift;
@@ -133,8 +134,7 @@ static GstStaticPadTemplate src_template = GST_STATIC_PAD_TEMPLATE ("src",
 static void
 free_stream (GstVaeEncode *self)
 {
-  g_clear_pointer (&self->convert, gst_video_converter_free);
-  gst_clear_buffer (&self->rgb);
+  gst_vae_rgb_conversion_clear (&self->rgb);
   g_clear_pointer (&self->scratch, g_free);
 }
 
@@ -188,36 +188,10 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   prop = gst_vae_base_get_shift_property (base);
   self->shift = isnan (prop) ? model->shift_factor : prop;
 
-  GstVideoFormat fmt = GST_VIDEO_INFO_FORMAT (&vinfo);
-  if (fmt != GST_VIDEO_FORMAT_RGB && fmt != GST_VIDEO_FORMAT_RGBA) {
-    gst_video_info_set_format (&self->rgb_info, GST_VIDEO_FORMAT_RGB, w, h);
-    GST_VIDEO_INFO_FPS_N (&self->rgb_info) = GST_VIDEO_INFO_FPS_N (&vinfo);
-    GST_VIDEO_INFO_FPS_D (&self->rgb_info) = GST_VIDEO_INFO_FPS_D (&vinfo);
-    GST_VIDEO_INFO_PAR_N (&self->rgb_info) = GST_VIDEO_INFO_PAR_N (&vinfo);
-    GST_VIDEO_INFO_PAR_D (&self->rgb_info) = GST_VIDEO_INFO_PAR_D (&vinfo);
-    GST_VIDEO_INFO_INTERLACE_MODE (&self->rgb_info) = GST_VIDEO_INFO_INTERLACE_MODE (&vinfo);
-    self->rgb_info.colorimetry = vinfo.colorimetry;
-    if (GST_VIDEO_INFO_IS_YUV (&vinfo)) {
-      /* RGB output: full range, same primaries/transfer, no matrix. */
-      self->rgb_info.colorimetry.range = GST_VIDEO_COLOR_RANGE_0_255;
-      self->rgb_info.colorimetry.matrix = GST_VIDEO_COLOR_MATRIX_RGB;
-    }
-    self->convert = gst_video_converter_new (&vinfo, &self->rgb_info,
-        gst_structure_new ("GstVideoConverter",
-            GST_VIDEO_CONVERTER_OPT_DITHER_METHOD, GST_TYPE_VIDEO_DITHER_METHOD,
-            GST_VIDEO_DITHER_NONE, GST_VIDEO_CONVERTER_OPT_THREADS, G_TYPE_UINT, 1,
-            NULL));
-    if (!self->convert) {
-      GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Cannot convert %s to RGB.",
-          gst_video_format_to_string (fmt)), ("%" GST_PTR_FORMAT, caps));
-      return FALSE;
-    }
-    self->rgb = gst_vae_buffer_try_new (GST_VIDEO_INFO_SIZE (&self->rgb_info),
-                                        "the RGB conversion frame", &err);
-  }
-  if (!err)
-    self->scratch = vae_try_alloc ((gsize) self->out_c * self->lh * self->lw, sizeof (float),
-                                   "the latent scratch frame", &err);
+  if (!gst_vae_base_setup_rgb_conversion (base, &self->rgb, &vinfo, TRUE, caps))
+    return FALSE;
+  self->scratch = vae_try_alloc ((gsize) self->out_c * self->lh * self->lw, sizeof (float),
+                                 "the latent scratch frame", &err);
   if (err) {
     gst_vae_post_no_memory (GST_ELEMENT (self), w, h, 1, err->message);
     g_clear_error (&err);
@@ -273,20 +247,20 @@ gst_vae_encode_fill_slot (GstVaeBase *base, GstBuffer *inbuf, float *slot)
          w, h, gst_video_format_to_string (GST_VIDEO_INFO_FORMAT (&self->vinfo))));
     return GST_FLOW_ERROR;
   }
-  if (!self->convert) {
+  if (!self->rgb.convert) {
     int bpp = GST_VIDEO_INFO_FORMAT (&self->vinfo) == GST_VIDEO_FORMAT_RGBA ? 4 : 3;
     vae_pixels_from_rgb8 (model, GST_VIDEO_FRAME_PLANE_DATA (&frame, 0), w, h,
                           GST_VIDEO_FRAME_PLANE_STRIDE (&frame, 0), bpp, slot,
                           self->ph, self->pw);
   } else {
     GstVideoFrame rgb;
-    if (!gst_video_frame_map (&rgb, &self->rgb_info, self->rgb, GST_MAP_READWRITE)) {
+    if (!gst_video_frame_map (&rgb, &self->rgb.rgb_info, self->rgb.rgb, GST_MAP_READWRITE)) {
       gst_video_frame_unmap (&frame);
       GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map the RGB scratch frame."),
                          (NULL));
       return GST_FLOW_ERROR;
     }
-    gst_video_converter_frame (self->convert, &frame, &rgb);
+    gst_video_converter_frame (self->rgb.convert, &frame, &rgb);
     vae_pixels_from_rgb8 (model, GST_VIDEO_FRAME_PLANE_DATA (&rgb, 0), w, h,
                           GST_VIDEO_FRAME_PLANE_STRIDE (&rgb, 0), 3, slot, self->ph, self->pw);
     gst_video_frame_unmap (&rgb);
@@ -348,17 +322,19 @@ gst_vae_encode_reset (GstVaeBase *base)
 }
 
 static void
-gst_vae_encode_engine_options (GstVaeBase *base, VaeEngineOptions *options)
+gst_vae_encode_engine_settings (GstVaeBase *base, const char *backend, GPtrArray *settings)
 {
   GstVaeEncode *self = GST_VAE_ENCODE (base);
   GstVaeRemoteInput input;
 
+  if (strcmp (backend, "remote") != 0)
+    return;
   GST_OBJECT_LOCK (self);
   input = self->remote_input;
   GST_OBJECT_UNLOCK (self);
-  options->remote_input = input == GST_VAE_REMOTE_INPUT_FLOAT16 ? VAE_REMOTE_INPUT_FLOAT16
-                          : input == GST_VAE_REMOTE_INPUT_PNG ? VAE_REMOTE_INPUT_PNG
-                                                              : VAE_REMOTE_INPUT_UINT8;
+  gst_vae_base_add_engine_setting (settings, "input",
+                                   input == GST_VAE_REMOTE_INPUT_FLOAT16 ? "float16"
+                                   : input == GST_VAE_REMOTE_INPUT_PNG ? "png" : "uint8");
 }
 
 static void
@@ -471,7 +447,7 @@ gst_vae_encode_class_init (GstVaeEncodeClass *klass)
   base_class->make_output = gst_vae_encode_make_output;
   base_class->reset = gst_vae_encode_reset;
   base_class->stop = gst_vae_encode_stop;
-  base_class->engine_options = gst_vae_encode_engine_options;
+  base_class->engine_settings = gst_vae_encode_engine_settings;
 
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_MODE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_DTYPE, 0);

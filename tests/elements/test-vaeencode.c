@@ -636,6 +636,8 @@ test_setup_error_once (void)
     "backend=cuda",               /* without a GPU: the engine cannot open */
     "backend=remote",             /* without an endpoint */
     "tile-size=13",               /* not a multiple of the spatial factor */
+    "engine-options=colour=red",  /* a setting the engine does not take */
+    "engine-options=novalue",     /* not key=value */
   };
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
     if (i == 0 && vae_engine_backend_usable ("cuda"))
@@ -647,6 +649,41 @@ test_setup_error_once (void)
     g_test_message ("%s: %u error(s)", cases[i], n);
     g_assert_cmpuint (n, ==, 1);
   }
+}
+
+/* engine-options: the engine's own settings; an unknown key is an error
+ * naming it and the engine; a token reads back masked. */
+static void
+test_engine_options (void)
+{
+  if (!have_testdata ())
+    return;
+  GstHarness *h = new_encoder ("taef2", "engine-options=colour=red");
+  GstElement *enc = gst_harness_find_element (h, "vaeencode");
+  GstBus *bus = harness_bus (h);
+  g_autofree guint8 *rgb = make_rgb (64, 64, 0);
+  set_video_caps (h, "RGB", 64, 64);
+  g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (rgb, 64, 64,
+                   GST_VIDEO_FORMAT_RGB), 0)), !=, GST_FLOW_OK);
+  GError *err = NULL;
+  char *dbg = NULL;
+  GstMessage *msg = pop_error (bus, &err, &dbg);
+  g_test_message ("engine-options=colour=red: %s (%s)", err->message, dbg);
+  g_assert_nonnull (dbg);
+  g_assert_nonnull (strstr (dbg, "engine 'cpu' has no setting 'colour'"));
+  clear_error (msg, &err, &dbg);
+
+  gst_object_unref (enc);
+  harness_teardown_bus (h, bus);
+
+  char *shown = NULL;
+  enc = gst_element_factory_make ("vaeencode", NULL);
+  g_object_set (enc, "engine-options", "endpoint=http://a/\\,http://b/,token=sekrit,retries=2",
+                NULL);
+  g_object_get (enc, "engine-options", &shown, NULL);
+  g_assert_cmpstr (shown, ==, "endpoint=http://a/\\,http://b/,token=***,retries=2");
+  g_free (shown);
+  gst_object_unref (enc);
 }
 
 /* A property set while the element runs keeps the value in use, with a
@@ -729,6 +766,7 @@ main (int argc, char **argv)
   g_test_add_func ("/vaeencode/missing-model", test_missing_model);
   g_test_add_func ("/vaeencode/decoder-only-model", test_decoder_only_model);
   g_test_add_func ("/vaeencode/setup-error-once", test_setup_error_once);
+  g_test_add_func ("/vaeencode/engine-options", test_engine_options);
   g_test_add_func ("/vaeencode/running-property-changes", test_running_property_changes);
   return element_test_run ();
 }

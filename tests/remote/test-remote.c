@@ -78,7 +78,9 @@ static VaeEngine *
 open_engine (const VaeModel *m, const char *endpoint)
 {
   VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
-  o.endpoint = endpoint;
+  g_autofree char *ep = g_strconcat ("endpoint=", endpoint, NULL);
+  const char *settings[] = { ep, NULL };
+  o.settings = settings;
   g_autoptr (GError) err = NULL;
   VaeEngine *e = vae_engine_new ("remote", m, &o, &err);
   g_assert_no_error (err);
@@ -440,11 +442,18 @@ test_bad_endpoint (void)
     return;
   VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
   g_autoptr (GError) err = NULL;
-  o.endpoint = " , ";
+  const char *blank[] = { "endpoint= , ", NULL };
+  o.settings = blank;
   g_assert_null (vae_engine_new ("remote", m, &o, &err));
   g_assert_error (err, VAE_ERROR, VAE_ERROR_ARGUMENT);
   g_clear_error (&err);
-  o.endpoint = "ftp://user:secret@host/";
+  o.settings = NULL;   /* none at all */
+  g_assert_null (vae_engine_new ("remote", m, &o, &err));
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ARGUMENT);
+  g_assert_nonnull (strstr (err->message, "no endpoint"));
+  g_clear_error (&err);
+  const char *ftp[] = { "endpoint=ftp://user:secret@host/", NULL };
+  o.settings = ftp;
   g_assert_null (vae_engine_new ("remote", m, &o, &err));
   g_assert_error (err, VAE_ERROR, VAE_ERROR_ARGUMENT);
   g_assert_null (strstr (err->message, "secret"));
@@ -461,8 +470,9 @@ test_encode_float16 (void)
   server_start (&s, m);
   VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
   g_autofree char *url = g_strdup_printf ("http://127.0.0.1:%d/predict", s.port);
-  o.endpoint = url;
-  o.remote_input = VAE_REMOTE_INPUT_FLOAT16;
+  g_autofree char *ep = g_strconcat ("endpoint=", url, NULL);
+  const char *settings[] = { ep, "input=float16", NULL };
+  o.settings = settings;
   g_autoptr (GError) err = NULL;
   VaeEngine *e = vae_engine_new ("remote", m, &o, &err);
   g_assert_no_error (err);
@@ -493,11 +503,13 @@ test_options_over_env (void)
   g_autoptr (GError) err = NULL;
 
   g_setenv ("HF_TOKEN", "wrongtoken", TRUE);
-  o.endpoint = auth;
-  o.token = "sekrit";
+  g_autofree char *ep_auth = g_strconcat ("endpoint=", auth, NULL);
+  g_autofree char *ep_slow = g_strconcat ("endpoint=", slow, NULL);
+  const char *good[] = { ep_auth, "token=sekrit", NULL };
+  o.settings = good;
   VaeEngine *e = vae_engine_new ("remote", m, &o, &err);
   g_assert_no_error (err);
-  g_assert_null (e->options.token);   /* not kept past open */
+  g_assert_null (e->options.settings);   /* not kept past open */
   make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, 3, &t);
   g_assert_true (vae_engine_run (e, &t.batch, &err));
   check_batch (&t);
@@ -505,7 +517,8 @@ test_options_over_env (void)
   free_batch (&t);
 
   g_unsetenv ("HF_TOKEN");
-  o.token = "badtoken";
+  const char *bad[] = { ep_auth, "token=badtoken", NULL };
+  o.settings = bad;
   e = vae_engine_new ("remote", m, &o, &err);
   make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, 3, &t);
   g_assert_false (vae_engine_run (e, &t.batch, &err));
@@ -517,10 +530,8 @@ test_options_over_env (void)
   free_batch (&t);
 
   /* The environment says 20 s and 3 retries; the options 0.3 s, none. */
-  o.token = NULL;
-  o.endpoint = slow;
-  o.timeout_ms = 300;
-  o.retries = -1;
+  const char *fast[] = { ep_slow, "timeout-ms=300", "retries=0", NULL };
+  o.settings = fast;
   e = vae_engine_new ("remote", m, &o, &err);
   make_batch (m, VAE_DIRECTION_ENCODE, 1, 16, 16, 3, &t);
   gint64 t0 = g_get_monotonic_time ();
@@ -531,6 +542,73 @@ test_options_over_env (void)
   vae_engine_free (e);
   free_batch (&t);
   server_stop (&s);
+}
+
+/* Engine settings: unknown keys and bad values are errors naming the key
+ * and the engine; the text form's escapes. */
+static void
+test_settings (void)
+{
+  g_autoptr (VaeModel) m = load_model ("tiny-sd-random");
+  if (!m)
+    return;
+  VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;
+  g_autoptr (GError) err = NULL;
+  struct { const char *backend, *setting, *want[3]; } cases[] = {
+    { "remote", "colour=red", { "engine 'remote' has no setting 'colour'", "endpoint, token" } },
+    { "cpu", "token=sekrit", { "engine 'cpu' has no setting 'token'", "(it takes: none)" } },
+    { "cpu", "sekrit", { "engine 'cpu': setting 1 is not key=value" } },
+    { "remote", "timeout-ms=soon", { "engine 'remote'", "timeout-ms='soon'", "1 to 3600000" } },
+    { "remote", "retries=101", { "retries='101'", "0 to 100" } },
+    { "remote", "input=jpeg", { "input='jpeg'", "uint8, float16, png" } },
+    { "remote", "=x", { "engine 'remote': setting 2 is not key=value" } },
+    { "remote", "novalue", { "setting 2 is not key=value" } },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    const gboolean remote = g_str_equal (cases[i].backend, "remote");
+    const char *settings[] = { remote ? "endpoint=http://127.0.0.1:9/" : cases[i].setting,
+                               remote ? cases[i].setting : NULL, NULL };
+    o.settings = settings;
+    g_assert_null (vae_engine_new (cases[i].backend, m, &o, &err));
+    g_test_message ("%s %s: %s", cases[i].backend, cases[i].setting, err->message);
+    g_assert_error (err, VAE_ERROR, VAE_ERROR_ARGUMENT);
+    for (int k = 0; k < 3 && cases[i].want[k]; k++)
+      g_assert_nonnull (strstr (err->message, cases[i].want[k]));
+    g_assert_null (strstr (err->message, "sekrit"));
+    g_clear_error (&err);
+  }
+  /* The last value of a key counts. */
+  const char *twice[] = { "endpoint=ftp://x/", "endpoint=http://127.0.0.1:9/", NULL };
+  o.settings = twice;
+  VaeEngine *e = vae_engine_new ("remote", m, &o, &err);
+  g_assert_no_error (err);
+  vae_engine_free (e);
+
+  g_auto (GStrv) p = vae_engine_settings_parse (
+      " endpoint=http://a/\\,http://b/?x=1 , token=a\\\\b,, retries=2,", &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (g_strv_length (p), ==, 3);
+  g_assert_cmpstr (p[0], ==, "endpoint=http://a/,http://b/?x=1 ");
+  g_assert_cmpstr (p[1], ==, "token=a\\b");
+  g_assert_cmpstr (p[2], ==, "retries=2");
+  g_auto (GStrv) none = vae_engine_settings_parse (NULL, &err);
+  g_assert_no_error (err);
+  g_assert_cmpuint (g_strv_length (none), ==, 0);
+  g_assert_null (vae_engine_settings_parse ("a=1,sekrit", &err));
+  g_assert_error (err, VAE_ERROR, VAE_ERROR_ARGUMENT);
+  g_assert_nonnull (strstr (err->message, "entry 2"));
+  g_assert_null (strstr (err->message, "sekrit"));
+  g_clear_error (&err);
+  g_assert_null (vae_engine_settings_parse (" =1", &err));
+  g_clear_error (&err);
+
+  /* What each engine takes is listed. */
+  VaeEngineInfo info;
+  g_assert_true (vae_engine_backend_info ("remote", &info));
+  g_assert_nonnull (info.settings);
+  g_assert_cmpstr (info.settings[0].key, ==, "endpoint");
+  g_assert_true (vae_engine_backend_info ("cpu", &info));
+  g_assert_null (info.settings);
 }
 
 /* A preset (no weights) runs on the remote engine only. */
@@ -595,6 +673,7 @@ main (int argc, char **argv)
   g_test_add_func ("/remote/boom", test_boom);
   g_test_add_func ("/remote/server-down", test_server_down);
   g_test_add_func ("/remote/bad-endpoint", test_bad_endpoint);
+  g_test_add_func ("/remote/settings", test_settings);
   g_test_add_func ("/remote/keepalive", test_keepalive);
   g_test_add_func ("/remote/token", test_token);
   g_test_add_func ("/remote/timeout", test_timeout);

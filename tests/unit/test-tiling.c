@@ -32,6 +32,8 @@ typedef struct {
   VaeEngine parent;
   GQueue done;
   int preferred;
+  int sized;                  /* fake_sized_vt: frames per batch at any size */
+  int asked_h, asked_w;       /* the size batch_for_size was asked for */
   /* What the engine saw since the last reset. */
   int batches, max_n, first_h, first_w;
   gboolean mixed_sizes;
@@ -104,6 +106,25 @@ static const VaeEngineVTable fake_vt = {
   .submit = fake_submit,
   .wait = fake_wait,
   .preferred_batch = fake_preferred,
+};
+
+static int
+fake_batch_for_size (VaeEngine *engine, VaeDirection direction, int h, int w)
+{
+  FakeEngine *self = (FakeEngine *) engine;
+  self->asked_h = h;
+  self->asked_w = w;
+  return self->sized;
+}
+
+/* An engine that says how many frames it takes at each size. */
+static const VaeEngineVTable fake_sized_vt = {
+  .name = "fake-sized",
+  .instance_size = sizeof (FakeEngine),
+  .submit = fake_submit,
+  .wait = fake_wait,
+  .preferred_batch = fake_preferred,
+  .batch_for_size = fake_batch_for_size,
 };
 
 static void
@@ -354,6 +375,44 @@ test_fake_tile_sizes (void)
   g_assert_cmpint (fe.max_n, ==, 2);
 }
 
+/* Batches of tiles: the engine's answer for the tile's size, whatever its
+ * preferred batch; an engine that gives none gets batches of its preferred
+ * size also for tiles larger than 512x512 (no frame size is assumed). */
+static void
+test_fake_batch_sizes (void)
+{
+  g_autoptr (VaeModel) m = fake_model (8, 4);
+  /* 150x150 latents (1200x1200 pixels) in 2x2 tiles of 96 latents (768). */
+  const int lh = 150, lw = 150;
+  g_autofree float *in = g_new0 (float, (gsize) 4 * lh * lw);
+  g_autofree float *out = g_new (float, (gsize) 3 * lh * 8 * lw * 8);
+  VaeBatch b = { VAE_DIRECTION_DECODE, 1, lh, lw, in, out, NULL, NULL };
+  GError *err = NULL;
+
+  FakeEngine plain = { .parent = { .vt = &fake_vt, .model = m }, .preferred = 3 };
+  g_assert_true (vae_tiled_run (&plain.parent, &b, 768, 64, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (plain.first_h, ==, 96);
+  g_assert_cmpint (plain.batches, ==, 2);     /* 3 tiles, then 1 */
+  g_assert_cmpint (plain.max_n, ==, 3);
+
+  FakeEngine sized = { .parent = { .vt = &fake_sized_vt, .model = m }, .preferred = 3,
+                       .sized = 2 };
+  g_assert_true (vae_tiled_run (&sized.parent, &b, 768, 64, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (sized.asked_h, ==, 96);    /* asked for the tile's size */
+  g_assert_cmpint (sized.asked_w, ==, 96);
+  g_assert_cmpint (sized.batches, ==, 2);     /* 2 tiles, then 2 */
+  g_assert_cmpint (sized.max_n, ==, 2);
+
+  /* An answer of 0 or less is one frame at a time. */
+  FakeEngine zero = { .parent = { .vt = &fake_sized_vt, .model = m }, .preferred = 3 };
+  g_assert_true (vae_tiled_run (&zero.parent, &b, 768, 64, &err));
+  g_assert_no_error (err);
+  g_assert_cmpint (zero.batches, ==, 4);
+  g_assert_cmpint (zero.max_n, ==, 1);
+}
+
 /* ---------------------------------------------------------- real models */
 
 static VaeModel *
@@ -538,6 +597,7 @@ main (int argc, char **argv)
   g_test_add_func ("/tiling/grid", test_grid);
   g_test_add_func ("/tiling/fake-equivariant", test_fake_equivariant);
   g_test_add_func ("/tiling/fake-tile-sizes", test_fake_tile_sizes);
+  g_test_add_func ("/tiling/fake-batch-sizes", test_fake_batch_sizes);
   g_test_add_func ("/tiling/tiny-sd-random", test_tiny_sd);
   g_test_add_func ("/tiling/taef2", test_taef2);
   g_test_add_func ("/tiling/kl-sd-mini", test_kl_sd_mini);

@@ -219,6 +219,7 @@ vae_engine_backend_info (const char *backend, VaeEngineInfo *info)
   info->usable = e->reason == NULL;
   info->rank = e->rank;
   info->reason = e->reason;
+  info->settings = e->vt ? e->vt->settings : NULL;
   return TRUE;
 }
 

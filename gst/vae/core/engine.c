@@ -1,7 +1,49 @@
 #include "engine.h"
 #include "vae-error.h"
 
+#include <errno.h>
+#include <string.h>
+
 #include "engine-registry.h"
+
+/* The keys VT takes, for messages: "endpoint, token" or "none". */
+static char *
+settings_keys (const VaeEngineVTable *vt)
+{
+  GString *t = g_string_new (NULL);
+  for (const VaeEngineSetting *k = vt->settings; k && k->key; k++)
+    g_string_append_printf (t, "%s%s", t->len ? ", " : "", k->key);
+  if (!t->len)
+    g_string_append (t, "none");
+  return g_string_free (t, FALSE);
+}
+
+/* Every entry of SETTINGS is "key=value" with a key that VT declares. */
+static gboolean
+check_settings (const VaeEngineVTable *vt, const char *const *settings, GError **error)
+{
+  for (guint i = 0; settings && settings[i]; i++) {
+    const char *eq = strchr (settings[i], '=');
+    if (!eq || eq == settings[i]) {
+      /* Not printed: it could be a token given without its key. */
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "engine '%s': setting %u is not key=value", vt->name, i + 1);
+      return FALSE;
+    }
+    gboolean known = FALSE;
+    for (const VaeEngineSetting *k = vt->settings; k && k->key && !known; k++)
+      known = strlen (k->key) == (gsize) (eq - settings[i])
+              && !strncmp (k->key, settings[i], (gsize) (eq - settings[i]));
+    if (!known) {
+      g_autofree char *keys = settings_keys (vt);
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "engine '%s' has no setting '%.*s' (it takes: %s)", vt->name,
+                   (int) (eq - settings[i]), settings[i], keys);
+      return FALSE;
+    }
+  }
+  return TRUE;
+}
 
 VaeEngine *
 vae_engine_new (const char *backend, const VaeModel *model,
@@ -36,19 +78,19 @@ vae_engine_new (const char *backend, const VaeModel *model,
   /* Its probe: no GPU, say. */
   if (!vae_engine_backend_check (backend, error))
     return NULL;
+  if (options && !check_settings (vt, options->settings, error))
+    return NULL;
 
   VaeEngine *engine = g_malloc0 (vt->instance_size);
   engine->vt = vt;
   engine->model = model;
   engine->options = options ? *options : defaults;
-  engine->endpoint = g_strdup (engine->options.endpoint);
-  engine->options.endpoint = engine->endpoint;
   gboolean ok = vt->open (engine, error);
-  /* Only open may read the token: the caller's string is not kept, so it
-   * cannot outlive the caller's copy or turn up anywhere later. */
-  engine->options.token = NULL;
+  /* Only open may read the settings: the caller's strings are not kept, so
+   * a token among them cannot outlive the caller's copy or turn up
+   * anywhere later. */
+  engine->options.settings = NULL;
   if (!ok) {
-    g_free (engine->endpoint);
     g_free (engine);
     return NULL;
   }
@@ -61,7 +103,6 @@ vae_engine_free (VaeEngine *engine)
   if (!engine)
     return;
   engine->vt->close (engine);
-  g_free (engine->endpoint);
   g_free (engine);
 }
 
@@ -109,11 +150,20 @@ vae_engine_preferred_batch (VaeEngine *engine)
   return engine->vt->preferred_batch ? engine->vt->preferred_batch (engine) : 1;
 }
 
+int
+vae_engine_batch_for_size (VaeEngine *engine, VaeDirection direction, int h, int w)
+{
+  int n = engine->vt->batch_for_size ? engine->vt->batch_for_size (engine, direction, h, w)
+                                     : vae_engine_preferred_batch (engine);
+  return MAX (n, 1);
+}
+
 void
 vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats)
 {
   stats->device_bytes_peak = 0;
   stats->last_device_ms = -1;
+  stats->weights_prepared = 0;
   if (engine->vt->stats)
     engine->vt->stats (engine, stats);
 }
@@ -256,4 +306,95 @@ vae_stream_free (VaeStream *s)
     return;
   s->engine->vt->stream_close (s->engine, s);
   g_free (s);
+}
+
+/* ---- settings ---- */
+
+const char *
+vae_engine_setting (const VaeEngine *engine, const char *key)
+{
+  const char *const *settings = engine->options.settings;
+  const gsize kl = strlen (key);
+  const char *value = NULL;
+  for (guint i = 0; settings && settings[i]; i++)
+    if (!strncmp (settings[i], key, kl) && settings[i][kl] == '=')
+      value = settings[i] + kl + 1;
+  return value;
+}
+
+gboolean
+vae_engine_setting_int (const VaeEngine *engine, const char *key, int lo, int hi, int *value,
+                        GError **error)
+{
+  const char *s = vae_engine_setting (engine, key);
+  if (!s)
+    return TRUE;
+  char *end = NULL;
+  errno = 0;
+  gint64 v = g_ascii_strtoll (s, &end, 10);
+  if (!*s || !end || *end || errno || v < lo || v > hi) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                 "engine '%s': setting %s='%s' is not an integer from %d to %d",
+                 engine->vt->name, key, s, lo, hi);
+    return FALSE;
+  }
+  *value = (int) v;
+  return TRUE;
+}
+
+gboolean
+vae_engine_setting_choice (const VaeEngine *engine, const char *key,
+                           const char *const *choices, int *index, GError **error)
+{
+  const char *s = vae_engine_setting (engine, key);
+  if (!s)
+    return TRUE;
+  for (int i = 0; choices[i]; i++)
+    if (!g_ascii_strcasecmp (s, choices[i])) {
+      *index = i;
+      return TRUE;
+    }
+  g_autofree char *list = g_strjoinv (", ", (char **) choices);
+  g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+               "engine '%s': setting %s='%s' is not one of %s", engine->vt->name, key, s,
+               list);
+  return FALSE;
+}
+
+char **
+vae_engine_settings_parse (const char *text, GError **error)
+{
+  g_autoptr (GPtrArray) out = g_ptr_array_new_with_free_func (g_free);
+  GString *cur = g_string_new (NULL);
+  for (const char *p = text ? text : "";; p++) {
+    if (*p == '\\' && (p[1] == ',' || p[1] == '\\')) {
+      g_string_append_c (cur, *++p);
+      continue;
+    }
+    if (*p && *p != ',') {
+      g_string_append_c (cur, *p);
+      continue;
+    }
+    /* One entry: KEY=VALUE, spaces around the key dropped. */
+    char *eq = strchr (cur->str, '=');
+    g_autofree char *key = eq ? g_strndup (cur->str, (gsize) (eq - cur->str)) : NULL;
+    if (key)
+      g_strstrip (key);
+    if (cur->len && (!key || !*key)) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "engine options: entry %u is not key=value", out->len + 1);
+      memset (cur->str, 0, cur->len);
+      g_string_free (cur, TRUE);
+      return NULL;
+    }
+    if (cur->len)
+      g_ptr_array_add (out, g_strconcat (key, eq, NULL));
+    memset (cur->str, 0, cur->len);
+    g_string_truncate (cur, 0);
+    if (!*p)
+      break;
+  }
+  g_string_free (cur, TRUE);
+  g_ptr_array_add (out, NULL);
+  return (char **) g_ptr_array_free (g_steal_pointer (&out), FALSE);
 }

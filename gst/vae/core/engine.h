@@ -23,34 +23,33 @@ typedef enum {
   VAE_PRECISION_AUTO,
 } VaePrecision;
 
-/* What the remote engine puts on the wire for encode (the protocol takes
- * a raw image tensor or one image file per request). */
-typedef enum {
-  VAE_REMOTE_INPUT_UINT8,   /* raw uint8 [B,3,H,W] in 0..255 */
-  VAE_REMOTE_INPUT_FLOAT16, /* raw float16 [B,3,H,W] in [-1,1] */
-  VAE_REMOTE_INPUT_PNG,     /* one PNG per frame, one request each */
-} VaeRemoteInput;
-
+/* What every engine is opened with.  What only one engine understands is
+ * not a field here but one of its settings: "key=value" strings that the
+ * engine declares (VaeEngineVTable.settings) and reads at open, so that a
+ * new engine adds keys, not fields that every caller must know. */
 typedef struct {
   int threads;              /* 0: the engine's default */
   VaePrecision precision;   /* engines refuse what they cannot do */
   int device_id;            /* GPU engines */
-  const char *endpoint;     /* remote engine */
-  /* Remote engine.  The defaults leave each setting to the environment
-   * (HF_TOKEN, VAE_REMOTE_TIMEOUT_MS, VAE_REMOTE_RETRIES), then to the
-   * engine's own default. */
-  const char *token;        /* bearer token; NULL: HF_TOKEN.  Never printed. */
-  int timeout_ms;           /* per request; 0: default (60 s) */
-  int retries;              /* after the first attempt; 0: default (3);
-                             * negative: none (so that zeroed options keep
-                             * meaning "the defaults") */
-  VaeRemoteInput remote_input;   /* how encode sends frames */
   int max_inflight;         /* batches the caller keeps in flight; 0: unknown.
                              * The remote engine allows at least this many
                              * requests at once. */
+  /* The engine's own settings: "key=value" strings, NULL-terminated (NULL:
+   * none); for a key given twice the last one counts.  vae_engine_new
+   * refuses a key the engine does not declare, naming the key and the
+   * engine; the engine parses and checks the values at open.  They are
+   * read at open only and not kept past it (a token among them never
+   * outlives the caller's copy).  docs/engine-settings.md lists them. */
+  const char *const *settings;
 } VaeEngineOptions;
 
-#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_AUTO, 0, NULL, NULL, 0, 0, VAE_REMOTE_INPUT_UINT8, 0 }
+#define VAE_ENGINE_OPTIONS_INIT { 0, VAE_PRECISION_AUTO, 0, 0, NULL }
+
+/* One setting an engine takes. */
+typedef struct {
+  const char *key;
+  const char *help;         /* values and default, for people */
+} VaeEngineSetting;
 
 /* One batch of frames.  Both buffers are NCHW float32 and owned by the
  * caller, which keeps them alive until the batch comes back from wait.
@@ -75,6 +74,10 @@ typedef struct {
                                  (weights, activations, workspaces); 0: n/a */
   double last_device_ms;      /* device time of the last batch, without the
                                  host<->device copies; < 0: n/a */
+  guint64 weights_prepared;   /* convolution weights prepared (reordered,
+                                 uploaded) since the engine opened: once per
+                                 weight and layout, however many plans and
+                                 graphs use it (weight-cache.h); 0: n/a */
 } VaeEngineStats;
 
 typedef struct {
@@ -115,6 +118,14 @@ typedef struct {
                           int t, float *out, GError **error);
   void (*stream_reset) (VaeEngine *engine, VaeStream *stream);
   void (*stream_close) (VaeEngine *engine, VaeStream *stream);
+  /* Optional: frames of H x W (engine input: pixels for encode, latents for
+   * decode) per batch the engine runs best with, for callers whose frames
+   * are not the sizes preferred_batch is meant for (the tiler's tiles).
+   * NULL: preferred_batch, whatever the size. */
+  int (*batch_for_size) (VaeEngine *engine, VaeDirection direction, int h, int w);
+  /* The settings the engine takes (VaeEngineOptions.settings), ended by a
+   * { NULL } entry; NULL: none. */
+  const VaeEngineSetting *settings;
 } VaeEngineVTable;
 
 /* Ranks for probe: what "auto" prefers. */
@@ -130,15 +141,17 @@ typedef struct {
  * between them), beside the core library (the build tree), in
  * gst-vae/engines beside it and in the install's <libdir>/gst-vae/engines;
  * the first file found is the one used. */
-#define VAE_ENGINE_ABI_VERSION 1u
+/* 3: VaeEngineVTable.batch_for_size and .settings, VaeEngineStats.weights_prepared,
+ * VaeEngineOptions.settings. */
+/* 4: the stream functions of VaeEngineVTable (video models). */
+#define VAE_ENGINE_ABI_VERSION 4u
 #define VAE_ENGINE_MODULE_SYMBOL "vae_engine_module_get"
 typedef const VaeEngineVTable *(*VaeEngineModuleGetFunc) (guint abi_version);
 
 struct _VaeEngine {
   const VaeEngineVTable *vt;
   const VaeModel *model;    /* borrowed: outlives the engine */
-  VaeEngineOptions options;
-  char *endpoint;           /* owned copy of options.endpoint */
+  VaeEngineOptions options;   /* settings: only while open runs */
 };
 
 /* Names of the engines this build has (built in or as modules, whether or
@@ -158,6 +171,8 @@ typedef struct {
                              * module that cannot be opened, naming the
                              * library that is missing; "no CUDA device"),
                              * NULL when usable */
+  const VaeEngineSetting *settings;   /* what it takes; NULL: none or not
+                                       * known (its module did not open) */
 } VaeEngineInfo;
 
 /* Fills INFO for BACKEND, opening its module and probing it the first time
@@ -182,6 +197,9 @@ const char *vae_engine_name (const VaeEngine *engine);
 gboolean vae_engine_submit (VaeEngine *engine, VaeBatch *batch, GError **error);
 VaeBatch *vae_engine_wait (VaeEngine *engine);
 int vae_engine_preferred_batch (VaeEngine *engine);
+/* Frames of H x W (engine input) per batch the engine runs best with (see
+ * VaeEngineVTable.batch_for_size); at least 1. */
+int vae_engine_batch_for_size (VaeEngine *engine, VaeDirection direction, int h, int w);
 /* Fills STATS (zero / -1 where the engine has nothing to say). */
 void vae_engine_stats (VaeEngine *engine, VaeEngineStats *stats);
 /* submit + wait, with the batch's error moved to ERROR. */
@@ -223,6 +241,26 @@ gboolean vae_stream_run (VaeStream *stream, const float *in, int t, float *out,
 void vae_stream_reset (VaeStream *stream);
 void vae_stream_free (VaeStream *stream);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeStream, vae_stream_free)
+/* ---- settings (VaeEngineOptions.settings) ---- */
+
+/* For an engine's open: the value of KEY among its settings (the last one
+ * given), NULL when absent. */
+const char *vae_engine_setting (const VaeEngine *engine, const char *key);
+/* KEY as an integer in LO..HI into *VALUE; TRUE and *VALUE untouched when
+ * absent; FALSE with ERROR naming the engine, the key and the range when
+ * it is not one. */
+gboolean vae_engine_setting_int (const VaeEngine *engine, const char *key, int lo, int hi,
+                                 int *value, GError **error);
+/* KEY as one of CHOICES (NULL-terminated; any case) into *INDEX; as
+ * vae_engine_setting_int otherwise. */
+gboolean vae_engine_setting_choice (const VaeEngine *engine, const char *key,
+                                    const char *const *choices, int *index, GError **error);
+/* "key=value,key=value" (the elements' engine-options, vae-tool's and
+ * vae-server's --engine-option take one each) as settings; "\," is a comma
+ * and "\\" a backslash inside a value, spaces around keys are dropped.
+ * NULL with ERROR for an entry without "=" or with an empty key; an empty
+ * TEXT gives an empty list. */
+char **vae_engine_settings_parse (const char *text, GError **error);
 
 /* Channels of a direction's output (encode: the encoder's, moments
  * included; decode: the image's), for callers sizing output buffers. */

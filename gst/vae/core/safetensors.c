@@ -192,8 +192,8 @@ append_shape (GString *s, int ndim, const gint64 *shape)
   g_string_append_c (s, ']');
 }
 
-static char *
-shape_to_string (int ndim, const gint64 *shape)
+char *
+vae_shape_to_string (int ndim, const gint64 *shape)
 {
   GString *s = g_string_new (NULL);
   append_shape (s, ndim, shape);
@@ -411,7 +411,7 @@ parse_tensor (VaeSafetensors *st, const char *name, JsonNode *node, TensorEntry 
   /* A zero dimension makes the product 0 even if a partial product overflowed;
    * such a shape is still nonsense, so overflow anywhere is an error. */
   if (overflow) {
-    char *s = shape_to_string (e->view.ndim, e->view.shape);
+    char *s = vae_shape_to_string (e->view.ndim, e->view.shape);
     set_format_error (error, label,
                       "tensor '%s': element count of shape %s overflows 64 bits", name, s);
     g_free (s);
@@ -452,7 +452,7 @@ parse_tensor (VaeSafetensors *st, const char *name, JsonNode *node, TensorEntry 
   gsize esize = vae_dtype_size (e->view.dtype);
   gboolean fits = g_uint64_checked_mul (&need, n_elements, esize);
   if (!fits || need != end - begin) {
-    char *s = shape_to_string (e->view.ndim, e->view.shape);
+    char *s = vae_shape_to_string (e->view.ndim, e->view.shape);
     char *needs = fits ? g_strdup_printf ("%" G_GUINT64_FORMAT " bytes", need)
         : g_strdup ("more than 2^64 bytes");
     set_format_error (error, label,
@@ -877,7 +877,7 @@ vae_safetensors_writer_add (VaeSafetensorsWriter *w, const char *name, VaeDType 
   guint64 n = 1;
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0 || !g_uint64_checked_mul (&n, n, (guint64) shape[i])) {
-      char *s = shape_to_string (ndim, shape);
+      char *s = vae_shape_to_string (ndim, shape);
       g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
                    "tensor '%s': shape %s is not valid", name, s);
       g_free (s);
@@ -887,7 +887,7 @@ vae_safetensors_writer_add (VaeSafetensorsWriter *w, const char *name, VaeDType 
   guint64 need;
   if (!g_uint64_checked_mul (&need, n, vae_dtype_size (dtype)) || need != n_bytes
       || (n_bytes > 0 && data == NULL)) {
-    char *s = shape_to_string (ndim, shape);
+    char *s = vae_shape_to_string (ndim, shape);
     g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
                  "tensor '%s': %" G_GSIZE_FORMAT " bytes given for shape %s of %s",
                  name, n_bytes, s, vae_dtype_name (dtype));

@@ -70,6 +70,9 @@ gboolean vae_tensor_view_to_f32 (const VaeTensorView *t, float *dst, GError **er
 gboolean vae_tensor_view_check_shape (const VaeTensorView *t, const char *file_label,
                                       int ndim, const gint64 *shape, GError **error);
 
+/* "[2, 3, 4]" (g_free). */
+char *vae_shape_to_string (int ndim, const gint64 *shape);
+
 /* Conversions used by loaders and writers. */
 float vae_f16_to_f32 (guint16 h);
 guint16 vae_f32_to_f16 (float f);   /* round to nearest even */

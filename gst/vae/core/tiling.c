@@ -194,12 +194,11 @@ vae_tiled_run (VaeEngine *engine, VaeBatch *batch, int tile, int overlap, GError
   const gsize in_tile = (gsize) in_c * tih * tiw, out_tile = (gsize) out_c * toh * tow;
   const int per_frame = ay.count * ax.count;
   const int total = batch->n * per_frame;
-  /* Same-sized tiles batch together, as many as the engine likes to run,
-   * fewer when tiles are larger than 512x512 (what its preferred batch is
-   * for): tiles are there to bound memory. */
-  const double tile_px = (double) ay.size * ax.size * f * f;
-  const int preferred = vae_engine_preferred_batch (engine);
-  const int tb = CLAMP (MIN (preferred, (int) (preferred * (512.0 * 512.0) / tile_px)), 1, total);
+  /* Same-sized tiles batch together, as many as the engine runs best with
+   * at the tile's size: only the engine knows what frame size its
+   * preferred batch is meant for (the cuda engine takes fewer large tiles,
+   * tiles being there to bound memory; cpu and remote take their batch). */
+  const int tb = CLAMP (vae_engine_batch_for_size (engine, dir, tih, tiw), 1, total);
 
   g_autofree float *wy = axis_weights (&ay, out_scale);
   g_autofree float *wx = axis_weights (&ax, out_scale);

@@ -117,3 +117,15 @@ vae_try_aligned_alloc (gsize n_blocks, gsize block_size, gsize alignment,
   gsize rounded = 0;
   return aligned_alloc_checked (n_blocks, block_size, alignment, what, &rounded, error);
 }
+
+void
+vae_clear_secret (char **secret)
+{
+  if (*secret) {
+    /* volatile: the wipe of memory about to be freed is not optimised out. */
+    volatile char *p = *secret;
+    while (*p)
+      *p++ = 0;
+    g_clear_pointer (secret, g_free);
+  }
+}

@@ -42,6 +42,10 @@ gpointer vae_try_aligned_alloc (gsize n_blocks, gsize block_size, gsize alignmen
 #define vae_free g_free
 #define vae_aligned_free g_aligned_free
 
+/* Wipes a string holding a secret (a token), frees it and sets *SECRET to
+ * NULL; nothing for NULL. */
+void vae_clear_secret (char **secret);
+
 /* Human-readable size ("17.2 GB") for messages; returns a new string. */
 char *vae_format_bytes (guint64 bytes);
 

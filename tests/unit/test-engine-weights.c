@@ -1,0 +1,206 @@
+/* gst-vae: weights prepared once per engine (weight-cache.h).
+ *
+ * An engine prepares a convolution's weights (the cpu engine reorders them
+ * into its primitive's layout, the cuda engine uploads them) once per
+ * weight and layout, however many plans (batch shapes) and graphs (sharing
+ * a weight through VaeWeightStore) use it.  VaeEngineStats.weights_prepared
+ * counts the preparations: a second plan of the same graph must add none,
+ * and a graph that shares a weight with one already run must not prepare
+ * that weight again.  Runs the cpu engine, and cuda where it can run. */
+#include <glib.h>
+#include <math.h>
+#include "engine.h"
+#include "weight-cache.h"
+
+/* ------------------------------------------------------------ the cache */
+
+static int freed;
+
+static void
+count_free (gpointer data, gpointer user_data)
+{
+  g_assert_true (user_data == &freed);
+  freed++;
+  g_free (data);
+}
+
+static void
+test_cache (void)
+{
+  float a[4], b[4];
+  int l1 = 1, l2 = 2;
+  VaeWeightCache *c = vae_weight_cache_new (sizeof (int), NULL, count_free, &freed);
+  g_assert_null (vae_weight_cache_lookup (c, a, &l1));
+  gpointer p = g_malloc (8), q = g_malloc (8), r = g_malloc (8);
+  vae_weight_cache_insert (c, a, &l1, p);
+  vae_weight_cache_insert (c, a, &l2, q);   /* same weight, another layout */
+  vae_weight_cache_insert (c, b, &l1, r);
+  g_assert_true (vae_weight_cache_lookup (c, a, &l1) == p);
+  g_assert_true (vae_weight_cache_lookup (c, a, &l2) == q);
+  g_assert_true (vae_weight_cache_lookup (c, b, &l1) == r);
+  g_assert_null (vae_weight_cache_lookup (c, b, &l2));
+  g_assert_cmpuint (vae_weight_cache_count (c), ==, 3);
+  freed = 0;
+  vae_weight_cache_free (c);
+  g_assert_cmpint (freed, ==, 3);
+}
+
+/* ------------------------------------------------------------ engines */
+
+static float *
+random_floats (GRand *rng, gsize n, double scale)
+{
+  float *a = g_new (float, n);
+  for (gsize i = 0; i < n; i++)
+    a[i] = (float) (g_rand_double_range (rng, -1, 1) * scale);
+  return a;
+}
+
+static float *
+conv_weight (GRand *rng, int oc, int ic, int k)
+{
+  return random_floats (rng, (gsize) oc * ic * k * k, 1.0 / sqrt (ic * k * k));
+}
+
+/* Encoder and decoder over one store, sharing the 8->8 3x3 convolution
+ * SHARED (one array, two graphs); the decoder also has an upsample folded
+ * into the convolution after it (the cpu engine's phase filters). */
+static VaeModel *
+shared_model (void)
+{
+  g_autoptr (GRand) rng = g_rand_new_with_seed (10);
+  VaeModel *m = g_new0 (VaeModel, 1);
+  m->name = g_strdup ("shared-weights");
+  m->path = g_strdup ("shared-weights");
+  m->family = VAE_FAMILY_TINY;
+  m->image_channels = 3;
+  m->latent_channels = 4;
+  m->levels = 2;
+  m->spatial_factor = 2;
+  m->scaling_factor = 1.0;
+  m->image_min = -1.0f;
+  m->weights = vae_weight_store_new ();
+  float *shared = conv_weight (rng, 8, 8, 3), *shared_bias = random_floats (rng, 8, 0.1);
+
+  VaeGraph *e = vae_graph_new_shared (3, m->weights);
+  int x = vae_graph_conv (e, "enc.in", 0, 8, 3, 1, 1, 1, 1, 1, conv_weight (rng, 8, 3, 3),
+                          random_floats (rng, 8, 0.1), -1, VAE_ACT_SILU);
+  x = vae_graph_conv (e, "enc.shared", x, 8, 3, 1, 1, 1, 1, 1, shared, shared_bias, x,
+                      VAE_ACT_NONE);
+  vae_graph_conv (e, "enc.down", x, 4, 3, 2, 0, 0, 1, 1, conv_weight (rng, 4, 8, 3), NULL, -1,
+                  VAE_ACT_NONE);
+  m->encoder = e;
+
+  VaeGraph *d = vae_graph_new_shared (4, m->weights);
+  x = vae_graph_conv (d, "dec.in", 0, 8, 1, 1, 0, 0, 0, 0, conv_weight (rng, 8, 4, 1),
+                      NULL, -1, VAE_ACT_RELU);
+  x = vae_graph_upsample2x (d, "dec.up", x);
+  x = vae_graph_conv (d, "dec.upconv", x, 8, 3, 1, 1, 1, 1, 1, conv_weight (rng, 8, 8, 3),
+                      random_floats (rng, 8, 0.1), -1, VAE_ACT_SILU);
+  x = vae_graph_conv (d, "dec.shared", x, 8, 3, 1, 1, 1, 1, 1, shared, shared_bias, x,
+                      VAE_ACT_NONE);
+  vae_graph_conv (d, "dec.out", x, 3, 3, 1, 1, 1, 1, 1, conv_weight (rng, 3, 8, 3), NULL, -1,
+                  VAE_ACT_NONE);
+  m->decoder = d;
+  return m;
+}
+
+static guint64
+prepared (VaeEngine *engine)
+{
+  VaeEngineStats stats;
+  vae_engine_stats (engine, &stats);
+  return stats.weights_prepared;
+}
+
+/* Runs DIR on N frames of H x W (input IN, NULL: random); returns the
+ * output. */
+static float *
+run (VaeEngine *engine, const VaeModel *m, VaeDirection dir, int n, int h, int w,
+     const float *in)
+{
+  g_autoptr (GRand) rng = g_rand_new_with_seed (n * 1000 + h);
+  int ic = dir == VAE_DIRECTION_ENCODE ? m->image_channels : m->latent_channels;
+  int oc = vae_engine_output_channels (m, dir);
+  int f = dir == VAE_DIRECTION_ENCODE ? 1 : m->spatial_factor;
+  int d = dir == VAE_DIRECTION_ENCODE ? m->spatial_factor : 1;
+  g_autofree float *own = in ? NULL : random_floats (rng, (gsize) n * ic * h * w, 1.0);
+  float *out = g_new (float, (gsize) n * oc * (h * f / d) * (w * f / d));
+  VaeBatch batch = { dir, n, h, w, in ? in : own, out };
+  g_autoptr (GError) error = NULL;
+  if (!vae_engine_run (engine, &batch, &error))
+    g_error ("%s: %s", vae_engine_name (engine), error->message);
+  return out;
+}
+
+static void
+check_engine (const char *backend)
+{
+  g_autoptr (VaeModel) m = shared_model ();
+  VaeEngineOptions options = VAE_ENGINE_OPTIONS_INIT;
+  if (g_strcmp0 (backend, "cuda") == 0)
+    options.precision = VAE_PRECISION_F32;
+  g_autoptr (GError) error = NULL;
+
+  /* Alone, the decoder prepares this many. */
+  guint64 decoder_alone;
+  {
+    g_autoptr (VaeEngine) engine = vae_engine_new (backend, m, &options, &error);
+    g_assert_no_error (error);
+    g_free (run (engine, m, VAE_DIRECTION_DECODE, 1, 8, 8, NULL));
+    decoder_alone = prepared (engine);
+    g_assert_cmpuint (decoder_alone, >=, 4);
+  }
+
+  g_autoptr (VaeEngine) engine = vae_engine_new (backend, m, &options, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (prepared (engine), ==, 0);
+
+  /* Frame A alone, then A and another frame: two plans of the encoder. */
+  g_autoptr (GRand) rng = g_rand_new_with_seed (7);
+  const gsize frame = (gsize) 3 * 16 * 16;
+  g_autofree float *in = random_floats (rng, 2 * frame, 1.0);
+  g_autofree float *one = run (engine, m, VAE_DIRECTION_ENCODE, 1, 16, 16, in);
+  const guint64 encoder = prepared (engine);
+  g_assert_cmpuint (encoder, >=, 3);
+  g_autofree float *two = run (engine, m, VAE_DIRECTION_ENCODE, 2, 16, 16, in);
+  g_assert_cmpuint (prepared (engine), ==, encoder);
+  g_free (run (engine, m, VAE_DIRECTION_ENCODE, 1, 24, 8, NULL));
+  g_assert_cmpuint (prepared (engine), ==, encoder);
+  /* The second plan runs on the first plan's weights, and right. */
+  const gsize out_frame = (gsize) 4 * 8 * 8;
+  for (gsize i = 0; i < out_frame; i++)
+    g_assert_cmpfloat_with_epsilon (two[i], one[i], 1e-4);
+
+  /* The decoder shares enc.shared's weight: prepared once, by the encoder. */
+  g_free (run (engine, m, VAE_DIRECTION_DECODE, 1, 8, 8, NULL));
+  g_assert_cmpuint (prepared (engine), ==, encoder + decoder_alone - 1);
+  g_free (run (engine, m, VAE_DIRECTION_DECODE, 3, 4, 6, NULL));
+  g_assert_cmpuint (prepared (engine), ==, encoder + decoder_alone - 1);
+}
+
+static void
+test_cpu (void)
+{
+  check_engine ("cpu");
+}
+
+static void
+test_cuda (void)
+{
+  if (!vae_engine_backend_usable ("cuda")) {
+    g_test_skip ("the cuda engine cannot run here");
+    return;
+  }
+  check_engine ("cuda");
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/engine-weights/cache", test_cache);
+  g_test_add_func ("/engine-weights/cpu", test_cpu);
+  g_test_add_func ("/engine-weights/cuda", test_cuda);
+  return g_test_run ();
+}
