@@ -89,7 +89,7 @@ def main():
         variants = [mname] + (["wan21-mini-original"] if mname == "wan21-mini" else [])
         for v in variants:
             model = get(v)
-            with torch.no_grad():
+            with torch.inference_mode():
                 if mname.startswith("wan"):
                     mean, logvar = model.encode(ref["input"])
                     norm = model.normalize(mean)

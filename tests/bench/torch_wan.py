@@ -758,7 +758,7 @@ def bench(model, op, width, height, frames, runs, warmup=1, seed=0):
         fn = model.decode
     times = []
     y = None
-    with torch.no_grad():
+    with torch.inference_mode():
         for _ in range(warmup):
             y = None
             y = fn(x)
