@@ -8,7 +8,7 @@ T-frame clip: Wan 1 + (T-1)//4, TAEHV ceil(T/4)) in float32 with
 torch.set_num_threads(threads), one warm-up then the median of R runs, and
 the C command (`--ours`, a template; default
   build/tools/vae-tool bench --model {model} --frames {frames} --width {width}
-      --height {height} --direction {op} --runs {runs} --threads {threads}
+      --height {height} --op {op} --runs {runs} --threads {threads}
 whose last stdout line must be median_s=<s>). A missing or failing C command
 gives "n/a" in its columns, not an error. Peak RSS of each process is taken
 from the kernel (wait4 ru_maxrss, via a small
@@ -45,7 +45,7 @@ WEIGHTS = os.path.join(HERE, "weights")
 WAN_NAMES = ("wan2.1", "wan2.2")
 TAEHV_NAMES = ("taew2_1", "taew2_2")
 DEFAULT_OURS = ("{root}/build/tools/vae-tool bench --model {model} --frames {frames} --width {width} "
-                "--height {height} --direction {op} --runs {runs} --threads {threads}")
+                "--height {height} --op {op} --runs {runs} --threads {threads}")
 
 
 # --------------------------------------------------------------------------
