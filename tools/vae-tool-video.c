@@ -111,6 +111,12 @@ vae_tool_video_encode (VaeEngine *engine, const char *input, const char *output,
       break;   /* a pattern's frames run from 0 to the first missing one */
     g_autofree guint8 *rgb = NULL;
     int fw, fh;
+    if (frames == 0 && is_pattern && !g_file_test (path, G_FILE_TEST_EXISTS)) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_IO,
+                   "'%s': no first frame %s (a pattern's frames are numbered from 0)", input,
+                   path);
+      goto out;
+    }
     if (!vae_png_read_rgb8 (path, &rgb, &fw, &fh, error))
       goto out;
     if (frames == 0) {
@@ -181,6 +187,7 @@ typedef struct {
   const VaeModel *model;
   const char *output;
   gboolean is_pattern;
+  gboolean single;             /* one frame, no pattern: OUTPUT itself */
   int width, height;
   guint8 *rgb;
 } DecodeSink;
@@ -202,7 +209,7 @@ decode_sink (const float *frame, int index, int c, int h, int w, gpointer user_d
   DecodeSink *s = user_data;
   vae_pixels_to_rgb8 (s->model, frame, h, w, s->rgb, s->width, s->height, s->width * 3, 3);
   g_autofree char *path = s->is_pattern ? pattern_path (s->output, index)
-                                        : numbered_path (s->output, index);
+                          : s->single ? g_strdup (s->output) : numbered_path (s->output, index);
   return vae_png_write_rgb8 (path, s->rgb, s->width, s->height, s->width * 3, error);
 }
 
@@ -258,6 +265,7 @@ vae_tool_video_decode (VaeEngine *engine, const char *input, const char *output,
                  vae_safetensors_metadata (st, "frames"), tl, max_frames);
     return FALSE;
   }
+  sink.single = frames == 1;
   sink.width = metadata_int (st, "width", lw * f);
   sink.height = metadata_int (st, "height", lh * f);
   if (sink.width < 1 || sink.width > lw * f || sink.height < 1 || sink.height > lh * f) {

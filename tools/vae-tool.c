@@ -252,7 +252,11 @@ cmd_encode (int argc, char **argv, GError **error)
       "scaling_factor, shift_factor, model, width, height and spatial_factor.\n"
       "Images whose size is not a multiple of the model's spatial factor are\n"
       "padded by repeating the last row and column; 'width' and 'height' keep\n"
-      "the source size so that decode can crop the padding away.");
+      "the source size so that decode can crop the padding away.\n"
+      "Video models (Wan, TAEHV): --input is a frame pattern with one %d\n"
+      "('dir/f_%04d.png': frames from 0 to the first missing number) or one PNG\n"
+      "(a 1-frame clip); 'latents' is F32 [1,C,T',h,w] (Wan: normalised by\n"
+      "latents_mean/latents_std), metadata frames, temporal_factor, model, ....");
   g_option_context_add_main_entries (ctx, entries, NULL);
 
   gboolean ok = FALSE;
@@ -409,7 +413,10 @@ cmd_decode (int argc, char **argv, GError **error)
       "are used (the file's are ignored).  The image is cropped to the file's\n"
       "'width'/'height' metadata when present and valid.  With N > 1 frames,\n"
       "each frame goes to OUT with its number before the extension:\n"
-      "out.png -> out_0000.png, out_0001.png, ...");
+      "out.png -> out_0000.png, out_0001.png, ...\n"
+      "Video models: 'latents' [1,C,T',h,w]; --output is a frame pattern with one\n"
+      "%d ('dir/o_%04d.png') or OUT.png (numbered as above; a 1-frame clip: OUT.png);\n"
+      "the clip is cut to the file's 'frames' metadata.");
   g_option_context_add_main_entries (ctx, entries, NULL);
 
   gboolean ok = FALSE;

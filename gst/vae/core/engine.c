@@ -224,9 +224,9 @@ vae_stream_new (VaeEngine *engine, VaeDirection direction, int h, int w, GError 
   int f = m->spatial_factor;
   if (h < 1 || w < 1 || (direction == VAE_DIRECTION_ENCODE && (h % f || w % f))) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                 "frame size %dx%d: a %s stream's frames must be a multiple of the "
+                 "frame size %dx%d: %s stream's frames must be a multiple of the "
                  "spatial factor %d", w, h,
-                 direction == VAE_DIRECTION_ENCODE ? "encoder" : "decoder", f);
+                 direction == VAE_DIRECTION_ENCODE ? "an encoder" : "a decoder", f);
     return NULL;
   }
   VaeStream *s = g_new0 (VaeStream, 1);

@@ -11,6 +11,7 @@ struct _VaeVideoCoder {
   gsize frame_floats;          /* one input frame */
   float *chunk;                /* the chunk being gathered, room for the largest */
   int chunk_cap, queued;
+  int last;                    /* slot of the last frame pushed, -1: none */
   float *out;                  /* one chunk's output */
   gsize out_cap;
   int frames_in, frames_out, emitted_raw, limit;
@@ -21,10 +22,13 @@ vae_video_latent_frames (const VaeModel *m, int frames)
 {
   if (frames <= 0)
     return 0;
-  int first = m->encode_first_frames, chunk = m->encode_chunk_frames;
-  if (frames <= first)
-    return 1;
-  return 1 + (frames - first + chunk - 1) / chunk;
+  int first = m->encode_first_frames, chunk = m->encode_chunk_frames, tf = m->temporal_factor;
+  int t = frames <= first ? 1 : 1 + (frames - first + chunk - 1) / chunk;
+  /* Enough latents to decode every input frame again (4 t - 3 >= frames):
+   * TAEHV's first latent decodes to one frame, so 7 frames take 3 latents
+   * (the third made of copies of the last frame), not taehv.py's 2. */
+  int need = (frames + 2 * tf - 2) / MAX (tf, 1);
+  return MAX (t, need);
 }
 
 int
@@ -48,6 +52,7 @@ vae_video_coder_new (VaeEngine *engine, VaeDirection direction, int h, int w,
   vc->h = h;
   vc->w = w;
   vc->limit = -1;
+  vc->last = -1;
   const VaeGraph *g = vae_stream_graph (stream);
   vc->in_c = vae_graph_channels (g, 0);
   vc->frame_floats = (gsize) vc->in_c * h * w;
@@ -98,11 +103,31 @@ gboolean
 vae_video_coder_push (VaeVideoCoder *vc, const float *frame, GError **error)
 {
   memcpy (vc->chunk + vc->queued * vc->frame_floats, frame, vc->frame_floats * sizeof (float));
+  vc->last = vc->queued;
   vc->queued++;
   vc->frames_in++;
   if (vc->queued < vae_stream_chunk_frames (vc->stream))
     return TRUE;
   return run_chunk (vc, error);
+}
+
+/* Completes the chunk being gathered with copies of the last frame pushed
+ * (still in its slot of the chunk buffer after the chunk ran). */
+static void
+pad_chunk (VaeVideoCoder *vc, int want)
+{
+  if (vc->queued == 0 && vc->last > 0) {
+    memmove (vc->chunk, vc->chunk + (gsize) vc->last * vc->frame_floats,
+             vc->frame_floats * sizeof (float));
+    vc->last = 0;
+  }
+  if (vc->queued == 0)
+    vc->queued = 1;   /* slot 0 holds the last frame */
+  while (vc->queued < want) {
+    memcpy (vc->chunk + vc->queued * vc->frame_floats,
+            vc->chunk + (gsize) vc->last * vc->frame_floats, vc->frame_floats * sizeof (float));
+    vc->queued++;
+  }
 }
 
 gboolean
@@ -111,16 +136,26 @@ vae_video_coder_finish (VaeVideoCoder *vc, GError **error)
   gboolean ok = TRUE;
   if (vc->queued > 0) {
     /* Complete the group with copies of its last frame. */
-    int want = vae_stream_chunk_frames (vc->stream);
-    while (vc->queued < want) {
-      memcpy (vc->chunk + vc->queued * vc->frame_floats,
-              vc->chunk + (vc->queued - 1) * vc->frame_floats, vc->frame_floats * sizeof (float));
-      vc->queued++;
-    }
+    pad_chunk (vc, vae_stream_chunk_frames (vc->stream));
     ok = run_chunk (vc, error);
+  }
+  /* Encode: a clip whose frames the latents so far do not decode back in
+   * full (TAEHV: 7 frames give 2 latents, which decode to 5) takes more
+   * chunks of copies of its last frame, so that no input frame is lost. */
+  while (ok && vc->stream->direction == VAE_DIRECTION_ENCODE && vc->last >= 0
+         && vae_video_decoded_frames (vc->model, vc->frames_out) < vc->frames_in) {
+    int before = vc->frames_out;
+    pad_chunk (vc, vae_stream_chunk_frames (vc->stream));
+    ok = run_chunk (vc, error);
+    if (ok && vc->frames_out == before) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ENGINE,
+                   "a padding chunk gave no latent frame");
+      ok = FALSE;
+    }
   }
   vae_stream_reset (vc->stream);
   vc->queued = 0;
+  vc->last = -1;
   vc->frames_in = vc->frames_out = vc->emitted_raw = 0;
   vc->limit = -1;
   return ok;

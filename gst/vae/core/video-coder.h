@@ -6,8 +6,12 @@
  * runs as soon as it is complete, and every output frame goes to the
  * caller's callback as soon as it exists, so nothing ever holds more than
  * one chunk.  At the end of a clip (finish) a partial group is completed by
- * repeating its last frame: no input frame is dropped (diffusers drops the
- * frames after the last full group; we do not), and the caller records the
+ * repeating its last frame, and where the latents would still not decode
+ * every input frame back (TAEHV, whose first latent decodes to one frame:
+ * 7 frames give taehv.py 2 latents and 5 frames back) further chunks of
+ * copies run, so that 4 T' - 3 >= T: no input frame is dropped (diffusers
+ * drops the frames after the last full group; we do not; the latents
+ * diffusers or taehv.py would give are a prefix of ours), and the caller records the
  * real frame count so that decoding can cut the padding off again
  * (set_output_limit).  Decoding runs one latent frame per chunk and drops
  * the frames the model's decoder emits before the clip starts (TAEHV: 3).
@@ -47,7 +51,8 @@ int vae_video_coder_frames_out (const VaeVideoCoder *vc);
 void vae_video_coder_free (VaeVideoCoder *vc);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeVideoCoder, vae_video_coder_free)
 
-/* Latent frames a clip of FRAMES input frames gives (padding included). */
+/* Latent frames a clip of FRAMES input frames gives (padding included):
+ * the chunks that hold every frame, and at least (FRAMES + 6) / 4. */
 int vae_video_latent_frames (const VaeModel *model, int frames);
 /* Frames decoding LATENT_FRAMES gives before any cut: 4 T' - 3. */
 int vae_video_decoded_frames (const VaeModel *model, int latent_frames);
