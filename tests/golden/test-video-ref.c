@@ -371,7 +371,15 @@ main (int argc, char **argv)
     g_autoptr (GDir) dir = g_dir_open (ref_dir, 0, NULL);
     const char *name;
     while (dir && (name = g_dir_read_name (dir)))
-      if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__"))
+      if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__")
+#ifdef __SANITIZE_ADDRESS__
+          /* The sanitizer tree checks the builders on single frames (every
+           * first-chunk graph); the release tree and video-golden (the
+           * engine, also under ASan) cover the clips.  The plain-loop
+           * reference is too slow under ASan for all of them. */
+          && g_str_has_suffix (name, "x1.safetensors")
+#endif
+          )
         g_ptr_array_add (names, g_strdup (name));
   }
   if (names->len == 0) {
