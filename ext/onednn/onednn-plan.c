@@ -683,11 +683,8 @@ plan_layouts (PlanBuild *b, GError **error)
         out->md = *src_md;
         break;
       case VAE_OP_ADD:
-        if (!dnnl_memory_desc_equal (src_md, &plan->values[op->in2].md)) {
-          g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
-                       "add '%s': its two inputs differ in shape or layout", op->name);
-          return FALSE;
-        }
+        /* The first input's layout; oneDNN's binary reads the second in
+         * its own (a plain graph input next to a blocked activation). */
         out->md = *src_md;
         break;
       case VAE_OP_FRAMES_TO_CHANNELS:
