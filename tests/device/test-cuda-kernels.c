@@ -221,6 +221,29 @@ report (const char *what, const void *got, VaeCudaDtype dt, const double *ref, s
   fflush (stdout);
 }
 
+/* Copies COUNT results of dtype DT from the device at D and compares them
+ * with REF exactly (report). */
+static void
+report_exact (const char *what, const void *d, VaeCudaDtype dt, const double *ref, size_t count)
+{
+  void *got = from_dev (d, count * vae_cuda_dtype_size (dt));
+  Tol exact = { 0.0, 0.0 };
+  report (what, got, dt, ref, count, exact);
+  free (got);
+}
+
+/* Device memory for COUNT elements of ES bytes after OFFSET more (to shift
+ * the pointer by: unaligned vectors), filled from H when H is given. */
+static char *
+dev_alloc_at (const void *h, size_t count, size_t es, int offset)
+{
+  char *d;
+  CHECK_CUDA (cudaMalloc ((void **) &d, (count + offset) * es));
+  if (h)
+    CHECK_CUDA (cudaMemcpy (d + offset * es, h, count * es, cudaMemcpyHostToDevice));
+  return d;
+}
+
 static void
 report_launch (const char *what, cudaError_t err)
 {
@@ -248,10 +271,8 @@ check_f32_to_dtype (VaeCudaDtype dt, size_t count)
   CHECK_CUDA (cudaMalloc (&ddst, count * vae_cuda_dtype_size (dt)));
   snprintf (what, sizeof what, "f32_to_dtype %s count=%zu", dtype_names[dt], count);
   report_launch (what, vae_cuda_f32_to_dtype (dsrc, ddst, dt, count, 0));
-  void *got = from_dev (ddst, count * vae_cuda_dtype_size (dt));
-  Tol exact = { 0.0, 0.0 };
-  report (what, got, dt, ref, count, exact);
-  free (h), free (ref), free (got);
+  report_exact (what, ddst, dt, ref, count);
+  free (h), free (ref);
   cudaFree (dsrc), cudaFree (ddst);
 }
 
@@ -278,10 +299,8 @@ check_nchw_to_nhwc (VaeCudaDtype dt, int n, int c, int h, int w, int c_dst)
   snprintf (what, sizeof what, "nchw_f32_to_nhwc %s n=%d c=%d h=%d w=%d c_dst=%d",
             dtype_names[dt], n, c, h, w, c_dst);
   report_launch (what, vae_cuda_nchw_f32_to_nhwc (dsrc, ddst, dt, n, c, h, w, c_dst, 0));
-  void *got = from_dev (ddst, out_bytes);
-  Tol exact = { 0.0, 0.0 };
-  report (what, got, dt, ref, out_count, exact);
-  free (src), free (ref), free (got);
+  report_exact (what, ddst, dt, ref, out_count);
+  free (src), free (ref);
   cudaFree (dsrc), cudaFree (ddst);
 }
 
@@ -304,10 +323,8 @@ check_nhwc_to_nchw (VaeCudaDtype dt, int n, int c, int h, int w, int c_src)
   snprintf (what, sizeof what, "nhwc_to_nchw_f32 %s n=%d c=%d h=%d w=%d c_src=%d",
             dtype_names[dt], n, c, h, w, c_src);
   report_launch (what, vae_cuda_nhwc_to_nchw_f32 (dsrc, dt, ddst, n, c, h, w, c_src, 0));
-  void *got = from_dev (ddst, out_count * sizeof (float));
-  Tol exact = { 0.0, 0.0 };
-  report (what, got, VAE_CUDA_F32, ref, out_count, exact);
-  free (src), free (vals), free (ref), free (got);
+  report_exact (what, ddst, VAE_CUDA_F32, ref, out_count);
+  free (src), free (vals), free (ref);
   cudaFree (dsrc), cudaFree (ddst);
 }
 
@@ -327,18 +344,14 @@ check_upsample (VaeCudaDtype dt, int n, int h, int w, int c, int offset)
         for (int ch = 0; ch < c; ch++)
           ref[(((size_t) b * 2 * h + y) * 2 * w + x) * c + ch] =
               vals[(((size_t) b * h + y / 2) * w + x / 2) * c + ch];
-  char *dsrc, *ddst;
-  CHECK_CUDA (cudaMalloc ((void **) &dsrc, (in_count + offset) * es));
-  CHECK_CUDA (cudaMalloc ((void **) &ddst, (out_count + offset) * es));
-  CHECK_CUDA (cudaMemcpy (dsrc + offset * es, src, in_count * es, cudaMemcpyHostToDevice));
+  char *dsrc = dev_alloc_at (src, in_count, es, offset);
+  char *ddst = dev_alloc_at (NULL, out_count, es, offset);
   snprintf (what, sizeof what, "upsample2x %s n=%d h=%d w=%d c=%d%s", dtype_names[dt], n, h, w,
             c, offset ? " unaligned" : "");
   report_launch (what, vae_cuda_upsample2x (dsrc + offset * es, ddst + offset * es, dt, n, h, w,
                                             c, 0));
-  void *got = from_dev (ddst + offset * es, out_count * es);
-  Tol exact = { 0.0, 0.0 };
-  report (what, got, dt, ref, out_count, exact);
-  free (src), free (vals), free (ref), free (got);
+  report_exact (what, ddst + offset * es, dt, ref, out_count);
+  free (src), free (vals), free (ref);
   cudaFree (dsrc), cudaFree (ddst);
 }
 
@@ -362,19 +375,15 @@ check_pad (VaeCudaDtype dt, int n, int h, int w, int c, int top, int left, int b
               (yi >= 0 && yi < h && xi >= 0 && xi < w)
                   ? vals[(((size_t) b * h + yi) * w + xi) * c + ch] : 0.0;
         }
-  char *dsrc, *ddst;
-  CHECK_CUDA (cudaMalloc ((void **) &dsrc, (in_count + offset) * es));
-  CHECK_CUDA (cudaMalloc ((void **) &ddst, (out_count + offset) * es));
-  CHECK_CUDA (cudaMemcpy (dsrc + offset * es, src, in_count * es, cudaMemcpyHostToDevice));
+  char *dsrc = dev_alloc_at (src, in_count, es, offset);
+  char *ddst = dev_alloc_at (NULL, out_count, es, offset);
   CHECK_CUDA (cudaMemset (ddst, 0x7f, (out_count + offset) * es));  /* zeros must be written */
   snprintf (what, sizeof what, "pad %s n=%d h=%d w=%d c=%d t/l/b/r=%d/%d/%d/%d%s",
             dtype_names[dt], n, h, w, c, top, left, bottom, right, offset ? " unaligned" : "");
   report_launch (what, vae_cuda_pad (dsrc + offset * es, ddst + offset * es, dt, n, h, w, c, top,
                                      left, bottom, right, 0));
-  void *got = from_dev (ddst + offset * es, out_count * es);
-  Tol exact = { 0.0, 0.0 };
-  report (what, got, dt, ref, out_count, exact);
-  free (src), free (vals), free (ref), free (got);
+  report_exact (what, ddst + offset * es, dt, ref, out_count);
+  free (src), free (vals), free (ref);
   cudaFree (dsrc), cudaFree (ddst);
 }
 

@@ -68,16 +68,40 @@ def read_safetensors(path):
     return out
 
 
-def start(server, model, *extra):
-    """Starts vae-server on a free port; returns (process, base URL)."""
+def start(server, model, *extra, preexec_fn=None):
+    """Starts vae-server on a free port (running PREEXEC_FN in the child
+    first, when given); returns (process, base URL)."""
     p = subprocess.Popen([server, "--model", model, "--host", "127.0.0.1", "--port", "0",
                           "--backend", "cpu"] + list(extra),
-                         stdout=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, text=True, preexec_fn=preexec_fn)
     line = p.stdout.readline()
     if not line.startswith("listening on http://127.0.0.1:"):
         p.kill()
         raise SystemExit(f"FAIL: vae-server did not start: {line!r}")
     return p, line.split()[-1].rstrip("/")
+
+
+def kill_if_running(proc):
+    """Kills PROC (and reaps it) unless it has exited already."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def recv_until(sk, marker, size=4096, ignore_errors=False):
+    """What socket SK receives until MARKER is in it or the peer closes; with
+    IGNORE_ERRORS, a socket error ends it too (keeping what came)."""
+    got = b""
+    try:
+        while marker not in got:
+            d = sk.recv(size)
+            if not d:
+                break
+            got += d
+    except OSError:
+        if not ignore_errors:
+            raise
+    return got
 
 
 def qs(shape, dtype, **kw):

@@ -16,14 +16,13 @@ import os
 import resource
 import socket
 import struct
-import subprocess
 import sys
 import threading
 import time
 
 import requests
 
-from server_test_helpers import check, finish, testdata
+from server_test_helpers import check, finish, kill_if_running, recv_until, start, testdata
 
 SERVER = sys.argv[1]
 MODEL, = testdata("the vae-server connection test", "models/taef2")
@@ -41,14 +40,8 @@ def start_limited(*extra):
     def limit():
         resource.setrlimit(resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
 
-    p = subprocess.Popen([SERVER, "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
-                          "--backend", "cpu"] + list(extra),
-                         stdout=subprocess.PIPE, text=True, preexec_fn=limit)
-    line = p.stdout.readline()
-    if not line.startswith("listening on http://127.0.0.1:"):
-        p.kill()
-        raise SystemExit(f"FAIL: vae-server did not start: {line!r}")
-    port = int(line.split()[-1].rstrip("/").rsplit(":", 1)[1])
+    p, url = start(SERVER, MODEL, *extra, preexec_fn=limit)
+    port = int(url.rsplit(":", 1)[1])
     return p, "127.0.0.1", port
 
 
@@ -96,12 +89,7 @@ def resetting_clients(host, port, n):
             sk = socket.create_connection((host, port), timeout=5)
             try:
                 sk.sendall(req)
-                got = b""
-                while b"Ok" not in got:
-                    d = sk.recv(4096)
-                    if not d:
-                        break
-                    got += d
+                got = recv_until(sk, b"Ok")
                 answered += got.startswith(b"HTTP/1.1 200")
                 if kind < len(tails):
                     sk.sendall(tails[kind])
@@ -162,15 +150,7 @@ def slow_body(host, port, results):
         time.sleep(READ_TIMEOUT * 0.35)
         sk.sendall(body[i * step:] if i == pieces - 1 else body[i * step:(i + 1) * step])
     sk.settimeout(30)
-    got = b""
-    try:
-        while b"\r\n\r\n" not in got:
-            d = sk.recv(65536)
-            if not d:
-                break
-            got += d
-    except OSError:
-        pass
+    got = recv_until(sk, b"\r\n\r\n", 65536, ignore_errors=True)
     sk.close()
     results["slow body"] = (got, time.monotonic() - t0)
 
@@ -230,11 +210,7 @@ try:
     sk.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     reply, took = b"", None
     try:
-        while b"Ok" not in reply:
-            d = sk.recv(4096)
-            if not d:
-                break
-            reply += d
+        reply = recv_until(sk, b"Ok")
         _, took = until_closed(sk, IDLE_TIMEOUT + SLACK + 2)
     except OSError as e:
         print(f"     no reply on the idle connection: {e!r}")
@@ -253,8 +229,6 @@ try:
     proc.terminate()
     check(proc.wait(timeout=60) == 0, "SIGTERM: exit status 0")
 finally:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    kill_if_running(proc)
 
 finish("vae-server connection")

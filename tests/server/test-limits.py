@@ -21,7 +21,8 @@ import zlib
 
 import requests
 
-from server_test_helpers import check, finish, is_json_error, qs, testdata
+from server_test_helpers import (check, finish, is_json_error, kill_if_running, qs,
+                                 start as start_server, testdata)
 
 SERVER = sys.argv[1]
 MODEL, = testdata("the vae-server limits test", "models/taef2")
@@ -46,14 +47,7 @@ def start(address_space=None, *extra):
         if address_space:
             resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
 
-    p = subprocess.Popen([SERVER, "--model", MODEL, "--host", "127.0.0.1", "--port", "0",
-                          "--backend", "cpu"] + list(extra),
-                         stdout=subprocess.PIPE, text=True, preexec_fn=limit)
-    line = p.stdout.readline()
-    if not line.startswith("listening on http://127.0.0.1:"):
-        p.kill()
-        raise SystemExit(f"FAIL: vae-server did not start: {line!r}")
-    return p, line.split()[-1].rstrip("/")
+    return start_server(SERVER, MODEL, *extra, preexec_fn=limit)
 
 
 def zero_png(width, height):
@@ -138,9 +132,7 @@ try:
     proc.terminate()
     check(proc.wait(timeout=60) == 0, "default limits: SIGTERM exits 0")
 finally:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    kill_if_running(proc)
 
 # --max-pixels raised to 8192x8192, and memory short: the server's own
 # buffers for the frame cannot be allocated.  The address space of the
@@ -177,8 +169,6 @@ else:
         proc.terminate()
         check(proc.wait(timeout=60) == 0, "memory short: SIGTERM exits 0")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        kill_if_running(proc)
 
 finish("vae-server limits")

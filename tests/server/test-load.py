@@ -47,8 +47,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from server_test_helpers import (check, finish, is_json_error, qs, start,  # noqa: E402
-                                 tensor_of, testdata)
+from server_test_helpers import (check, finish, is_json_error, qs, recv_until,  # noqa: E402
+                                 start, tensor_of, testdata)
 import numpy as np  # noqa: E402
 import requests  # noqa: E402
 
@@ -148,12 +148,7 @@ try:
             sk.sendall(f"POST /encode?shape=1&shape=3&shape=64&shape=64&dtype=uint8 HTTP/1.1\r\n"
                        f"Host: x\r\nAuthorization: Bearer {TOKEN}\r\n"
                        "Content-Length: 1000000000000\r\n\r\nabc".encode())
-            got = b""
-            while b"\r\n\r\n" not in got:
-                d = sk.recv(4096)
-                if not d:
-                    break
-                got += d
+            got = recv_until(sk, b"\r\n\r\n")
         return int(got[9:12]) if got.startswith(b"HTTP/1.1 ") else repr(got[:40])
 
     bad_kinds = [

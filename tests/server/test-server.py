@@ -16,8 +16,8 @@ import time
 import numpy as np
 import requests
 
-from server_test_helpers import (check, finish, is_json_error, qs, read_safetensors, start,
-                                 tensor_of, testdata)
+from server_test_helpers import (check, finish, is_json_error, kill_if_running, qs,
+                                 read_safetensors, recv_until, start, tensor_of, testdata)
 
 SERVER = sys.argv[1]
 MODEL, REF = testdata("the vae-server test", "models/taef2",
@@ -108,15 +108,7 @@ try:
     sk = socket.create_connection((host, int(port)), timeout=10)
     sk.sendall(b"POST /encode?shape=1&shape=3&shape=64&shape=64&dtype=uint8 HTTP/1.1\r\n"
                b"Host: x\r\nContent-Length: 1000000000000\r\n\r\nabc")
-    got = b""
-    try:
-        while b"\r\n\r\n" not in got:
-            d = sk.recv(4096)
-            if not d:
-                break
-            got += d
-    except OSError:
-        pass
+    got = recv_until(sk, b"\r\n\r\n", ignore_errors=True)
     sk.close()
     check(got.startswith(b"HTTP/1.1 413"), f"huge Content-Length: {got[:40]!r}")
     check(requests.get(URL + "/health", timeout=30).status_code == 200,
@@ -155,9 +147,7 @@ try:
     else:
         print("note: the SIGTERM request finished before the signal; in-flight not checked")
 finally:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    kill_if_running(proc)
 
 # Token: 401 without or with the wrong token, 200 with the right one.
 proc, URL = start(SERVER, MODEL, "--token", "s3cret")
@@ -175,8 +165,6 @@ try:
     proc.send_signal(signal.SIGTERM)
     check(proc.wait(timeout=60) == 0, "token server: SIGTERM exits 0")
 finally:
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    kill_if_running(proc)
 
 finish("vae-server")

@@ -320,17 +320,26 @@ assert_models_equal (const VaeModel *a, const VaeModel *b)
     assert_graphs_equal (a->decoder, b->decoder);
 }
 
+/* REL_B loads as REL_A does (same ops, same float32 weights); returns
+ * REL_B's model. */
+static VaeModel *
+assert_loads_equal (const char *rel_a, const char *rel_b)
+{
+  g_autofree char *pa = model_path (rel_a);
+  g_autofree char *pb = model_path (rel_b);
+  g_autoptr (VaeModel) a = load_ok (pa);
+  VaeModel *b = load_ok (pb);
+  assert_models_equal (a, b);
+  return b;
+}
+
 /* The LDM file holds kl-sd-mini's weights in F16 (exactly representable):
  * same ops, same float32 weights. */
 static void
 test_ldm_equals_diffusers (void)
 {
   REQUIRE_TESTDATA ();
-  g_autofree char *dp = model_path ("kl-sd-mini");
-  g_autofree char *lp = model_path ("kl-sd-mini-ldm.safetensors");
-  g_autoptr (VaeModel) d = load_ok (dp);
-  g_autoptr (VaeModel) l = load_ok (lp);
-  assert_models_equal (d, l);
+  g_autoptr (VaeModel) l = assert_loads_equal ("kl-sd-mini", "kl-sd-mini-ldm.safetensors");
 }
 
 /* A bare diffusers state dict without config.json: inferred like an LDM file. */
@@ -338,19 +347,13 @@ static void
 test_bare_state_dicts (void)
 {
   REQUIRE_TESTDATA ();
-  g_autofree char *kp = model_path ("kl-sd-mini");
-  g_autofree char *kf = model_path ("kl-sd-mini/diffusion_pytorch_model.safetensors");
-  g_autoptr (VaeModel) k = load_ok (kp);
-  g_autoptr (VaeModel) kb = load_ok (kf);
+  g_autoptr (VaeModel) kb = assert_loads_equal ("kl-sd-mini",
+      "kl-sd-mini/diffusion_pytorch_model.safetensors");
   g_assert_cmpint (kb->layout, ==, VAE_LAYOUT_DIFFUSERS);
   g_assert_cmpstr (kb->name, ==, "diffusion_pytorch_model");
-  assert_models_equal (k, kb);
 
-  g_autofree char *tp = model_path ("tiny-sd-random");
-  g_autofree char *tf = model_path ("tiny-sd-random/diffusion_pytorch_model.safetensors");
-  g_autoptr (VaeModel) t = load_ok (tp);
-  g_autoptr (VaeModel) tb = load_ok (tf);
-  assert_models_equal (t, tb);
+  g_autoptr (VaeModel) tb = assert_loads_equal ("tiny-sd-random",
+      "tiny-sd-random/diffusion_pytorch_model.safetensors");
 }
 
 /* The TAESD folder gives the same graphs as its two files alone. */
@@ -554,80 +557,84 @@ load_fails (const char *path, const VaeModelOptions *options)
   return error;
 }
 
+/* A broken copy that must fail to load: SRC (a model's file; NULL: a copy
+ * of kl-sd-mini in the folder DST) rewritten by SPEC into DST, failing with
+ * CODE and an error message that mentions every MENTION. */
+typedef struct {
+  const char *src;
+  const char *dst;
+  CopySpec spec;
+  VaeErrorCode code;
+  const char *mention[3];
+} BrokenCopy;
+
+static void
+check_broken_copies (Tmp *t, const BrokenCopy *cases, guint n)
+{
+  for (guint i = 0; i < n; i++) {
+    const BrokenCopy *c = &cases[i];
+    g_autofree char *path = NULL;
+    if (c->src) {
+      g_autofree char *src = model_path (c->src);
+      path = g_build_filename (t->dir, c->dst, NULL);
+      write_copy (src, path, &c->spec);
+    } else {
+      path = make_kl_copy (t->dir, c->dst, NULL, &c->spec);
+    }
+    g_autoptr (GError) error = load_fails (path, NULL);
+    g_assert_error (error, VAE_ERROR, (gint) c->code);
+    for (guint k = 0; k < G_N_ELEMENTS (c->mention) && c->mention[k]; k++)
+      assert_message_has (error, c->mention[k]);
+  }
+}
+
+#define KL_WEIGHTS "diffusion_pytorch_model.safetensors"
+
 static void
 test_missing_tensor (Tmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
-  const char *victims[] = {
-    "encoder.down_blocks.1.resnets.0.conv_shortcut.weight",
-    "decoder.mid_block.attentions.0.to_k.bias",
-    "post_quant_conv.bias",
-    "decoder.up_blocks.2.upsamplers.0.conv.weight",
+  static const BrokenCopy cases[] = {
+    { NULL, "missing0", { .drop = "encoder.down_blocks.1.resnets.0.conv_shortcut.weight" },
+      VAE_ERROR_MODEL, { "encoder.down_blocks.1.resnets.0.conv_shortcut.weight", KL_WEIGHTS } },
+    { NULL, "missing1", { .drop = "decoder.mid_block.attentions.0.to_k.bias" },
+      VAE_ERROR_MODEL, { "decoder.mid_block.attentions.0.to_k.bias", KL_WEIGHTS } },
+    { NULL, "missing2", { .drop = "post_quant_conv.bias" },
+      VAE_ERROR_MODEL, { "post_quant_conv.bias", KL_WEIGHTS } },
+    { NULL, "missing3", { .drop = "decoder.up_blocks.2.upsamplers.0.conv.weight" },
+      VAE_ERROR_MODEL, { "decoder.up_blocks.2.upsamplers.0.conv.weight", KL_WEIGHTS } },
+    /* LDM names in LDM files. */
+    { "kl-sd-mini-ldm.safetensors", "ldm.safetensors",
+      { .drop = "decoder.up.1.upsample.conv.weight" },
+      VAE_ERROR_MODEL, { "'decoder.up.1.upsample.conv.weight'", "ldm.safetensors" } },
+    /* A TAESD pool step. */
+    { "taef2/taef2_encoder.safetensors", "broken_encoder.safetensors",
+      { .drop = "12.pool.1.bias" },
+      VAE_ERROR_MODEL, { "'12.pool.1.bias'", "broken_encoder.safetensors" } },
   };
-  for (guint i = 0; i < G_N_ELEMENTS (victims); i++) {
-    CopySpec spec = { .drop = victims[i] };
-    g_autofree char *name = g_strdup_printf ("missing%u", i);
-    g_autofree char *folder = make_kl_copy (t->dir, name, NULL, &spec);
-    g_autoptr (GError) error = load_fails (folder, NULL);
-    g_assert_error (error, VAE_ERROR, VAE_ERROR_MODEL);
-    assert_message_has (error, victims[i]);
-    assert_message_has (error, "diffusion_pytorch_model.safetensors");
-  }
-
-  /* LDM names in LDM files. */
-  g_autofree char *src = model_path ("kl-sd-mini-ldm.safetensors");
-  g_autofree char *dst = g_build_filename (t->dir, "ldm.safetensors", NULL);
-  CopySpec spec = { .drop = "decoder.up.1.upsample.conv.weight" };
-  write_copy (src, dst, &spec);
-  g_autoptr (GError) error = load_fails (dst, NULL);
-  g_assert_error (error, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (error, "'decoder.up.1.upsample.conv.weight'");
-  assert_message_has (error, "ldm.safetensors");
-
-  /* A TAESD pool step. */
-  g_autofree char *tsrc = model_path ("taef2/taef2_encoder.safetensors");
-  g_autofree char *tdst = g_build_filename (t->dir, "broken_encoder.safetensors", NULL);
-  CopySpec tspec = { .drop = "12.pool.1.bias" };
-  write_copy (tsrc, tdst, &tspec);
-  g_autoptr (GError) terror = load_fails (tdst, NULL);
-  g_assert_error (terror, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (terror, "'12.pool.1.bias'");
-  assert_message_has (terror, "broken_encoder.safetensors");
+  check_broken_copies (t, cases, G_N_ELEMENTS (cases));
 }
 
 static void
 test_wrong_shape (Tmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
-  CopySpec spec = { .reshape = "decoder.mid_block.resnets.0.conv1.weight", .new_ndim = 4,
-                    .new_shape = { 64, 64, 1, 1 } };
-  g_autofree char *folder = make_kl_copy (t->dir, "shape", NULL, &spec);
-  g_autoptr (GError) error = load_fails (folder, NULL);
-  g_assert_error (error, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (error, "decoder.mid_block.resnets.0.conv1.weight");
-  assert_message_has (error, "[64,64,1,1]");
-  assert_message_has (error, "[64,64,3,3]");
-
-  /* An attention projection: linear [C,C] expected, [C,2C] given. */
-  CopySpec aspec = { .reshape = "encoder.mid_block.attentions.0.to_v.weight", .new_ndim = 2,
-                     .new_shape = { 64, 128 } };
-  g_autofree char *afolder = make_kl_copy (t->dir, "attn", NULL, &aspec);
-  g_autoptr (GError) aerror = load_fails (afolder, NULL);
-  g_assert_error (aerror, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (aerror, "encoder.mid_block.attentions.0.to_v.weight");
-  assert_message_has (aerror, "[64,128]");
-  assert_message_has (aerror, "[64,64]");
-
-  /* A TAESD conv. */
-  g_autofree char *tsrc = model_path ("taef2/taef2_decoder.safetensors");
-  g_autofree char *tdst = g_build_filename (t->dir, "bad_decoder.safetensors", NULL);
-  CopySpec tspec = { .reshape = "9.conv.2.weight", .new_ndim = 4, .new_shape = { 64, 32, 3, 3 } };
-  write_copy (tsrc, tdst, &tspec);
-  g_autoptr (GError) terror = load_fails (tdst, NULL);
-  g_assert_error (terror, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (terror, "9.conv.2.weight");
-  assert_message_has (terror, "[64,32,3,3]");
-  assert_message_has (terror, "[64,64,3,3]");
+  static const BrokenCopy cases[] = {
+    { NULL, "shape", { .reshape = "decoder.mid_block.resnets.0.conv1.weight", .new_ndim = 4,
+                       .new_shape = { 64, 64, 1, 1 } },
+      VAE_ERROR_MODEL, { "decoder.mid_block.resnets.0.conv1.weight", "[64,64,1,1]",
+                         "[64,64,3,3]" } },
+    /* An attention projection: linear [C,C] expected, [C,2C] given. */
+    { NULL, "attn", { .reshape = "encoder.mid_block.attentions.0.to_v.weight", .new_ndim = 2,
+                      .new_shape = { 64, 128 } },
+      VAE_ERROR_MODEL, { "encoder.mid_block.attentions.0.to_v.weight", "[64,128]",
+                         "[64,64]" } },
+    /* A TAESD conv. */
+    { "taef2/taef2_decoder.safetensors", "bad_decoder.safetensors",
+      { .reshape = "9.conv.2.weight", .new_ndim = 4, .new_shape = { 64, 32, 3, 3 } },
+      VAE_ERROR_MODEL, { "9.conv.2.weight", "[64,32,3,3]", "[64,64,3,3]" } },
+  };
+  check_broken_copies (t, cases, G_N_ELEMENTS (cases));
 }
 
 static void
@@ -765,20 +772,14 @@ test_tiny_structure (Tmp *t, gconstpointer data)
   REQUIRE_TESTDATA ();
   g_autofree char *src = model_path ("taef2/taef2_encoder.safetensors");
 
-  g_autofree char *extra = g_build_filename (t->dir, "extra_encoder.safetensors", NULL);
-  CopySpec spec = { .add = "5.attn.weight" };
-  write_copy (src, extra, &spec);
-  g_autoptr (GError) e1 = load_fails (extra, NULL);
-  g_assert_error (e1, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (e1, "5.attn.weight");
-
-  /* A Block where the output conv should be. */
-  g_autofree char *noout = g_build_filename (t->dir, "noout_encoder.safetensors", NULL);
-  CopySpec spec2 = { .drop = "14.weight" };
-  write_copy (src, noout, &spec2);
-  g_autoptr (GError) e2 = load_fails (noout, NULL);
-  g_assert_error (e2, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (e2, "14");
+  static const BrokenCopy cases[] = {
+    { "taef2/taef2_encoder.safetensors", "extra_encoder.safetensors",
+      { .add = "5.attn.weight" }, VAE_ERROR_MODEL, { "5.attn.weight" } },
+    /* A Block where the output conv should be. */
+    { "taef2/taef2_encoder.safetensors", "noout_encoder.safetensors",
+      { .drop = "14.weight" }, VAE_ERROR_MODEL, { "14" } },
+  };
+  check_broken_copies (t, cases, G_N_ELEMENTS (cases));
 
   /* Two different TAESD models in one folder. */
   g_autofree char *dir = g_build_filename (t->dir, "two", NULL);

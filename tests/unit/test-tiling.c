@@ -496,6 +496,40 @@ compare_model (VaeEngine *e, const float *img, int h, int w, int tile, int overl
   g_assert_cmpmem (one, nd * sizeof (float), du, nd * sizeof (float));
 }
 
+static VaeEngine *
+cpu_engine (VaeModel *m)
+{
+  GError *err = NULL;
+  VaeEngine *e = vae_engine_new ("cpu", m, NULL, &err);
+  g_assert_no_error (err);
+  return e;
+}
+
+/* A tiled run of the astronaut's H x W crop at (Y0, X0), against the
+ * untiled one: encode relative L2 at most MAX_REL, decode PSNR at least
+ * MIN_PSNR. */
+typedef struct {
+  int y0, x0, h, w, tile, overlap;
+  double max_rel, min_psnr;
+} TiledCase;
+
+static void
+check_tiled_cases (const char *model, const TiledCase *cases, guint n)
+{
+  g_autoptr (VaeModel) m = load (model);
+  g_autoptr (VaeEngine) e = cpu_engine (m);
+  for (guint i = 0; i < n; i++) {
+    const TiledCase *c = &cases[i];
+    double rel, p;
+    g_autofree float *img = astronaut (c->y0, c->x0, c->h, c->w, 1, 0.0f);
+    compare_model (e, img, c->h, c->w, c->tile, c->overlap, &rel, &p);
+    g_print ("# %s %dx%d tile %d/%d: encode rel L2 %.3g, decode PSNR %.1f dB\n", model,
+             c->w, c->h, c->tile, c->overlap, rel, p);
+    g_assert_cmpfloat (rel, <=, c->max_rel);
+    g_assert_cmpfloat (p, >=, c->min_psnr);
+  }
+}
+
 /* The TAESD architecture without GroupNorm (random weights): tiles differ
  * from the whole frame only through the zero padding at tile borders,
  * which the blend weights fade out. */
@@ -503,26 +537,12 @@ static void
 test_tiny_sd (void)
 {
   REQUIRE_TESTDATA ();
-  g_autoptr (VaeModel) m = load ("tiny-sd-random");
-  GError *err = NULL;
-  g_autoptr (VaeEngine) e = vae_engine_new ("cpu", m, NULL, &err);
-  g_assert_no_error (err);
-  double rel, p;
-
-  g_autofree float *img = astronaut (128, 128, 256, 256, 1, 0.0f);
-  compare_model (e, img, 256, 256, 128, 32, &rel, &p);
-  g_print ("# tiny-sd-random 256x256 tile 128/32: encode rel L2 %.3g, decode PSNR %.1f dB\n",
-           rel, p);
-  g_assert_cmpfloat (rel, <=, 0.1);
-  g_assert_cmpfloat (p, >=, 45.0);
-
-  /* Odd size, not a multiple of the tile: 296x184 (37x23 latents). */
-  g_autofree float *odd = astronaut (100, 60, 184, 296, 1, 0.0f);
-  compare_model (e, odd, 184, 296, 128, 32, &rel, &p);
-  g_print ("# tiny-sd-random 296x184 tile 128/32: encode rel L2 %.3g, decode PSNR %.1f dB\n",
-           rel, p);
-  g_assert_cmpfloat (rel, <=, 0.1);
-  g_assert_cmpfloat (p, >=, 45.0);
+  static const TiledCase cases[] = {
+    { 128, 128, 256, 256, 128, 32, 0.1, 45.0 },
+    /* Odd size, not a multiple of the tile: 296x184 (37x23 latents). */
+    { 100, 60, 184, 296, 128, 32, 0.1, 45.0 },
+  };
+  check_tiled_cases ("tiny-sd-random", cases, G_N_ELEMENTS (cases));
 }
 
 /* TAEF2 normalises its deepest blocks with GroupNorm(4) over the whole
@@ -534,32 +554,15 @@ static void
 test_taef2 (void)
 {
   REQUIRE_TESTDATA ();
-  g_autoptr (VaeModel) m = load ("taef2");
-  GError *err = NULL;
-  g_autoptr (VaeEngine) e = vae_engine_new ("cpu", m, NULL, &err);
-  g_assert_no_error (err);
-  double rel, p;
-
-  /* 256x256 (the centre of the astronaut), tile 128, overlap 32: 3x3 tiles. */
-  g_autofree float *img = astronaut (128, 128, 256, 256, 1, 0.0f);
-  compare_model (e, img, 256, 256, 128, 32, &rel, &p);
-  g_print ("# taef2 256x256 tile 128/32: encode rel L2 %.3g, decode PSNR %.1f dB\n", rel, p);
-  g_assert_cmpfloat (rel, <=, 0.3);
-  g_assert_cmpfloat (p, >=, 24.0);
-
-  /* Odd size, not a multiple of the tile: 296x184 (37x23 latents). */
-  g_autofree float *odd = astronaut (100, 60, 184, 296, 1, 0.0f);
-  compare_model (e, odd, 184, 296, 128, 32, &rel, &p);
-  g_print ("# taef2 296x184 tile 128/32: encode rel L2 %.3g, decode PSNR %.1f dB\n", rel, p);
-  g_assert_cmpfloat (rel, <=, 0.3);
-  g_assert_cmpfloat (p, >=, 24.0);
-
-  /* Larger tiles, fewer GroupNorm regions: 512x512 in 2x2 tiles of 448. */
-  g_autofree float *big = astronaut (0, 0, 512, 512, 1, 0.0f);
-  compare_model (e, big, 512, 512, 448, 192, &rel, &p);
-  g_print ("# taef2 512x512 tile 448/192: encode rel L2 %.3g, decode PSNR %.1f dB\n", rel, p);
-  g_assert_cmpfloat (rel, <=, 0.1);
-  g_assert_cmpfloat (p, >=, 35.0);
+  static const TiledCase cases[] = {
+    /* 256x256 (the centre of the astronaut), tile 128, overlap 32: 3x3 tiles. */
+    { 128, 128, 256, 256, 128, 32, 0.3, 24.0 },
+    /* Odd size, not a multiple of the tile: 296x184 (37x23 latents). */
+    { 100, 60, 184, 296, 128, 32, 0.3, 24.0 },
+    /* Larger tiles, fewer GroupNorm regions: 512x512 in 2x2 tiles of 448. */
+    { 0, 0, 512, 512, 448, 192, 0.1, 35.0 },
+  };
+  check_tiled_cases ("taef2", cases, G_N_ELEMENTS (cases));
 }
 
 static void
@@ -567,9 +570,7 @@ test_kl_sd_mini (void)
 {
   REQUIRE_TESTDATA ();
   g_autoptr (VaeModel) m = load ("kl-sd-mini");
-  GError *err = NULL;
-  g_autoptr (VaeEngine) e = vae_engine_new ("cpu", m, NULL, &err);
-  g_assert_no_error (err);
+  g_autoptr (VaeEngine) e = cpu_engine (m);
   double rel, p;
 
   /* The whole astronaut at 128x128, tile 64, overlap 16: 3x3 tiles.
