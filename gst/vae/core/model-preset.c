@@ -48,6 +48,7 @@ vae_model_preset_new (const char *name)
     m->levels = 4;
     const int blocks[4] = { 128, 256, 512, 512 };
     memcpy (m->block_out_channels, blocks, sizeof blocks);
+    memcpy (m->decoder_block_out_channels, blocks, sizeof blocks);
     m->layers_per_block = 2;
     m->norm_groups = 32;
     m->quant_conv = m->post_quant_conv = p->quant_conv;
