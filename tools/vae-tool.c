@@ -39,6 +39,8 @@ typedef struct {
   char *precision;
   char **settings;            /* --engine-option KEY=VALUE, repeated */
   int tile, overlap;          /* --tile-size, --tile-overlap (pixels) */
+  int norm_groups;            /* --norm-groups (0: the model's) */
+  char *latent_format;        /* --latent-format normalized|raw (NULL: normalized) */
   /* bench */
   char *op;
   int width, height, batch, runs;
@@ -57,6 +59,19 @@ tool_options_clear (ToolOptions *o)
   g_free (o->precision);
   g_strfreev (o->settings);
   g_free (o->op);
+  g_free (o->latent_format);
+}
+
+/* --latent-format as VaeLatentFormat (NULL: the default, normalized). */
+static gboolean
+latent_format_of (const ToolOptions *o, VaeLatentFormat *format, GError **error)
+{
+  *format = VAE_LATENT_FORMAT_NORMALIZED;
+  if (!o->latent_format || vae_latent_format_from_name (o->latent_format, format))
+    return TRUE;
+  g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+               "--latent-format %s: expected normalized or raw", o->latent_format);
+  return FALSE;
 }
 
 #define ENGINE_ENTRIES(o)                                                     \
@@ -77,6 +92,18 @@ tool_options_clear (ToolOptions *o)
     "tiles, blended (default 0: never)", "N" },                               \
   { "tile-overlap", 0, 0, G_OPTION_ARG_INT, &(o)->overlap,                    \
     "Least overlap of neighbouring tiles in pixels (default 64)", "N" }
+
+/* Model loading: what the files cannot say. */
+#define MODEL_ENTRIES(o)                                                      \
+  { "norm-groups", 0, 0, G_OPTION_ARG_INT, &(o)->norm_groups,                 \
+    "GroupNorm groups of an AutoencoderKL single file (default: 32, as "      \
+    "its module tree hard-codes; diffusers folders say it in config.json)", "N" }
+
+#define LATENT_FORMAT_ENTRY(o)                                                \
+  { "latent-format", 0, 0, G_OPTION_ARG_STRING, &(o)->latent_format,          \
+    "normalized (default: what the model's pipelines use; FLUX.2: 2x2 "       \
+    "patches, 128 channels at 16x, BatchNorm statistics) or raw (the "        \
+    "network's latents, no scaling)", "normalized|raw" }
 
 #define TOOL_TILE_DEFAULTS .tile = 0, .overlap = VAE_TILE_OVERLAP_DEFAULT
 
@@ -219,13 +246,16 @@ format_double (double v)
 }
 
 static VaeModel *
-load_model (const char *path, GError **error)
+load_model (const ToolOptions *o, GError **error)
 {
+  const char *path = o->model;
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_IO, "%s: no such file or folder", path);
     return NULL;
   }
-  return vae_model_load (path, NULL, error);
+  VaeModelOptions mo = VAE_MODEL_OPTIONS_INIT;
+  mo.norm_groups = o->norm_groups;
+  return vae_model_load (path, &mo, error);
 }
 
 /* ---- encode ---- */
@@ -241,6 +271,8 @@ cmd_encode (int argc, char **argv, GError **error)
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
       "Output latents (safetensors)", "Z.safetensors" },
     ENGINE_ENTRIES (&o),
+    LATENT_FORMAT_ENTRY (&o),
+    MODEL_ENTRIES (&o),
     TILE_ENTRIES (&o),
     { NULL }
   };
@@ -271,7 +303,7 @@ cmd_encode (int argc, char **argv, GError **error)
       || !engine_options_from (&o, &eo, error))
     goto out;
 
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
   if (!model->encoder) {
@@ -290,12 +322,18 @@ cmd_encode (int argc, char **argv, GError **error)
   if (!vae_png_read_rgb8 (o.input, &rgb, &width, &height, error))
     goto out;
 
-  const int f = model->spatial_factor;
+  VaeLatentFormat format;
+  if (!latent_format_of (&o, &format, error))
+    goto out;
+  /* Padded to the format's factor (FLUX.2 normalised: 16); the network runs
+   * at its own, NH x NW, and the codec patchifies to LH x LW. */
+  const int f = vae_latent_format_factor (model, format);
   const int ph = vae_padded_size (height, f), pw = vae_padded_size (width, f);
   const int lh = ph / f, lw = pw / f;
+  const int nh = ph / model->spatial_factor, nw = pw / model->spatial_factor;
   const int enc_c = vae_engine_output_channels (model, VAE_DIRECTION_ENCODE);
-  const int c = vae_latent_channels_for_mode (model, VAE_LATENT_MODE);
-  if (enc_c < c) {
+  const int c = vae_latent_format_channels_for_mode (model, format, VAE_LATENT_MODE);
+  if (enc_c < model->latent_channels) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_MODEL,
                  "%s: encoder gives %d channels, fewer than the %d latent channels",
                  o.model, enc_c, c);
@@ -305,7 +343,7 @@ cmd_encode (int argc, char **argv, GError **error)
   o.frame_w = pw;
   o.frame_h = ph;
   if (!(pixels = vae_try_alloc ((gsize) 3 * ph * pw, sizeof (float), "the input pixels", error))
-      || !(enc = vae_try_alloc ((gsize) enc_c * lh * lw, sizeof (float), "the encoder output",
+      || !(enc = vae_try_alloc ((gsize) enc_c * nh * nw, sizeof (float), "the encoder output",
                                 error))
       || !(latents = vae_try_alloc ((gsize) c * lh * lw, sizeof (float), "the latents", error)))
     goto out;
@@ -318,8 +356,8 @@ cmd_encode (int argc, char **argv, GError **error)
   if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
     goto out;
 
-  vae_latents_from_encoder (model, enc, lh, lw, VAE_LATENT_MODE, NULL,
-                            model->scaling_factor, model->shift_factor, latents);
+  vae_latents_from_encoder_format (model, format, enc, nh, nw, VAE_LATENT_MODE, NULL,
+                                   model->scaling_factor, model->shift_factor, latents);
 
   writer = vae_latent_writer_new ();
   const gint64 shape[4] = { 1, c, lh, lw };
@@ -334,6 +372,10 @@ cmd_encode (int argc, char **argv, GError **error)
   vae_latent_writer_set_int (writer, VAE_LATENT_KEY_WIDTH, width);
   vae_latent_writer_set_int (writer, VAE_LATENT_KEY_HEIGHT, height);
   vae_latent_writer_set_int (writer, VAE_LATENT_KEY_SPATIAL_FACTOR, f);
+  vae_latent_writer_set_string (writer, VAE_LATENT_KEY_LATENT_FORMAT,
+                                vae_latent_format_name (format));
+  vae_latent_writer_set_string (writer, VAE_LATENT_KEY_NORMALIZATION,
+                                vae_latent_normalization_name (model, format));
 
   if (!vae_latent_writer_save (writer, o.output, error))
     goto out;
@@ -397,6 +439,8 @@ cmd_decode (int argc, char **argv, GError **error)
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
       "Output image (PNG); several frames: OUT_0000.png, OUT_0001.png, ...", "OUT.png" },
     ENGINE_ENTRIES (&o),
+    LATENT_FORMAT_ENTRY (&o),
+    MODEL_ENTRIES (&o),
     TILE_ENTRIES (&o),
     { NULL }
   };
@@ -427,7 +471,7 @@ cmd_decode (int argc, char **argv, GError **error)
       || !engine_options_from (&o, &eo, error))
     goto out;
 
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
   if (!model->decoder) {
@@ -458,11 +502,24 @@ cmd_decode (int argc, char **argv, GError **error)
   for (int i = 0; i < t->ndim; i++)
     s[4 - t->ndim + i] = t->shape[i];
   const gint64 n64 = s[0];
-  const int f = model->spatial_factor;
-  if (s[1] != model->latent_channels) {
+  /* The format: --latent-format, else the file's latent_format, else the
+   * one with that many channels (FLUX.2: 128 normalised, 32 raw). */
+  VaeLatentFormat format = VAE_LATENT_FORMAT_NORMALIZED;
+  const char *file_format = vae_latent_file_get_string (lf, VAE_LATENT_KEY_LATENT_FORMAT);
+  if (o.latent_format) {
+    if (!latent_format_of (&o, &format, error))
+      goto out;
+  } else if (!file_format || !vae_latent_format_from_name (file_format, &format)) {
+    if (s[1] > 0 && s[1] < G_MAXINT)
+      vae_latent_format_for_channels (model, (int) s[1], &format, NULL);
+  }
+  const int f = vae_latent_format_factor (model, format);
+  const int want_c = vae_latent_format_channels (model, format);
+  if (s[1] != want_c) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
-                 "%s: latents have %" G_GINT64_FORMAT " channels but model '%s' takes %d",
-                 o.input, s[1], model->name, model->latent_channels);
+                 "%s: latents have %" G_GINT64_FORMAT " channels but model '%s' takes %d "
+                 "(%s latents)", o.input, s[1], model->name, want_c,
+                 vae_latent_format_name (format));
     goto out;
   }
   if (n64 < 1 || s[2] < 1 || s[3] < 1 || n64 > 1000000
@@ -495,8 +552,11 @@ cmd_decode (int argc, char **argv, GError **error)
     goto out;
   if (!vae_tensor_view_to_f32 (t, z, error))
     goto out;
-  vae_latents_to_decoder (z, frame_latent * n, model->scaling_factor,
-                          model->shift_factor, dec_in);
+  const int nh = oh / model->spatial_factor, nw = ow / model->spatial_factor;
+  for (int i = 0; i < n; i++)
+    vae_latents_to_decoder_format (model, format, z + frame_latent * i, nh, nw,
+                                   model->scaling_factor, model->shift_factor,
+                                   dec_in + frame_latent * i);
 
   engine = vae_engine_new (backend_of (&o), model, &eo, error);
   if (!engine)
@@ -509,7 +569,7 @@ cmd_decode (int argc, char **argv, GError **error)
 
   for (int first = 0; first < n; first += chunk) {
     const int m = MIN (chunk, n - first);
-    VaeBatch batch = { VAE_DIRECTION_DECODE, m, lh, lw, dec_in + frame_latent * first,
+    VaeBatch batch = { VAE_DIRECTION_DECODE, m, nh, nw, dec_in + frame_latent * first,
                        pixels, NULL, NULL };
     if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
       goto out;
@@ -602,6 +662,7 @@ cmd_bench (int argc, char **argv, GError **error)
       "Also time R batches submitted with up to N in flight, as a pipeline "
       "does (default 1: only one at a time)", "N" },
     ENGINE_ENTRIES (&o),
+    MODEL_ENTRIES (&o),
     TILE_ENTRIES (&o),
     { NULL }
   };
@@ -655,7 +716,7 @@ cmd_bench (int argc, char **argv, GError **error)
     goto out;
   }
 
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
   const VaeGraph *graph = dir == VAE_DIRECTION_ENCODE ? model->encoder : model->decoder;
@@ -780,6 +841,7 @@ cmd_info (int argc, char **argv, GError **error)
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
       "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
+    MODEL_ENTRIES (&o),
     { NULL }
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("--model PATH");
@@ -795,7 +857,7 @@ cmd_info (int argc, char **argv, GError **error)
   if (!parse_args (ctx, "info", &argc, &argv, error)
       || !require (o.model, "info", "model", error))
     goto out;
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
 
@@ -807,11 +869,20 @@ cmd_info (int argc, char **argv, GError **error)
 
   g_print ("model: %s\n", model->name);
   g_print ("path: %s\n", model->path);
-  g_print ("family: %s\n", vae_family_name (model->family));
+  const gboolean flux2 = model->variant && g_str_equal (model->variant, "flux2");
+  g_print ("family: %s\n", flux2 ? "AutoencoderKLFlux2" : vae_family_name (model->family));
   g_print ("layout: %s\n", vae_layout_name (model->layout));
   g_print ("levels: %d\n", model->levels);
   g_print ("block_out_channels: %s\n", ch->str);
   if (model->family == VAE_FAMILY_KL) {
+    if (memcmp (model->decoder_block_out_channels, model->block_out_channels,
+                sizeof (int) * model->levels) != 0) {
+      GString *dc = g_string_new (NULL);
+      for (int i = 0; i < model->levels && i < VAE_MAX_LEVELS; i++)
+        g_string_append_printf (dc, "%s%d", i ? "," : "", model->decoder_block_out_channels[i]);
+      g_print ("decoder_block_out_channels: %s\n", dc->str);
+      g_string_free (dc, TRUE);
+    }
     g_print ("layers_per_block: %d\n", model->layers_per_block);
     g_print ("norm_groups: %d\n", model->norm_groups);
     g_print ("quant_conv: %s\n", model->quant_conv ? "yes" : "no");
@@ -824,6 +895,19 @@ cmd_info (int argc, char **argv, GError **error)
   g_print ("spatial_factor: %d\n", model->spatial_factor);
   g_print ("scaling_factor: %s\n", scaling);
   g_print ("shift_factor: %s\n", shift);
+  if (model->latent_patch > 1 && model->temporal_factor <= 1) {
+    /* The latent layout of both formats (FLUX.2). */
+    g_print ("latents: normalized: %d channels at %dx (%dx%d patches of the %d, "
+             "channel c*%d + dy*%d + dx, then (x - bn.running_mean) / "
+             "sqrt(bn.running_var + %g)); raw: %d channels at %dx\n",
+             vae_latent_format_channels (model, VAE_LATENT_FORMAT_NORMALIZED),
+             vae_latent_format_factor (model, VAE_LATENT_FORMAT_NORMALIZED),
+             model->latent_patch, model->latent_patch, model->latent_channels,
+             model->latent_patch * model->latent_patch, model->latent_patch,
+             model->batch_norm_eps, model->latent_channels, model->spatial_factor);
+    g_print ("normalization: %s\n",
+             vae_latent_normalization_name (model, VAE_LATENT_FORMAT_NORMALIZED));
+  }
   g_print ("image_range: [%g, 1]\n", model->image_min);
   g_print ("encoder: %s\n", model->encoder ? "yes" : "no");
   g_print ("decoder: %s\n", model->decoder ? "yes" : "no");
