@@ -162,6 +162,22 @@ unpatch_index (gsize i, int p, int h, int w)
 }
 
 void
+vae_latents_patchify (const float *src, int c, int h, int w, int p, float *dst)
+{
+  const gsize n = (gsize) c * h * w;
+  for (gsize i = 0; i < n; i++)
+    dst[i] = src[unpatch_index (i, p, h, w)];
+}
+
+void
+vae_latents_unpatchify (const float *src, int c, int h, int w, int p, float *dst)
+{
+  const gsize n = (gsize) c * h * w;
+  for (gsize i = 0; i < n; i++)
+    dst[unpatch_index (i, p, h, w)] = src[i];
+}
+
+void
 vae_latents_from_encoder_format (const VaeModel *model, VaeLatentFormat format,
                                  const float *enc, int h, int w, VaeLatentMode mode,
                                  GRand *rng, double scaling, double shift, float *dst)

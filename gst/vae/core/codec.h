@@ -87,6 +87,13 @@ void vae_latents_to_decoder_format (const VaeModel *model, VaeLatentFormat forma
                                     const float *z, int h, int w, double scaling,
                                     double shift, float *dst);
 
+/* The network's latents [C, H, W] (H, W multiples of P) to P x P patches
+ * [C*P*P, H/P, W/P] (channel c*P*P + dy*P + dx, pixel_unshuffle order), and
+ * back: only the layout, no normalisation (the remote engine, whose server
+ * normalises FLUX.2 latents itself). */
+void vae_latents_patchify (const float *src, int c, int h, int w, int p, float *dst);
+void vae_latents_unpatchify (const float *src, int c, int h, int w, int p, float *dst);
+
 /* The NORMALIZED format of a model without patches (every model but FLUX.2):
  * one frame of encoder output [C_enc, H, W] to diffusion-space latents:
  * MODE writes C (mode, sample) or 2C (distribution: scaled mean, then raw
