@@ -134,6 +134,16 @@ gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
     self->format = (VaeLatentFormat) self->linfo.latent_format;
   else if (!vae_latent_format_for_channels (model, self->linfo.channels, &self->format, NULL))
     self->format = VAE_LATENT_FORMAT_NORMALIZED;
+  /* A preset with patches (flux2) has no BatchNorm statistics: its server
+   * normalises, so its raw latents are out of reach (model-preset.c). */
+  if (model->config_only && model->latent_patch > 1 && self->format == VAE_LATENT_FORMAT_RAW) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Preset '%s' takes normalized latents only.", model->name),
+        ("the server normalises FLUX.2 latents with the model's BatchNorm statistics, "
+         "which a preset does not have; for latent-format=raw give a local FLUX.2 model "
+         "(with backend=remote too)"));
+    return FALSE;
+  }
   const int want_c = vae_latent_format_channels (model, self->format);
   if (self->linfo.channels != want_c) {
     int raw_c = vae_latent_format_channels (model, VAE_LATENT_FORMAT_RAW);

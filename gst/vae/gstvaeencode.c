@@ -178,6 +178,16 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   self->dtype = self->latent_dtype;
   self->format = (VaeLatentFormat) self->latent_format;
   GST_OBJECT_UNLOCK (self);
+  /* A preset with patches (flux2) has no BatchNorm statistics: its server
+   * normalises, so its raw latents are out of reach (model-preset.c). */
+  if (model->config_only && model->latent_patch > 1 && self->format == VAE_LATENT_FORMAT_RAW) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Preset '%s' takes normalized latents only.", model->name),
+        ("the server normalises FLUX.2 latents with the model's BatchNorm statistics, "
+         "which a preset does not have; for latent-format=raw give a local FLUX.2 model "
+         "(with backend=remote too)"));
+    return FALSE;
+  }
 
   /* Frames are padded to the format's factor (FLUX.2 normalised: 16), the
    * network runs at its own (8), and the codec patchifies. */

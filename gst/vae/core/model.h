@@ -89,9 +89,9 @@ typedef struct {
   VaeGraph *decoder;           /* NULL when the files hold no decoder */
   guint64 n_params;
 
-  /* A preset (sd, sdxl, sd3, flux): channels and factors only, no graphs;
-   * both halves exist on the server's side, so only an engine that does
-   * not run graphs (remote) can use it. */
+  /* A preset (sd, sdxl, sd3, flux, flux2): channels and factors only, no
+   * graphs; both halves exist on the server's side, so only an engine that
+   * does not run graphs (remote) can use it. */
   gboolean config_only;
 } VaeModel;
 
@@ -113,7 +113,7 @@ typedef struct {
 VaeModel *vae_model_load (const char *path, const VaeModelOptions *options,
                           GError **error);
 void vae_model_free (VaeModel *model);
-/* "sd, sdxl, sd3, flux", for messages. */
+/* "sd, sdxl, sd3, flux, flux2", for messages. */
 const char *vae_model_preset_names (void);
 /* Whether MODEL has an encoder (DIRECTION encode) or a decoder: its graph,
  * or the server's for a config_only model. */
