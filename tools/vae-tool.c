@@ -673,14 +673,16 @@ cmd_bench (int argc, char **argv, GError **error)
       "timed runs of a batch of N frames of W x H pixels (decode: the latents of\n"
       "such frames).  Prints one line per run, then the throughput from the\n"
       "graph's multiply-accumulates, and as its last line median_s=<seconds per\n"
-      "batch>.");
+      "batch>.  FLUX.2 models (2x2 latent patches): encode ends at, and decode\n"
+      "starts from, the normalised latents, the codec's patchify and\n"
+      "normalisation timed with the network (--inflight: the network only).");
   g_option_context_add_main_entries (ctx, entries, NULL);
 
   gboolean ok = FALSE;
   g_autoptr (VaeModel) model = NULL;
   g_autoptr (VaeEngine) engine = NULL;
   g_autoptr (GRand) rng = NULL;
-  g_autofree float *in = NULL, *out = NULL;
+  g_autofree float *in = NULL, *out = NULL, *norm = NULL;
   g_autofree double *times = NULL, *device_ms = NULL;
   VaeEngineOptions eo;
 
@@ -739,7 +741,14 @@ cmd_bench (int argc, char **argv, GError **error)
   }
 
   const int f = model->spatial_factor;
-  const int ph = vae_padded_size (o.height, f), pw = vae_padded_size (o.width, f);
+  /* FLUX.2 (2x2 latent patches): the codec's normalised latents are part of
+   * the timed work, as in the pipeline: encode gives 128 channels at 16x
+   * (patchify + BatchNorm statistics), decode takes them (the inverse, then
+   * the network).  Sizes are padded to 16. */
+  const gboolean patched = model->latent_patch > 1;
+  const VaeLatentFormat nfmt = VAE_LATENT_FORMAT_NORMALIZED;
+  const int pf = patched ? vae_latent_format_factor (model, nfmt) : f;
+  const int ph = vae_padded_size (o.height, pf), pw = vae_padded_size (o.width, pf);
   const int lh = ph / f, lw = pw / f;
   const int in_c = dir == VAE_DIRECTION_ENCODE ? model->image_channels : model->latent_channels;
   const int bh = dir == VAE_DIRECTION_ENCODE ? ph : lh;
@@ -749,6 +758,9 @@ cmd_bench (int argc, char **argv, GError **error)
   const int ow = dir == VAE_DIRECTION_ENCODE ? lw : pw;
   const gsize n_in = (gsize) o.batch * in_c * bh * bw;
   const gsize n_out = (gsize) o.batch * out_c * oh * ow;
+  /* The normalised latents of one frame (patched models only). */
+  const gsize n_norm = patched ? (gsize) vae_latent_format_channels (model, nfmt)
+                                 * (ph / pf) * (pw / pf) : 0;
   VaeTileGrid grid;
   if (!vae_tile_grid (model, dir, bh, bw, o.tile, o.overlap, &grid, error)) {
     g_prefix_error (error, "bench: --tile-size/--tile-overlap: ");
@@ -762,12 +774,19 @@ cmd_bench (int argc, char **argv, GError **error)
   times = g_new (double, o.runs);
   device_ms = g_new0 (double, o.runs);
   if (!(in = vae_try_alloc (n_in, sizeof (float), "the benchmark input", error))
-      || !(out = vae_try_alloc (n_out, sizeof (float), "the benchmark output", error)))
+      || !(out = vae_try_alloc (n_out, sizeof (float), "the benchmark output", error))
+      || (patched && !(norm = vae_try_alloc (n_norm * o.batch, sizeof (float),
+                                             "the normalised latents", error))))
     goto out;
   rng = g_rand_new_with_seed (BENCH_SEED);
   const double lo = dir == VAE_DIRECTION_ENCODE ? model->image_min : -1.0;
-  for (gsize i = 0; i < n_in; i++)
-    in[i] = (float) g_rand_double_range (rng, lo, 1.0);
+  if (patched && dir == VAE_DIRECTION_DECODE) {
+    for (gsize i = 0; i < n_norm * o.batch; i++)
+      norm[i] = (float) g_rand_double_range (rng, lo, 1.0);
+  } else {
+    for (gsize i = 0; i < n_in; i++)
+      in[i] = (float) g_rand_double_range (rng, lo, 1.0);
+  }
 
   engine = vae_engine_new (backend_of (&o), model, &eo, error);
   if (!engine)
@@ -783,12 +802,27 @@ cmd_bench (int argc, char **argv, GError **error)
   if (tiles > 1)
     g_print ("tiles: %dx%d per frame of %dx%d pixels, overlap >= %d pixels\n", grid.tiles_x,
              grid.tiles_y, grid.tile_w * tile_scale, grid.tile_h * tile_scale, o.overlap);
+  if (patched)
+    g_print ("latents: normalized, %d channels at %dx (the codec's patchify and "
+             "normalisation are timed with the network)\n",
+             vae_latent_format_channels (model, nfmt), pf);
 
+  const gsize frame_in = (gsize) in_c * bh * bw, frame_out = (gsize) out_c * oh * ow;
   for (int r = -1; r < o.runs; r++) {
     VaeBatch batch = { dir, o.batch, bh, bw, in, out, NULL, NULL };
     gint64 t0 = g_get_monotonic_time ();
+    if (patched && dir == VAE_DIRECTION_DECODE)
+      for (int i = 0; i < o.batch; i++)
+        vae_latents_to_decoder_format (model, nfmt, norm + n_norm * i, lh, lw,
+                                       model->scaling_factor, model->shift_factor,
+                                       in + frame_in * i);
     if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
       goto out;
+    if (patched && dir == VAE_DIRECTION_ENCODE)
+      for (int i = 0; i < o.batch; i++)
+        vae_latents_from_encoder_format (model, nfmt, out + frame_out * i, lh, lw,
+                                         VAE_LATENT_MODE, NULL, model->scaling_factor,
+                                         model->shift_factor, norm + n_norm * i);
     double s = (g_get_monotonic_time () - t0) / 1e6;
     VaeEngineStats st;
     vae_engine_stats (engine, &st);
