@@ -83,9 +83,10 @@ encode_sink (const float *frame, int index, int c, int h, int w, gpointer user_d
   s->w = w;
   gsize n = (gsize) s->c * h * w;
   g_array_set_size (s->latents, s->latents->len + n);
-  vae_latents_from_encoder (s->model, frame, h, w, VAE_LATENT_MODE, NULL,
-                            s->model->scaling_factor, s->model->shift_factor,
-                            &g_array_index (s->latents, float, s->latents->len - n));
+  vae_latents_from_encoder_format (s->model, VAE_LATENT_FORMAT_NORMALIZED, frame, h, w,
+                                   VAE_LATENT_MODE, NULL, s->model->scaling_factor,
+                                   s->model->shift_factor,
+                                   &g_array_index (s->latents, float, s->latents->len - n));
   return TRUE;
 }
 
@@ -291,8 +292,8 @@ vae_tool_video_decode (VaeEngine *engine, const char *input, const char *output,
   for (int k = 0; ok && k < tl; k++) {
     for (int c = 0; c < zc; c++)
       memcpy (z + c * plane, all + ((gsize) c * tl + k) * plane, plane * sizeof (float));
-    vae_latents_to_decoder_frame (model, z, lh, lw, model->scaling_factor,
-                                  model->shift_factor, dec_in);
+    vae_latents_to_decoder_format (model, VAE_LATENT_FORMAT_NORMALIZED, z, lh, lw,
+                                   model->scaling_factor, model->shift_factor, dec_in);
     ok = vae_video_coder_push (coder, dec_in, error);
   }
   if (ok && frames_written)

@@ -39,6 +39,8 @@ typedef struct {
   char *precision;
   char **settings;            /* --engine-option KEY=VALUE, repeated */
   int tile, overlap;          /* --tile-size, --tile-overlap (pixels) */
+  int norm_groups;            /* --norm-groups (0: the model's) */
+  char *latent_format;        /* --latent-format normalized|raw (NULL: normalized) */
   /* bench */
   char *op;
   int width, height, batch, runs;
@@ -57,6 +59,19 @@ tool_options_clear (ToolOptions *o)
   g_free (o->precision);
   g_strfreev (o->settings);
   g_free (o->op);
+  g_free (o->latent_format);
+}
+
+/* --latent-format as VaeLatentFormat (NULL: the default, normalized). */
+static gboolean
+latent_format_of (const ToolOptions *o, VaeLatentFormat *format, GError **error)
+{
+  *format = VAE_LATENT_FORMAT_NORMALIZED;
+  if (!o->latent_format || vae_latent_format_from_name (o->latent_format, format))
+    return TRUE;
+  g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+               "--latent-format %s: expected normalized or raw", o->latent_format);
+  return FALSE;
 }
 
 #define ENGINE_ENTRIES(o)                                                     \
@@ -77,6 +92,18 @@ tool_options_clear (ToolOptions *o)
     "tiles, blended (default 0: never)", "N" },                               \
   { "tile-overlap", 0, 0, G_OPTION_ARG_INT, &(o)->overlap,                    \
     "Least overlap of neighbouring tiles in pixels (default 64)", "N" }
+
+/* Model loading: what the files cannot say. */
+#define MODEL_ENTRIES(o)                                                      \
+  { "norm-groups", 0, 0, G_OPTION_ARG_INT, &(o)->norm_groups,                 \
+    "GroupNorm groups of an AutoencoderKL single file (default: 32, as "      \
+    "its module tree hard-codes; diffusers folders say it in config.json)", "N" }
+
+#define LATENT_FORMAT_ENTRY(o)                                                \
+  { "latent-format", 0, 0, G_OPTION_ARG_STRING, &(o)->latent_format,          \
+    "normalized (default: what the model's pipelines use; FLUX.2: 2x2 "       \
+    "patches, 128 channels at 16x, BatchNorm statistics) or raw (the "        \
+    "network's latents, no scaling)", "normalized|raw" }
 
 #define TOOL_TILE_DEFAULTS .tile = 0, .overlap = VAE_TILE_OVERLAP_DEFAULT
 
@@ -219,13 +246,16 @@ format_double (double v)
 }
 
 static VaeModel *
-load_model (const char *path, GError **error)
+load_model (const ToolOptions *o, GError **error)
 {
+  const char *path = o->model;
   if (!g_file_test (path, G_FILE_TEST_EXISTS)) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_IO, "%s: no such file or folder", path);
     return NULL;
   }
-  return vae_model_load (path, NULL, error);
+  VaeModelOptions mo = VAE_MODEL_OPTIONS_INIT;
+  mo.norm_groups = o->norm_groups;
+  return vae_model_load (path, &mo, error);
 }
 
 /* ---- encode ---- */
@@ -241,6 +271,8 @@ cmd_encode (int argc, char **argv, GError **error)
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
       "Output latents (safetensors)", "Z.safetensors" },
     ENGINE_ENTRIES (&o),
+    LATENT_FORMAT_ENTRY (&o),
+    MODEL_ENTRIES (&o),
     TILE_ENTRIES (&o),
     { NULL }
   };
@@ -275,7 +307,7 @@ cmd_encode (int argc, char **argv, GError **error)
       || !engine_options_from (&o, &eo, error))
     goto out;
 
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
   if (!model->encoder) {
@@ -294,12 +326,18 @@ cmd_encode (int argc, char **argv, GError **error)
   if (!vae_png_read_rgb8 (o.input, &rgb, &width, &height, error))
     goto out;
 
-  const int f = model->spatial_factor;
+  VaeLatentFormat format;
+  if (!latent_format_of (&o, &format, error))
+    goto out;
+  /* Padded to the format's factor (FLUX.2 normalised: 16); the network runs
+   * at its own, NH x NW, and the codec patchifies to LH x LW. */
+  const int f = vae_latent_format_factor (model, format);
   const int ph = vae_padded_size (height, f), pw = vae_padded_size (width, f);
   const int lh = ph / f, lw = pw / f;
+  const int nh = ph / model->spatial_factor, nw = pw / model->spatial_factor;
   const int enc_c = vae_engine_output_channels (model, VAE_DIRECTION_ENCODE);
-  const int c = vae_latent_channels_for_mode (model, VAE_LATENT_MODE);
-  if (enc_c < c) {
+  const int c = vae_latent_format_channels_for_mode (model, format, VAE_LATENT_MODE);
+  if (enc_c < model->latent_channels) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_MODEL,
                  "%s: encoder gives %d channels, fewer than the %d latent channels",
                  o.model, enc_c, c);
@@ -309,7 +347,7 @@ cmd_encode (int argc, char **argv, GError **error)
   o.frame_w = pw;
   o.frame_h = ph;
   if (!(pixels = vae_try_alloc ((gsize) 3 * ph * pw, sizeof (float), "the input pixels", error))
-      || !(enc = vae_try_alloc ((gsize) enc_c * lh * lw, sizeof (float), "the encoder output",
+      || !(enc = vae_try_alloc ((gsize) enc_c * nh * nw, sizeof (float), "the encoder output",
                                 error))
       || !(latents = vae_try_alloc ((gsize) c * lh * lw, sizeof (float), "the latents", error)))
     goto out;
@@ -322,8 +360,8 @@ cmd_encode (int argc, char **argv, GError **error)
   if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
     goto out;
 
-  vae_latents_from_encoder (model, enc, lh, lw, VAE_LATENT_MODE, NULL,
-                            model->scaling_factor, model->shift_factor, latents);
+  vae_latents_from_encoder_format (model, format, enc, nh, nw, VAE_LATENT_MODE, NULL,
+                                   model->scaling_factor, model->shift_factor, latents);
 
   writer = vae_latent_writer_new ();
   const gint64 shape[4] = { 1, c, lh, lw };
@@ -338,6 +376,10 @@ cmd_encode (int argc, char **argv, GError **error)
   vae_latent_writer_set_int (writer, VAE_LATENT_KEY_WIDTH, width);
   vae_latent_writer_set_int (writer, VAE_LATENT_KEY_HEIGHT, height);
   vae_latent_writer_set_int (writer, VAE_LATENT_KEY_SPATIAL_FACTOR, f);
+  vae_latent_writer_set_string (writer, VAE_LATENT_KEY_LATENT_FORMAT,
+                                vae_latent_format_name (format));
+  vae_latent_writer_set_string (writer, VAE_LATENT_KEY_NORMALIZATION,
+                                vae_latent_normalization_name (model, format));
 
   if (!vae_latent_writer_save (writer, o.output, error))
     goto out;
@@ -401,6 +443,8 @@ cmd_decode (int argc, char **argv, GError **error)
     { "output", 'o', 0, G_OPTION_ARG_FILENAME, &o.output,
       "Output image (PNG); several frames: OUT_0000.png, OUT_0001.png, ...", "OUT.png" },
     ENGINE_ENTRIES (&o),
+    LATENT_FORMAT_ENTRY (&o),
+    MODEL_ENTRIES (&o),
     TILE_ENTRIES (&o),
     { NULL }
   };
@@ -434,7 +478,7 @@ cmd_decode (int argc, char **argv, GError **error)
       || !engine_options_from (&o, &eo, error))
     goto out;
 
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
   if (!model->decoder) {
@@ -465,11 +509,24 @@ cmd_decode (int argc, char **argv, GError **error)
   for (int i = 0; i < t->ndim; i++)
     s[4 - t->ndim + i] = t->shape[i];
   const gint64 n64 = s[0];
-  const int f = model->spatial_factor;
-  if (s[1] != model->latent_channels) {
+  /* The format: --latent-format, else the file's latent_format, else the
+   * one with that many channels (FLUX.2: 128 normalised, 32 raw). */
+  VaeLatentFormat format = VAE_LATENT_FORMAT_NORMALIZED;
+  const char *file_format = vae_latent_file_get_string (lf, VAE_LATENT_KEY_LATENT_FORMAT);
+  if (o.latent_format) {
+    if (!latent_format_of (&o, &format, error))
+      goto out;
+  } else if (!file_format || !vae_latent_format_from_name (file_format, &format)) {
+    if (s[1] > 0 && s[1] < G_MAXINT)
+      vae_latent_format_for_channels (model, (int) s[1], &format, NULL);
+  }
+  const int f = vae_latent_format_factor (model, format);
+  const int want_c = vae_latent_format_channels (model, format);
+  if (s[1] != want_c) {
     g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
-                 "%s: latents have %" G_GINT64_FORMAT " channels but model '%s' takes %d",
-                 o.input, s[1], model->name, model->latent_channels);
+                 "%s: latents have %" G_GINT64_FORMAT " channels but model '%s' takes %d "
+                 "(%s latents)", o.input, s[1], model->name, want_c,
+                 vae_latent_format_name (format));
     goto out;
   }
   if (n64 < 1 || s[2] < 1 || s[3] < 1 || n64 > 1000000
@@ -502,8 +559,11 @@ cmd_decode (int argc, char **argv, GError **error)
     goto out;
   if (!vae_tensor_view_to_f32 (t, z, error))
     goto out;
-  vae_latents_to_decoder (z, frame_latent * n, model->scaling_factor,
-                          model->shift_factor, dec_in);
+  const int nh = oh / model->spatial_factor, nw = ow / model->spatial_factor;
+  for (int i = 0; i < n; i++)
+    vae_latents_to_decoder_format (model, format, z + frame_latent * i, nh, nw,
+                                   model->scaling_factor, model->shift_factor,
+                                   dec_in + frame_latent * i);
 
   engine = vae_engine_new (backend_of (&o), model, &eo, error);
   if (!engine)
@@ -516,7 +576,7 @@ cmd_decode (int argc, char **argv, GError **error)
 
   for (int first = 0; first < n; first += chunk) {
     const int m = MIN (chunk, n - first);
-    VaeBatch batch = { VAE_DIRECTION_DECODE, m, lh, lw, dec_in + frame_latent * first,
+    VaeBatch batch = { VAE_DIRECTION_DECODE, m, nh, nw, dec_in + frame_latent * first,
                        pixels, NULL, NULL };
     if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
       goto out;
@@ -609,6 +669,7 @@ cmd_bench (int argc, char **argv, GError **error)
       "Also time R batches submitted with up to N in flight, as a pipeline "
       "does (default 1: only one at a time)", "N" },
     ENGINE_ENTRIES (&o),
+    MODEL_ENTRIES (&o),
     TILE_ENTRIES (&o),
     { NULL }
   };
@@ -619,14 +680,16 @@ cmd_bench (int argc, char **argv, GError **error)
       "timed runs of a batch of N frames of W x H pixels (decode: the latents of\n"
       "such frames).  Prints one line per run, then the throughput from the\n"
       "graph's multiply-accumulates, and as its last line median_s=<seconds per\n"
-      "batch>.");
+      "batch>.  FLUX.2 models (2x2 latent patches): encode ends at, and decode\n"
+      "starts from, the normalised latents, the codec's patchify and\n"
+      "normalisation timed with the network (--inflight: the network only).");
   g_option_context_add_main_entries (ctx, entries, NULL);
 
   gboolean ok = FALSE;
   g_autoptr (VaeModel) model = NULL;
   g_autoptr (VaeEngine) engine = NULL;
   g_autoptr (GRand) rng = NULL;
-  g_autofree float *in = NULL, *out = NULL;
+  g_autofree float *in = NULL, *out = NULL, *norm = NULL;
   g_autofree double *times = NULL, *device_ms = NULL;
   VaeEngineOptions eo;
 
@@ -662,7 +725,7 @@ cmd_bench (int argc, char **argv, GError **error)
     goto out;
   }
 
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
   const VaeGraph *graph = dir == VAE_DIRECTION_ENCODE ? model->encoder : model->decoder;
@@ -685,7 +748,14 @@ cmd_bench (int argc, char **argv, GError **error)
   }
 
   const int f = model->spatial_factor;
-  const int ph = vae_padded_size (o.height, f), pw = vae_padded_size (o.width, f);
+  /* FLUX.2 (2x2 latent patches): the codec's normalised latents are part of
+   * the timed work, as in the pipeline: encode gives 128 channels at 16x
+   * (patchify + BatchNorm statistics), decode takes them (the inverse, then
+   * the network).  Sizes are padded to 16. */
+  const gboolean patched = model->latent_patch > 1;
+  const VaeLatentFormat nfmt = VAE_LATENT_FORMAT_NORMALIZED;
+  const int pf = patched ? vae_latent_format_factor (model, nfmt) : f;
+  const int ph = vae_padded_size (o.height, pf), pw = vae_padded_size (o.width, pf);
   const int lh = ph / f, lw = pw / f;
   const int in_c = dir == VAE_DIRECTION_ENCODE ? model->image_channels : model->latent_channels;
   const int bh = dir == VAE_DIRECTION_ENCODE ? ph : lh;
@@ -695,6 +765,9 @@ cmd_bench (int argc, char **argv, GError **error)
   const int ow = dir == VAE_DIRECTION_ENCODE ? lw : pw;
   const gsize n_in = (gsize) o.batch * in_c * bh * bw;
   const gsize n_out = (gsize) o.batch * out_c * oh * ow;
+  /* The normalised latents of one frame (patched models only). */
+  const gsize n_norm = patched ? (gsize) vae_latent_format_channels (model, nfmt)
+                                 * (ph / pf) * (pw / pf) : 0;
   VaeTileGrid grid;
   if (!vae_tile_grid (model, dir, bh, bw, o.tile, o.overlap, &grid, error)) {
     g_prefix_error (error, "bench: --tile-size/--tile-overlap: ");
@@ -708,12 +781,19 @@ cmd_bench (int argc, char **argv, GError **error)
   times = g_new (double, o.runs);
   device_ms = g_new0 (double, o.runs);
   if (!(in = vae_try_alloc (n_in, sizeof (float), "the benchmark input", error))
-      || !(out = vae_try_alloc (n_out, sizeof (float), "the benchmark output", error)))
+      || !(out = vae_try_alloc (n_out, sizeof (float), "the benchmark output", error))
+      || (patched && !(norm = vae_try_alloc (n_norm * o.batch, sizeof (float),
+                                             "the normalised latents", error))))
     goto out;
   rng = g_rand_new_with_seed (BENCH_SEED);
   const double lo = dir == VAE_DIRECTION_ENCODE ? model->image_min : -1.0;
-  for (gsize i = 0; i < n_in; i++)
-    in[i] = (float) g_rand_double_range (rng, lo, 1.0);
+  if (patched && dir == VAE_DIRECTION_DECODE) {
+    for (gsize i = 0; i < n_norm * o.batch; i++)
+      norm[i] = (float) g_rand_double_range (rng, lo, 1.0);
+  } else {
+    for (gsize i = 0; i < n_in; i++)
+      in[i] = (float) g_rand_double_range (rng, lo, 1.0);
+  }
 
   engine = vae_engine_new (backend_of (&o), model, &eo, error);
   if (!engine)
@@ -729,12 +809,27 @@ cmd_bench (int argc, char **argv, GError **error)
   if (tiles > 1)
     g_print ("tiles: %dx%d per frame of %dx%d pixels, overlap >= %d pixels\n", grid.tiles_x,
              grid.tiles_y, grid.tile_w * tile_scale, grid.tile_h * tile_scale, o.overlap);
+  if (patched)
+    g_print ("latents: normalized, %d channels at %dx (the codec's patchify and "
+             "normalisation are timed with the network)\n",
+             vae_latent_format_channels (model, nfmt), pf);
 
+  const gsize frame_in = (gsize) in_c * bh * bw, frame_out = (gsize) out_c * oh * ow;
   for (int r = -1; r < o.runs; r++) {
     VaeBatch batch = { dir, o.batch, bh, bw, in, out, NULL, NULL };
     gint64 t0 = g_get_monotonic_time ();
+    if (patched && dir == VAE_DIRECTION_DECODE)
+      for (int i = 0; i < o.batch; i++)
+        vae_latents_to_decoder_format (model, nfmt, norm + n_norm * i, lh, lw,
+                                       model->scaling_factor, model->shift_factor,
+                                       in + frame_in * i);
     if (!vae_tiled_run (engine, &batch, o.tile, o.overlap, error))
       goto out;
+    if (patched && dir == VAE_DIRECTION_ENCODE)
+      for (int i = 0; i < o.batch; i++)
+        vae_latents_from_encoder_format (model, nfmt, out + frame_out * i, lh, lw,
+                                         VAE_LATENT_MODE, NULL, model->scaling_factor,
+                                         model->shift_factor, norm + n_norm * i);
     double s = (g_get_monotonic_time () - t0) / 1e6;
     VaeEngineStats st;
     vae_engine_stats (engine, &st);
@@ -787,6 +882,7 @@ cmd_info (int argc, char **argv, GError **error)
   GOptionEntry entries[] = {
     { "model", 'm', 0, G_OPTION_ARG_FILENAME, &o.model,
       "Model: diffusers folder, LDM .safetensors, or TAESD file/folder", "PATH" },
+    MODEL_ENTRIES (&o),
     { NULL }
   };
   g_autoptr (GOptionContext) ctx = g_option_context_new ("--model PATH");
@@ -802,7 +898,7 @@ cmd_info (int argc, char **argv, GError **error)
   if (!parse_args (ctx, "info", &argc, &argv, error)
       || !require (o.model, "info", "model", error))
     goto out;
-  model = load_model (o.model, error);
+  model = load_model (&o, error);
   if (!model)
     goto out;
 
@@ -814,11 +910,20 @@ cmd_info (int argc, char **argv, GError **error)
 
   g_print ("model: %s\n", model->name);
   g_print ("path: %s\n", model->path);
-  g_print ("family: %s\n", vae_family_name (model->family));
+  const gboolean flux2 = model->variant && g_str_equal (model->variant, "flux2");
+  g_print ("family: %s\n", flux2 ? "AutoencoderKLFlux2" : vae_family_name (model->family));
   g_print ("layout: %s\n", vae_layout_name (model->layout));
   g_print ("levels: %d\n", model->levels);
   g_print ("block_out_channels: %s\n", ch->str);
   if (model->family == VAE_FAMILY_KL) {
+    if (memcmp (model->decoder_block_out_channels, model->block_out_channels,
+                sizeof (int) * model->levels) != 0) {
+      GString *dc = g_string_new (NULL);
+      for (int i = 0; i < model->levels && i < VAE_MAX_LEVELS; i++)
+        g_string_append_printf (dc, "%s%d", i ? "," : "", model->decoder_block_out_channels[i]);
+      g_print ("decoder_block_out_channels: %s\n", dc->str);
+      g_string_free (dc, TRUE);
+    }
     g_print ("layers_per_block: %d\n", model->layers_per_block);
     g_print ("norm_groups: %d\n", model->norm_groups);
     g_print ("quant_conv: %s\n", model->quant_conv ? "yes" : "no");
@@ -831,6 +936,19 @@ cmd_info (int argc, char **argv, GError **error)
   g_print ("spatial_factor: %d\n", model->spatial_factor);
   g_print ("scaling_factor: %s\n", scaling);
   g_print ("shift_factor: %s\n", shift);
+  if (model->latent_patch > 1 && model->temporal_factor <= 1) {
+    /* The latent layout of both formats (FLUX.2). */
+    g_print ("latents: normalized: %d channels at %dx (%dx%d patches of the %d, "
+             "channel c*%d + dy*%d + dx, then (x - bn.running_mean) / "
+             "sqrt(bn.running_var + %g)); raw: %d channels at %dx\n",
+             vae_latent_format_channels (model, VAE_LATENT_FORMAT_NORMALIZED),
+             vae_latent_format_factor (model, VAE_LATENT_FORMAT_NORMALIZED),
+             model->latent_patch, model->latent_patch, model->latent_channels,
+             model->latent_patch * model->latent_patch, model->latent_patch,
+             model->batch_norm_eps, model->latent_channels, model->spatial_factor);
+    g_print ("normalization: %s\n",
+             vae_latent_normalization_name (model, VAE_LATENT_FORMAT_NORMALIZED));
+  }
   g_print ("image_range: [%g, 1]\n", model->image_min);
   g_print ("encoder: %s\n", model->encoder ? "yes" : "no");
   g_print ("decoder: %s\n", model->decoder ? "yes" : "no");

@@ -25,6 +25,14 @@
  *   range exactly as the element maps 8-bit pixels, so that the element's
  *   conversion back to 8 bits gives the server's bytes.
  *
+ * FLUX.2 (models with latent patches) asks the server for a latent format
+ * (latent_format): a local model has its BatchNorm statistics and
+ * normalises itself, so the server's raw latents [B,32,h,w] go both ways;
+ * the flux2 preset has none (identity statistics, model-preset.c), so the
+ * server's normalised latents [B,128,h/2,w/2] do, unpatchified into the
+ * engine's [B,32,h,w] (mean half) on encode and patchified on decode,
+ * values untouched.
+ *
  * Settings (VaeEngineOptions.settings, remote_settings below; the elements'
  * endpoint, token, timeout, retries and remote-input properties map onto
  * them); where one is not given, from the environment:
@@ -352,6 +360,14 @@ reply_dtype (const Request *r, VaeWireDtype *dt)
 
 /* A 200 reply: check it against the request and convert it into the
  * batch's output.  FALSE (with the batch's error set) when it does not fit. */
+/* The patch of the latents on the wire: the model's for a preset with
+ * patches (flux2: the server normalises and patchifies), else 1. */
+static int
+wire_patch (const VaeModel *m)
+{
+  return m->config_only && m->latent_patch > 1 ? m->latent_patch : 1;
+}
+
 static gboolean
 request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
 {
@@ -391,15 +407,30 @@ request_finish_ok (RemoteEngine *self, Request *r, const char *endpoint)
 
   if (encode) {
     int C = (int) r->exp_dims[1];
+    const int p = wire_patch (m);
     gsize plane = (gsize) r->exp_dims[2] * (gsize) r->exp_dims[3];
+    /* The engine's output is in the network's units: C / p^2 channels of
+     * planes p^2 as large (p = 1: the reply's). */
+    const int net_c = C / (p * p);
+    const gsize net_plane = plane * (gsize) (p * p);
     int out_c = vae_engine_output_channels (m, VAE_DIRECTION_ENCODE);
     for (int n = 0; n < r->frames; n++) {
-      float *dst = b->output + (gsize) (r->first + n) * (gsize) out_c * plane;
+      float *dst = b->output + (gsize) (r->first + n) * (gsize) out_c * net_plane;
       gsize base = (gsize) n * (gsize) C * plane;
-      vae_wire_to_floats (src + base * esize, dt, (gsize) C * plane, dst);
+      if (p > 1) {
+        /* Patchified [C, h/p, w/p] to [C/p^2, h, w] by way of the logvar
+         * half (a preset is KL: moments, the half as large; zeroed below). */
+        float *tmp = dst + (gsize) net_c * net_plane;
+        vae_wire_to_floats (src + base * esize, dt, (gsize) C * plane, tmp);
+        vae_latents_unpatchify (tmp, net_c, (int) r->exp_dims[2] * p,
+                                (int) r->exp_dims[3] * p, p, dst);
+      } else {
+        vae_wire_to_floats (src + base * esize, dt, (gsize) C * plane, dst);
+      }
       /* logvar (moments models): 0, i.e. the mode only. */
-      if (out_c > C)
-        memset (dst + (gsize) C * plane, 0, (gsize) (out_c - C) * plane * sizeof (float));
+      if (out_c > net_c)
+        memset (dst + (gsize) net_c * net_plane, 0,
+                (gsize) (out_c - net_c) * net_plane * sizeof (float));
     }
   } else {
     /* NHWC 8-bit frames to the model's planar range, as the elements
@@ -681,13 +712,27 @@ request_new (RemoteEngine *self, VaeBatch *batch, int first, int frames, guint8 
   return r;
 }
 
-/* Encode's query: the server returns the unscaled mode. */
+/* The latent format asked of the server, for models with patches only
+ * (the others' requests stay as the protocol has them). */
+static void
+append_latent_format (GString *q, const VaeModel *m)
+{
+  if (m->latent_patch > 1)
+    vae_wire_query_append (q, VAE_WIRE_KEY_LATENT_FORMAT,
+                           vae_latent_format_name (wire_patch (m) > 1
+                                                       ? VAE_LATENT_FORMAT_NORMALIZED
+                                                       : VAE_LATENT_FORMAT_RAW));
+}
+
+/* Encode's query: the server returns the unscaled mode (FLUX.2: in the
+ * format above). */
 static GString *
-unscaled_query (void)
+unscaled_query (const VaeModel *m)
 {
   GString *q = g_string_new (NULL);
   vae_wire_query_append_double (q, VAE_WIRE_KEY_SCALING, 1.0);
   vae_wire_query_append_double (q, VAE_WIRE_KEY_SHIFT, 0.0);
+  append_latent_format (q, m);
   return q;
 }
 
@@ -707,13 +752,15 @@ static gboolean
 encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **error)
 {
   const VaeModel *m = self->parent.model;
-  const int f = m->spatial_factor, ic = m->image_channels;
+  const int p = wire_patch (m);
+  const int f = m->spatial_factor * p, ic = m->image_channels;
+  const int C = m->latent_channels * p * p;
   const gsize frame = (gsize) ic * (gsize) batch->h * (gsize) batch->w;
   const float lo = m->image_min, inv = 1.0f / (1.0f - m->image_min);
 
   if (self->input == REMOTE_INPUT_PNG) {
     /* One PNG per frame, each its own request, run concurrently. */
-    const gint64 exp[4] = { 1, m->latent_channels, batch->h / f, batch->w / f };
+    const gint64 exp[4] = { 1, C, batch->h / f, batch->w / f };
     for (int n = 0; n < batch->n; n++) {
       g_autofree guint8 *rgb = frame_to_rgb8 (m, batch->input + frame * n, batch->h,
                                               batch->w, error);
@@ -728,7 +775,7 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
       }
       gsize size = 0;
       guint8 *body = g_bytes_unref_to_data (png, &size);
-      g_ptr_array_add (reqs, request_new (self, batch, n, 1, body, size, unscaled_query (),
+      g_ptr_array_add (reqs, request_new (self, batch, n, 1, body, size, unscaled_query (m),
                                           VAE_WIRE_CONTENT_TYPE_PNG, exp));
     }
     return TRUE;
@@ -757,10 +804,10 @@ encode_requests (RemoteEngine *self, VaeBatch *batch, GPtrArray *reqs, GError **
       body[i] = (guint8) lrintf (x * 255.0f);
     }
   }
-  GString *q = unscaled_query ();
+  GString *q = unscaled_query (m);
   const gint64 shape[4] = { batch->n, ic, batch->h, batch->w };
   vae_wire_query_append_tensor (q, shape, 4, f16 ? VAE_WIRE_F16 : VAE_WIRE_U8);
-  const gint64 exp[4] = { batch->n, m->latent_channels, batch->h / f, batch->w / f };
+  const gint64 exp[4] = { batch->n, C, batch->h / f, batch->w / f };
   g_ptr_array_add (reqs, request_new (self, batch, 0, batch->n, body,
                                       count * (f16 ? 2 : 1), q,
                                       VAE_WIRE_CONTENT_TYPE_TENSOR, exp));
@@ -774,19 +821,27 @@ static Request *
 decode_request (RemoteEngine *self, VaeBatch *batch, GError **error)
 {
   const VaeModel *m = self->parent.model;
-  const int f = m->spatial_factor, C = m->latent_channels;
-  const gsize count = (gsize) batch->n * (gsize) C * (gsize) batch->h * (gsize) batch->w;
+  const int f = m->spatial_factor, C = m->latent_channels, p = wire_patch (m);
+  const gsize frame = (gsize) C * (gsize) batch->h * (gsize) batch->w;
+  const gsize count = (gsize) batch->n * frame;
   float *z = vae_try_alloc (count, sizeof (float), "the request body", error);
   if (!z)
     return NULL;
+  if (p > 1)
+    for (int n = 0; n < batch->n; n++)
+      vae_latents_patchify (batch->input + frame * n, C, batch->h, batch->w, p,
+                            z + frame * n);
+  else
+    memcpy (z, batch->input, count * sizeof (float));
   for (gsize i = 0; i < count; i++)
-    z[i] = (float) (((double) batch->input[i] - m->shift_factor) * m->scaling_factor);
+    z[i] = (float) (((double) z[i] - m->shift_factor) * m->scaling_factor);
   GString *q = g_string_new (NULL);
   vae_wire_query_append (q, VAE_WIRE_KEY_OUTPUT_TYPE, "pt");
   vae_wire_query_append_bool (q, VAE_WIRE_KEY_PARTIAL, TRUE);
   vae_wire_query_append_double (q, VAE_WIRE_KEY_SCALING, m->scaling_factor);
   vae_wire_query_append_double (q, VAE_WIRE_KEY_SHIFT, m->shift_factor);
-  const gint64 shape[4] = { batch->n, C, batch->h, batch->w };
+  append_latent_format (q, m);
+  const gint64 shape[4] = { batch->n, C * p * p, batch->h / p, batch->w / p };
   vae_wire_query_append_tensor (q, shape, 4, VAE_WIRE_F32);
   const gint64 exp[4] = { batch->n, batch->h * f, batch->w * f, m->image_channels };
   return request_new (self, batch, 0, batch->n, (guint8 *) z, count * sizeof (float), q,

@@ -65,6 +65,7 @@
 #include "gstvaelatentcaps.h"
 #include "gstvaealloc.h"
 #include "latent-file.h"
+#include "codec.h"
 #include "vae-error.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_safetensors_demux_debug);
@@ -396,6 +397,21 @@ gst_safetensors_demux_parse (GstSafetensorsDemux * self)
   {
     const char *model = vae_latent_file_get_string (f->lf, VAE_LATENT_KEY_MODEL);
     info.model = model && model[0] ? g_strdup (model) : NULL;
+  }
+  {
+    /* Which latents (vaedecode goes by it): normalized or raw. */
+    static const char *const normalizations[] = { "raw", "scale-shift", "per-channel",
+                                                  "patch2x2-batch-norm" };
+    VaeLatentFormat format;
+    const char *lf_format = vae_latent_file_get_string (f->lf, VAE_LATENT_KEY_LATENT_FORMAT);
+    const char *norm = vae_latent_file_get_string (f->lf, VAE_LATENT_KEY_NORMALIZATION);
+    if (lf_format && vae_latent_format_from_name (lf_format, &format))
+      info.latent_format = format;
+    else if (lf_format)
+      GST_WARNING_OBJECT (self, "ignoring metadata latent_format=%s", lf_format);
+    for (guint i = 0; norm && i < G_N_ELEMENTS (normalizations); i++)
+      if (g_str_equal (norm, normalizations[i]))
+        info.normalization = normalizations[i];
   }
   meta_framerate (self, f->lf, &info.fps_n, &info.fps_d);
 

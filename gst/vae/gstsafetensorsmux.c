@@ -40,6 +40,7 @@
 #include "gstvaeelements.h"
 #include "gstvaelatentcaps.h"
 #include "latent-file.h"
+#include "codec.h"
 #include "vae-error.h"
 
 GST_DEBUG_CATEGORY_STATIC (gst_safetensors_mux_debug);
@@ -127,6 +128,12 @@ gst_safetensors_mux_build (GstSafetensorsMux * self, GError ** error)
   if (info->spatial_factor > 0)
     vae_latent_writer_set_int (w, VAE_LATENT_KEY_SPATIAL_FACTOR,
         info->spatial_factor);
+  if (info->latent_format >= 0)
+    vae_latent_writer_set_string (w, VAE_LATENT_KEY_LATENT_FORMAT,
+        vae_latent_format_name ((VaeLatentFormat) info->latent_format));
+  if (info->normalization)
+    vae_latent_writer_set_string (w, VAE_LATENT_KEY_NORMALIZATION,
+        info->normalization);
 
   return vae_latent_writer_serialize (w, error);
 }

@@ -8,7 +8,11 @@
  * produce: `other/tensors,format=static,num_tensors=1,types={float32,float16},
  * dimensions=W:H:C:1` plus `model`, `scaling-factor`, `shift-factor`,
  * `spatial-factor`, `width`, `height`) back into video frames with a VAE.
- * The latents' channel count must match the model's.  Frames come out at the
+ * The latents' channel count must match the model's in their format: the
+ * caps' `latent-format` (`normalized`, `raw`) or, without it, whichever
+ * format has that many channels (FLUX.2: 128 normalised, 2x2-patchified at
+ * 16x, or 32 raw at 8x); decoding inverts the normalisation exactly (up to
+ * float rounding).  Frames come out at the
  * source size the caps carry (the encoder's padding is cropped away) in RGB,
  * RGBA, BGRx, I420 or NV12, as downstream prefers (RGB when it does not
  * care).  Scaling and shift factors come from the element's properties when
@@ -79,6 +83,8 @@ struct _GstVaeDecode {
   float *latents;              /* one frame of latents as float32 */
   gsize n_latents;
   int ph, pw;
+  int nh, nw;                  /* the network's latent size */
+  VaeLatentFormat format;
   double scaling, shift;
 };
 
@@ -121,16 +127,38 @@ gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
         ("%s holds only an encoder; give vaedecode a model with a decoder", model->path));
     return FALSE;
   }
-  if (self->linfo.channels != model->latent_channels) {
+  /* The latent format: as the caps say, else by the channel count (FLUX.2:
+   * 128 normalised, 32 raw). */
+  gboolean known = self->linfo.latent_format >= 0;
+  if (known)
+    self->format = (VaeLatentFormat) self->linfo.latent_format;
+  else if (!vae_latent_format_for_channels (model, self->linfo.channels, &self->format, NULL))
+    self->format = VAE_LATENT_FORMAT_NORMALIZED;
+  /* A preset with patches (flux2) has no BatchNorm statistics: its server
+   * normalises, so its raw latents are out of reach (model-preset.c). */
+  if (model->config_only && model->latent_patch > 1 && self->format == VAE_LATENT_FORMAT_RAW) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
-        ("The latents have %d channels but model '%s' takes %d.", self->linfo.channels,
-         model->name, model->latent_channels),
-        ("caps: %d latent channels (model '%s'), model %s: %d latent channels",
-         self->linfo.channels, self->linfo.model ? self->linfo.model : "unknown",
-         model->path, model->latent_channels));
+        ("Preset '%s' takes normalized latents only.", model->name),
+        ("the server normalises FLUX.2 latents with the model's BatchNorm statistics, "
+         "which a preset does not have; for latent-format=raw give a local FLUX.2 model "
+         "(with backend=remote too)"));
     return FALSE;
   }
-  const int f = model->spatial_factor;
+  const int want_c = vae_latent_format_channels (model, self->format);
+  if (self->linfo.channels != want_c) {
+    int raw_c = vae_latent_format_channels (model, VAE_LATENT_FORMAT_RAW);
+    g_autofree char *also = raw_c != want_c && !known
+        ? g_strdup_printf (" (or %d raw)", raw_c) : g_strdup ("");
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("The latents have %d channels but model '%s' takes %d%s.", self->linfo.channels,
+         model->name, want_c, also),
+        ("caps: %d latent channels (model '%s', latent-format %s), model %s: %d latent "
+         "channels in that format", self->linfo.channels,
+         self->linfo.model ? self->linfo.model : "unknown",
+         vae_latent_format_name (self->format), model->path, want_c));
+    return FALSE;
+  }
+  const int f = vae_latent_format_factor (model, self->format);
   if (self->linfo.spatial_factor > 0 && self->linfo.spatial_factor != f) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("The latents have spatial factor %d but model '%s' has %d.",
@@ -139,6 +167,8 @@ gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   }
   self->ph = self->linfo.latent_height * f;
   self->pw = self->linfo.latent_width * f;
+  self->nh = self->ph / model->spatial_factor;
+  self->nw = self->pw / model->spatial_factor;
   if (self->linfo.width <= 0 || self->linfo.height <= 0) {
     self->linfo.width = self->pw;
     self->linfo.height = self->ph;
@@ -208,8 +238,8 @@ gst_vae_decode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   }
 
   geom->direction = VAE_DIRECTION_DECODE;
-  geom->h = self->linfo.latent_height;
-  geom->w = self->linfo.latent_width;
+  geom->h = self->nh;
+  geom->w = self->nw;
   geom->in_floats = self->n_latents;
   geom->out_floats = (gsize) vae_engine_output_channels (model, VAE_DIRECTION_DECODE)
                      * self->ph * self->pw;
@@ -222,6 +252,7 @@ static GstFlowReturn
 gst_vae_decode_fill_slot (GstVaeBase *base, GstBuffer *inbuf, float *slot)
 {
   GstVaeDecode *self = GST_VAE_DECODE (base);
+  const VaeModel *model = gst_vae_base_get_model (base);
   const gsize need = gst_vae_latent_info_frame_size (&self->linfo);
   GstMapInfo map;
 
@@ -247,7 +278,8 @@ gst_vae_decode_fill_slot (GstVaeBase *base, GstBuffer *inbuf, float *slot)
     memcpy (self->latents, map.data, self->n_latents * sizeof (float));
   }
   gst_buffer_unmap (inbuf, &map);
-  vae_latents_to_decoder (self->latents, self->n_latents, self->scaling, self->shift, slot);
+  vae_latents_to_decoder_format (model, self->format, self->latents, self->nh, self->nw,
+                                 self->scaling, self->shift, slot);
   return GST_FLOW_OK;
 }
 

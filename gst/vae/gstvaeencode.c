@@ -23,8 +23,14 @@
  * The output follows NNStreamer's tensor caps
  * (`other/tensors,format=static,num_tensors=1,types=float32,dimensions=W:H:C:1`)
  * plus `model`, `scaling-factor`, `shift-factor`, `spatial-factor` and the
- * source `width`/`height`.  Latents are diffusion-space by default:
- * `(mean - shift) * scaling`.
+ * source `width`/`height`, `latent-format` and `normalization`.  Latents
+ * are diffusion-space by default (`latent-format=normalized`): `(mean -
+ * shift) * scaling`, or per channel by the model's statistics (Wan); for
+ * FLUX.2 (AutoencoderKLFlux2) the FLUX.2 pipelines' latents: the mode in
+ * 2x2 patches (channel c*4 + dy*2 + dx), `(x - bn.running_mean) /
+ * sqrt(bn.running_var + batch_norm_eps)`, 128 channels at spatial factor 16
+ * (frames are padded to 16).  `latent-format=raw` gives the network's own
+ * latents (FLUX.2: 32 channels at 8x) with no scaling or normalisation.
  *
  * With `backend=remote` the frames go to a Hugging Face Hybrid Inference
  * server (such as this project's vae-server) at `endpoint` (several URLs,
@@ -90,6 +96,7 @@ GST_DEBUG_CATEGORY_STATIC (gst_vae_encode_debug);
 #define DEFAULT_LATENT_MODE GST_VAE_LATENT_MODE_MODE
 #define DEFAULT_SEED 0
 #define DEFAULT_LATENT_DTYPE GST_VAE_LATENT_DTYPE_FLOAT32
+#define DEFAULT_LATENT_FORMAT GST_VAE_LATENT_FORMAT_NORMALIZED
 #define DEFAULT_REMOTE_INPUT GST_VAE_REMOTE_INPUT_UINT8
 
 enum {
@@ -98,6 +105,7 @@ enum {
   PROP_SEED,
   PROP_LATENT_DTYPE,
   PROP_REMOTE_INPUT,
+  PROP_LATENT_FORMAT,
 };
 
 struct _GstVaeEncode {
@@ -108,9 +116,12 @@ struct _GstVaeEncode {
   guint64 seed;
   GstVaeLatentDType latent_dtype;
   GstVaeRemoteInput remote_input;
+  GstVaeLatentFormat latent_format;
 
   /* Stream state (stream lock). */
   GstVaeLatentMode mode;       /* as configured at caps time */
+  VaeLatentFormat format;
+  int olh, olw;                /* latent size in FORMAT (lh, lw: the network's) */
   GstVaeLatentDType dtype;
   GstVideoInfo vinfo;
   GstVaeRgbConversion rgb;     /* input -> RGB */
@@ -165,16 +176,32 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   GST_OBJECT_LOCK (self);
   self->mode = self->latent_mode;
   self->dtype = self->latent_dtype;
+  self->format = (VaeLatentFormat) self->latent_format;
   GST_OBJECT_UNLOCK (self);
+  /* A preset with patches (flux2) has no BatchNorm statistics: its server
+   * normalises, so its raw latents are out of reach (model-preset.c). */
+  if (model->config_only && model->latent_patch > 1 && self->format == VAE_LATENT_FORMAT_RAW) {
+    GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
+        ("Preset '%s' takes normalized latents only.", model->name),
+        ("the server normalises FLUX.2 latents with the model's BatchNorm statistics, "
+         "which a preset does not have; for latent-format=raw give a local FLUX.2 model "
+         "(with backend=remote too)"));
+    return FALSE;
+  }
 
-  const int f = model->spatial_factor;
+  /* Frames are padded to the format's factor (FLUX.2 normalised: 16), the
+   * network runs at its own (8), and the codec patchifies. */
+  const int f = vae_latent_format_factor (model, self->format);
   const int w = GST_VIDEO_INFO_WIDTH (&vinfo), h = GST_VIDEO_INFO_HEIGHT (&vinfo);
   self->ph = vae_padded_size (h, f);
   self->pw = vae_padded_size (w, f);
-  self->lh = self->ph / f;
-  self->lw = self->pw / f;
+  self->lh = self->ph / model->spatial_factor;
+  self->lw = self->pw / model->spatial_factor;
+  self->olh = self->ph / f;
+  self->olw = self->pw / f;
   self->enc_c = vae_engine_output_channels (model, VAE_DIRECTION_ENCODE);
-  self->out_c = vae_latent_channels_for_mode (model, (VaeLatentMode) self->mode);
+  self->out_c = vae_latent_format_channels_for_mode (model, self->format,
+                                                     (VaeLatentMode) self->mode);
   if (self->enc_c < model->latent_channels) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION,
         ("Model '%s' is inconsistent.", model->name),
@@ -190,7 +217,7 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
 
   if (!gst_vae_base_setup_rgb_conversion (base, &self->rgb, &vinfo, TRUE, caps))
     return FALSE;
-  self->scratch = vae_try_alloc ((gsize) self->out_c * self->lh * self->lw, sizeof (float),
+  self->scratch = vae_try_alloc ((gsize) self->out_c * self->olh * self->olw, sizeof (float),
                                  "the latent scratch frame", &err);
   if (err) {
     gst_vae_post_no_memory (GST_ELEMENT (self), w, h, 1, err->message);
@@ -201,8 +228,10 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   gst_vae_latent_info_init (&li);
   li.dtype = self->dtype == GST_VAE_LATENT_DTYPE_FLOAT16 ? VAE_DTYPE_F16 : VAE_DTYPE_F32;
   li.channels = self->out_c;
-  li.latent_width = self->lw;
-  li.latent_height = self->lh;
+  li.latent_width = self->olw;
+  li.latent_height = self->olh;
+  li.latent_format = self->format;
+  li.normalization = vae_latent_normalization_name (model, self->format);
   li.width = w;
   li.height = h;
   li.spatial_factor = f;
@@ -218,7 +247,7 @@ gst_vae_encode_set_caps (GstVaeBase *base, GstCaps *caps, GstVaeFrameGeometry *g
   gst_caps_unref (out);
   if (!ok) {
     GST_ELEMENT_ERROR (self, CORE, NEGOTIATION, ("Downstream refused the latent caps."),
-                       ("%dx%dx%d latents of model %s", self->lw, self->lh, self->out_c,
+                       ("%dx%dx%d latents of model %s", self->olw, self->olh, self->out_c,
                         model->name));
     return FALSE;
   }
@@ -274,7 +303,7 @@ gst_vae_encode_make_output (GstVaeBase *base, const float *slot, GstBuffer **out
 {
   GstVaeEncode *self = GST_VAE_ENCODE (base);
   const VaeModel *model = gst_vae_base_get_model (base);
-  const gsize n = (gsize) self->out_c * self->lh * self->lw;
+  const gsize n = (gsize) self->out_c * self->olh * self->olw;
   const gboolean f16 = self->dtype == GST_VAE_LATENT_DTYPE_FLOAT16;
   GError *err = NULL;
   GstBuffer *buf = gst_vae_buffer_try_new (n * (f16 ? 2 : 4), "a latent frame", &err);
@@ -291,8 +320,9 @@ gst_vae_encode_make_output (GstVaeBase *base, const float *slot, GstBuffer **out
     GST_ELEMENT_ERROR (self, STREAM, FAILED, ("Could not map a latent buffer."), (NULL));
     return GST_FLOW_ERROR;
   }
-  vae_latents_from_encoder (model, slot, self->lh, self->lw, (VaeLatentMode) self->mode,
-                            self->rng, self->scaling, self->shift, self->scratch);
+  vae_latents_from_encoder_format (model, self->format, slot, self->lh, self->lw,
+                                   (VaeLatentMode) self->mode, self->rng, self->scaling,
+                                   self->shift, self->scratch);
   if (f16) {
     guint16 *dst = (guint16 *) map.data;
     for (gsize i = 0; i < n; i++)
@@ -362,6 +392,7 @@ gst_vae_encode_set_property (GObject *object, guint prop_id, const GValue *value
     case PROP_SEED: self->seed = g_value_get_uint64 (value); break;
     case PROP_LATENT_DTYPE: self->latent_dtype = g_value_get_enum (value); break;
     case PROP_REMOTE_INPUT: self->remote_input = g_value_get_enum (value); break;
+    case PROP_LATENT_FORMAT: self->latent_format = g_value_get_enum (value); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -379,6 +410,7 @@ gst_vae_encode_get_property (GObject *object, guint prop_id, GValue *value,
     case PROP_SEED: g_value_set_uint64 (value, self->seed); break;
     case PROP_LATENT_DTYPE: g_value_set_enum (value, self->latent_dtype); break;
     case PROP_REMOTE_INPUT: g_value_set_enum (value, self->remote_input); break;
+    case PROP_LATENT_FORMAT: g_value_set_enum (value, self->latent_format); break;
     default: G_OBJECT_WARN_INVALID_PROPERTY_ID (object, prop_id, pspec); break;
   }
   GST_OBJECT_UNLOCK (self);
@@ -400,6 +432,7 @@ gst_vae_encode_init (GstVaeEncode *self)
   self->seed = DEFAULT_SEED;
   self->latent_dtype = DEFAULT_LATENT_DTYPE;
   self->remote_input = DEFAULT_REMOTE_INPUT;
+  self->latent_format = DEFAULT_LATENT_FORMAT;
 }
 
 static void
@@ -434,6 +467,12 @@ gst_vae_encode_class_init (GstVaeEncodeClass *klass)
           "tensor in [-1,1] per batch, or one PNG per frame (one request each)",
           GST_TYPE_VAE_REMOTE_INPUT, DEFAULT_REMOTE_INPUT, rw));
 
+  g_object_class_install_property (gobject_class, PROP_LATENT_FORMAT,
+      g_param_spec_enum ("latent-format", "Latent format",
+          "Which latents: the model's pipeline's (normalized; FLUX.2: 2x2-patchified "
+          "128 channels at 16x, normalised by the BatchNorm statistics) or the "
+          "network's own (raw; FLUX.2: 32 channels at 8x, no scaling)",
+          GST_TYPE_VAE_LATENT_FORMAT, DEFAULT_LATENT_FORMAT, rw));
   gst_element_class_add_static_pad_template (element_class, &sink_template);
   gst_element_class_add_static_pad_template (element_class, &src_template);
   gst_element_class_set_static_metadata (element_class, "VAE encoder",
@@ -450,6 +489,7 @@ gst_vae_encode_class_init (GstVaeEncodeClass *klass)
   base_class->engine_settings = gst_vae_encode_engine_settings;
 
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_MODE, 0);
+  gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_FORMAT, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_LATENT_DTYPE, 0);
   gst_type_mark_as_plugin_api (GST_TYPE_VAE_REMOTE_INPUT, 0);
 }

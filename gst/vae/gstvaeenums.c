@@ -51,6 +51,26 @@ gst_vae_latent_mode_get_type (void)
 }
 
 GType
+gst_vae_latent_format_get_type (void)
+{
+  static gsize type = 0;
+  static const GEnumValue values[] = {
+    { GST_VAE_LATENT_FORMAT_NORMALIZED,
+      "What the model's diffusion pipelines use: scaled/shifted or normalised per "
+      "channel (FLUX.2: 2x2 patches, 128 channels at 16x, BatchNorm statistics)",
+      "normalized" },
+    { GST_VAE_LATENT_FORMAT_RAW,
+      "The network's own latents: no patches, no scaling, no normalisation", "raw" },
+    { 0, NULL, NULL },
+  };
+  if (g_once_init_enter (&type)) {
+    GType t = g_enum_register_static ("GstVaeLatentFormat", values);
+    g_once_init_leave (&type, t);
+  }
+  return (GType) type;
+}
+
+GType
 gst_vae_latent_dtype_get_type (void)
 {
   static gsize type = 0;

@@ -18,6 +18,12 @@ typedef enum {
   GST_VAE_LATENT_MODE_DISTRIBUTION,
 } GstVaeLatentMode;
 
+/* Mirrors VaeLatentFormat (codec.h). */
+typedef enum {
+  GST_VAE_LATENT_FORMAT_NORMALIZED,
+  GST_VAE_LATENT_FORMAT_RAW,
+} GstVaeLatentFormat;
+
 typedef enum {
   GST_VAE_LATENT_DTYPE_FLOAT32,
   GST_VAE_LATENT_DTYPE_FLOAT16,
@@ -46,6 +52,8 @@ const char *gst_vae_backend_nick (GstVaeBackend backend);
 #define GST_TYPE_VAE_LATENT_MODE (gst_vae_latent_mode_get_type ())
 GType gst_vae_latent_mode_get_type (void);
 
+#define GST_TYPE_VAE_LATENT_FORMAT (gst_vae_latent_format_get_type ())
+GType gst_vae_latent_format_get_type (void);
 #define GST_TYPE_VAE_LATENT_DTYPE (gst_vae_latent_dtype_get_type ())
 GType gst_vae_latent_dtype_get_type (void);
 

@@ -1,6 +1,7 @@
 /* gst-vae: latent stream caps <-> GstVaeLatentInfo (see gstvaelatentcaps.h). */
 #include "gstvaelatentcaps.h"
 #include "vae-error.h"
+#include "codec.h"
 #include <math.h>
 #include <string.h>
 
@@ -13,6 +14,7 @@ gst_vae_latent_info_init (GstVaeLatentInfo *info)
   info->shift_factor = NAN;
   info->fps_n = 0;
   info->fps_d = 1;
+  info->latent_format = -1;
 }
 
 void
@@ -57,6 +59,11 @@ gst_vae_latent_info_to_caps (const GstVaeLatentInfo *info)
   if (info->width > 0 && info->height > 0)
     gst_structure_set (s, "width", G_TYPE_INT, info->width, "height", G_TYPE_INT,
                        info->height, NULL);
+  if (info->latent_format >= 0)
+    gst_structure_set (s, "latent-format", G_TYPE_STRING,
+                       vae_latent_format_name ((VaeLatentFormat) info->latent_format), NULL);
+  if (info->normalization)
+    gst_structure_set (s, "normalization", G_TYPE_STRING, info->normalization, NULL);
   return caps;
 }
 
@@ -186,6 +193,17 @@ gst_vae_latent_info_from_caps (GstVaeLatentInfo *info, const GstCaps *caps,
   }
   const char *model = gst_structure_get_string (s, "model");
   info->model = g_strdup (model);
+  if (gst_structure_has_field (s, "latent-format")) {
+    VaeLatentFormat format;
+    if (!vae_latent_format_from_name (gst_structure_get_string (s, "latent-format"),
+                                      &format)) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT,
+                   "latent caps: 'latent-format' must be \"normalized\" or \"raw\"");
+      g_clear_pointer (&info->model, g_free);
+      return FALSE;
+    }
+    info->latent_format = format;
+  }
   if (!gst_structure_get_fraction (s, "framerate", &info->fps_n, &info->fps_d)
       || info->fps_d <= 0) {
     info->fps_n = 0;

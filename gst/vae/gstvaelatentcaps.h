@@ -7,12 +7,19 @@
  *     types=(string){float32|float16}, dimensions=(string)"W:H:C:1",
  *     framerate=(fraction)F,
  *     model=(string)NAME, scaling-factor=(double), shift-factor=(double),
- *     spatial-factor=(int), width=(int)SRC_W, height=(int)SRC_H
+ *     spatial-factor=(int), width=(int)SRC_W, height=(int)SRC_H,
+ *     latent-format=(string){normalized|raw},
+ *     normalization=(string){scale-shift|per-channel|patch2x2-batch-norm|raw}
  * dimensions are innermost first: one buffer is one frame of latents,
  * planar [C][H][W] (H x W = the padded frame size / spatial factor);
  * width/height are the source frame size before padding.  The factors,
  * model and source size are optional: a consumer takes what is missing from
- * its model (vaedecode: its model's spatial factor, and the padded size). */
+ * its model (vaedecode: its model's spatial factor, and the padded size).
+ * latent-format says whether the latents are what the model's diffusion
+ * pipelines use (normalized; FLUX.2: 2x2-patchified, 128 channels at 16x)
+ * or the network's own (raw); normalization names what was applied, for
+ * people and other elements (vaedecode goes by latent-format, else by the
+ * channel count). */
 #pragma once
 #include <gst/gst.h>
 #include "safetensors.h"
@@ -36,6 +43,8 @@ typedef struct {
   double scaling_factor, shift_factor;
   char *model;               /* owned; may be NULL */
   int fps_n, fps_d;          /* 0/1 when unknown */
+  int latent_format;         /* VaeLatentFormat, -1 when the caps do not say */
+  const char *normalization; /* static (vae_latent_normalization_name); NULL: none */
 } GstVaeLatentInfo;
 
 void gst_vae_latent_info_init (GstVaeLatentInfo *info);

@@ -13,7 +13,11 @@ GFLOP/s (2 x multiply-accumulates of all convolutions, linears and attention
 matmuls, counted from the architecture; see macs()).
 
 Models: `sd` = SD-size AutoencoderKL with random weights (written once by
-make_weights.py to tests/bench/weights/sd-vae-random), `taef2` =
+make_weights.py to tests/bench/weights/sd-vae-random), `flux2` = FLUX.2-size
+AutoencoderKLFlux2 with random weights and BatchNorm statistics
+(tests/bench/weights/flux2-vae-random; both sides time the FLUX.2 latents:
+encode = pixels -> normalised 128-channel latents at 16x, decode = those ->
+pixels, the patchify and normalisation included), `taef2` =
 ../shared/testdata/models/taef2; any other value is taken as a model path
 (diffusers folder or TAESD single-file folder).
 
@@ -73,6 +77,7 @@ def kl_macs(cfg, op, width, height):
     lpb = cfg["layers_per_block"]
     lat = cfg["latent_channels"]
     attn = cfg.get("mid_block_add_attention", True)
+    dboc = cfg.get("decoder_block_out_channels") or boc  # AutoencoderKLFlux2
     f = 2 ** (len(boc) - 1)
     m = 0
     if op == "encode":
@@ -94,7 +99,7 @@ def kl_macs(cfg, op, width, height):
         h, w = height // f, width // f
         if cfg.get("use_post_quant_conv", True):
             m += _conv(lat, lat, 1, h, w)
-        rev = list(reversed(boc))
+        rev = list(reversed(dboc))
         m += _conv(lat, rev[0], 3, h, w)
         m += _kl_mid(rev[0], h, w, attn)
         cprev = rev[0]
@@ -105,7 +110,7 @@ def kl_macs(cfg, op, width, height):
             if i != len(rev) - 1:
                 h, w = 2 * h, 2 * w
                 m += _conv(c, c, 3, h, w)
-        m += _conv(boc[0], cfg.get("out_channels", 3), 3, h, w)
+        m += _conv(dboc[0], cfg.get("out_channels", 3), 3, h, w)
     return m
 
 
@@ -140,7 +145,7 @@ def taesd_macs(lat, pool, op, width, height, in_ch=3, out_ch=3):
 
 def macs(model_path, op, width, height):
     cfg = torch_vae.load_config(model_path)
-    if cfg["_kind"] == "kl":
+    if cfg["_kind"] in ("kl", "flux2"):  # FLUX.2's patchify/normalisation: no MACs
         return kl_macs(cfg, op, width, height)
     if cfg["_kind"] == "tiny":
         return taesd_macs(cfg.get("latent_channels", 4), False, op, width, height)
@@ -238,7 +243,7 @@ def fmt_s(x):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="sd,taef2",
-                    help="comma list: sd, taef2, or model paths (default sd,taef2)")
+                    help="comma list: sd, flux2, taef2, or model paths (default sd,taef2)")
     ap.add_argument("--ops", default="encode,decode")
     ap.add_argument("--sizes", default="256x256,512x512", help="comma list of WxH (or N for NxN)")
     ap.add_argument("--runs", type=int, default=None,
@@ -260,14 +265,16 @@ def main():
     models = []
     for name in [m.strip() for m in a.models.split(",") if m.strip()]:
         if name == "sd":
-            models.append(("sd-vae-random (KL, SD-size)", make_weights.DEFAULT_OUT, True))
+            models.append(("sd-vae-random (KL, SD-size)", make_weights.DEFAULT_OUT, "sd-vae-random"))
+        elif name == "flux2":
+            models.append(("flux2-vae-random (KL FLUX.2, full-size)", make_weights.FLUX2_OUT, "flux2-vae-random"))
         elif name == "taef2":
-            models.append(("taef2 (tiny)", os.path.join(a.testdata, "models", "taef2"), False))
+            models.append(("taef2 (tiny)", os.path.join(a.testdata, "models", "taef2"), None))
         else:
-            models.append((os.path.basename(os.path.normpath(name)), name, False))
+            models.append((os.path.basename(os.path.normpath(name)), name, None))
     for label, path, generated in models:
         if generated:
-            make_weights.ensure_weights(path, quiet=not verbose)
+            make_weights.ensure_weights(path, quiet=not verbose, model=generated)
         elif not os.path.exists(path):
             print(f"error: model {path} not found (test data at {a.testdata}?)", file=sys.stderr)
             return 2
@@ -294,7 +301,7 @@ def main():
     load_start = loadavg()
     for label, path, _ in models:
         kind = torch_vae.model_kind(path)
-        runs = a.runs if a.runs is not None else (3 if kind == "kl" else 5)
+        runs = a.runs if a.runs is not None else (3 if kind in ("kl", "flux2") else 5)
         for op in ops:
             for (w, h) in sizes:
                 gmac = macs(path, op, w, h) / 1e9

@@ -1,9 +1,11 @@
 #!/usr/bin/python3
 """PyTorch peer for the gst-vae speed benchmark.
 
-AutoencoderKL and AutoencoderTiny (TAESD family, including TAEF2's `.pool.`
-mid-block GroupNorm blocks) built from stock torch.nn modules exactly the way
-diffusers v0.30 (and TAESD's reference taesd.py) build them: nn.Conv2d,
+AutoencoderKL, AutoencoderKLFlux2 and AutoencoderTiny (TAESD family,
+including TAEF2's `.pool.` mid-block GroupNorm blocks) built from stock
+torch.nn modules exactly the way diffusers v0.30 (v0.40 for
+AutoencoderKLFlux2, the same blocks) and TAESD's reference taesd.py build
+them: nn.Conv2d,
 nn.GroupNorm(eps=1e-6), nn.SiLU, ResnetBlock2D, Downsample2D (F.pad(0,1,0,1)
 then a stride-2 conv), Upsample2D (F.interpolate nearest, then conv), and the
 mid-block Attention as diffusers' AttnProcessor runs it on torch 1.13 (no
@@ -20,6 +22,10 @@ Conventions of `VaePeer.encode` / `decode` follow the reference files in
   KL:                      encode([-1,1] image) -> latent mean; decode(mean) -> [-1,1]
   AutoencoderTiny (diffusers folder): [-1,1] in/out, raw latents
   TAESD single files:      [0,1] in/out (raw taesd.py layers), raw latents
+  AutoencoderKLFlux2 (../shared/testdata/reference-flux2): [-1,1] in/out,
+      encode -> `latent_normalized` (mode, 2x2 patches, BatchNorm running
+      statistics: the FLUX.2 pipeline's code), decode(latent_normalized);
+      encode_raw / decode_raw are the bare VAE (`latent_mean`, `decoded`)
 
 CLI (same shape as `vae-tool bench`; last stdout line is median_s=<s>):
   torch_vae.py bench --model PATH --op encode|decode --width W --height H
@@ -387,8 +393,10 @@ class AutoencoderKL(nn.Module):
         lat = c.get("latent_channels", 4)
         groups = c.get("norm_num_groups", 32)
         attn = c.get("mid_block_add_attention", True)
+        # diffusers >= 0.38 (AutoencoderKLFlux2): a decoder with its own widths
+        dboc = list(c.get("decoder_block_out_channels") or boc)
         self.encoder = Encoder(c.get("in_channels", 3), lat, boc, lpb, groups, attn, double_z=True)
-        self.decoder = Decoder(lat, c.get("out_channels", 3), boc, lpb, groups, attn)
+        self.decoder = Decoder(lat, c.get("out_channels", 3), dboc, lpb, groups, attn)
         uq = c.get("use_quant_conv", True)
         upq = c.get("use_post_quant_conv", True)
         self.quant_conv = nn.Conv2d(2 * lat, 2 * lat, 1) if uq else None
@@ -416,6 +424,73 @@ class AutoencoderKL(nn.Module):
         if self.post_quant_conv is not None:
             z = self.post_quant_conv(z)
         return self.decoder(z)
+
+
+class AutoencoderKLFlux2(AutoencoderKL):
+    """diffusers v0.40 AutoencoderKLFlux2 (the AutoencoderKL network, 32
+    latent channels, decoder_block_out_channels, and `bn`: BatchNorm2d over
+    the 2x2-patchified latents, affine=False, used only for its running
+    statistics) plus the FLUX.2 pipeline's latent code (Flux2Pipeline.
+    _encode_vae_image, _patchify_latents, _unpatchify_latents and the decode
+    branch of __call__; the [B, h*w, 128] packing is layout only, left out):
+
+      encode(x) = (patchify(mode(x)) - running_mean) / sqrt(running_var + eps)
+      decode(z) = vae.decode(unpatchify(z * sqrt(running_var + eps) + running_mean))
+
+    patchify: view(b, c, h/2, 2, w/2, 2).permute(0, 1, 3, 5, 2, 4), channel
+    c*4 + dy*2 + dx. encode_raw / decode_raw / encode_mean_logvar are the bare
+    VAE (32 channels at 8x)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        ps = config.get("patch_size", [2, 2])
+        ps = list(ps) if isinstance(ps, (list, tuple)) else [ps, ps]
+        self.patch_size = tuple(ps)
+        lat = config.get("latent_channels", 32)
+        self.bn_eps = config.get("batch_norm_eps", 1e-4)
+        self.bn = nn.BatchNorm2d(ps[0] * ps[1] * lat, eps=self.bn_eps,
+                                 momentum=config.get("batch_norm_momentum", 0.1),
+                                 affine=False, track_running_stats=True)
+
+    def patchify(self, latents):
+        b, c, h, w = latents.shape
+        latents = latents.view(b, c, h // 2, 2, w // 2, 2)
+        latents = latents.permute(0, 1, 3, 5, 2, 4)
+        return latents.reshape(b, c * 4, h // 2, w // 2)
+
+    def unpatchify(self, latents):
+        b, c, h, w = latents.shape
+        latents = latents.reshape(b, c // (2 * 2), 2, 2, h, w)
+        latents = latents.permute(0, 1, 4, 2, 5, 3)
+        return latents.reshape(b, c // (2 * 2), h * 2, w * 2)
+
+    def _bn_mean_std(self, like):
+        mean = self.bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
+        std = torch.sqrt(self.bn.running_var.view(1, -1, 1, 1) + self.bn_eps).to(like.device, like.dtype)
+        return mean, std
+
+    def encode_raw(self, x):
+        return AutoencoderKL.encode(self, x)
+
+    def decode_raw(self, z):
+        return AutoencoderKL.decode(self, z)
+
+    def normalize(self, latents):
+        latents = self.patchify(latents)
+        mean, std = self._bn_mean_std(latents)
+        return (latents - mean) / std
+
+    def denormalize(self, latents):
+        mean, std = self._bn_mean_std(latents)
+        return self.unpatchify(latents * std + mean)
+
+    def encode(self, x):
+        """Pixels [-1,1] -> normalised latents [B, 4*lat, H/16, W/16]."""
+        return self.normalize(self.encode_raw(x))
+
+    def decode(self, z):
+        """Normalised latents -> pixels (not clamped)."""
+        return self.decode_raw(self.denormalize(z))
 
 
 # --------------------------------------------------------------------------
@@ -591,18 +666,19 @@ def _find_taesd_files(path):
 
 
 def model_kind(path):
-    """'kl', 'tiny' (diffusers AutoencoderTiny) or 'taesd' (single files)."""
+    """'kl', 'flux2' (AutoencoderKLFlux2 with the FLUX.2 latent code), 'tiny'
+    (diffusers AutoencoderTiny) or 'taesd' (single files)."""
     if os.path.isdir(path) and os.path.isfile(os.path.join(path, "config.json")):
         with open(os.path.join(path, "config.json")) as f:
             cls = json.load(f).get("_class_name", "AutoencoderKL")
-        return "tiny" if cls == "AutoencoderTiny" else "kl"
+        return {"AutoencoderTiny": "tiny", "AutoencoderKLFlux2": "flux2"}.get(cls, "kl")
     return "taesd"
 
 
 def load_config(path):
     """Architecture description for any kind (used by the MAC counter)."""
     kind = model_kind(path)
-    if kind in ("kl", "tiny"):
+    if kind in ("kl", "flux2", "tiny"):
         with open(os.path.join(path, "config.json")) as f:
             cfg = json.load(f)
         cfg["_kind"] = kind
@@ -617,10 +693,10 @@ def load_config(path):
 def load_vae(path):
     """Build the peer module for PATH and load its weights (float32, eval)."""
     kind = model_kind(path)
-    if kind == "kl":
+    if kind in ("kl", "flux2"):
         with open(os.path.join(path, "config.json")) as f:
             cfg = json.load(f)
-        model = AutoencoderKL(cfg)
+        model = AutoencoderKLFlux2(cfg) if kind == "flux2" else AutoencoderKL(cfg)
         state, _ = load_safetensors(os.path.join(path, "diffusion_pytorch_model.safetensors"))
         state = {k: v.float() for k, v in state.items()}
         # diffusers converts very old attention names on load; accept them too
@@ -653,6 +729,12 @@ def load_vae(path):
 
 
 def latent_shape(model, batch, width, height):
+    """What model.decode takes (FLUX.2: the normalised, patchified latents)."""
+    if model.kind == "flux2":
+        lat = model.config.get("latent_channels", 32)
+        p = model.patch_size
+        f = 2 ** (len(model.config.get("block_out_channels", [64])) - 1)
+        return (batch, lat * p[0] * p[1], height // (f * p[0]), width // (f * p[1]))
     if model.kind == "kl":
         lat = model.config.get("latent_channels", 4)
         f = 2 ** (len(model.config.get("block_out_channels", [64])) - 1)

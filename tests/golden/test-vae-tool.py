@@ -448,6 +448,64 @@ def per_model_extras(chk, tool, tmp, model, ref, tensors, meta):
             chk.ok(good, "%s: bench %s last line %r" % (name, op, last))
 
 
+def flux2_cases(chk, tool, tmp, testdata):
+    """FLUX.2 (reference-flux2/): info shows both latent layouts; encode gives
+    the normalised 128-channel latents by default and the raw 32 with
+    --latent-format raw, each with its metadata; decode takes either (by the
+    file's latent_format, and by channel count without it)."""
+    ref_dir = os.path.join(testdata, "reference-flux2")
+    refs = sorted(n for n in os.listdir(ref_dir) if n.endswith(".safetensors")) \
+        if os.path.isdir(ref_dir) else []
+    if not chk.ok(bool(refs), "reference-flux2: reference files present"):
+        return
+    for name in refs:
+        model_name = name.split("__")[0]
+        variants = [(model_name, [])]
+        if model_name == "flux2-mini":
+            variants.append(("flux2-mini-original.safetensors", ["--norm-groups", "16"]))
+        tensors, meta = read_st(os.path.join(ref_dir, name))
+        stem = name[:-len(".safetensors")]
+        png = os.path.join(tmp, stem + ".png")
+        write_png(png, tensors["image"])
+        for mname, extra in variants:
+            model = os.path.join(testdata, "models", mname)
+            label = "%s [%s]" % (stem, mname)
+            print("== flux2 %s" % label)
+            ok, out = expect_ok(chk, "%s: info" % label, tool, "info", "--model", model, *extra)
+            if ok:
+                chk.ok("family: AutoencoderKLFlux2" in out and "normalized: 128 channels at 16x" in out
+                       and "raw: 32 channels at 8x" in out, "%s: info shows the latent layout" % label)
+            for fmt, want, ch, f in (("normalized", "latent_normalized", 128, 16),
+                                     ("raw", "latent_mean", 32, 8)):
+                z = os.path.join(tmp, "%s-%s.safetensors" % (stem, fmt))
+                args = ["encode", "--model", model, "--input", png, "--output", z] + extra
+                if fmt == "raw":
+                    args += ["--latent-format", "raw"]
+                ok, _ = expect_ok(chk, "%s: encode %s" % (label, fmt), tool, *args)
+                if not ok:
+                    continue
+                t, m = read_st(z)
+                lat = t.get("latents")
+                if chk.ok(lat is not None and lat.shape[1] == ch, "%s: %s latents have %d channels"
+                          % (label, fmt, ch)):
+                    chk.floats("%s: %s latents vs %s" % (label, fmt, want), lat, tensors[want])
+                chk.ok(m.get("latent_format") == fmt and m.get("spatial_factor") == str(f),
+                       "%s: %s metadata (latent_format, spatial_factor %d)" % (label, fmt, f))
+                # Decode by the file's format, and (stripped metadata) by channels.
+                bare = os.path.join(tmp, "%s-%s-bare.safetensors" % (stem, fmt))
+                write_st(bare, {"latents": ("F32", lat.astype(np.float32))})
+                for src in (z, bare):
+                    out_png = os.path.join(tmp, "%s-%s.png" % (stem, fmt))
+                    ok, _ = expect_ok(chk, "%s: decode %s" % (label, fmt), tool, "decode",
+                                      "--model", model, "--input", src, "--output", out_png, *extra)
+                    if ok:
+                        chk.pixels("%s: decoded (%s) vs %s" % (label, fmt,
+                                   "decoded_from_normalized_u8" if fmt == "normalized" else "decoded_u8"),
+                                   read_png(out_png),
+                                   tensors["decoded_from_normalized_u8" if fmt == "normalized"
+                                           else "decoded_u8"])
+
+
 def main():
     if len(sys.argv) != 2:
         print("usage: %s PATH/TO/vae-tool" % sys.argv[0], file=sys.stderr)
@@ -540,6 +598,8 @@ def main():
             error_cases(chk, tool, tmp, error_model[0], error_model[1], first_png)
         else:
             error_cases(chk, tool, tmp)
+
+        flux2_cases(chk, tool, tmp, testdata)
 
         print("\n%d checks passed, %d failed" % (chk.passed, len(chk.failures)))
         if chk.failures:

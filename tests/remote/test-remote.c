@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "codec.h"
 #include "engine.h"
 #include "model.h"
 #include "safetensors.h"
@@ -625,8 +626,43 @@ test_preset (void)
   g_assert_no_error (err);
   g_assert_cmpint (flux->latent_channels, ==, 16);
   g_assert_cmpfloat (flux->shift_factor, ==, 0.1159);
+  /* flux2: 32 channels in 2x2 patches, 128 normalised at 16x (the
+   * server's normalisation: identity statistics here), 32 raw at 8x. */
+  g_autoptr (VaeModel) flux2 = vae_model_load ("flux2", NULL, &err);
+  g_assert_no_error (err);
+  g_assert_true (flux2->config_only);
+  g_assert_cmpint (flux2->latent_channels, ==, 32);
+  g_assert_cmpint (flux2->latent_patch, ==, 2);
+  g_assert_cmpint (flux2->spatial_factor, ==, 8);
+  g_assert_cmpfloat (flux2->scaling_factor, ==, 1.0);
+  g_assert_cmpfloat (flux2->shift_factor, ==, 0.0);
+  g_assert_cmpint (vae_latent_format_channels (flux2, VAE_LATENT_FORMAT_NORMALIZED), ==, 128);
+  g_assert_cmpint (vae_latent_format_factor (flux2, VAE_LATENT_FORMAT_NORMALIZED), ==, 16);
+  g_assert_cmpint (vae_latent_format_channels (flux2, VAE_LATENT_FORMAT_RAW), ==, 32);
+  g_assert_cmpint (vae_latent_format_factor (flux2, VAE_LATENT_FORMAT_RAW), ==, 8);
+  g_assert_cmpint (vae_engine_output_channels (flux2, VAE_DIRECTION_ENCODE), ==, 64);
+  g_assert_cmpstr (vae_latent_normalization_name (flux2, VAE_LATENT_FORMAT_NORMALIZED), ==,
+                   "patch2x2-batch-norm");
+  for (int c = 0; c < 128; c++) {
+    g_assert_cmpfloat (flux2->latents_mean[c], ==, 0.0f);
+    g_assert_cmpfloat (flux2->latents_std[c], ==, 1.0f);
+  }
+  g_assert_nonnull (strstr (vae_model_preset_names (), "flux2"));
+  /* The codec round trip through the patches is exact (what the engine
+   * does with the server's normalised latents). */
+  {
+    float net[32 * 4 * 6], patched[32 * 4 * 6], back[32 * 4 * 6];
+    for (guint i = 0; i < G_N_ELEMENTS (net); i++)
+      net[i] = (float) i;
+    vae_latents_patchify (net, 32, 4, 6, 2, patched);
+    /* channel c*4 + dy*2 + dx at (y, x) is the network's (c, 2y+dy, 2x+dx) */
+    g_assert_cmpfloat (patched[(5 * 4 + 1 * 2 + 0) * 6 + 1 * 3 + 2], ==,
+                       net[(5 * 4 + 3) * 6 + 4]);
+    vae_latents_unpatchify (patched, 32, 4, 6, 2, back);
+    g_assert_cmpmem (back, sizeof back, net, sizeof net);
+  }
   g_assert_null (vae_model_load ("sd4", NULL, &err));
-  g_assert_nonnull (strstr (err->message, "sd, sdxl, sd3, flux"));
+  g_assert_nonnull (strstr (err->message, "sd, sdxl, sd3, flux, flux2"));
   g_clear_error (&err);
 
   VaeEngineOptions o = VAE_ENGINE_OPTIONS_INIT;

@@ -4,6 +4,7 @@
 #include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
+#include <unistd.h>
 #include "model.h"
 #include "safetensors.h"
 #include "vae-error.h"
@@ -803,6 +804,99 @@ test_tiny_structure (Tmp *t, gconstpointer data)
   g_assert_cmpstr (m->name, ==, "one");
 }
 
+/* FLUX.2's AutoencoderKLFlux2: both diffusers folders and BFL's single file,
+ * the decoder's own widths, the BatchNorm statistics as the latent
+ * normalisation, and the config keys it adds. */
+static void
+test_flux2 (Tmp *t, gconstpointer data)
+{
+  REQUIRE_TESTDATA ();
+  g_autoptr (GError) error = NULL;
+  static const struct { const char *rel; VaeLayout layout; int dec[4]; } cases[] = {
+    { "flux2-mini", VAE_LAYOUT_DIFFUSERS, { 32, 32, 64, 64 } },
+    { "flux2-mini-dec", VAE_LAYOUT_DIFFUSERS, { 32, 64, 64, 96 } },
+    { "flux2-mini-original.safetensors", VAE_LAYOUT_LDM, { 32, 32, 64, 64 } },
+  };
+  g_autofree float *std0 = NULL;
+  for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
+    g_autofree char *path = model_path (cases[i].rel);
+    VaeModelOptions o = VAE_MODEL_OPTIONS_INIT;
+    o.norm_groups = cases[i].layout == VAE_LAYOUT_LDM ? 16 : 0;
+    g_autoptr (VaeModel) m = vae_model_load (path, &o, &error);
+    g_assert_no_error (error);
+    g_assert_cmpint (m->family, ==, VAE_FAMILY_KL);
+    g_assert_cmpstr (m->variant, ==, "flux2");
+    g_assert_cmpint (m->layout, ==, cases[i].layout);
+    g_assert_cmpint (m->latent_channels, ==, 32);
+    g_assert_cmpint (m->spatial_factor, ==, 8);
+    g_assert_cmpint (m->latent_patch, ==, 2);
+    g_assert_cmpint (m->norm_groups, ==, 16);
+    g_assert_cmpfloat (m->batch_norm_eps, ==, 1e-4);
+    g_assert_cmpfloat (m->scaling_factor, ==, 1.0);
+    g_assert_cmpfloat (m->shift_factor, ==, 0.0);
+    g_assert_true (m->quant_conv && m->post_quant_conv);
+    for (int l = 0; l < 4; l++)
+      g_assert_cmpint (m->decoder_block_out_channels[l], ==, cases[i].dec[l]);
+    g_assert_nonnull (m->latents_mean);
+    g_assert_nonnull (m->latents_std);
+    for (int c = 0; c < 128; c++)
+      g_assert_true (m->latents_std[c] > 0.0f);
+    if (i == 0)
+      std0 = g_memdup2 (m->latents_std, 128 * sizeof (float));
+    else if (i == 2)   /* the same statistics under BFL's names */
+      g_assert_cmpmem (std0, 128 * sizeof (float), m->latents_std, 128 * sizeof (float));
+  }
+  /* Without the option BFL's file gets its module tree's GroupNorm(32). */
+  {
+    g_autofree char *path = model_path ("flux2-mini-original.safetensors");
+    g_autoptr (VaeModel) m = vae_model_load (path, NULL, &error);
+    g_assert_no_error (error);
+    g_assert_cmpint (m->norm_groups, ==, 32);
+  }
+
+  /* Config keys: decoder_block_out_channels absent = null = the encoder's;
+   * wrong lengths, patches and widths are refused. */
+  g_autofree char *src_cfg_path = model_path ("flux2-mini/config.json");
+  g_autofree char *src_w = model_path ("flux2-mini/diffusion_pytorch_model.safetensors");
+  g_autofree char *cfg = NULL;
+  g_file_get_contents (src_cfg_path, &cfg, NULL, &error);
+  g_assert_no_error (error);
+  static const struct { const char *from, *to; VaeErrorCode code; const char *mention; } edits[] = {
+    { "\"decoder_block_out_channels\": null,", "", 0, NULL },
+    { "\"decoder_block_out_channels\": null", "\"decoder_block_out_channels\": [32, 64]",
+      VAE_ERROR_FORMAT, "decoder_block_out_channels" },
+    { "\"decoder_block_out_channels\": null",
+      "\"decoder_block_out_channels\": [32, 64, 64, 96]", VAE_ERROR_MODEL, "decoder" },
+    { "\"batch_norm_eps\": 0.0001", "\"batch_norm_eps\": -1", VAE_ERROR_FORMAT,
+      "batch_norm_eps" },
+    { "\"patch_size\": [\n    2,\n    2\n  ]", "\"patch_size\": [2, 1]",
+      VAE_ERROR_UNSUPPORTED, "patch_size" },
+  };
+  for (guint i = 0; i < G_N_ELEMENTS (edits); i++) {
+    g_assert_nonnull (strstr (cfg, edits[i].from));
+    g_autofree char *folder = g_strdup_printf ("%s/flux2-%u", t->dir, i);
+    g_assert_cmpint (g_mkdir_with_parents (folder, 0755), ==, 0);
+    g_auto (GStrv) parts = g_strsplit (cfg, edits[i].from, 2);
+    g_autofree char *edited = g_strjoinv (edits[i].to, parts);
+    g_autofree char *dst_cfg = g_build_filename (folder, "config.json", NULL);
+    g_autofree char *dst_w = g_build_filename (folder, "diffusion_pytorch_model.safetensors",
+                                               NULL);
+    g_file_set_contents (dst_cfg, edited, -1, &error);
+    g_assert_no_error (error);
+    g_assert_cmpint (symlink (src_w, dst_w), ==, 0);
+    g_autoptr (VaeModel) m = vae_model_load (folder, NULL, &error);
+    if (!edits[i].mention) {
+      g_assert_no_error (error);
+      g_assert_cmpint (m->decoder_block_out_channels[3], ==, 64);
+      continue;
+    }
+    g_assert_null (m);
+    g_assert_error (error, VAE_ERROR, (gint) edits[i].code);
+    assert_message_has (error, edits[i].mention);
+    g_clear_error (&error);
+  }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -829,6 +923,7 @@ main (int argc, char **argv)
   g_test_add ("/model/error/bad-config", Tmp, NULL, tmp_setup, test_bad_config, tmp_teardown);
   g_test_add ("/model/error/bad-paths", Tmp, NULL, tmp_setup, test_bad_paths, tmp_teardown);
   g_test_add ("/model/ldm-prefix", Tmp, NULL, tmp_setup, test_ldm_prefix, tmp_teardown);
+  g_test_add ("/model/flux2", Tmp, NULL, tmp_setup, test_flux2, tmp_teardown);
   g_test_add ("/model/tiny-structure", Tmp, NULL, tmp_setup, test_tiny_structure, tmp_teardown);
 
   int ret = g_test_run ();

@@ -1,10 +1,10 @@
 /* vae-server: replies, in the protocol's terms.
  *
  * Why a file of its own: the worker's engine output becomes what the
- * request asked for (latents scaled as asked, in the request's float
- * dtype; decoded frames as a float tensor in [-1, 1], uint8 NHWC frames, or
- * a PNG or JPEG), with the shape and dtype headers, or the error status
- * (503 when memory ran out). */
+ * request asked for (latents in the asked format, scaled as asked, in the
+ * request's float dtype; decoded frames as a float tensor in [-1, 1], uint8
+ * NHWC frames, or a PNG or JPEG), with the shape and dtype headers, or the
+ * error status (503 when memory ran out). */
 #include "vae-server.h"
 #include "jpeg-memory.h"
 #include "png-memory.h"
@@ -56,10 +56,13 @@ static void
 job_build_latents (Server *s, Job *j)
 {
   const VaeModel *m = s->model;
-  const int f = m->spatial_factor;
-  const int lh = j->h / f, lw = j->w / f;
-  const int c = vae_latent_channels_for_mode (m, VAE_LATENT_MODE);
-  const gsize fo = frame_out_size (s, j), fl = (gsize) c * lh * lw;
+  /* The network's latent size, and the reply's in the request's format
+   * (FLUX.2 normalised: 128 channels at half of it, 2x2 patches). */
+  const int lh = j->h / m->spatial_factor, lw = j->w / m->spatial_factor;
+  const int f = vae_latent_format_factor (m, j->format);
+  const int oh = j->h / f, ow = j->w / f;
+  const int c = vae_latent_format_channels_for_mode (m, j->format, VAE_LATENT_MODE);
+  const gsize fo = frame_out_size (s, j), fl = (gsize) c * oh * ow;
   g_autoptr (GError) error = NULL;
   float *lat = vae_try_alloc0 (j->n, fl * sizeof (float), "the reply's latents", &error);
   if (!lat) {
@@ -67,15 +70,16 @@ job_build_latents (Server *s, Job *j)
     return;
   }
   for (int i = 0; i < j->n; i++)
-    vae_latents_from_encoder (m, j->output + fo * i, lh, lw, VAE_LATENT_MODE, NULL,
-                              j->scaling, j->shift, lat + fl * i);
+    vae_latents_from_encoder_format (m, j->format, j->output + fo * i, lh, lw,
+                                     VAE_LATENT_MODE, NULL, j->scaling, j->shift,
+                                     lat + fl * i);
   j->body = floats_to_bytes (lat, fl * j->n, j->out, &error);
   vae_free (lat);
   if (!j->body) {
     job_set_error (j, error, "");
     return;
   }
-  const gint64 shape[4] = { j->n, c, lh, lw };
+  const gint64 shape[4] = { j->n, c, oh, ow };
   j->shape_header = vae_wire_shape_format (shape, 4);
   j->dtype_header = vae_wire_dtype_name (out_dtype (j->out));
   j->content_type = VAE_WIRE_CONTENT_TYPE_TENSOR;

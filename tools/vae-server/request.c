@@ -39,6 +39,20 @@ check_tensor_query (int nd, const char *dts, gboolean allow_u8, VaeWireDtype *dt
   return TRUE;
 }
 
+/* The query's latent_format into *FORMAT (untouched when absent; *GIVEN
+ * says whether it was there); FALSE with *ERR for another value. */
+static gboolean
+query_latent_format (const VaeWireQuery *q, VaeLatentFormat *format, gboolean *given,
+                     char **err)
+{
+  const char *name = vae_wire_query_get (q, VAE_WIRE_KEY_LATENT_FORMAT);
+  *given = name != NULL;
+  if (!name || vae_latent_format_from_name (name, format))
+    return TRUE;
+  *err = g_strdup_printf ("unknown latent_format `%s` (normalized or raw)", name);
+  return FALSE;
+}
+
 /* A request refused with STATUS and MESSAGE (taken); always FALSE. */
 static gboolean
 refuse (guint *status, char **err, guint code, char *message)
@@ -79,7 +93,7 @@ prepare_encode_image (Server *s, Job *job, const guint8 *data, gsize len, gboole
                       guint *status, char **err)
 {
   const VaeModel *m = s->model;
-  const int f = m->spatial_factor;
+  const int f = vae_latent_format_factor (m, job->format);
   const char *kind = png ? "PNG" : "JPEG";
   int w, h;
   if (png ? !vae_png_read_size (data, len, &w, &h, err)
@@ -118,13 +132,17 @@ prepare_encode (Server *s, Job *job, const VaeWireQuery *q, GBytes *body, guint 
                 char **err)
 {
   const VaeModel *m = s->model;
-  const int f = m->spatial_factor;
   gsize len;
   const guint8 *data = g_bytes_get_data (body, &len);
   gint64 dims[VAE_WIRE_MAX_DIMS];
   int nd = vae_wire_query_shape (q, dims, VAE_WIRE_MAX_DIMS);
   const char *dts = vae_wire_query_get (q, VAE_WIRE_KEY_DTYPE);
-  gboolean ok = TRUE;
+  gboolean ok = TRUE, format_given;
+  job->format = VAE_LATENT_FORMAT_NORMALIZED;
+  if (!query_latent_format (q, &job->format, &format_given, err))
+    return FALSE;
+  /* Frames are multiples of the format's factor (FLUX.2 normalised: 16). */
+  const int f = vae_latent_format_factor (m, job->format);
   job->scaling = m->scaling_factor;
   job->shift = m->shift_factor;
   gboolean have_scale = vae_wire_query_double (q, VAE_WIRE_KEY_SCALING, &job->scaling, &ok);
@@ -274,7 +292,6 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const VaeWireQuery 
                 guint *status, char **err)
 {
   const VaeModel *m = s->model;
-  const int f = m->spatial_factor;
   gsize len;
   const guint8 *data = g_bytes_get_data (body, &len);
   gint64 dims[VAE_WIRE_MAX_DIMS];
@@ -302,6 +319,13 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const VaeWireQuery 
   }
   if (!decode_output_kind (q, msg, dt, &job->out, err))
     return FALSE;
+  gboolean format_given;
+  job->format = VAE_LATENT_FORMAT_NORMALIZED;
+  if (!query_latent_format (q, &job->format, &format_given, err))
+    return FALSE;
+  /* A model with latent patches (FLUX.2) takes either format: patchified
+   * (normalised, 128 channels) or the network's own (raw, 32). */
+  const int patch = vae_latent_format_patch (m, VAE_LATENT_FORMAT_NORMALIZED);
   gint64 bchw[4];
   gboolean packed = FALSE;
   if (nd == 4) {
@@ -310,16 +334,35 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const VaeWireQuery 
     if (!packed_dims (q, dims, bchw, err))
       return FALSE;
     packed = TRUE;
+    if (patch > 1) {
+      /* FLUX.2 packs its patchified latents [B, h*w, C*4] (the same 2x2
+       * order as Flux's packing): normalised, at the format's size. */
+      job->format = VAE_LATENT_FORMAT_NORMALIZED;
+      bchw[1] = dims[2];
+      bchw[2] /= 2;
+      bchw[3] /= 2;
+    }
   } else {
     *err = g_strdup_printf ("`shape` must be [B,C,h,w] (got %d dimensions)", nd);
     return FALSE;
   }
   const gint64 b = bchw[0], c = bchw[1], h = bchw[2], w = bchw[3];
-  if (c != m->latent_channels) {
-    *err = g_strdup_printf ("`shape` has %" G_GINT64_FORMAT " latent channels; the model "
-                            "takes %d", c, m->latent_channels);
+  if (patch > 1 && !format_given && !packed)
+    vae_latent_format_for_channels (m, (int) MIN (c, G_MAXINT), &job->format, NULL);
+  const int lc = vae_latent_format_channels (m, job->format);
+  if (c != lc) {
+    if (patch > 1 && !format_given)
+      *err = g_strdup_printf ("`shape` has %" G_GINT64_FORMAT " latent channels; the model "
+                              "takes %d (latent_format=normalized) or %d (raw)", c,
+                              vae_latent_format_channels (m, VAE_LATENT_FORMAT_NORMALIZED),
+                              vae_latent_format_channels (m, VAE_LATENT_FORMAT_RAW));
+    else
+      *err = g_strdup_printf ("`shape` has %" G_GINT64_FORMAT " latent channels; the model "
+                              "takes %d", c, lc);
     return FALSE;
   }
+  const int f = vae_latent_format_factor (m, job->format);
+  const int fp = vae_latent_format_patch (m, job->format);
   if (b > MAX_FRAMES || h > MAX_SIDE / f || w > MAX_SIDE / f) {
     g_autofree char *t = vae_wire_shape_format (dims, nd);
     *err = g_strdup_printf ("`shape` %s is too large (at most %d frames of %d pixels a "
@@ -344,8 +387,8 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const VaeWireQuery 
   }
   job->direction = VAE_DIRECTION_DECODE;
   job->n = (int) b;
-  job->h = (int) h;
-  job->w = (int) w;
+  job->h = (int) h * fp;         /* the network's latent size */
+  job->w = (int) w * fp;
   g_autoptr (GError) error = NULL;
   float *z = vae_try_alloc0 (count, sizeof (float), "the request's latents", &error);
   if (z)
@@ -357,6 +400,14 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const VaeWireQuery 
   if (!packed) {
     for (gsize i = 0; i < count; i++)
       z[i] = vae_wire_load (data, dt, i);
+  } else if (fp > 1) {
+    /* [B, h*w, C] channel-last to [B, C, h, w] */
+    const gsize plane = (gsize) h * w;
+    gsize o = 0;
+    for (gint64 bi = 0; bi < b; bi++)
+      for (gint64 ci = 0; ci < c; ci++)
+        for (gsize p = 0; p < plane; p++)
+          z[o++] = vae_wire_load (data, dt, ((gsize) bi * plane + p) * c + ci);
   } else {
     /* view b, h/2, w/2, c, 2, 2 -> permute 0,3,1,4,2,5 -> b, c, h, w */
     const gint64 h2 = h / 2, w2 = w / 2;
@@ -369,7 +420,18 @@ prepare_decode (Server *s, Job *job, SoupServerMessage *msg, const VaeWireQuery 
             z[o++] = vae_wire_load (data, dt, src);
           }
   }
-  vae_latents_to_decoder (z, count, scaling, shift, job->input);
+  if (fp > 1) {
+    /* FLUX.2's normalised latents: un-normalised per channel and
+     * unpatchified, frame by frame (the scalar pair has no part). */
+    const gsize frame = count / b;
+    for (gint64 i = 0; i < b; i++)
+      vae_latents_to_decoder_format (m, job->format, z + frame * i, job->h, job->w,
+                                     scaling, shift, job->input + frame * i);
+  } else {
+    /* Every other model (and FLUX.2's raw latents): the scalar pair as the
+     * query says. */
+    vae_latents_to_decoder (z, count, scaling, shift, job->input);
+  }
   vae_free (z);
   return TRUE;
 }

@@ -44,6 +44,10 @@ typedef struct {
   float *output;              /* engine output, n frames */
   /* encode: latent factors; decode: reply kind */
   double scaling, shift;
+  /* The latents' format (codec.h; query latent_format, on decode else by
+   * the channel count): n, h, w above stay the engine's (the network's
+   * latent size on decode; FLUX.2 normalised latents are half of it). */
+  VaeLatentFormat format;
   OutKind out;
   /* reply, filled by the worker */
   guint status;

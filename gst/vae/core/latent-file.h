@@ -37,6 +37,8 @@ G_BEGIN_DECLS
 #define VAE_LATENT_KEY_FRAMERATE "framerate"           /* fraction "N/D", 0/1 unknown */
 #define VAE_LATENT_KEY_FRAMES "frames"                 /* int: source frames (video) */
 #define VAE_LATENT_KEY_TEMPORAL_FACTOR "temporal_factor" /* int (video) */
+#define VAE_LATENT_KEY_LATENT_FORMAT "latent_format"   /* "normalized" / "raw" (codec.h) */
+#define VAE_LATENT_KEY_NORMALIZATION "normalization"   /* what was applied, informational */
 
 /* Dimensions a `latents` tensor may have: 3 to 5. */
 #define VAE_LATENT_MIN_DIMS 3

@@ -1,4 +1,7 @@
-/* gst-vae: AutoencoderKL (SD 1.x/2.x, SDXL, SD3, FLUX.1).
+/* gst-vae: AutoencoderKL (SD 1.x/2.x, SDXL, SD3, FLUX.1) and FLUX.2's
+ * AutoencoderKLFlux2 (the same network, 32 latent channels, a decoder that
+ * may have its own widths, and BatchNorm running statistics that normalise
+ * the 2x2-patchified latents; see model.h, latent_patch).
  *
  * One builder asks for every tensor by its diffusers name; for LDM files
  * (CompVis, ComfyUI, A1111, BFL ae.safetensors) kl_ldm_name() translates
@@ -6,6 +9,7 @@
  * put in front.  Graph ops are named by the diffusers name whatever the file
  * layout, so the same weights give the same graph. */
 #include "model-private.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +21,7 @@
 typedef struct {
   VaeWeights w;
   gboolean ldm;
+  gboolean quant_inside;       /* BFL FLUX.2: encoder.quant_conv, decoder.post_quant_conv */
   const char *prefix;
   int levels;
   int groups;
@@ -114,6 +119,16 @@ static const VaeTensorView *
 kl_find (Kl *k, const char *dname, char **file_name)
 {
   g_autofree char *local = k->ldm ? kl_ldm_name (dname, k->levels) : g_strdup (dname);
+  if (k->ldm && k->quant_inside) {
+    /* Black Forest Labs' FLUX.2 AutoEncoder keeps the quant convs in the halves. */
+    const char *half = g_str_has_prefix (local, "quant_conv.") ? "encoder."
+        : g_str_has_prefix (local, "post_quant_conv.") ? "decoder." : NULL;
+    if (half) {
+      char *moved = g_strconcat (half, local, NULL);
+      g_free (local);
+      local = moved;
+    }
+  }
   *file_name = g_strconcat (k->prefix, local, NULL);
   const VaeTensorView *t = vae_weights_find (&k->w, *file_name);
   if (!t && !k->ldm) {
@@ -222,7 +237,9 @@ kl_attention (Kl *k, VaeGraph *g, const char *dname, int x)
 static int
 kl_mid (Kl *k, const VaeModel *m, VaeGraph *g, const char *half, int x, gboolean attention)
 {
-  int c = m->block_out_channels[m->levels - 1];
+  const int *widths = g_str_equal (half, "decoder") ? m->decoder_block_out_channels
+                                                    : m->block_out_channels;
+  int c = widths[m->levels - 1];
   g_autofree char *r0 = g_strdup_printf ("%s.mid_block.resnets.0", half);
   g_autofree char *r1 = g_strdup_printf ("%s.mid_block.resnets.1", half);
   g_autofree char *at = g_strdup_printf ("%s.mid_block.attentions.0", half);
@@ -265,7 +282,7 @@ kl_build_encoder (Kl *k, const VaeModel *m, gboolean attention)
 static VaeGraph *
 kl_build_decoder (Kl *k, const VaeModel *m, gboolean attention)
 {
-  const int *c = m->block_out_channels;
+  const int *c = m->decoder_block_out_channels;
   const int levels = m->levels;
   VaeGraph *g = vae_graph_new_shared (m->latent_channels, m->weights);
   int x = 0;
@@ -295,10 +312,35 @@ kl_build_decoder (Kl *k, const VaeModel *m, gboolean attention)
   return g;
 }
 
+/* FLUX.2's "patch_size": [p, p] (or a single integer); only square patches
+ * of 1 or 2 exist. */
+static gboolean
+kl_config_patch (JsonObject *config, const char *file, int *patch, GError **error)
+{
+  int p[2], n;
+  JsonNode *node = json_object_get_member (config, "patch_size");
+  if (node && JSON_NODE_HOLDS_VALUE (node))
+    return vae_config_int (config, file, "patch_size", 2, 1, 2, patch, error);
+  if (!vae_config_int_array (config, file, "patch_size", 2, 2, 1, 2, p, &n, error))
+    return FALSE;
+  if (n == 0) {
+    *patch = 2;
+    return TRUE;
+  }
+  if (p[0] != p[1]) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
+                 "%s: \"patch_size\" [%d, %d]: only square patches are supported",
+                 file, p[0], p[1]);
+    return FALSE;
+  }
+  *patch = p[0];
+  return TRUE;
+}
+
 /* Hyper-parameters from config.json, checked for sense. */
 static gboolean
-kl_read_config (VaeModel *m, JsonObject *config, const char *file, gboolean *attention,
-                GError **error)
+kl_read_config (VaeModel *m, JsonObject *config, const char *file, gboolean flux2,
+                gboolean *attention, GError **error)
 {
   int n, in_ch, out_ch;
   if (!vae_config_int_array (config, file, "block_out_channels", 1, VAE_MAX_LEVELS, 1,
@@ -309,6 +351,30 @@ kl_read_config (VaeModel *m, JsonObject *config, const char *file, gboolean *att
     n = 1;
   }
   m->levels = n;
+  memcpy (m->decoder_block_out_channels, m->block_out_channels,
+          sizeof m->decoder_block_out_channels);
+  if (flux2) {
+    /* decoder_block_out_channels (diffusers 0.38+): null or absent = the
+     * encoder's widths. */
+    int nd;
+    if (!vae_config_int_array (config, file, "decoder_block_out_channels", 1,
+                               VAE_MAX_LEVELS, 1, KL_MAX_CHANNELS,
+                               m->decoder_block_out_channels, &nd, error))
+      return FALSE;
+    if (nd == 0) {
+      memcpy (m->decoder_block_out_channels, m->block_out_channels,
+              sizeof m->decoder_block_out_channels);
+    } else if (nd != n) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_FORMAT,
+                   "%s: \"decoder_block_out_channels\" has %d entries, "
+                   "\"block_out_channels\" %d", file, nd, n);
+      return FALSE;
+    }
+    if (!kl_config_patch (config, file, &m->latent_patch, error) ||
+        !vae_config_double (config, file, "batch_norm_eps", 1e-4, 0.0, 1.0,
+                            &m->batch_norm_eps, error))
+      return FALSE;
+  }
   if (!vae_config_int (config, file, "layers_per_block", 1, 1, KL_MAX_LAYERS,
                        &m->layers_per_block, error) ||
       !vae_config_int (config, file, "latent_channels", 4, 1, KL_MAX_LATENT,
@@ -320,7 +386,7 @@ kl_read_config (VaeModel *m, JsonObject *config, const char *file, gboolean *att
       !vae_config_bool (config, file, "use_quant_conv", TRUE, &m->quant_conv, error) ||
       !vae_config_bool (config, file, "use_post_quant_conv", TRUE, &m->post_quant_conv, error) ||
       !vae_config_bool (config, file, "mid_block_add_attention", TRUE, attention, error) ||
-      !vae_config_double (config, file, "scaling_factor", 0.18215, 1e-6, 1e6,
+      !vae_config_double (config, file, "scaling_factor", flux2 ? 1.0 : 0.18215, 1e-6, 1e6,
                           &m->scaling_factor, error) ||
       !vae_config_double (config, file, "shift_factor", 0.0, -1e6, 1e6,
                           &m->shift_factor, error) ||
@@ -429,6 +495,18 @@ kl_infer (Kl *k, VaeModel *m, gboolean *attention, GError **error)
   }
   m->latent_channels = (int) t->shape[1];
 
+  /* The decoder's widths from its tensors (FLUX.2's small decoder has its
+   * own): up_blocks.I.resnets.0.conv2 [width of level L-1-I, ...]. */
+  memcpy (m->decoder_block_out_channels, m->block_out_channels,
+          sizeof m->decoder_block_out_channels);
+  for (int i = 0; i < m->levels; i++) {
+    g_autofree char *dname = g_strdup_printf ("decoder.up_blocks.%d.resnets.0.conv2.weight", i);
+    g_autofree char *file_name = NULL;
+    const VaeTensorView *u = kl_find (k, dname, &file_name);
+    if (u && u->ndim == 4 && u->shape[0] >= 1 && u->shape[0] <= KL_MAX_CHANNELS)
+      m->decoder_block_out_channels[m->levels - 1 - i] = (int) u->shape[0];
+  }
+
   g_autofree char *n1 = NULL, *n2 = NULL, *n3 = NULL;
   m->quant_conv = kl_find (k, "quant_conv.weight", &n1) != NULL;
   m->post_quant_conv = kl_find (k, "post_quant_conv.weight", &n2) != NULL;
@@ -444,7 +522,11 @@ kl_infer (Kl *k, VaeModel *m, gboolean *attention, GError **error)
    *                          diffusers folders with config.json)
    *   anything else      -> 0.18215 / 0: SD 1.x/2.x, and diffusers' own
    *                          default for AutoencoderKL. */
-  if (m->latent_channels == 16) {
+  if (m->variant && g_str_equal (m->variant, "flux2")) {
+    /* FLUX.2 has no scalar factors: its normalisation is the BatchNorm's. */
+    m->scaling_factor = 1.0;
+    m->shift_factor = 0.0;
+  } else if (m->latent_channels == 16) {
     m->scaling_factor = 0.3611;
     m->shift_factor = 0.1159;
   } else {
@@ -454,30 +536,84 @@ kl_infer (Kl *k, VaeModel *m, gboolean *attention, GError **error)
   return TRUE;
 }
 
-gboolean
-vae_model_build_kl (VaeModel *m, VaeSafetensors *st, gboolean ldm, const char *prefix,
-                    JsonObject *config, const char *config_path, GError **error)
+/* FLUX.2's BatchNorm running statistics (bn.running_mean / running_var,
+ * [latent_channels * p * p]; bn.num_batches_tracked, an I64 scalar, is not
+ * needed) as the per-channel latent normalisation. */
+static gboolean
+kl_load_batch_norm (Kl *k, VaeModel *m, GError **error)
 {
-  Kl k = { { st, vae_safetensors_path (st), NULL }, ldm, prefix, 0, 0 };
+  g_autofree char *mean_name = g_strconcat (k->prefix, "bn.running_mean", NULL);
+  g_autofree char *var_name = g_strconcat (k->prefix, "bn.running_var", NULL);
+  const VaeTensorView *tm = vae_weights_find (&k->w, mean_name);
+  if (!m->latent_patch) {
+    /* Single files: the patch from the statistics' length. */
+    m->latent_patch = tm && tm->ndim == 1 && tm->shape[0] == 4 * m->latent_channels ? 2 : 1;
+  }
+  const int p = m->latent_patch;
+  gint64 shape[1] = { (gint64) m->latent_channels * p * p };
+  g_autofree float *mean = vae_weights_load (&k->w, mean_name, tm, 1, shape);
+  g_autofree float *var = vae_weights_load (&k->w, var_name,
+                                            vae_weights_find (&k->w, var_name), 1, shape);
+  if (k->w.error) {
+    g_propagate_error (error, k->w.error);
+    k->w.error = NULL;
+    return FALSE;
+  }
+  m->latents_std = g_new (float, shape[0]);
+  for (gint64 c = 0; c < shape[0]; c++) {
+    /* As the pipeline computes it: sqrt(running_var + eps) in float32. */
+    float v = var[c] + (float) m->batch_norm_eps;
+    if (!(v > 0.0f) || !isfinite (v) || !isfinite (mean[c])) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_MODEL,
+                   "%s: bn.running_var[%" G_GINT64_FORMAT "] + eps = %g (mean %g) "
+                   "cannot normalise latents", k->w.label, c, v, mean[c]);
+      g_clear_pointer (&m->latents_std, g_free);
+      return FALSE;
+    }
+    m->latents_std[c] = sqrtf (v);
+  }
+  m->latents_mean = g_steal_pointer (&mean);
+  return TRUE;
+}
+
+gboolean
+vae_model_build_kl (VaeModel *m, VaeSafetensors *st, gboolean ldm, gboolean flux2,
+                    const char *prefix, JsonObject *config, const char *config_path,
+                    GError **error)
+{
+  Kl k = { { st, vae_safetensors_path (st), NULL }, ldm, flux2 && ldm, prefix, 0, 0 };
   gboolean attention = TRUE;
+  const int groups_override = m->norm_groups;
 
   m->family = VAE_FAMILY_KL;
   m->image_channels = 3;
+  if (flux2) {
+    m->variant = "flux2";
+    m->batch_norm_eps = 1e-4;     /* BFL's BatchNorm2d(eps=1e-4), diffusers' default */
+  }
   if (config) {
-    if (!kl_read_config (m, config, config_path, &attention, error))
+    if (!kl_read_config (m, config, config_path, flux2, &attention, error))
       return FALSE;
   } else if (!kl_infer (&k, m, &attention, error)) {
     return FALSE;
   }
+  if (groups_override > 0)
+    m->norm_groups = groups_override;
+  if (flux2 && !kl_load_batch_norm (&k, m, error))
+    return FALSE;
   k.levels = m->levels;
   k.groups = m->norm_groups;
 
   const char *source = config ? config_path : k.w.label;
   for (int i = 0; i < m->levels; i++) {
-    if (m->block_out_channels[i] % m->norm_groups != 0) {
+    if (m->block_out_channels[i] % m->norm_groups != 0 ||
+        m->decoder_block_out_channels[i] % m->norm_groups != 0) {
+      gboolean enc = m->block_out_channels[i] % m->norm_groups != 0;
       g_set_error (error, VAE_ERROR, config ? VAE_ERROR_FORMAT : VAE_ERROR_MODEL,
-                   "%s: block_out_channels[%d] = %d is not divisible by the %d norm groups",
-                   source, i, m->block_out_channels[i], m->norm_groups);
+                   "%s: %sblock_out_channels[%d] = %d is not divisible by the %d norm groups",
+                   source, enc ? "" : "decoder_", i,
+                   enc ? m->block_out_channels[i] : m->decoder_block_out_channels[i],
+                   m->norm_groups);
       return FALSE;
     }
   }

@@ -77,9 +77,12 @@ gboolean vae_model_build_wan (VaeModel *model, VaeSafetensors *st, gboolean orig
 gboolean vae_model_build_taehv (VaeModel *model, VaeSafetensors *st, GError **error);
 
 /* AutoencoderKL from ST: diffusers names, or LDM names when LDM (keys start
- * with PREFIX, e.g. "first_stage_model."). */
+ * with PREFIX, e.g. "first_stage_model.").  FLUX2: AutoencoderKLFlux2 (the
+ * bn.* statistics, patch_size, decoder_block_out_channels; in LDM files the
+ * quant convs sit inside encoder. and decoder., BFL's ae.safetensors).
+ * MODEL->norm_groups, when set on entry, overrides the group count. */
 gboolean vae_model_build_kl (VaeModel *model, VaeSafetensors *st, gboolean ldm,
-                             const char *prefix, JsonObject *config,
+                             gboolean flux2, const char *prefix, JsonObject *config,
                              const char *config_path, GError **error);
 
 /* One half of a tiny autoencoder: the nn.Sequential tensors of ST whose

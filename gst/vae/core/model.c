@@ -2,8 +2,9 @@
  * family builder (model-kl.c, model-tiny.c).
  *
  * Layouts recognised:
- *   folder with config.json            diffusers (AutoencoderKL / AutoencoderTiny,
- *                                      by _class_name or, without it, the keys)
+ *   folder with config.json            diffusers (AutoencoderKL, AutoencoderKLFlux2,
+ *                                      AutoencoderTiny, AutoencoderKLWan: by
+ *                                      _class_name or, without it, the keys)
  *   folder with *_encoder.safetensors  TAESD pair (either half may be absent)
  *     and/or *_decoder.safetensors
  *   single file, nn.Sequential keys    one TAESD half ("0.weight", "1.conv.0.weight";
@@ -11,7 +12,10 @@
  *   single file, other keys            AutoencoderKL in LDM layout
  *                                      (encoder.down.0.block.0..., any key prefix
  *                                      such as first_stage_model.), or a bare
- *                                      diffusers state dict without config.json */
+ *                                      diffusers state dict without config.json;
+ *                                      with bn.running_mean or encoder.quant_conv:
+ *                                      FLUX.2's AutoencoderKLFlux2, e.g. BFL's
+ *                                      ae.safetensors) */
 #include "model-private.h"
 #include <math.h>
 #include <stdarg.h>
@@ -380,10 +384,12 @@ load_diffusers_dir (VaeModel *m, const char *dir, GError **error)
     }
     class_name = json_node_get_string (cn);
     if (strcmp (class_name, "AutoencoderKL") != 0 &&
+        strcmp (class_name, "AutoencoderKLFlux2") != 0 &&
         strcmp (class_name, "AutoencoderTiny") != 0 && !is_wan_class (class_name)) {
       g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
                    "%s: \"_class_name\" is \"%s\"; supported: AutoencoderKL, "
-                   "AutoencoderTiny, AutoencoderKLWan, AutoencoderKLQwenImage",
+                   "AutoencoderKLFlux2, AutoencoderTiny, AutoencoderKLWan, "
+                   "AutoencoderKLQwenImage",
                    config_path, class_name);
       return FALSE;
     }
@@ -407,7 +413,9 @@ load_diffusers_dir (VaeModel *m, const char *dir, GError **error)
     VaeTinySource dec = { st, "decoder.layers.", FALSE };
     return vae_model_build_tiny (m, &enc, &dec, config, config_path, error);
   }
-  return vae_model_build_kl (m, st, FALSE, "", config, config_path, error);
+  gboolean flux2 = class_name ? strcmp (class_name, "AutoencoderKLFlux2") == 0
+                              : has_key (st, "", "bn.running_mean");
+  return vae_model_build_kl (m, st, FALSE, flux2, "", config, config_path, error);
 }
 
 static gboolean
@@ -520,8 +528,12 @@ load_single_file (VaeModel *m, const char *path, GError **error)
   if (prefix) {
     gboolean diffusers = has_key (st, prefix, "encoder.down_blocks.0.resnets.0.conv1.weight") ||
         has_key (st, prefix, "decoder.up_blocks.0.resnets.0.conv1.weight");
+    /* FLUX.2: the BatchNorm statistics, or (BFL's files without them) the
+     * quant conv inside the encoder. */
+    gboolean flux2 = has_key (st, prefix, "bn.running_mean") ||
+        has_key (st, prefix, "encoder.quant_conv.weight");
     m->layout = diffusers ? VAE_LAYOUT_DIFFUSERS : VAE_LAYOUT_LDM;
-    return vae_model_build_kl (m, st, !diffusers, prefix, NULL, NULL, error);
+    return vae_model_build_kl (m, st, !diffusers, flux2, prefix, NULL, NULL, error);
   }
 
   g_set_error (error, VAE_ERROR, VAE_ERROR_UNSUPPORTED,
@@ -547,6 +559,11 @@ apply_options (VaeModel *m, const VaeModelOptions *options, GError **error)
 {
   if (!options)
     return TRUE;
+  if (options->norm_groups < 0) {
+    g_set_error (error, VAE_ERROR, VAE_ERROR_ARGUMENT, "norm groups %d: must be positive",
+                 options->norm_groups);
+    return FALSE;
+  }
   double s = options->scaling_factor, sh = options->shift_factor;
   if (!isnan (s) && s >= 0) {
     if (s == 0 || !isfinite (s)) {
@@ -593,6 +610,7 @@ vae_model_load (const char *path, const VaeModelOptions *options, GError **error
   m->weights = vae_weight_store_new ();
   m->path = g_strdup (path);
   m->image_channels = 3;
+  m->norm_groups = options ? options->norm_groups : 0;   /* builders may override */
   gboolean ok;
 
   if (g_file_test (path, G_FILE_TEST_IS_DIR)) {

@@ -36,6 +36,10 @@ typedef struct {
   int latent_channels;
   int levels;                  /* len(block_out_channels) */
   int block_out_channels[VAE_MAX_LEVELS];
+  /* KL: the decoder's widths, up_blocks order reversed like
+   * block_out_channels (level i of the encoder <-> level i here).  Equal to
+   * block_out_channels except for FLUX.2's decoder_block_out_channels. */
+  int decoder_block_out_channels[VAE_MAX_LEVELS];
   int layers_per_block;        /* KL */
   int norm_groups;             /* KL */
   gboolean quant_conv, post_quant_conv;   /* KL */
@@ -65,10 +69,18 @@ typedef struct {
   int decode_drop_frames;      /* decoded frames a stream drops at its start: TAEHV 3 */
   int patch_size;              /* space-to-channel patches around the network: 1 or 2 */
   const char *variant;         /* "wan2.1", "wan2.2", "taew2_1", ... (static) */
-  /* Per-channel latent normalisation: diffusion = (mean - latents_mean[c]) /
-   * latents_std[c] ([latent_channels] each; Wan).  NULL: the scalar
-   * scaling_factor / shift_factor above. */
+  /* Latent normalisation (codec.h), one mechanism for every model: the
+   * network's latents [latent_channels, h, w] are first cut into
+   * latent_patch x latent_patch patches (channel c*p*p + dy*p + dx, the
+   * pixel_unshuffle order; FLUX.2: 2, every other model 1 or 0 = none),
+   * then each of the latent_channels * p * p channels is normalised,
+   * diffusion = (x - latents_mean[c]) / latents_std[c] (Wan: the config's
+   * statistics; FLUX.2: bn.running_mean and sqrt(bn.running_var +
+   * batch_norm_eps)).  NULL: the scalar pair, (x - shift_factor) *
+   * scaling_factor, the case of one mean and one std for all channels. */
+  int latent_patch;
   float *latents_mean, *latents_std;
+  double batch_norm_eps;       /* FLUX.2 (informational; folded into latents_std) */
 
   /* The store every graph of the model points into (NULL for presets):
    * graphs share weights through it. */
@@ -77,18 +89,21 @@ typedef struct {
   VaeGraph *decoder;           /* NULL when the files hold no decoder */
   guint64 n_params;
 
-  /* A preset (sd, sdxl, sd3, flux): channels and factors only, no graphs;
-   * both halves exist on the server's side, so only an engine that does
-   * not run graphs (remote) can use it. */
+  /* A preset (sd, sdxl, sd3, flux, flux2): channels and factors only, no
+   * graphs; both halves exist on the server's side, so only an engine that
+   * does not run graphs (remote) can use it. */
   gboolean config_only;
 } VaeModel;
 
 typedef struct {
   double scaling_factor;       /* NaN or negative: from the model */
   double shift_factor;         /* NaN: from the model */
+  /* GroupNorm groups of an AutoencoderKL (0: the config's, or 32 for single
+   * files, whose tensors cannot tell it). */
+  int norm_groups;
 } VaeModelOptions;
 
-#define VAE_MODEL_OPTIONS_INIT { NAN, NAN }
+#define VAE_MODEL_OPTIONS_INIT { NAN, NAN, 0 }
 
 /* PATH: a diffusers folder, a single LDM safetensors file (optionally with
  * the first_stage_model. prefix), a TAESD *_encoder or *_decoder file, or a
@@ -98,7 +113,7 @@ typedef struct {
 VaeModel *vae_model_load (const char *path, const VaeModelOptions *options,
                           GError **error);
 void vae_model_free (VaeModel *model);
-/* "sd, sdxl, sd3, flux", for messages. */
+/* "sd, sdxl, sd3, flux, flux2", for messages. */
 const char *vae_model_preset_names (void);
 /* Whether MODEL has an encoder (DIRECTION encode) or a decoder: its graph,
  * or the server's for a config_only model. */

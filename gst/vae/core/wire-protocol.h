@@ -44,6 +44,10 @@ G_BEGIN_DECLS
 #define VAE_WIRE_KEY_IMAGE_FORMAT "image_format"  /* png | jpg */
 #define VAE_WIRE_KEY_HEIGHT "height"              /* packed Flux latents */
 #define VAE_WIRE_KEY_WIDTH "width"
+/* normalized (default) | raw: codec.h's VaeLatentFormat (gst-vae's own key;
+ * it matters for models with latent patches, FLUX.2: 128 channels at 16x
+ * normalised, 32 at 8x raw) */
+#define VAE_WIRE_KEY_LATENT_FORMAT "latent_format"
 
 /* Most dimensions a shape may have on either side. */
 #define VAE_WIRE_MAX_DIMS 8
