@@ -208,25 +208,9 @@ onednn_causal_new (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc
           goto fail;
       }
   }
-  if (op->act != VAE_ACT_NONE) {
-    dnnl_eltwise_desc_t desc;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_alg_kind_t alg = op->act == VAE_ACT_SILU ? dnnl_eltwise_swish : dnnl_eltwise_relu;
-    DNNL_TRY (dnnl_eltwise_forward_desc_init (&desc, dnnl_forward_inference, alg, out_md,
-                                              op->act == VAE_ACT_SILU ? 1.0f : 0.0f, 0.0f),
-              "eltwise", op->name);
-    DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
-    dnnl_status_t st = dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL);
-    dnnl_primitive_attr_destroy (attr);
-    DNNL_TRY (st, "eltwise", op->name);
-    st = onednn_primitive_create (ctx, &cc->act.prim, pd);
-    dnnl_primitive_desc_destroy (pd);
-    DNNL_TRY (st, "eltwise", op->name);
-    cc->act.args[0] = (dnnl_exec_arg_t) { DNNL_ARG_SRC, out_mem };
-    cc->act.args[1] = (dnnl_exec_arg_t) { DNNL_ARG_DST, out_mem };
-    cc->act.nargs = 2;
-  }
+  if (op->act != VAE_ACT_NONE
+      && !onednn_activation_init (ctx, &cc->act, op->act, out_md, out_mem, op->name, error))
+    goto fail;
   return cc;
 fail:
   onednn_causal_free (cc);

@@ -311,31 +311,61 @@ fail:
   return FALSE;
 }
 
+gboolean
+onednn_prim_from_desc (const OnednnCtx *ctx, OnednnPrim *p, const_dnnl_op_desc_t desc,
+                       const char *what, const char *layer, GError **error)
+{
+  dnnl_primitive_desc_t pd = NULL;
+  dnnl_primitive_attr_t attr = NULL;
+  DNNL_TRY (onednn_attr_new (&attr), "attributes", layer);
+  dnnl_status_t st = dnnl_primitive_desc_create (&pd, desc, attr, ctx->engine, NULL);
+  dnnl_primitive_attr_destroy (attr);
+  DNNL_TRY (st, what, layer);
+  gboolean ok = prim_from_pd (ctx, p, pd, layer, error);
+  dnnl_primitive_desc_destroy (pd);
+  return ok;
+fail:
+  return FALSE;
+}
+
+gboolean
+onednn_eltwise_init (const OnednnCtx *ctx, OnednnPrim *p, dnnl_alg_kind_t alg, float alpha,
+                     const dnnl_memory_desc_t *md, dnnl_memory_t src, dnnl_memory_t dst,
+                     const char *layer, GError **error)
+{
+  dnnl_eltwise_desc_t desc;
+  DNNL_TRY (dnnl_eltwise_forward_desc_init (&desc, dnnl_forward_inference, alg, md,
+                                            alpha, 0.0f), "eltwise", layer);
+  if (!onednn_prim_from_desc (ctx, p, &desc, "eltwise", layer, error))
+    return FALSE;
+  prim_arg (p, DNNL_ARG_SRC, src);
+  prim_arg (p, DNNL_ARG_DST, dst);
+  return TRUE;
+fail:
+  return FALSE;
+}
+
+gboolean
+onednn_activation_init (const OnednnCtx *ctx, OnednnPrim *p, VaeActivation act,
+                        const dnnl_memory_desc_t *md, dnnl_memory_t mem, const char *layer,
+                        GError **error)
+{
+  /* swish with alpha 1 is x * sigmoid(x); relu's alpha is its negative slope */
+  return onednn_eltwise_init (ctx, p, act == VAE_ACT_SILU ? dnnl_eltwise_swish
+                              : dnnl_eltwise_relu, act == VAE_ACT_SILU ? 1.0f : 0.0f,
+                              md, mem, mem, layer, error);
+}
+
 static gboolean
 eltwise_step (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op,
               dnnl_alg_kind_t alg, float alpha, dnnl_memory_t src, dnnl_memory_t dst,
               const dnnl_memory_desc_t *md, GError **error)
 {
-  dnnl_eltwise_desc_t desc;
-  dnnl_primitive_desc_t pd = NULL;
   OnednnStep step = { STEP_PRIM, op };
-  dnnl_primitive_attr_t attr = NULL;
-  DNNL_TRY (dnnl_eltwise_forward_desc_init (&desc, dnnl_forward_inference, alg, md,
-                                            alpha, 0.0f), "eltwise", op->name);
-  DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
-  dnnl_status_t st = dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL);
-  dnnl_primitive_attr_destroy (attr);
-  DNNL_TRY (st, "eltwise", op->name);
-  gboolean ok = prim_from_pd (ctx, &step.prim, pd, op->name, error);
-  dnnl_primitive_desc_destroy (pd);
-  if (!ok)
+  if (!onednn_eltwise_init (ctx, &step.prim, alg, alpha, md, src, dst, op->name, error))
     return FALSE;
-  prim_arg (&step.prim, DNNL_ARG_SRC, src);
-  prim_arg (&step.prim, DNNL_ARG_DST, dst);
   g_array_append_val (plan->steps, step);
   return TRUE;
-fail:
-  return FALSE;
 }
 
 /* The value a convolution reads: the shadow copy when there is one. */
@@ -869,18 +899,10 @@ add_step (const OnednnCtx *ctx, OnednnPlan *plan, const VaeOp *op, GError **erro
   PlanValue *a = &plan->values[op->in], *bv = &plan->values[op->in2];
   PlanValue *out = &plan->values[op->out];
   dnnl_binary_desc_t desc;
-  dnnl_primitive_desc_t pd = NULL;
-  dnnl_primitive_attr_t attr = NULL;
   OnednnStep step = { STEP_PRIM, op };
   DNNL_TRY (dnnl_binary_desc_init (&desc, dnnl_binary_add, &a->md, &bv->md, &out->md),
             "binary add", op->name);
-  DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
-  dnnl_status_t st = dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL);
-  dnnl_primitive_attr_destroy (attr);
-  DNNL_TRY (st, "binary add", op->name);
-  gboolean ok = prim_from_pd (ctx, &step.prim, pd, op->name, error);
-  dnnl_primitive_desc_destroy (pd);
-  if (!ok)
+  if (!onednn_prim_from_desc (ctx, &step.prim, &desc, "binary add", op->name, error))
     return FALSE;
   prim_arg (&step.prim, DNNL_ARG_SRC_0, a->mem);
   prim_arg (&step.prim, DNNL_ARG_SRC_1, bv->mem);

@@ -175,6 +175,17 @@ dnnl_status_t onednn_append_activation (dnnl_post_ops_t po, VaeActivation act);
 void onednn_prim_clear (OnednnPrim *p);
 gboolean onednn_prim_run (const OnednnCtx *ctx, OnednnPrim *p, const char *layer,
                           GError **error);
+/* A primitive from an op descriptor (the engine's attributes). */
+gboolean onednn_prim_from_desc (const OnednnCtx *ctx, OnednnPrim *p, const_dnnl_op_desc_t desc,
+                                const char *what, const char *layer, GError **error);
+/* dst = alg(src) with ALPHA, over MD. */
+gboolean onednn_eltwise_init (const OnednnCtx *ctx, OnednnPrim *p, dnnl_alg_kind_t alg,
+                              float alpha, const dnnl_memory_desc_t *md, dnnl_memory_t src,
+                              dnnl_memory_t dst, const char *layer, GError **error);
+/* ACT (relu or silu) in place over MEM. */
+gboolean onednn_activation_init (const OnednnCtx *ctx, OnednnPrim *p, VaeActivation act,
+                                 const dnnl_memory_desc_t *md, dnnl_memory_t mem,
+                                 const char *layer, GError **error);
 /* A reorder between two layouts of the same tensor. */
 gboolean onednn_reorder_init (const OnednnCtx *ctx, OnednnPrim *p,
                               const dnnl_memory_desc_t *src_md, dnnl_memory_t src,

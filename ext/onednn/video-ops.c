@@ -57,25 +57,9 @@ onednn_rms_norm_new (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_de
   r->gamma = g_new0 (float, r->c_stored);
   for (int c = 0; c < r->c; c++)
     r->gamma[c] = op->gamma[c] * sqrtf ((float) r->c);
-  if (op->act != VAE_ACT_NONE) {
-    dnnl_eltwise_desc_t desc;
-    dnnl_primitive_desc_t pd = NULL;
-    dnnl_primitive_attr_t attr = NULL;
-    dnnl_alg_kind_t alg = op->act == VAE_ACT_SILU ? dnnl_eltwise_swish : dnnl_eltwise_relu;
-    float alpha = op->act == VAE_ACT_SILU ? 1.0f : 0.0f;
-    DNNL_TRY (dnnl_eltwise_forward_desc_init (&desc, dnnl_forward_inference, alg, md,
-                                              alpha, 0.0f), "eltwise", op->name);
-    DNNL_TRY (onednn_attr_new (&attr), "attributes", op->name);
-    dnnl_status_t st = dnnl_primitive_desc_create (&pd, &desc, attr, ctx->engine, NULL);
-    dnnl_primitive_attr_destroy (attr);
-    DNNL_TRY (st, "eltwise", op->name);
-    st = onednn_primitive_create (ctx, &r->act.prim, pd);
-    dnnl_primitive_desc_destroy (pd);
-    DNNL_TRY (st, "eltwise", op->name);
-    r->act.args[0] = (dnnl_exec_arg_t) { DNNL_ARG_SRC, dst_mem };
-    r->act.args[1] = (dnnl_exec_arg_t) { DNNL_ARG_DST, dst_mem };
-    r->act.nargs = 2;
-  }
+  if (op->act != VAE_ACT_NONE
+      && !onednn_activation_init (ctx, &r->act, op->act, md, dst_mem, op->name, error))
+    goto fail;
   return r;
 fail:
   onednn_rms_norm_free (r);
