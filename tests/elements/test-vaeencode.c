@@ -531,6 +531,59 @@ test_reference (void)
   vae_safetensors_free (st);
 }
 
+/* FLUX.2: the default latents are the pipeline's (2x2 patches, BatchNorm
+ * statistics: 128 channels at 16x, named in the caps); latent-format=raw
+ * gives the posterior mode (32 channels at 8x). */
+static void
+test_flux2 (void)
+{
+  if (!have_testdata ())
+    return;
+  g_autofree char *path = g_build_filename (g_getenv ("VAE_TESTDATA"), "reference-flux2",
+                                            "flux2-mini__astronaut_128x128.safetensors", NULL);
+  GError *err = NULL;
+  VaeSafetensors *st = vae_safetensors_open (path, &err);
+  g_assert_no_error (err);
+  const VaeTensorView *img = vae_safetensors_lookup (st, "image");
+  g_assert_nonnull (img);
+  g_assert_cmpuint (img->n_bytes, ==, 128 * 128 * 3);
+  static const struct {
+    const char *extra, *tensor, *dims, *format;
+  } cases[] = {
+    { NULL, "latent_normalized", "8:8:128:1", "normalized" },
+    { "latent-format=raw", "latent_mean", "16:16:32:1", "raw" },
+  };
+  for (guint c = 0; c < G_N_ELEMENTS (cases); c++) {
+    const VaeTensorView *ref = vae_safetensors_lookup (st, cases[c].tensor);
+    g_assert_nonnull (ref);
+    g_autofree float *want = g_new (float, ref->n_elements);
+    g_assert_true (vae_tensor_view_to_f32 (ref, want, &err));
+    GstHarness *h = new_encoder ("flux2-mini", cases[c].extra);
+    set_video_caps (h, "RGB", 128, 128);
+    g_assert_cmpint (gst_harness_push (h, stamped (frame_from_rgb (img->data, 128, 128,
+                     GST_VIDEO_FORMAT_RGB), 0)), ==, GST_FLOW_OK);
+    g_assert_true (gst_harness_push_event (h, gst_event_new_eos ()));
+    GstBuffer *out = gst_harness_pull (h);
+    g_assert_nonnull (out);
+    GstCaps *caps = gst_pad_get_current_caps (h->sinkpad);
+    GstStructure *s = gst_caps_get_structure (caps, 0);
+    g_assert_cmpstr (gst_structure_get_string (s, "dimensions"), ==, cases[c].dims);
+    g_assert_cmpstr (gst_structure_get_string (s, "latent-format"), ==, cases[c].format);
+    if (c == 0)
+      g_assert_nonnull (gst_structure_get_string (s, "normalization"));
+    gst_caps_unref (caps);
+    gsize n;
+    g_autofree float *got = buffer_floats (out, &n);
+    gst_buffer_unref (out);
+    g_assert_cmpuint (n, ==, ref->n_elements);
+    double d = max_abs_diff (got, want, n);
+    g_test_message ("flux2-mini %s vs %s: max |diff| %g", cases[c].format, cases[c].tensor, d);
+    g_assert_cmpfloat (d, <=, 1e-3);
+    gst_harness_teardown (h);
+  }
+  vae_safetensors_free (st);
+}
+
 static void
 test_missing_model (void)
 {
@@ -763,6 +816,7 @@ main (int argc, char **argv)
   g_test_add_func ("/vaeencode/sample-seed", test_sample_seed);
   g_test_add_func ("/vaeencode/batched-equals-unbatched", test_batched_equals_unbatched);
   g_test_add_func ("/vaeencode/reference", test_reference);
+  g_test_add_func ("/vaeencode/flux2", test_flux2);
   g_test_add_func ("/vaeencode/missing-model", test_missing_model);
   g_test_add_func ("/vaeencode/decoder-only-model", test_decoder_only_model);
   g_test_add_func ("/vaeencode/setup-error-once", test_setup_error_once);

@@ -224,10 +224,12 @@ wan_load_f (Wan *k, int ndim, const gint64 *shape, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- helpers */
 
+/* X's channels; 0 for a value a failed step left (-1): the builder's error
+ * is set then and every later step does nothing. */
 static int
 chans (Wan *k, Val x)
 {
-  return vae_graph_channels (k->g[1], x.v[1]);
+  return x.v[1] >= 0 ? vae_graph_channels (k->g[1], x.v[1]) : 0;
 }
 
 static gboolean
