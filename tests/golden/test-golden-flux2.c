@@ -26,6 +26,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "golden-util.h"
 #include "codec.h"
 #include "engine.h"
 #include "model.h"
@@ -305,17 +306,8 @@ main (int argc, char **argv)
   if (names->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
         : g_strdup_printf ("no reference files in %s", ref_dir);
-    const char *marker = g_getenv ("VAE_GOLDEN_SKIP_MARKER");
-    if (!marker || !*marker)
-      marker = "golden-flux2-skipped.marker";
-    g_autofree char *text = g_strdup_printf ("test-golden-flux2: %s\n", why);
-    g_file_set_contents (marker, text, -1, NULL);
-    g_printerr ("\n************************************************************\n"
-                "** FLUX.2 GOLDEN TESTS SKIPPED: %s\n"
-                "** Nothing was checked against reference-flux2/.\n"
-                "** Marker written: %s\n"
-                "************************************************************\n\n",
-                why, marker);
+    golden_report_skip ("test-golden-flux2", "FLUX.2 GOLDEN TESTS", why,
+                        "golden-flux2-skipped.marker");
     skip_reason = why;
     g_test_add_func ("/golden-flux2/skipped", test_skipped);
     g_test_run ();

@@ -28,6 +28,7 @@
 
 #include "codec.h"
 #include "engine.h"
+#include "golden-util.h"
 #include "model.h"
 #include "safetensors.h"
 #include "vae-error.h"
@@ -408,28 +409,6 @@ test_skipped (void)
   g_test_skip (skip_reason);
 }
 
-static void
-report_skip (const char *why)
-{
-  const char *marker = g_getenv ("VAE_GOLDEN_SKIP_MARKER");
-  if (!marker || !*marker)
-    marker = "golden-skipped.marker";
-  g_autofree char *text = g_strdup_printf ("test-golden: %s\n", why);
-  g_autoptr (GError) error = NULL;
-  if (!g_file_set_contents (marker, text, -1, &error))
-    g_printerr ("test-golden: cannot write skip marker %s: %s\n", marker, error->message);
-
-  g_printerr ("\n"
-              "************************************************************\n"
-              "** GOLDEN TESTS SKIPPED: %s\n"
-              "** Nothing was checked against the reference outputs.\n"
-              "** Put the test data at ../shared/testdata (or set\n"
-              "** VAE_TESTDATA / meson -Dtestdata=PATH).\n"
-              "** Marker written: %s\n"
-              "************************************************************\n\n",
-              why, marker);
-}
-
 int
 main (int argc, char **argv)
 {
@@ -466,7 +445,7 @@ main (int argc, char **argv)
         ? g_strdup ("VAE_TESTDATA is not set")
         : g_strdup_printf ("no reference files in %s", ref_dir);
     skip_reason = why;
-    report_skip (why);
+    golden_report_skip ("test-golden", "GOLDEN TESTS", why, "golden-skipped.marker");
     g_test_add_func ("/golden/skipped", test_skipped);
     g_test_run ();
     return 77;

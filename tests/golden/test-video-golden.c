@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden-util.h"
 #include "codec.h"
 #include "engine.h"
 #include "model.h"
@@ -866,37 +867,6 @@ error_cases (const char *models_dir, VaeEngine *video_cpu)
 
 /* ------------------------------------------------------------------ main */
 
-static void
-report_skip (const char *why)
-{
-  const char *marker = g_getenv ("VAE_GOLDEN_SKIP_MARKER");
-  if (!marker || !*marker)
-    marker = "golden-skipped.marker";
-  g_autofree char *text = g_strdup_printf ("test-video-golden: %s\n", why);
-  if (!g_file_set_contents (marker, text, -1, NULL))
-    g_printerr ("test-video-golden: cannot write skip marker %s\n", marker);
-  g_printerr ("\n"
-              "************************************************************\n"
-              "** VIDEO GOLDEN TESTS (cpu engine) SKIPPED: %s\n"
-              "** Nothing was checked against the reference outputs.\n"
-              "** Put the test data at ../shared/testdata (or set\n"
-              "** VAE_TESTDATA / meson -Dtestdata=PATH).\n"
-              "** Marker written: %s\n"
-              "************************************************************\n\n",
-              why, marker);
-}
-
-static gboolean
-selected (int argc, char **argv, const char *a, const char *b)
-{
-  if (argc < 2)
-    return TRUE;
-  for (int i = 1; i < argc; i++)
-    if (strstr (a, argv[i]) || strstr (b, argv[i]))
-      return TRUE;
-  return FALSE;
-}
-
 static int
 compare_strings (gconstpointer a, gconstpointer b)
 {
@@ -980,7 +950,8 @@ main (int argc, char **argv)
   if (names->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
                                      : g_strdup_printf ("no reference files in %s", ref_dir);
-    report_skip (why);
+    golden_report_skip ("test-video-golden", "VIDEO GOLDEN TESTS (cpu engine)", why,
+                        "golden-skipped.marker");
     return 77;
   }
   g_autoptr (GPtrArray) snames = list_refs (stream_dir);
@@ -1008,7 +979,7 @@ main (int argc, char **argv)
     g_autofree char *stem = g_strndup (name, strlen (name) - strlen (".safetensors"));
     for (guint p = 0; paths[p]; p++) {
       const char *label = paths[p];
-      if (!selected (argc, argv, name, label))
+      if (!golden_selected (argc, argv, name, label))
         continue;
       gint64 t0 = g_get_monotonic_time ();
       g_autoptr (GError) error = NULL;
@@ -1056,7 +1027,7 @@ main (int argc, char **argv)
                                                name);
       for (guint p = 0; paths[p]; p++) {
         const char *label = paths[p];
-        if (!selected (argc, argv, stem, label))
+        if (!golden_selected (argc, argv, stem, label))
           continue;
         gint64 t0 = g_get_monotonic_time ();
         g_autoptr (GError) error = NULL;

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "golden-util.h"
 #include "model.h"
 #include "ref-ops.h"
 #include "safetensors.h"
@@ -312,37 +313,6 @@ run_case (const VaeModel *m, const char *model_label, VaeSafetensors *ref, Resul
   return TRUE;
 }
 
-static void
-report_skip (const char *why)
-{
-  const char *marker = g_getenv ("VAE_GOLDEN_SKIP_MARKER");
-  if (!marker || !*marker)
-    marker = "golden-skipped.marker";
-  g_autofree char *text = g_strdup_printf ("test-video-ref: %s\n", why);
-  if (!g_file_set_contents (marker, text, -1, NULL))
-    g_printerr ("test-video-ref: cannot write skip marker %s\n", marker);
-  g_printerr ("\n"
-              "************************************************************\n"
-              "** VIDEO GOLDEN TESTS SKIPPED: %s\n"
-              "** Nothing was checked against the reference outputs.\n"
-              "** Put the test data at ../shared/testdata (or set\n"
-              "** VAE_TESTDATA / meson -Dtestdata=PATH).\n"
-              "** Marker written: %s\n"
-              "************************************************************\n\n",
-              why, marker);
-}
-
-static gboolean
-selected (int argc, char **argv, const char *a, const char *b)
-{
-  if (argc < 2)
-    return TRUE;
-  for (int i = 1; i < argc; i++)
-    if (strstr (a, argv[i]) || strstr (b, argv[i]))
-      return TRUE;
-  return FALSE;
-}
-
 static char *
 fmt_cmp (const Cmp *c, gboolean present)
 {
@@ -385,7 +355,7 @@ main (int argc, char **argv)
   if (names->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
                                      : g_strdup_printf ("no reference files in %s", ref_dir);
-    report_skip (why);
+    golden_report_skip ("test-video-ref", "VIDEO GOLDEN TESTS", why, "golden-skipped.marker");
     return 77;
   }
   g_ptr_array_sort (names, compare_strings);
@@ -413,7 +383,7 @@ main (int argc, char **argv)
     g_autofree char *ref_path = g_build_filename (ref_dir, name, NULL);
     for (guint p = 0; paths[p]; p++) {
       const char *model_label = paths[p];
-      if (!selected (argc, argv, name, model_label))
+      if (!golden_selected (argc, argv, name, model_label))
         continue;
       Result r = { 0 };
       g_autoptr (GError) error = NULL;
