@@ -166,8 +166,8 @@ stream_plan (OnednnEngine *self, VaeStream *stream, OnednnStream *st, const VaeG
                  self->parent.model->name, graph->n_states, st->n_slots);
     return NULL;
   }
-  OnednnPlan *plan = onednn_plan_new_stream (&self->ctx, graph, t, stream->h, stream->w,
-                                             dnnl_f32, error);
+  OnednnPlan *plan = onednn_plan_new (&self->ctx, graph, t, stream->h, stream->w,
+                                      dnnl_f32, error);
   if (!plan)
     return NULL;
   /* Slots this plan uses: allocated (zero) now, or checked against the

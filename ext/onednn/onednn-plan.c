@@ -1080,13 +1080,6 @@ profile_report (const double *t, double total)
   g_string_free (s, TRUE);
 }
 
-OnednnPlan *
-onednn_plan_new_stream (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int w,
-                        dnnl_data_type_t dt, GError **error)
-{
-  return onednn_plan_new (ctx, graph, n, h, w, dt, error);
-}
-
 gsize
 onednn_plan_slot_bytes (const OnednnPlan *plan, int slot)
 {

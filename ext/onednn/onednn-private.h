@@ -285,11 +285,9 @@ OnednnPlan *onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph,
                              int n, int h, int w, dnnl_data_type_t dt, GError **error);
 gboolean onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
                           float *output, GError **error);
-/* A plan of a video graph for one chunk of N frames; its causal steps read
- * and write the stream's state buffers, given to each run. */
-OnednnPlan *onednn_plan_new_stream (const OnednnCtx *ctx, const VaeGraph *graph, int n,
-                                    int h, int w, dnnl_data_type_t dt, GError **error);
-/* Bytes state slot SLOT holds for this plan's causal steps; 0: unused. */
+/* A video graph's plan (onednn_plan_new with N = the chunk's frames) runs
+ * through onednn_plan_run_stream, which passes the stream's state slots.
+ * Bytes state slot SLOT holds for this plan's causal steps; 0: unused. */
 gsize onednn_plan_slot_bytes (const OnednnPlan *plan, int slot);
 gboolean onednn_plan_run_stream (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
                                  float *output, guint8 *const *slots, gboolean at_start,
