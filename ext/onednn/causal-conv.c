@@ -13,7 +13,9 @@
  * zeros: two thirds of a Wan first frame's work).  The activation, when
  * there is one, is an eltwise pass after the last tap.  After the taps, the
  * slot keeps the input's last K frames (a copy of K frames, the only bytes
- * the cache costs per chunk). */
+ * the cache costs per chunk).  Where our Winograd kernel takes the layer
+ * (winograd.c, AVX2), it runs every tap instead, over the same chunk and
+ * slot. */
 #include "onednn-private.h"
 #include <string.h>
 
@@ -30,6 +32,8 @@ struct _OnednnCausal {
   GArray *prims;               /* CausalPrim, shared by the execs */
   GArray *execs;               /* OnednnCausalExec */
   OnednnPrim act;
+  OnednnWino *wino;            /* set: winograd.c runs the taps */
+  gboolean residual_in_dst;
   int K, t, slot;
   const guint8 *in_data;
   guint8 *out_data;
@@ -183,6 +187,15 @@ onednn_causal_new (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc
 
   const int K = cc->K, T = cc->t, kt = op->kt, s = op->time_stride;
   const int tout = out_md->dims[0];
+  if (onednn_wino_applies (op) && onednn_wino_layout_ok (in_md)
+      && onednn_wino_layout_ok (out_md)) {
+    g_assert (K == kt - 1 && tout == T);
+    cc->residual_in_dst = residual_in_dst;
+    cc->wino = onednn_wino_new (ctx, op, tout, out_md->dims[2], out_md->dims[3], error);
+    if (!cc->wino)
+      goto fail;
+    return cc;
+  }
   if (s == 1) {
     /* Tap kt-1 reads only the chunk (K = kt - 1): it goes first, over
      * every frame, with the bias. */
@@ -236,6 +249,11 @@ onednn_causal_run (const OnednnCtx *ctx, OnednnCausal *cc, guint8 *const *slots,
   guint8 *slot = cc->slot >= 0 ? slots[cc->slot] : NULL;
   if (cc->op->time_passthrough) {
     memcpy (cc->out_data, cc->in_data, cc->out_bytes);
+  } else if (cc->wino) {
+    if (!onednn_wino_run (ctx, cc->wino, at_start ? NULL : (const float *) slot,
+                          (const float *) cc->in_data, (float *) cc->out_data,
+                          cc->residual_in_dst, error))
+      return FALSE;
   } else {
     for (guint i = 0; i < cc->execs->len; i++) {
       OnednnCausalExec *e = &g_array_index (cc->execs, OnednnCausalExec, i);
@@ -280,5 +298,6 @@ onednn_causal_free (OnednnCausal *cc)
   g_array_unref (cc->execs);
   g_ptr_array_unref (cc->mems);
   onednn_prim_clear (&cc->act);
+  onednn_wino_free (cc->wino);
   g_free (cc);
 }

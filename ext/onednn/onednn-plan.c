@@ -56,6 +56,7 @@ struct _OnednnPlan {
   guint n_ops;
   gboolean *skip;              /* upsamples folded into the next conv */
   gboolean *upconv;            /* convs that do those upsamples (upconv.c) */
+  gboolean *wino;              /* convs our Winograd kernel runs (winograd.c) */
   guint8 *phases;              /* scratch for the upconvs' phase outputs */
   GPtrArray *phase_mems;       /* dnnl_memory_t views into it */
   int n, h, w;                 /* the input's; each value has its own */
@@ -593,6 +594,7 @@ plan_fusions (PlanBuild *b)
   plan->ops = g_new (VaeOp, MAX (plan->n_ops, 1));
   plan->skip = g_new0 (gboolean, MAX (plan->n_ops, 1));
   plan->upconv = g_new0 (gboolean, MAX (plan->n_ops, 1));
+  plan->wino = g_new0 (gboolean, MAX (plan->n_ops, 1));
   for (guint i = 0; i < plan->n_ops; i++)
     plan->ops[i] = *vae_graph_op (graph, i);
   onednn_fuse_upsamples (graph, plan->dt, plan->ops, plan->skip, plan->upconv);
@@ -686,6 +688,13 @@ plan_layouts (PlanBuild *b, GError **error)
           md_4d (&out->md, out->n, out->c, out->h, out->w, out_dt, ACTIVATION_LAYOUT);
           b->phases_size = MAX (b->phases_size, dnnl_memory_desc_get_size (&out->md));
           break;
+        }
+        if (onednn_wino_applies (op) && onednn_wino_layout_ok (src_md)) {
+          md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
+          if (onednn_wino_layout_ok (&out->md)) {
+            plan->wino[i] = TRUE;
+            break;
+          }
         }
         if (!onednn_conv_pd (ctx, op, src_md, out->n, out->h, out->w, out_dt, &b->pds[i], error))
           return FALSE;
@@ -826,6 +835,17 @@ conv_steps (PlanBuild *b, guint i, GError **error)
       return FALSE;
     g_array_append_val (plan->steps, cast);
     in->cast_done = TRUE;
+  }
+  if (plan->wino[i]) {
+    step.kind = STEP_WINOGRAD;
+    step.wino.src = src->mem;
+    step.wino.dst = out->mem;
+    step.wino.accumulate = op->residual >= 0;
+    step.wino.conv = onednn_wino_new (ctx, op, out->n, out->h, out->w, error);
+    if (!step.wino.conv)
+      return FALSE;
+    g_array_append_val (plan->steps, step);
+    return TRUE;
   }
   if (!plan->upconv[i])
     return conv_step_add (ctx, plan, op, b->pds[i], -1, src->mem, out->mem, error);
@@ -1098,6 +1118,17 @@ onednn_plan_run (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
   return onednn_plan_run_stream (ctx, plan, input, output, NULL, FALSE, error);
 }
 
+/* The memories' handles are read per run: the graph input's is the
+ * caller's buffer. */
+static gboolean
+wino_step_run (const OnednnCtx *ctx, OnednnWinoStep *s, GError **error)
+{
+  void *src = NULL, *dst = NULL;
+  dnnl_memory_get_data_handle (s->src, &src);
+  dnnl_memory_get_data_handle (s->dst, &dst);
+  return onednn_wino_run (ctx, s->conv, NULL, src, dst, s->accumulate, error);
+}
+
 gboolean
 onednn_plan_run_stream (const OnednnCtx *ctx, OnednnPlan *plan, const float *input,
                         float *output, guint8 *const *slots, gboolean at_start,
@@ -1127,6 +1158,7 @@ onednn_plan_run_stream (const OnednnCtx *ctx, OnednnPlan *plan, const float *inp
       case STEP_CAUSAL: ok = onednn_causal_run (ctx, s->causal, slots, at_start, error); break;
       case STEP_RMS_NORM: ok = onednn_rms_norm_run (ctx, s->rms, error); break;
       case STEP_RESHAPE: ok = onednn_reshape_run (ctx, s->reshape, error); break;
+      case STEP_WINOGRAD: ok = wino_step_run (ctx, &s->wino, error); break;
     }
     if (!ok)
       return FALSE;
@@ -1165,6 +1197,7 @@ onednn_plan_free (OnednnPlan *plan)
       onednn_causal_free (s->causal);
       onednn_rms_norm_free (s->rms);
       onednn_reshape_free (s->reshape);
+      onednn_wino_free (s->wino.conv);
     }
     g_array_unref (plan->steps);
   }
@@ -1190,6 +1223,7 @@ onednn_plan_free (OnednnPlan *plan)
   g_free (plan->ops);
   g_free (plan->skip);
   g_free (plan->upconv);
+  g_free (plan->wino);
   g_free (plan->slot_bytes);
   g_free (plan);
 }

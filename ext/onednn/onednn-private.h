@@ -44,7 +44,9 @@ typedef struct {
 } OnednnCtx;
 
 /* The layout key of a reordered convolution weight: the oneDNN layout, and
- * which filter of the op it is (0: its own, 1 + p: upconv phase p). */
+ * which filter of the op it is (0: its own, 1 + p: upconv phase p or
+ * causal time tap p, ONEDNN_WEIGHT_WINOGRAD: winograd.c's transform). */
+#define ONEDNN_WEIGHT_WINOGRAD (-1)
 typedef struct {
   int variant;
   dnnl_memory_desc_t md;
@@ -128,7 +130,15 @@ typedef struct {
 typedef enum {
   STEP_PRIM, STEP_GROUP_NORM, STEP_ATTENTION, STEP_INTERLEAVE,
   STEP_CAUSAL, STEP_RMS_NORM, STEP_RESHAPE,   /* video ops */
+  STEP_WINOGRAD,               /* a CONV2D our Winograd kernel runs */
 } OnednnStepKind;
+
+typedef struct _OnednnWino OnednnWino;
+typedef struct {
+  OnednnWino *conv;
+  dnnl_memory_t src, dst;      /* the plan's values */
+  gboolean accumulate;         /* the residual is in dst */
+} OnednnWinoStep;
 
 typedef struct _OnednnCausal OnednnCausal;
 typedef struct _OnednnRmsNorm OnednnRmsNorm;
@@ -144,6 +154,7 @@ typedef struct {
   OnednnCausal *causal;
   OnednnRmsNorm *rms;
   OnednnReshape *reshape;
+  OnednnWinoStep wino;
 } OnednnStep;
 
 /* upconv.c: upsample2x + conv3x3 as four 2x2 phase convolutions. */
@@ -263,6 +274,28 @@ void onednn_causal_free (OnednnCausal *cc);
 /* Time tap TAU of a causal conv's [Cout, Cin, kt, k, k] weight as OIHW
  * (g_aligned_free). */
 float *onednn_causal_tap_weights (const VaeOp *op, int tau);
+/* winograd.c: our F(4x4, 3x3) Winograd convolution for AVX2 machines
+ * (oneDNN 2.6 has one for AVX-512 only), for 3x3 stride-1 pad-1 float32
+ * CONV2D and CAUSAL_CONV3D (time stride 1) over nChw8c, C % 8 == 0 and
+ * K % 16 == 0, no activation or ReLU. */
+/* Whether the kernel takes OP on this CPU (VAE_ONEDNN_WINOGRAD=0: never). */
+gboolean onednn_wino_applies (const VaeOp *op);
+/* MD is float32 nChw8c without channel padding (what the kernel reads). */
+gboolean onednn_wino_layout_ok (const dnnl_memory_desc_t *md);
+/* Bytes of OP's filter in the Winograd domain (4x the 3x3 filter). */
+gsize onednn_wino_filter_bytes (const VaeOp *op);
+/* For T_OUT output frames of H x W; the filter transformed once per engine
+ * (its weight cache), the threads' scratch in the engine's scratchpad. */
+OnednnWino *onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
+                             GError **error);
+/* Output frame t = act(bias + sum_tau conv(tap tau, frame t + tau of
+ * [HIST | CHUNK]) [+ what DST holds, when ACCUMULATE]); HIST: the kt - 1
+ * frames before the chunk, NULL when they are zero (their taps are
+ * skipped).  A CONV2D is one tap and no history. */
+gboolean onednn_wino_run (const OnednnCtx *ctx, const OnednnWino *wn, const float *hist,
+                          const float *chunk, float *dst, gboolean accumulate, GError **error);
+void onednn_wino_free (OnednnWino *wn);
+
 /* onednn-plan.c: OP's weights reordered into W_MD, once per engine (the
  * engine's weight cache): PHASE -1 the op's own filter, an upconv phase
  * for CONV2D, the time tap for CAUSAL_CONV3D. */

@@ -395,6 +395,19 @@ add_single_op_cases (Gen *g, int kind)
                       size_in (g, 2, big), 0, 1, "-> %d ch, %s, act %s", oc,
                       bias ? "bias" : "no bias", act_names[act]);
           }
+          /* our AVX2 Winograd F(4x4, 3x3) (ext/onednn/winograd.c): 8k in,
+           * 16k out, any size (partial 4x4 tiles, frames smaller than a
+           * tile), ReLU or none (SiLU goes direct), bias and residual */
+          if (act != VAE_ACT_SILU) {
+            int oc = block_channels (g);
+            gboolean res = g_rand_boolean (g->rng), bias = g_rand_boolean (g->rng);
+            int ic = res ? oc : 8 * rint_in (g, 1, 6);
+            VaeGraph *gr = vae_graph_new (ic);
+            add_conv (g, gr, "conv3x3", 0, oc, 3, 1, 1, 1, 1, 1, bias, res ? 0 : -1, act);
+            case_add (g, "conv2d 3x3 s1 (own winograd)", gr, next_batch (g),
+                      size_in (g, 1, big), size_in (g, 1, big), 0, 1, "%d -> %d ch, %s%s, act %s",
+                      ic, oc, bias ? "bias" : "no bias", res ? ", + input" : "", act_names[act]);
+          }
           /* the KL downsample: 3x3 stride 2, asymmetric pad (0, 0, 1, 1) */
           {
             int ic = g_rand_boolean (g->rng) ? odd_channels (g, 1, 40) : block_channels (g);
@@ -531,6 +544,23 @@ add_single_op_cases (Gen *g, int kind)
                              kt, ts, K, k, k, bias ? "bias" : "no bias",
                              res ? ", + input" : "", act_names[act]);
           }
+      /* our AVX2 Winograd over time taps (ext/onednn/winograd.c): 3x3,
+       * 8k in, 16k out, ReLU or none, taps over zero history skipped at
+       * the stream's start */
+      for (int r = 0; r < reps; r++)
+        for (int kt = 1; kt <= 3; kt++) {
+          const int *sched = sched_s1[(r + kt) % 3];
+          VaeActivation act = (r + kt) % 2 ? VAE_ACT_RELU : VAE_ACT_NONE;
+          int oc = block_channels (g);
+          gboolean res = g_rand_boolean (g->rng), bias = g_rand_boolean (g->rng);
+          int ic = res ? oc : 8 * rint_in (g, 1, 6);
+          VaeGraph *gr = vae_graph_new (ic);
+          add_cconv (g, gr, "cconv", 0, oc, kt, 1, 3, bias, kt > 1 ? 0 : -1, res ? 0 : -1, act);
+          case_add_stream (g, "causal_conv3d (own winograd)", gr, NULL, sched,
+                           size_in (g, 1, big), size_in (g, 1, big), 1, 0, 1,
+                           "%d -> %d ch, kt %d, 3x3, %s%s, act %s", ic, oc, kt,
+                           bias ? "bias" : "no bias", res ? ", + input" : "", act_names[act]);
+        }
       /* TIME_PASSTHROUGH in the first chunk (Wan's downsample3d: the
        * frame passes and is kept), the stride-2 time conv after */
       for (int r = 0; r < reps; r++) {
