@@ -187,7 +187,7 @@ onednn_causal_new (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc
 
   const int K = cc->K, T = cc->t, kt = op->kt, s = op->time_stride;
   const int tout = out_md->dims[0];
-  if (onednn_wino_applies (op) && onednn_wino_layout_ok (in_md)
+  if (onednn_wino_applies (ctx, op) && onednn_wino_layout_ok (in_md)
       && onednn_wino_layout_ok (out_md)) {
     g_assert (K == kt - 1 && tout == T);
     cc->residual_in_dst = residual_in_dst;

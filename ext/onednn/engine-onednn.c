@@ -37,6 +37,16 @@ onednn_open (VaeEngine *engine, GError **error)
                  "convolutions for this CPU (%s); use float32", onednn_cpu_isa_name ());
     return FALSE;
   }
+  /* Our Winograd (winograd.c): on by default where it runs, for layers
+   * whose transformed filter (4x the 3x3 filter) fits the cap. */
+  static const char *const wino_modes[] = { "auto", "off", NULL };
+  int wino_mode = g_strcmp0 (g_getenv ("VAE_ONEDNN_WINOGRAD"), "0") == 0 ? 1 : 0;
+  int wino_mib = 128;
+  if (!vae_engine_setting_choice (engine, "winograd", wino_modes, &wino_mode, error)
+      || !vae_engine_setting_int (engine, "winograd-max-mib", 1, 1 << 20, &wino_mib, error))
+    return FALSE;
+  self->ctx.winograd = wino_mode == 0;
+  self->ctx.wino_max_bytes = (gsize) wino_mib << 20;
 #ifdef _OPENMP
   if (engine->options.threads > 0)
     omp_set_num_threads (engine->options.threads);
@@ -250,8 +260,17 @@ onednn_probe (GError **error)
   return VAE_ENGINE_RANK_CPU;
 }
 
+static const VaeEngineSetting onednn_settings[] = {
+  { "winograd", "auto (default) or off: our Winograd F(4x4,3x3) for 3x3 convolutions on "
+                "AVX2 CPUs (oneDNN's own on AVX-512)" },
+  { "winograd-max-mib", "largest transformed filter of a layer that runs Winograd, in MiB "
+                        "(default 128; a transformed filter is 4x the layer's 3x3 filter)" },
+  { NULL, NULL }
+};
+
 const VaeEngineVTable vae_engine_onednn = {
   .name = "cpu",
+  .settings = onednn_settings,
   .instance_size = sizeof (OnednnEngine),
   .open = onednn_open,
   .submit = onednn_submit,

@@ -8,23 +8,14 @@
  * a new op kind decides here what it may fuse with, and nowhere else. */
 #include "onednn-private.h"
 
-static gboolean
-winograd_enabled (void)
-{
-  static int enabled = -1;
-  if (enabled < 0)
-    enabled = g_strcmp0 (g_getenv ("VAE_ONEDNN_WINOGRAD"), "0") != 0
-              && onednn_cpu_has_avx512 ();   /* oneDNN 2.6: AVX-512 kernels only */
-  return enabled;
-}
-
 /* Why: oneDNN's Winograd kernel (jit_wino_4x3) takes only 3x3, stride 1,
  * pad 1 float32 convolutions over whole 16-channel blocks, and is 2.4x to
  * 4.6x direct convolution there. */
 gboolean
-onednn_fuse_winograd (const VaeOp *op, dnnl_data_type_t src_dt)
+onednn_fuse_winograd (const OnednnCtx *ctx, const VaeOp *op, dnnl_data_type_t src_dt)
 {
-  return winograd_enabled () && src_dt == dnnl_f32 && op->kind == VAE_OP_CONV2D
+  return ctx->winograd && onednn_cpu_has_avx512 ()   /* oneDNN 2.6: AVX-512 kernels only */
+      && src_dt == dnnl_f32 && op->kind == VAE_OP_CONV2D
       && op->kernel == 3 && op->stride == 1 && op->pad_top == 1 && op->pad_left == 1
       && op->pad_bottom == 1 && op->pad_right == 1 && op->in_channels % 16 == 0
       && op->out_channels % 16 == 0;
@@ -48,8 +39,8 @@ onednn_fuse_conv_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt)
  * 3x3 (oneDNN's, or ours on AVX2): 36 multiplies per 16 outputs beat the
  * four phases' 64. */
 void
-onednn_fuse_upsamples (const VaeGraph *graph, dnnl_data_type_t dt, VaeOp *ops,
-                       gboolean *skip, gboolean *upconv)
+onednn_fuse_upsamples (const OnednnCtx *ctx, const VaeGraph *graph, dnnl_data_type_t dt,
+                       VaeOp *ops, gboolean *skip, gboolean *upconv)
 {
   guint n_ops = graph->ops->len;
   g_autofree int *readers = g_new0 (int, graph->values->len);
@@ -63,8 +54,8 @@ onednn_fuse_upsamples (const VaeGraph *graph, dnnl_data_type_t dt, VaeOp *ops,
   for (guint i = 0; i + 1 < n_ops; i++) {
     VaeOp *up = &ops[i], *conv = &ops[i + 1];
     if (onednn_upconv_foldable (up, conv, readers[up->out]) && up->out != graph->output
-        && !(onednn_fuse_winograd (conv, dnnl_f32) && !onednn_fuse_conv_bf16 (graph, conv, dt))
-        && !(dt == dnnl_f32 && onednn_wino_applies (conv))) {
+        && !(onednn_fuse_winograd (ctx, conv, dnnl_f32) && !onednn_fuse_conv_bf16 (graph, conv, dt))
+        && !(dt == dnnl_f32 && onednn_wino_applies (ctx, conv))) {
       skip[i] = TRUE;
       upconv[i + 1] = TRUE;
       conv->in = up->in;

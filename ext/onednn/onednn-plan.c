@@ -16,7 +16,8 @@
  * float32 3x3 convolutions run as Winograd F(4x4, 3x3) (oneDNN's
  * jit_wino_4x3) where the ISA has it: 2.4x to 4.6x the throughput of
  * direct convolution on these shapes, within the float32 tolerances of the
- * golden tests.  VAE_ONEDNN_WINOGRAD=0 turns it off (for comparisons).
+ * golden tests.  The engine setting winograd=off (or VAE_ONEDNN_WINOGRAD=0)
+ * turns it off (for comparisons).
  *
  * onednn_plan_new runs four jobs, in order (see there): fusions (what
  * folds into what: onednn-fuse.c), values (each value's own shape, frame
@@ -269,7 +270,7 @@ onednn_conv_pd (const OnednnCtx *ctx, const VaeOp *op, const dnnl_memory_desc_t 
     DNNL_TRY (onednn_append_activation (po, op->act), "activation post-op", op->name);
   DNNL_TRY (dnnl_primitive_attr_set_post_ops (attr, po), "post-ops", op->name);
   /* Winograd where it applies and oneDNN has it, else direct. */
-  gboolean wino = onednn_fuse_winograd (op, src_md->data_type);
+  gboolean wino = onednn_fuse_winograd (ctx, op, src_md->data_type);
   for (int attempt = wino ? 0 : 1; attempt < 2; attempt++) {
     dnnl_alg_kind_t alg = attempt == 0 ? dnnl_convolution_winograd : dnnl_convolution_direct;
     DNNL_TRY (dnnl_convolution_forward_desc_init (&desc, dnnl_forward_inference, alg,
@@ -597,7 +598,7 @@ plan_fusions (PlanBuild *b)
   plan->wino = g_new0 (gboolean, MAX (plan->n_ops, 1));
   for (guint i = 0; i < plan->n_ops; i++)
     plan->ops[i] = *vae_graph_op (graph, i);
-  onednn_fuse_upsamples (graph, plan->dt, plan->ops, plan->skip, plan->upconv);
+  onednn_fuse_upsamples (b->ctx, graph, plan->dt, plan->ops, plan->skip, plan->upconv);
   onednn_fuse_bf16_values (graph, plan->dt, plan->ops, plan->skip, b->conv_only);
 }
 
@@ -689,7 +690,7 @@ plan_layouts (PlanBuild *b, GError **error)
           b->phases_size = MAX (b->phases_size, dnnl_memory_desc_get_size (&out->md));
           break;
         }
-        if (onednn_wino_applies (op) && onednn_wino_layout_ok (src_md)) {
+        if (onednn_wino_applies (ctx, op) && onednn_wino_layout_ok (src_md)) {
           md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
           if (onednn_wino_layout_ok (&out->md)) {
             plan->wino[i] = TRUE;

@@ -41,6 +41,10 @@ typedef struct {
   /* Convolution weights reordered into their primitives' layouts, once per
    * engine (weight, variant, layout): every plan borrows them. */
   VaeWeightCache *weights;
+  /* The engine's settings: Winograd (oneDNN's on AVX-512, ours on AVX2)
+   * at all, and the largest transformed filter of a layer ours runs. */
+  gboolean winograd;
+  gsize wino_max_bytes;
 } OnednnCtx;
 
 /* The layout key of a reordered convolution weight: the oneDNN layout, and
@@ -166,13 +170,13 @@ void onednn_interleave_run (const OnednnInterleave *il);
 /* onednn-fuse.c: what folds into what, decided on the graph alone before
  * any layout or primitive exists (see there for the why of each). */
 /* The Winograd kernel applies to OP reading SRC_DT (3x3 float32). */
-gboolean onednn_fuse_winograd (const VaeOp *op, dnnl_data_type_t src_dt);
+gboolean onednn_fuse_winograd (const OnednnCtx *ctx, const VaeOp *op, dnnl_data_type_t src_dt);
 /* OP runs in bf16 when the plan's activation type is DT (the bf16 option). */
 gboolean onednn_fuse_conv_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt);
 /* Folds upsample2x + conv3x3 pairs: OPS (the graph's, copied) get the conv
  * reading the upsample's input, SKIP[i] the upsample, UPCONV[i+1] the conv. */
-void onednn_fuse_upsamples (const VaeGraph *graph, dnnl_data_type_t dt, VaeOp *ops,
-                            gboolean *skip, gboolean *upconv);
+void onednn_fuse_upsamples (const OnednnCtx *ctx, const VaeGraph *graph, dnnl_data_type_t dt,
+                            VaeOp *ops, gboolean *skip, gboolean *upconv);
 /* CONV_ONLY[v]: value v is stored in DT (bf16), read only by bf16 convs. */
 void onednn_fuse_bf16_values (const VaeGraph *graph, dnnl_data_type_t dt, const VaeOp *ops,
                               const gboolean *skip, gboolean *conv_only);
@@ -278,8 +282,8 @@ float *onednn_causal_tap_weights (const VaeOp *op, int tau);
  * (oneDNN 2.6 has one for AVX-512 only), for 3x3 stride-1 pad-1 float32
  * CONV2D and CAUSAL_CONV3D (time stride 1) over nChw8c, C % 8 == 0 and
  * K % 16 == 0, no activation or ReLU. */
-/* Whether the kernel takes OP on this CPU (VAE_ONEDNN_WINOGRAD=0: never). */
-gboolean onednn_wino_applies (const VaeOp *op);
+/* Whether the kernel takes OP on this CPU within CTX's filter cap. */
+gboolean onednn_wino_applies (const OnednnCtx *ctx, const VaeOp *op);
 /* MD is float32 nChw8c without channel padding (what the kernel reads). */
 gboolean onednn_wino_layout_ok (const dnnl_memory_desc_t *md);
 /* Bytes of OP's filter in the Winograd domain (4x the 3x3 filter). */

@@ -59,22 +59,6 @@ struct _OnednnWino {
   gboolean relu;
 };
 
-/* Transformed filters larger than this run direct (VAE_ONEDNN_WINO_MAX_MIB
- * overrides): a 384 -> 384 Wan 3x3x3 layer is 64 MiB in the Winograd
- * domain, a 1024-channel Wan 2.2 one 453 MiB, and those run on small
- * frames where Winograd gains least. */
-static gsize
-max_filter_bytes (void)
-{
-  static gsize bytes = 0;
-  if (!bytes) {
-    const char *env = g_getenv ("VAE_ONEDNN_WINO_MAX_MIB");
-    gsize mib = env ? g_ascii_strtoull (env, NULL, 10) : 128;
-    bytes = MAX (mib, 1) << 20;
-  }
-  return bytes;
-}
-
 static gboolean
 cpu_takes_it (void)
 {
@@ -84,8 +68,7 @@ cpu_takes_it (void)
     __builtin_cpu_init ();
     ok = __builtin_cpu_supports ("avx2") && __builtin_cpu_supports ("fma")
         && !onednn_cpu_has_avx512 ()     /* there oneDNN's own runs */
-        && onednn_channel_block () == CBLK
-        && g_strcmp0 (g_getenv ("VAE_ONEDNN_WINOGRAD"), "0") != 0;
+        && onednn_channel_block () == CBLK;
 #else
     ok = 0;
 #endif
@@ -105,8 +88,11 @@ onednn_wino_filter_bytes (const VaeOp *op)
   return (gsize) NPTS * op_taps (op) * op->in_channels * op->out_channels * sizeof (float);
 }
 
+/* The cap (the engine's winograd-max-mib, default 128 MiB): a 384 -> 384
+ * Wan 3x3x3 layer is 64 MiB in the Winograd domain, a 1024-channel Wan 2.2
+ * one 453 MiB, and those run on small frames where Winograd gains least. */
 gboolean
-onednn_wino_applies (const VaeOp *op)
+onednn_wino_applies (const OnednnCtx *ctx, const VaeOp *op)
 {
   if (op->kind == VAE_OP_CAUSAL_CONV3D) {
     if (op->time_passthrough || op->time_stride != 1 || op->kt < 1)
@@ -114,11 +100,11 @@ onednn_wino_applies (const VaeOp *op)
   } else if (op->kind != VAE_OP_CONV2D) {
     return FALSE;
   }
-  return cpu_takes_it () && op->kernel == 3 && op->stride == 1 && op->pad_top == 1
+  return ctx->winograd && cpu_takes_it () && op->kernel == 3 && op->stride == 1 && op->pad_top == 1
       && op->pad_left == 1 && op->pad_bottom == 1 && op->pad_right == 1
       && op->in_channels % CBLK == 0 && op->out_channels % KBLK == 0
       && (op->act == VAE_ACT_NONE || op->act == VAE_ACT_RELU)
-      && onednn_wino_filter_bytes (op) <= max_filter_bytes ();
+      && onednn_wino_filter_bytes (op) <= ctx->wino_max_bytes;
 }
 
 gboolean
@@ -429,7 +415,7 @@ OnednnWino *
 onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
                  GError **error)
 {
-  g_return_val_if_fail (onednn_wino_applies (op), NULL);
+  g_return_val_if_fail (onednn_wino_applies (ctx, op), NULL);
   OnednnWino *wn = g_new0 (OnednnWino, 1);
   wn->op = op;
   wn->C = op->in_channels;

@@ -557,7 +557,10 @@ test_settings (void)
   g_autoptr (GError) err = NULL;
   struct { const char *backend, *setting, *want[3]; } cases[] = {
     { "remote", "colour=red", { "engine 'remote' has no setting 'colour'", "endpoint, token" } },
-    { "cpu", "token=sekrit", { "engine 'cpu' has no setting 'token'", "(it takes: none)" } },
+    { "cpu", "token=sekrit", { "engine 'cpu' has no setting 'token'",
+                               "(it takes: winograd, winograd-max-mib)" } },
+    { "cpu", "winograd=fast", { "engine 'cpu'", "winograd='fast'", "auto, off" } },
+    { "cpu", "winograd-max-mib=0", { "engine 'cpu'", "winograd-max-mib='0'", "1 to" } },
     { "cpu", "sekrit", { "engine 'cpu': setting 1 is not key=value" } },
     { "remote", "timeout-ms=soon", { "engine 'remote'", "timeout-ms='soon'", "1 to 3600000" } },
     { "remote", "retries=101", { "retries='101'", "0 to 100" } },
@@ -609,7 +612,16 @@ test_settings (void)
   g_assert_nonnull (info.settings);
   g_assert_cmpstr (info.settings[0].key, ==, "endpoint");
   g_assert_true (vae_engine_backend_info ("cpu", &info));
-  g_assert_null (info.settings);
+  g_assert_nonnull (info.settings);
+  g_assert_cmpstr (info.settings[0].key, ==, "winograd");
+  g_assert_cmpstr (info.settings[1].key, ==, "winograd-max-mib");
+  g_assert_null (info.settings[2].key);
+  /* Valid cpu settings open. */
+  const char *cpu_ok[] = { "winograd=off", "winograd-max-mib=16", NULL };
+  o.settings = cpu_ok;
+  e = vae_engine_new ("cpu", m, &o, &err);
+  g_assert_no_error (err);
+  vae_engine_free (e);
 }
 
 /* A preset (no weights) runs on the remote engine only. */

@@ -9,6 +9,7 @@
  * that weight again.  Runs the cpu engine, and cuda where it can run. */
 #include <glib.h>
 #include <math.h>
+#include <string.h>
 #include "engine.h"
 #include "weight-cache.h"
 
@@ -185,6 +186,110 @@ test_cpu (void)
   check_engine ("cpu");
 }
 
+/* The cpu engine's settings pick the 3x3 kernel: winograd=auto runs our
+ * Winograd (AVX2) or oneDNN's (AVX-512) on the 16k-channel layers,
+ * winograd=off direct convolution, winograd-max-mib caps the transformed
+ * filter of a layer ours takes.  The outputs agree within the float32
+ * tolerance but not bit for bit, which is how this sees the path taken. */
+static VaeModel *
+wide_model (void)
+{
+  g_autoptr (GRand) rng = g_rand_new_with_seed (11);
+  VaeModel *m = g_new0 (VaeModel, 1);
+  m->name = g_strdup ("wide");
+  m->path = g_strdup ("wide");
+  m->family = VAE_FAMILY_TINY;
+  m->image_channels = 3;
+  m->latent_channels = 16;
+  m->levels = 1;
+  m->spatial_factor = 1;
+  m->scaling_factor = 1.0;
+  m->image_min = -1.0f;
+  m->weights = vae_weight_store_new ();
+  VaeGraph *e = vae_graph_new_shared (3, m->weights);
+  int x = vae_graph_conv (e, "in", 0, 16, 3, 1, 1, 1, 1, 1, conv_weight (rng, 16, 3, 3),
+                          random_floats (rng, 16, 0.1), -1, VAE_ACT_RELU);
+  /* 36 x 16 x 16 floats in the Winograd domain: under any cap */
+  x = vae_graph_conv (e, "small", x, 16, 3, 1, 1, 1, 1, 1, conv_weight (rng, 16, 16, 3),
+                      random_floats (rng, 16, 0.1), x, VAE_ACT_RELU);
+  /* 2.25 MiB there: over a 1 MiB cap */
+  x = vae_graph_conv (e, "wide", x, 128, 3, 1, 1, 1, 1, 1, conv_weight (rng, 128, 16, 3),
+                      NULL, -1, VAE_ACT_NONE);
+  x = vae_graph_conv (e, "wider", x, 128, 3, 1, 1, 1, 1, 1, conv_weight (rng, 128, 128, 3),
+                      random_floats (rng, 128, 0.1), x, VAE_ACT_RELU);
+  vae_graph_conv (e, "out", x, 16, 3, 1, 1, 1, 1, 1, conv_weight (rng, 16, 128, 3), NULL, -1,
+                  VAE_ACT_NONE);
+  m->encoder = e;
+  m->decoder = vae_graph_new_shared (16, m->weights);
+  vae_graph_conv (m->decoder, "dec", 0, 3, 1, 1, 0, 0, 0, 0, conv_weight (rng, 3, 16, 1),
+                  NULL, -1, VAE_ACT_NONE);
+  return m;
+}
+
+static float *
+run_with (const VaeModel *m, const char *setting, const float *in)
+{
+  const char *settings[] = { setting, NULL };
+  VaeEngineOptions options = VAE_ENGINE_OPTIONS_INIT;
+  options.settings = settings;
+  g_autoptr (GError) error = NULL;
+  g_autoptr (VaeEngine) engine = vae_engine_new ("cpu", m, &options, &error);
+  g_assert_no_error (error);
+  /* 2 frames of 19 x 13: partial 4x4 tiles on both sides */
+  return run (engine, m, VAE_DIRECTION_ENCODE, 2, 13, 19, in);
+}
+
+static double
+rel_l2 (const float *a, const float *b, gsize n)
+{
+  double d = 0, r = 0;
+  for (gsize i = 0; i < n; i++) {
+    d += ((double) a[i] - b[i]) * ((double) a[i] - b[i]);
+    r += (double) b[i] * b[i];
+  }
+  return sqrt (d / MAX (r, 1e-30));
+}
+
+static gboolean
+same_bits (const float *a, const float *b, gsize n)
+{
+  return memcmp (a, b, n * sizeof (float)) == 0;
+}
+
+static void
+test_cpu_winograd (void)
+{
+  g_autoptr (VaeModel) m = wide_model ();
+  g_autoptr (GRand) rng = g_rand_new_with_seed (12);
+  const gsize n_in = (gsize) 2 * 3 * 13 * 19, n_out = (gsize) 2 * 16 * 13 * 19;
+  g_autofree float *in = random_floats (rng, n_in, 1.0);
+  g_autofree float *direct = run_with (m, "winograd=off", in);
+  g_autofree float *wino = run_with (m, "winograd=auto", in);
+  g_autofree float *capped = run_with (m, "winograd-max-mib=1", in);
+  g_test_message ("auto vs off: rel L2 %.2e; capped vs off %.2e", rel_l2 (wino, direct, n_out),
+                  rel_l2 (capped, direct, n_out));
+  g_assert_cmpfloat (rel_l2 (wino, direct, n_out), <=, 1e-5);
+  g_assert_cmpfloat (rel_l2 (capped, direct, n_out), <=, 1e-5);
+#if defined(__x86_64__)
+  __builtin_cpu_init ();
+  if (__builtin_cpu_supports ("avx512f")) {
+    g_test_message ("AVX-512: oneDNN's Winograd, not ours; the cap is not seen here");
+    g_assert_false (same_bits (wino, direct, n_out));
+    return;
+  }
+  if (!__builtin_cpu_supports ("avx2") || !__builtin_cpu_supports ("fma")) {
+    g_test_skip ("no AVX2: the cpu engine has no Winograd on this CPU");
+    return;
+  }
+  /* ours ran; the capped run took it on the small layers only */
+  g_assert_false (same_bits (wino, direct, n_out));
+  g_assert_false (same_bits (capped, direct, n_out));
+  g_assert_false (same_bits (capped, wino, n_out));
+#else
+  g_test_skip ("not x86-64: the cpu engine has no Winograd of its own here");
+#endif
+}
+
 static void
 test_cuda (void)
 {
@@ -201,6 +306,7 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/engine-weights/cache", test_cache);
   g_test_add_func ("/engine-weights/cpu", test_cpu);
+  g_test_add_func ("/engine-weights/cpu-winograd", test_cpu_winograd);
   g_test_add_func ("/engine-weights/cuda", test_cuda);
   return g_test_run ();
 }
