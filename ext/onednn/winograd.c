@@ -143,6 +143,8 @@ transform_filter (const VaeOp *op, GError **error)
   if (!u)
     return NULL;
   const int kbs = K / KBLK;
+  /* Once per engine, but 4 s single-threaded for Wan 2.1's decoder. */
+#pragma omp parallel for schedule(static)
   for (int k = 0; k < K; k++)
     for (int tau = 0; tau < kt; tau++)
       for (int c = 0; c < C; c++) {
