@@ -279,6 +279,8 @@ cuda_open_inner (VaeEngine *engine, GError **error)
   ctx->sizes = g_hash_table_new (NULL, NULL);
   ctx->algos = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   ctx->filters = vae_weight_cache_new (sizeof (CudaWeightLayout), NULL, cache_free, ctx);
+  /* Once a filter is on the device, its float32 original may leave memory. */
+  vae_weight_cache_release_originals (ctx->filters, engine->model->weights);
   ctx->vectors = vae_weight_cache_new (sizeof (CudaWeightLayout), NULL, cache_free, ctx);
   self->last_ms = -1;
 

@@ -57,6 +57,8 @@ onednn_open (VaeEngine *engine, GError **error)
   DNNL_TRY (dnnl_stream_create (&self->ctx.stream, self->ctx.engine,
                                 dnnl_stream_default_flags), "stream creation", "cpu");
   self->ctx.weights = onednn_weight_cache_new ();
+  /* Once a filter is reordered, its float32 original may leave memory. */
+  vae_weight_cache_release_originals (self->ctx.weights, engine->model->weights);
   return TRUE;
 fail:
   if (self->ctx.engine)

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <string.h>
 
+#include <fcntl.h>
 #include <glib/gstdio.h>
 #include <unistd.h>
 
@@ -801,6 +802,88 @@ test_open_files (void)
   g_rmdir (dir);
 }
 
+/* ---- file mappings ---- */
+
+/* Pages wholly inside P .. P + N mapped into this process (bit 63 of
+ * /proc/self/pagemap), of *INNER; -1 when pagemap cannot be read. */
+static gint64
+resident_pages (const void *p, gsize n, guint64 *inner)
+{
+  int fd = g_open ("/proc/self/pagemap", O_RDONLY, 0);
+  if (fd < 0)
+    return -1;
+  const guintptr page = (guintptr) sysconf (_SC_PAGESIZE);
+  gint64 present = 0;
+  *inner = 0;
+  for (guintptr v = ((guintptr) p + page - 1) / page; v < ((guintptr) p + n) / page; v++) {
+    guint64 entry;
+    if (pread (fd, &entry, sizeof entry, (off_t) (v * sizeof entry)) != sizeof entry) {
+      present = -1;
+      break;
+    }
+    present += (entry >> 63) & 1;
+    (*inner)++;
+  }
+  close (fd);
+  return present;
+}
+
+/* A file's tensors lie in a private mapping whose pages can be given back
+ * and read again, unchanged; files from memory have no such mapping. */
+static void
+test_file_mapping (void)
+{
+  g_autoptr (GError) error = NULL;
+  const gsize page = (gsize) sysconf (_SC_PAGESIZE);
+  const gsize n = (5 * page + 100) / 4;
+  g_autofree float *values = g_new (float, n);
+  for (gsize i = 0; i < n; i++)
+    values[i] = (float) i * 0.25f - 7.0f;
+  const guint8 pad[3] = { 1, 2, 3 };
+  const gint64 pad_shape[1] = { 3 }, x_shape[1] = { (gint64) n };
+  g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
+  g_assert_true (vae_safetensors_writer_add (w, "pad", VAE_DTYPE_U8, 1, pad_shape, pad, 3,
+                                             &error));
+  g_assert_true (vae_safetensors_writer_add (w, "x", VAE_DTYPE_F32, 1, x_shape, values,
+                                             n * 4, &error));
+  g_autoptr (GBytes) mem = vae_safetensors_writer_serialize (w, &error);
+  g_assert_no_error (error);
+  g_autofree char *path = write_temp (g_bytes_get_data (mem, NULL), g_bytes_get_size (mem));
+
+  VaeSafetensors *from_mem = vae_safetensors_new_from_bytes (mem, "mem", &error);
+  g_assert_no_error (error);
+  g_assert_null (vae_safetensors_ref_file_mapping (from_mem));
+  vae_safetensors_free (from_mem);
+
+  VaeSafetensors *st = vae_safetensors_open (path, &error);
+  g_assert_no_error (error);
+  GBytes *mapping = vae_safetensors_ref_file_mapping (st);
+  g_assert_nonnull (mapping);
+  const VaeTensorView *x = vae_safetensors_lookup (st, "x");
+  const float *data = (const float *) x->data;
+  vae_safetensors_free (st);   /* the reference keeps the data */
+  g_assert_cmpmem (data, n * 4, values, n * 4);   /* read: resident */
+
+  guint64 inner = 0;
+  gint64 before = resident_pages (data, n * 4, &inner);
+  gsize released = vae_safetensors_mapping_release (mapping, data, n * 4);
+  g_assert_cmpuint (released, ==, inner * page);
+  g_assert_cmpuint (inner, >=, 4);
+  gint64 after = resident_pages (data, n * 4, &inner);
+  if (before >= 0) {
+    g_assert_cmpint (before, ==, (gint64) inner);
+    g_assert_cmpint (after, ==, 0);
+  }
+  /* Read again: from the file, the same values. */
+  g_assert_cmpmem (data, n * 4, values, n * 4);
+  g_assert_cmpint (resident_pages (data, n * 4, &inner), !=, 0);
+  /* Too little for a whole page: nothing given back, nothing wrong. */
+  g_assert_cmpuint (vae_safetensors_mapping_release (mapping, data + 1, 16), ==, 0);
+  g_assert_cmpfloat (data[1], ==, values[1]);
+  g_bytes_unref (mapping);
+  g_unlink (path);
+}
+
 /* ---- lookups and shape checks ---- */
 
 static void
@@ -849,6 +932,7 @@ main (int argc, char **argv)
   g_test_add_func ("/safetensors/unaligned", test_unaligned);
   g_test_add_func ("/safetensors/check-shape", test_check_shape);
   g_test_add_func ("/safetensors/open-files", test_open_files);
+  g_test_add_func ("/safetensors/file-mapping", test_file_mapping);
   g_test_add_func ("/safetensors/corrupt/sizes", test_corrupt_sizes);
   g_test_add_func ("/safetensors/corrupt/truncated", test_corrupt_truncated);
   g_test_add_func ("/safetensors/corrupt/deep", test_corrupt_deep);

@@ -1,9 +1,19 @@
 #include "graph.h"
+#include "safetensors.h"
 #include <string.h>
+
+typedef struct {
+  GBytes *mapping;         /* borrowed from the store's mappings */
+  gsize n_bytes;
+} MappedArray;
 
 struct _VaeWeightStore {
   gint ref;
   GHashTable *arrays;      /* float * -> itself, owned (g_free) */
+  GHashTable *mapped;      /* float * -> MappedArray (g_free): in a file's mapping */
+  GPtrArray *mappings;     /* GBytes, a reference each */
+  guint64 mapped_bytes;
+  gsize released;          /* bytes given back, atomically updated */
 };
 
 VaeWeightStore *
@@ -12,6 +22,8 @@ vae_weight_store_new (void)
   VaeWeightStore *w = g_new0 (VaeWeightStore, 1);
   w->ref = 1;
   w->arrays = g_hash_table_new_full (g_direct_hash, g_direct_equal, g_free, NULL);
+  w->mapped = g_hash_table_new_full (g_direct_hash, g_direct_equal, NULL, g_free);
+  w->mappings = g_ptr_array_new_with_free_func ((GDestroyNotify) g_bytes_unref);
   return w;
 }
 
@@ -27,6 +39,8 @@ vae_weight_store_unref (VaeWeightStore *w)
 {
   if (w && g_atomic_int_dec_and_test (&w->ref)) {
     g_hash_table_unref (w->arrays);
+    g_hash_table_unref (w->mapped);
+    g_ptr_array_unref (w->mappings);   /* after the arrays that point into them */
     g_free (w);
   }
 }
@@ -34,16 +48,86 @@ vae_weight_store_unref (VaeWeightStore *w)
 float *
 vae_weight_store_adopt (VaeWeightStore *w, float *data)
 {
-  /* g_hash_table_add on a key it holds would free that key (the old one). */
-  if (data && !g_hash_table_contains (w->arrays, data))
+  /* g_hash_table_add on a key it holds would free that key (the old one);
+   * a mapped array is never the store's to free. */
+  if (data && !g_hash_table_contains (w->arrays, data)
+      && !g_hash_table_contains (w->mapped, data))
     g_hash_table_add (w->arrays, data);
   return data;
+}
+
+float *
+vae_weight_store_add_mapped (VaeWeightStore *w, GBytes *mapping, const float *data,
+                             gsize n_bytes)
+{
+  g_return_val_if_fail (mapping != NULL && data != NULL, NULL);
+  g_return_val_if_fail (!g_hash_table_contains (w->arrays, data), NULL);
+  if (!g_hash_table_contains (w->mapped, data)) {
+    guint i = 0;
+    while (i < w->mappings->len && g_ptr_array_index (w->mappings, i) != mapping)
+      i++;
+    if (i == w->mappings->len)
+      g_ptr_array_add (w->mappings, g_bytes_ref (mapping));
+    MappedArray *m = g_new (MappedArray, 1);
+    m->mapping = g_ptr_array_index (w->mappings, i);
+    m->n_bytes = n_bytes;
+    g_hash_table_insert (w->mapped, (gpointer) data, m);
+    w->mapped_bytes += n_bytes;
+  }
+  /* Never written through: the pages are read-only. */
+  return (float *) data;
+}
+
+void
+vae_weight_store_split (VaeWeightStore *w, float *whole, guint n_parts, gsize part,
+                        float **parts)
+{
+  const MappedArray *m = g_hash_table_lookup (w->mapped, whole);
+  if (m) {
+    g_return_if_fail (m->n_bytes == n_parts * part * sizeof (float));
+    GBytes *mapping = m->mapping;   /* the store keeps its reference */
+    w->mapped_bytes -= m->n_bytes;
+    g_hash_table_remove (w->mapped, whole);   /* PARTS[0] is at WHOLE */
+    for (guint i = 0; i < n_parts; i++)
+      parts[i] = vae_weight_store_add_mapped (w, mapping, whole + i * part,
+                                              part * sizeof (float));
+    return;
+  }
+  g_return_if_fail (g_hash_table_contains (w->arrays, whole));
+  for (guint i = 0; i < n_parts; i++)
+    parts[i] = vae_weight_store_adopt (w, g_memdup2 (whole + i * part, part * sizeof (float)));
+  g_hash_table_remove (w->arrays, whole);   /* frees it */
+}
+
+gsize
+vae_weight_store_release (VaeWeightStore *w, const float *data)
+{
+  const MappedArray *m = data ? g_hash_table_lookup (w->mapped, data) : NULL;
+  if (!m)
+    return 0;
+  gsize n = vae_safetensors_mapping_release (m->mapping, data, m->n_bytes);
+  if (n > 0)
+    g_atomic_pointer_add (&w->released, (gssize) n);
+  return n;
 }
 
 guint
 vae_weight_store_count (const VaeWeightStore *w)
 {
-  return g_hash_table_size (w->arrays);
+  return g_hash_table_size (w->arrays) + g_hash_table_size (w->mapped);
+}
+
+guint64
+vae_weight_store_mapped_bytes (const VaeWeightStore *w)
+{
+  return w->mapped_bytes;
+}
+
+guint64
+vae_weight_store_released_bytes (const VaeWeightStore *w)
+{
+  /* A reader only: the cast drops a const that __atomic_load would not take. */
+  return (guint64) g_atomic_pointer_get ((gsize *) &w->released);
 }
 
 static void

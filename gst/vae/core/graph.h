@@ -17,9 +17,10 @@
  * weights.  Ops are in execution order and every op writes a new value.
  * The graph knows channel counts; spatial sizes follow from the ops
  * (vae_graph_infer_sizes) once the engine knows the input size.
- * Weights are float32, OIHW, owned by a VaeWeightStore that graphs share
+ * Weights are float32, OIHW, held by a VaeWeightStore that graphs share
  * (a model's store: a video model's first-chunk and steady-state graphs
- * run over the same weights); ops point into it. */
+ * run over the same weights); ops point into it.  Nothing writes them:
+ * large filters may lie in a read-only file mapping. */
 #pragma once
 #include <glib.h>
 
@@ -115,13 +116,13 @@ typedef struct {
   /* CONV2D: weight [out_channels, in_channels, kernel, kernel] */
   int in_channels, out_channels, kernel, stride;
   int pad_top, pad_left, pad_bottom, pad_right;
-  float *weight;           /* owned */
-  float *bias;             /* owned, NULL when the conv has none */
+  float *weight;           /* the store's (maybe mapped: read, never write) */
+  float *bias;             /* the store's, NULL when the conv has none */
 
   /* GROUP_NORM: channels = in_channels */
   int groups;
   float eps;
-  float *gamma, *beta;     /* owned */
+  float *gamma, *beta;     /* the store's */
 
   /* TANH_CLAMP */
   float clamp;
@@ -154,16 +155,60 @@ typedef struct {
  * reference to its store, so weights live as long as any graph over them
  * (and the model, which holds one too).  Engines key what they derive from
  * a weight (an upload, a reorder) by its pointer, so that a weight two
- * graphs share is prepared once per engine. */
+ * graphs share is prepared once per engine.
+ *
+ * Originals and prepared copies (issue 11): an engine runs its own copy
+ * of each convolution filter (reordered, uploaded), so once it has made
+ * it the float32 original is dead weight, as large as the model, until a
+ * later plan (another frame size or chunk length, another stream or
+ * engine) prepares a layout it has not made yet and reads it again.  So
+ * a filter stored as float32 in a file is not copied: it is served from
+ * the file's private read-only mapping (vae_weight_store_add_mapped), and
+ * after an engine prepared it (vae_weight_store_release, which the
+ * engines' weight caches call) its pages are dropped with MADV_DONTNEED.
+ * A later read faults them in again from the file, unchanged, since the
+ * pages were never written: the pointer stays valid and right for every
+ * reader, and nothing has to know whether it was released.  This is
+ * simpler and safer than freeing heap copies and converting them again
+ * on demand, which would need every reader of op->weight to ask for it
+ * and a way to know when none is reading it.  Weights that had to be
+ * converted (F16, BF16, F64 files, big-endian hosts, unaligned tensors)
+ * stay on the heap, and so do the small arrays engines read while running
+ * (biases, norm gammas and betas), which are not registered as mapped.
+ * The price: a model file rewritten in place while a model over it is
+ * loaded changes the weights it reads again (vae_safetensors_ref_file_mapping). */
 typedef struct _VaeWeightStore VaeWeightStore;
 VaeWeightStore *vae_weight_store_new (void);
 VaeWeightStore *vae_weight_store_ref (VaeWeightStore *w);
 void vae_weight_store_unref (VaeWeightStore *w);
 /* Takes over DATA (a g_malloc'd array; NULL is ignored) unless the store
- * already owns it; returns DATA. */
+ * already owns or maps it; returns DATA. */
 float *vae_weight_store_adopt (VaeWeightStore *w, float *data);
-/* Number of arrays the store owns. */
+/* Registers DATA, N_BYTES inside MAPPING (a file's private mapping from
+ * vae_safetensors_ref_file_mapping; the store keeps a reference), as an
+ * array of the store that it never frees and nothing writes; returns
+ * DATA.  Registering it again does nothing. */
+float *vae_weight_store_add_mapped (VaeWeightStore *w, GBytes *mapping, const float *data,
+                                    gsize n_bytes);
+/* Splits WHOLE, an array of the store of N_PARTS * PART floats that no
+ * graph uses yet, into the arrays PARTS[i] = its PART floats from i * PART
+ * on, which replace it: in place when WHOLE is mapped, else copies (and
+ * WHOLE is freed).  For a fused projection run as separate convolutions. */
+void vae_weight_store_split (VaeWeightStore *w, float *whole, guint n_parts, gsize part,
+                             float **parts);
+/* An engine has prepared its own copy of DATA: when DATA is a mapped
+ * array, the pages it alone covers are given back to the kernel
+ * (vae_safetensors_mapping_release), to be read again from the file if
+ * DATA is read again; anything else (heap arrays, NULL) is left alone.
+ * Returns the bytes given back.  Safe from any thread: the store does not
+ * change once its graphs are built. */
+gsize vae_weight_store_release (VaeWeightStore *w, const float *data);
+/* Number of arrays the store holds (owned or mapped). */
 guint vae_weight_store_count (const VaeWeightStore *w);
+/* Bytes of the mapped arrays; bytes given back so far (a page given back,
+ * read again and given back again counts twice). */
+guint64 vae_weight_store_mapped_bytes (const VaeWeightStore *w);
+guint64 vae_weight_store_released_bytes (const VaeWeightStore *w);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (VaeWeightStore, vae_weight_store_unref)
 
 typedef struct {

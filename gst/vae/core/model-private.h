@@ -19,6 +19,7 @@ typedef struct {
   VaeSafetensors *st;          /* borrowed */
   const char *label;           /* the file, for messages */
   GError *error;               /* first failure, owned */
+  VaeWeightStore *store;       /* borrowed: the model's, for vae_weights_load_filter */
 } VaeWeights;
 
 void vae_weights_fail (VaeWeights *w, VaeErrorCode code, const char *format, ...)
@@ -29,6 +30,15 @@ const VaeTensorView *vae_weights_find (VaeWeights *w, const char *name);
  * NAME) checked against SHAPE and widened to a g_malloc'd float array. */
 float *vae_weights_load (VaeWeights *w, const char *name, const VaeTensorView *t,
                          int ndim, const gint64 *shape);
+
+/* A convolution filter, which engines prepare their own copy of and then
+ * no longer read (graph.h, VaeWeightStore): as vae_weights_load, but a
+ * float32 tensor of a mapped file is served from the mapping rather than
+ * copied, so that it stops costing memory once prepared.  Either way the
+ * array belongs to W->store from the start: the caller never frees it
+ * (graph builders take it as one of the store's). */
+float *vae_weights_load_filter (VaeWeights *w, const char *name, const VaeTensorView *t,
+                                int ndim, const gint64 *shape);
 
 /* Graph builders that do nothing once W has an error (they return -1). */
 int vae_weights_conv (VaeWeights *w, VaeGraph *g, const char *op_name, int in,

@@ -196,17 +196,27 @@ wan_view (Wan *k, const char *dname)
   return wan_find (k, dname, &file_name);
 }
 
+/* DNAME's tensor as a caller-owned array, or (FILTER) as a convolution
+ * filter that the model's store holds (vae_weights_load_filter: served
+ * from the file's mapping where it can be), which the caller never frees. */
 static float *
-wan_load (Wan *k, const char *dname, int ndim, const gint64 *shape)
+wan_load_as (Wan *k, const char *dname, int ndim, const gint64 *shape, gboolean filter)
 {
   if (k->w.error)
     return NULL;
   g_autofree char *file_name = NULL;
   const VaeTensorView *t = wan_find (k, dname, &file_name);
-  float *data = vae_weights_load (&k->w, file_name, t, ndim, shape);
+  float *data = filter ? vae_weights_load_filter (&k->w, file_name, t, ndim, shape)
+                       : vae_weights_load (&k->w, file_name, t, ndim, shape);
   if (data)
     g_hash_table_add (k->used, g_strdup (file_name));
   return data;
+}
+
+static float *
+wan_load (Wan *k, const char *dname, int ndim, const gint64 *shape)
+{
+  return wan_load_as (k, dname, ndim, shape, FALSE);
 }
 
 static float *
@@ -220,6 +230,14 @@ wan_load_f (Wan *k, int ndim, const gint64 *shape, const char *fmt, ...)
   g_autofree char *dname = g_strdup_vprintf (fmt, ap);
   va_end (ap);
   return wan_load (k, dname, ndim, shape);
+}
+
+/* PREFIX.weight as a filter (the store's, never freed here). */
+static float *
+wan_filter (Wan *k, int ndim, const gint64 *shape, const char *prefix)
+{
+  g_autofree char *dname = g_strconcat (prefix, ".weight", NULL);
+  return wan_load_as (k, dname, ndim, shape, TRUE);
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -266,10 +284,9 @@ wan_conv3d (Wan *k, const char *dname, Val x, int cout, Val residual)
   if (bad (k, x))
     return none;
   gint64 shape[5] = { cout, chans (k, x), 3, 3, 3 };
-  float *weight = wan_load_f (k, 5, shape, "%s.weight", dname);
+  float *weight = wan_filter (k, 5, shape, dname);
   float *bias = wan_load_f (k, 1, shape, "%s.bias", dname);
   if (k->w.error) {
-    g_free (weight);
     g_free (bias);
     return none;
   }
@@ -290,10 +307,9 @@ wan_conv2d (Wan *k, const char *dname, Val x, int cout, int kernel, int stride, 
   if (bad (k, x))
     return none;
   gint64 shape[5] = { cout, chans (k, x), kernel, kernel, 1 };
-  float *weight = wan_load_f (k, ndim, shape, "%s.weight", dname);
+  float *weight = wan_filter (k, ndim, shape, dname);
   float *bias = wan_load_f (k, 1, shape, "%s.bias", dname);
   if (k->w.error) {
-    g_free (weight);
     g_free (bias);
     return none;
   }
@@ -343,19 +359,20 @@ wan_attention (Wan *k, const char *dname, Val x)
   g_autofree char *proj = g_strconcat (dname, ".proj", NULL);
   Val n = wan_rms (k, norm, x, VAE_ACT_NONE, 3);
   gint64 shape[4] = { 3 * c, c, 1, 1 };
-  g_autofree float *w = wan_load_f (k, 4, shape, "%s.weight", qkv);
+  float *w = wan_filter (k, 4, shape, qkv);   /* the store's */
   g_autofree float *b = wan_load_f (k, 1, shape, "%s.bias", qkv);
   if (bad (k, n))
     return none;
   Val part[3];
+  float *wj[3];
+  vae_weight_store_split (k->w.store, w, 3, (gsize) c * c, wj);
   static const char *const names[3] = { "q", "k", "v" };
   for (int j = 0; j < 3; j++) {
     g_autofree char *op_name = g_strdup_printf ("%s.%s", qkv, names[j]);
-    float *wj = g_memdup2 (w + (gsize) j * c * c, (gsize) c * c * sizeof (float));
     float *bj = g_memdup2 (b + (gsize) j * c, (gsize) c * sizeof (float));
     for (int i = 0; i < 2; i++)
-      part[j].v[i] = vae_graph_conv (k->g[i], op_name, n.v[i], c, 1, 1, 0, 0, 0, 0, wj, bj,
-                                     -1, VAE_ACT_NONE);
+      part[j].v[i] = vae_graph_conv (k->g[i], op_name, n.v[i], c, 1, 1, 0, 0, 0, 0, wj[j],
+                                     bj, -1, VAE_ACT_NONE);
   }
   Val a;
   for (int i = 0; i < 2; i++)
@@ -469,10 +486,9 @@ wan_encoder (Wan *k, const WanConfig *c)
      * first chunk passes its frame through (and leaves it in the slot). */
     const int C = dims[i + 1];
     gint64 shape[5] = { C, C, 3, 1, 1 };
-    float *weight = wan_load_f (k, 5, shape, "%s.weight", tconv);
+    float *weight = wan_filter (k, 5, shape, tconv);
     float *bias = wan_load_f (k, 1, shape, "%s.bias", tconv);
     if (k->w.error) {
-      g_free (weight);
       g_free (bias);
       break;
     }
@@ -535,10 +551,9 @@ wan_decoder (Wan *k, const WanConfig *c)
        * history), channel halves becoming frames 2t, 2t+1; left out of the
        * first chunk, whose slot stays zero. */
       gint64 shape[5] = { 2 * cout, cout, 3, 1, 1 };
-      float *weight = wan_load_f (k, 5, shape, "%s.weight", tconv);
+      float *weight = wan_filter (k, 5, shape, tconv);
       float *bias = wan_load_f (k, 1, shape, "%s.bias", tconv);
       if (k->w.error) {
-        g_free (weight);
         g_free (bias);
         break;
       }
@@ -851,8 +866,8 @@ vae_model_build_wan (VaeModel *m, VaeSafetensors *st, gboolean original,
                      JsonObject *config, const char *config_path, GError **error)
 {
   WanConfig c = { 0 };
-  Wan k = { { st, vae_safetensors_path (st), NULL }, original, FALSE, 0, { NULL, NULL }, 0,
-            g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL) };
+  Wan k = { { st, vae_safetensors_path (st), NULL, m->weights }, original, FALSE, 0,
+            { NULL, NULL }, 0, g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL) };
   gboolean ok = FALSE;
 
   if (original && !wan_check_prefixes (st, error))

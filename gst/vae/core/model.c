@@ -64,6 +64,26 @@ vae_weights_load (VaeWeights *w, const char *name, const VaeTensorView *t,
   return dst;
 }
 
+float *
+vae_weights_load_filter (VaeWeights *w, const char *name, const VaeTensorView *t,
+                         int ndim, const gint64 *shape)
+{
+  g_return_val_if_fail (w->store != NULL, NULL);
+  if (w->error)
+    return NULL;
+  /* Served in place only when the bytes are the float32 values as this
+   * host reads them: little-endian F32, aligned for float. */
+  g_autoptr (GBytes) mapping = vae_safetensors_ref_file_mapping (w->st);
+  if (mapping && t && t->dtype == VAE_DTYPE_F32 && G_BYTE_ORDER == G_LITTLE_ENDIAN
+      && t->n_elements > 0 && (guintptr) t->data % G_ALIGNOF (float) == 0) {
+    if (!vae_tensor_view_check_shape (t, w->label, ndim, shape, &w->error))
+      return NULL;
+    return vae_weight_store_add_mapped (w->store, mapping, (const float *) t->data,
+                                        t->n_bytes);
+  }
+  return vae_weight_store_adopt (w->store, vae_weights_load (w, name, t, ndim, shape));
+}
+
 int
 vae_weights_conv (VaeWeights *w, VaeGraph *g, const char *op_name, int in,
                   int out_channels, int kernel, int stride, int pad_top,

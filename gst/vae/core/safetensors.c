@@ -17,6 +17,13 @@
 #include <glib/gstdio.h>
 #include <json-glib/json-glib.h>
 
+#ifdef G_OS_UNIX
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#endif
+
 /* A valid header nests three levels deep (root, entry, shape); anything much
  * deeper is rejected before json-glib's recursive parser sees it. */
 #define MAX_JSON_DEPTH 32
@@ -217,6 +224,7 @@ struct _VaeSafetensors {
   GPtrArray *names;             /* owned tensor names */
   GHashTable *metadata;         /* key -> value, both owned */
   GPtrArray *metadata_keys;     /* keys in header order (borrowed from metadata) */
+  gboolean file_mapping;        /* bytes: map_file's private read-only mapping */
 };
 
 void
@@ -638,24 +646,125 @@ vae_safetensors_new_from_bytes (GBytes *bytes, const char *label, GError **error
   return parse_bytes (bytes, label ? label : "(memory)", error);
 }
 
+#ifdef G_OS_UNIX
+typedef struct {
+  void *base;
+  gsize size;
+} FileMapping;
+
+static void
+file_mapping_free (gpointer data)
+{
+  FileMapping *m = data;
+  munmap (m->base, m->size);
+  g_free (m);
+}
+
+/* PATH mapped by this code, PROT_READ and MAP_PRIVATE, rather than through
+ * GMappedFile (which does not promise a mapping on every platform): only
+ * of such a mapping may pages be dropped and read again from the file
+ * (vae_safetensors_mapping_release).  NULL when PATH is not a non-empty
+ * regular file that could be mapped; the caller then goes through
+ * GMappedFile, whose messages say what is wrong. */
+static GBytes *
+map_file (const char *path)
+{
+  int fd = g_open (path, O_RDONLY | O_CLOEXEC, 0);
+  if (fd < 0)
+    return NULL;
+  struct stat sb;
+  void *base = MAP_FAILED;
+  if (fstat (fd, &sb) == 0 && S_ISREG (sb.st_mode) && sb.st_size > 0
+      && (guint64) sb.st_size <= G_MAXSIZE)
+    base = mmap (NULL, (size_t) sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+  close (fd);
+  if (base == MAP_FAILED)
+    return NULL;
+  FileMapping *m = g_new (FileMapping, 1);
+  m->base = base;
+  m->size = (gsize) sb.st_size;
+  return g_bytes_new_with_free_func (base, m->size, file_mapping_free, m);
+}
+#endif
+
 VaeSafetensors *
 vae_safetensors_open (const char *path, GError **error)
 {
   g_return_val_if_fail (path != NULL, NULL);
   g_return_val_if_fail (error == NULL || *error == NULL, NULL);
 
-  g_autoptr (GError) ferr = NULL;
-  GMappedFile *mf = g_mapped_file_new (path, FALSE, &ferr);
-  if (mf == NULL) {
-    g_set_error (error, VAE_ERROR, VAE_ERROR_IO, "%s: cannot open: %s", path,
-                 ferr->message);
-    return NULL;
+  GBytes *bytes = NULL;
+#ifdef G_OS_UNIX
+  bytes = map_file (path);
+#endif
+  const gboolean file_mapping = bytes != NULL;
+  if (!bytes) {
+    g_autoptr (GError) ferr = NULL;
+    GMappedFile *mf = g_mapped_file_new (path, FALSE, &ferr);
+    if (mf == NULL) {
+      g_set_error (error, VAE_ERROR, VAE_ERROR_IO, "%s: cannot open: %s", path,
+                   ferr->message);
+      return NULL;
+    }
+    bytes = g_mapped_file_get_bytes (mf);
+    g_mapped_file_unref (mf);
   }
-  GBytes *bytes = g_mapped_file_get_bytes (mf);
-  g_mapped_file_unref (mf);
   VaeSafetensors *st = parse_bytes (bytes, path, error);
   g_bytes_unref (bytes);
+  if (st)
+    st->file_mapping = file_mapping;
   return st;
+}
+
+GBytes *
+vae_safetensors_ref_file_mapping (const VaeSafetensors *st)
+{
+  g_return_val_if_fail (st != NULL, NULL);
+  return st->file_mapping ? g_bytes_ref (st->bytes) : NULL;
+}
+
+/* The kernel's fault-around (reading a page of a file mapping also maps
+ * neighbours already in the page cache) stays inside one page table: 2 MiB
+ * of 4 KiB pages. */
+#define FAULT_AROUND_SPAN ((guintptr) 2 << 20)
+
+gsize
+vae_safetensors_mapping_release (GBytes *mapping, const void *data, gsize n_bytes)
+{
+  g_return_val_if_fail (mapping != NULL, 0);
+#ifdef G_OS_UNIX
+  gsize size;
+  const guintptr b = (guintptr) g_bytes_get_data (mapping, &size), p = (guintptr) data;
+  g_return_val_if_fail (p >= b && n_bytes <= size && p - b <= size - n_bytes, 0);
+  static gsize page;
+  if (g_once_init_enter (&page)) {
+    long v = sysconf (_SC_PAGESIZE);
+    g_once_init_leave (&page, v > 0 ? (gsize) v : 4096);
+  }
+  const guintptr inner_begin = (p + page - 1) & ~(guintptr) (page - 1);
+  const guintptr inner_end = (p + n_bytes) & ~(guintptr) (page - 1);
+  if (inner_end <= inner_begin)
+    return 0;
+  /* Not only DATA's own pages: reading DATA faulted in neighbours that
+   * were given back before (fault-around), so the range reaches out to
+   * the span fault-around stays in, within the mapping (mmap put its start
+   * on a page; its end is rounded up to one by the kernel).  Dropping any
+   * page of this mapping is right: it is private, read-only and never
+   * written, so no page was ever copied on write, MADV_DONTNEED only
+   * unmaps the file's pages, and a later read maps them again from the
+   * page cache or the file.  A neighbour that is still to be read costs a
+   * fault then, no more. */
+  const guintptr begin = MAX (p & ~(FAULT_AROUND_SPAN - 1), b);
+  const guintptr end = MIN ((p + n_bytes + FAULT_AROUND_SPAN - 1) & ~(FAULT_AROUND_SPAN - 1),
+                            (b + size + page - 1) & ~(guintptr) (page - 1));
+  if (madvise ((void *) begin, end - begin, MADV_DONTNEED) != 0)
+    return 0;
+  return inner_end - inner_begin;
+#else
+  (void) data;
+  (void) n_bytes;
+  return 0;
+#endif
 }
 
 const char *

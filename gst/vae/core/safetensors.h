@@ -42,7 +42,9 @@ typedef struct {
 
 typedef struct _VaeSafetensors VaeSafetensors;
 
-/* Maps PATH read-only and validates its header. */
+/* Maps PATH read-only and validates its header.  A regular file is mapped
+ * privately (mmap PROT_READ, MAP_PRIVATE): see
+ * vae_safetensors_ref_file_mapping. */
 VaeSafetensors *vae_safetensors_open (const char *path, GError **error);
 /* Validates an in-memory file (used by tests and the fuzzer); BYTES is
  * referenced, LABEL names it in error messages. */
@@ -61,6 +63,24 @@ const VaeTensorView *vae_safetensors_lookup (const VaeSafetensors *st, const cha
 const char *vae_safetensors_metadata (const VaeSafetensors *st, const char *key);
 /* All metadata keys, NULL-terminated; free the array with g_free only. */
 const char **vae_safetensors_metadata_keys (const VaeSafetensors *st);
+
+/* The bytes of ST's file when they are the private read-only mapping
+ * vae_safetensors_open made (a reference, g_bytes_unref it), else NULL
+ * (files from memory, files it could not map so).  The tensors' data stay
+ * valid as long as the reference, beyond vae_safetensors_free, and are
+ * read from the file: a file rewritten in place while mapped (rather than
+ * replaced by a rename, as vae_safetensors_writer_save and downloaders do)
+ * changes them, a truncated one makes reading them fatal (SIGBUS). */
+GBytes *vae_safetensors_ref_file_mapping (const VaeSafetensors *st);
+/* Gives the pages of DATA .. DATA + N_BYTES, inside MAPPING (from
+ * vae_safetensors_ref_file_mapping, never other bytes), back to the kernel
+ * (madvise MADV_DONTNEED), and those around them up to 2 MiB boundaries
+ * (what the kernel's fault-around may have mapped while DATA was read):
+ * they stop counting in the process's resident memory, and a later read of
+ * them faults them in again from the page cache or the file, unchanged.
+ * Returns the bytes of the pages wholly inside DATA (0 where there is no
+ * mapping to release, e.g. not on Unix). */
+gsize vae_safetensors_mapping_release (GBytes *mapping, const void *data, gsize n_bytes);
 
 /* Widens a F32/F16/BF16/F64 tensor into DST (n_elements floats).
  * Other dtypes are a VAE_ERROR_FORMAT naming the tensor. */

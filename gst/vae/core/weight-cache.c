@@ -14,6 +14,7 @@ struct _VaeWeightCache {
   gpointer user_data;
   GHashTable *by_source;       /* source pointer -> GPtrArray of Entry */
   guint count;
+  VaeWeightStore *originals;   /* a reference, or NULL */
 };
 
 VaeWeightCache *
@@ -63,6 +64,24 @@ vae_weight_cache_insert (VaeWeightCache *c, gconstpointer source, gconstpointer 
   e->data = data;
   g_ptr_array_add (entries, e);
   c->count++;
+  /* Right away rather than once SOURCE's last layout is made, so the
+   * cache needs no notion of when a plan is complete: a filter prepared
+   * in several layouts in a row (a causal conv's time taps, an upsampling
+   * conv's phases) is read again through minor faults from the page
+   * cache, fewer in all than writing the heap copies took (Wan 2.2's
+   * decoder: 1.1 M page faults against 1.75 M). */
+  if (c->originals)
+    vae_weight_store_release (c->originals, source);
+}
+
+void
+vae_weight_cache_release_originals (VaeWeightCache *c, VaeWeightStore *store)
+{
+  if (store)
+    vae_weight_store_ref (store);
+  if (c->originals)
+    vae_weight_store_unref (c->originals);
+  c->originals = store;
 }
 
 guint
@@ -90,5 +109,7 @@ vae_weight_cache_free (VaeWeightCache *c)
     }
   }
   g_hash_table_unref (c->by_source);
+  if (c->originals)
+    vae_weight_store_unref (c->originals);
   g_free (c);
 }

@@ -13,6 +13,7 @@
  * Not thread-safe: an engine builds its plans on one thread at a time. */
 #pragma once
 #include <glib.h>
+#include "graph.h"
 
 G_BEGIN_DECLS
 
@@ -36,6 +37,13 @@ gpointer vae_weight_cache_lookup (VaeWeightCache *cache, gconstpointer source,
  * the cache yet), and counts one preparation. */
 void vae_weight_cache_insert (VaeWeightCache *cache, gconstpointer source,
                               gconstpointer layout, gpointer data);
+/* From now on, inserting the copy of a SOURCE lets STORE (the model's,
+ * which holds the sources) give back the memory of SOURCE's original
+ * (vae_weight_store_release): the engine's plans run the copy, and a later
+ * preparation of SOURCE for another layout reads the original again, which
+ * the store has kept readable.  The cache keeps a reference to STORE.
+ * For the caches of convolution filters; NULL: no release. */
+void vae_weight_cache_release_originals (VaeWeightCache *cache, VaeWeightStore *store);
 /* Copies prepared (inserted) so far. */
 guint vae_weight_cache_count (const VaeWeightCache *cache);
 
