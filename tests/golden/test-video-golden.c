@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden-diff.h"
 #include "golden-util.h"
 #include "codec.h"
 #include "engine.h"
@@ -117,19 +118,8 @@ typedef struct {
 static Cmp
 compare (const float *got, const float *want, gsize n, double max_tol, double rel_tol)
 {
-  Cmp c = { TRUE, 0, 0, FALSE, TRUE };
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++) {
-    double d = (double) got[i] - (double) want[i];
-    if (isnan (d)) {
-      c.nan = TRUE;
-      continue;
-    }
-    c.max_diff = MAX (c.max_diff, fabs (d));
-    num += d * d;
-    den += (double) want[i] * want[i];
-  }
-  c.rel = sqrt (num) / (den > 0 ? sqrt (den) : 1.0);
+  const GoldenDiff d = golden_diff_f32 (got, want, n);
+  Cmp c = { TRUE, d.max_diff, d.rel, d.nan, FALSE };
   c.ok = !c.nan && c.max_diff <= max_tol && c.rel <= rel_tol;
   return c;
 }
@@ -152,14 +142,9 @@ compare_exact (const float *got, const float *want, gsize n)
 static Cmp
 compare_u8 (const guint8 *got, const guint8 *want, gsize n)
 {
-  Cmp c = { TRUE, 0, 0, FALSE, TRUE };
-  gsize differ = 0;
-  for (gsize i = 0; i < n; i++) {
-    int d = abs ((int) got[i] - (int) want[i]);
-    c.max_diff = MAX (c.max_diff, d);
-    differ += d != 0;
-  }
-  c.rel = n ? (double) differ / n : 0;   /* here: the fraction that differ */
+  const GoldenDiffU8 d = golden_diff_u8 (got, want, n);
+  Cmp c = { TRUE, d.max_diff, 0, FALSE, TRUE };
+  c.rel = n ? (double) d.off / n : 0;   /* here: the fraction that differ */
   c.ok = c.max_diff <= U8_TOL;
   return c;
 }
@@ -867,25 +852,6 @@ error_cases (const char *models_dir, VaeEngine *video_cpu)
 
 /* ------------------------------------------------------------------ main */
 
-static int
-compare_strings (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
-static GPtrArray *
-list_refs (const char *dir)
-{
-  GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d)))
-    if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__"))
-      g_ptr_array_add (names, g_strdup (name));
-  g_ptr_array_sort (names, compare_strings);
-  return names;
-}
-
 /* Frames of a reference file name (<...>x<T>.safetensors). */
 static int
 name_frames (const char *name)
@@ -946,7 +912,7 @@ main (int argc, char **argv)
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference-video", NULL) : NULL;
   g_autofree char *stream_dir = testdata ? g_build_filename (ref_dir, "streaming", NULL) : NULL;
   g_autofree char *models_dir = testdata ? g_build_filename (testdata, "models", NULL) : NULL;
-  g_autoptr (GPtrArray) names = ref_dir ? list_refs (ref_dir) : g_ptr_array_new ();
+  g_autoptr (GPtrArray) names = golden_list_references (ref_dir);
   if (names->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
                                      : g_strdup_printf ("no reference files in %s", ref_dir);
@@ -954,7 +920,7 @@ main (int argc, char **argv)
                         "golden-skipped.marker");
     return 77;
   }
-  g_autoptr (GPtrArray) snames = list_refs (stream_dir);
+  g_autoptr (GPtrArray) snames = golden_list_references (stream_dir);
   g_autoptr (GHashTable) cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                                         (GDestroyNotify) loaded_free);
   if (REDUCED)

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "golden-diff.h"
 #include "golden-util.h"
 #include "model.h"
 #include "ref-ops.h"
@@ -83,19 +84,8 @@ typedef struct {
 static Cmp
 compare (const double *got, const float *want, gsize n)
 {
-  Cmp c = { 0, 0, TRUE, FALSE };
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++) {
-    double d = got[i] - (double) want[i];
-    if (isnan (d)) {
-      c.nan = TRUE;
-      continue;
-    }
-    c.max_diff = MAX (c.max_diff, fabs (d));
-    num += d * d;
-    den += (double) want[i] * want[i];
-  }
-  c.rel = sqrt (num) / (den > 0 ? sqrt (den) : 1.0);
+  const GoldenDiff d = golden_diff_f64 (got, want, n);
+  Cmp c = { d.max_diff, d.rel, FALSE, d.nan };
   c.ok = !c.nan && c.max_diff <= MAX_ABS_TOL && c.rel <= REL_L2_TOL;
   return c;
 }
@@ -322,12 +312,6 @@ fmt_cmp (const Cmp *c, gboolean present)
                           c->nan ? " NaN" : c->ok ? "" : " !");
 }
 
-static int
-compare_strings (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 int
 main (int argc, char **argv)
 {
@@ -336,29 +320,22 @@ main (int argc, char **argv)
     perturb = g_ascii_strtod (g_getenv ("VAE_VIDEO_REF_PERTURB"), NULL);
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference-video", NULL) : NULL;
   g_autofree char *models_dir = testdata ? g_build_filename (testdata, "models", NULL) : NULL;
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  if (ref_dir) {
-    g_autoptr (GDir) dir = g_dir_open (ref_dir, 0, NULL);
-    const char *name;
-    while (dir && (name = g_dir_read_name (dir)))
-      if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__")
+  g_autoptr (GPtrArray) names = golden_list_references (ref_dir);
 #ifdef __SANITIZE_ADDRESS__
-          /* The sanitizer tree checks the builders on single frames (every
-           * first-chunk graph); the release tree and video-golden (the
-           * engine, also under ASan) cover the clips.  The plain-loop
-           * reference is too slow under ASan for all of them. */
-          && g_str_has_suffix (name, "x1.safetensors")
+  /* The sanitizer tree checks the builders on single frames (every
+   * first-chunk graph); the release tree and video-golden (the engine,
+   * also under ASan) cover the clips.  The plain-loop reference is too
+   * slow under ASan for all of them. */
+  for (guint i = names->len; i-- > 0;)
+    if (!g_str_has_suffix (g_ptr_array_index (names, i), "x1.safetensors"))
+      g_ptr_array_remove_index (names, i);
 #endif
-          )
-        g_ptr_array_add (names, g_strdup (name));
-  }
   if (names->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
                                      : g_strdup_printf ("no reference files in %s", ref_dir);
     golden_report_skip ("test-video-ref", "VIDEO GOLDEN TESTS", why, "golden-skipped.marker");
     return 77;
   }
-  g_ptr_array_sort (names, compare_strings);
 
   /* Models are loaded once each. */
   g_autoptr (GHashTable) models = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
