@@ -75,6 +75,35 @@ golden_list_references (const char *dir)
   return names;
 }
 
+/* test-video-ref and test-video-golden run the same references against the
+ * same models. */
+static const struct {
+  const char *ref_model;
+  const char *paths[3];
+} video_models[] = {
+  { "wan21-mini", { "wan21-mini", "wan21-mini-original.safetensors", NULL } },
+  { "wan22-mini", { "wan22-mini", NULL } },
+  { "taew2_1-random", { "taew2_1-random.safetensors", NULL } },
+  { "taew2_2-random", { "taew2_2-random.safetensors", NULL } },
+};
+
+static const char *const builtin_norm_models[] = { "wan21-mini-original.safetensors", NULL };
+
+const char *const *
+golden_video_models (const char *ref_model)
+{
+  for (guint i = 0; i < G_N_ELEMENTS (video_models); i++)
+    if (g_str_equal (video_models[i].ref_model, ref_model))
+      return video_models[i].paths;
+  return NULL;
+}
+
+gboolean
+golden_video_builtin_norm (const char *model_file)
+{
+  return g_strv_contains (builtin_norm_models, model_file);
+}
+
 void
 golden_case_free (gpointer p)
 {

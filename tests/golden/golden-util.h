@@ -28,6 +28,16 @@ gboolean golden_selected (int argc, char **argv, const char *a, const char *b);
  * (free with g_ptr_array_unref; empty when DIR is not there). */
 GPtrArray *golden_list_references (const char *dir);
 
+/* The model files (relative to models/, NULL-terminated) that the video
+ * references of REF_MODEL (the <model> of their name) run against; NULL
+ * for a name the table does not have. */
+const char *const *golden_video_models (const char *ref_model);
+
+/* TRUE for the model files whose latents_mean / latents_std are not the
+ * ones the reference used: single files carry no config, so the builder
+ * uses the real Wan values (their normalised latents differ). */
+gboolean golden_video_builtin_norm (const char *model_file);
+
 /* One reference file against one model, run with the given options. */
 typedef struct {
   char *label;              /* <model>/<image>_<W>x<H> */

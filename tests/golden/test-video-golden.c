@@ -76,20 +76,6 @@
 #define REDUCED 0
 #endif
 
-static const struct {
-  const char *ref_model;
-  const char *paths[3];
-} model_files[] = {
-  { "wan21-mini", { "wan21-mini", "wan21-mini-original.safetensors", NULL } },
-  { "wan22-mini", { "wan22-mini", NULL } },
-  { "taew2_1-random", { "taew2_1-random.safetensors", NULL } },
-  { "taew2_2-random", { "taew2_2-random.safetensors", NULL } },
-};
-
-/* Single files carry no config: the builder uses the real Wan values, not
- * the ones the reference was normalised with. */
-static const char *const builtin_norm_models[] = { "wan21-mini-original.safetensors" };
-
 static int n_pass, n_fail;
 static GString *failures;
 
@@ -356,15 +342,6 @@ typedef struct {
   char *note;
 } Row;
 
-static gboolean
-in_list (const char *const *list, guint n, const char *s)
-{
-  for (guint i = 0; i < n; i++)
-    if (g_str_equal (list[i], s))
-      return TRUE;
-  return FALSE;
-}
-
 /* Runs STEPS chunks (frame counts) of IN through a fresh stream into one
  * output array (all frames the stream gives, nothing dropped). */
 static float *
@@ -459,8 +436,7 @@ run_case (VaeEngine *e, const char *label, const char *file, VaeSafetensors *ref
   const VaeModel *m = e->model;
   const char *layout = vae_safetensors_metadata (ref, "layout");
   const gboolean ncthw = !layout || !g_str_equal (layout, "NTCHW");
-  const gboolean ref_norm = !in_list (builtin_norm_models, G_N_ELEMENTS (builtin_norm_models),
-                                      label);
+  const gboolean ref_norm = !golden_video_builtin_norm (label);
   g_auto (Clip) input = { 0 }, lat = { 0 }, norm = { 0 }, dec = { 0 };
   int ft, fh, fw, ut, uh, uw;
   const guint8 *frames_u8 = ref_u8 (ref, "frames", &ft, &fh, &fw, error);
@@ -873,15 +849,6 @@ loaded_free (Loaded *l)
   g_free (l);
 }
 
-static const char *const *
-paths_for (const char *ref_model)
-{
-  for (guint j = 0; j < G_N_ELEMENTS (model_files); j++)
-    if (g_str_equal (model_files[j].ref_model, ref_model))
-      return model_files[j].paths;
-  return NULL;
-}
-
 static Loaded *
 get_model (GHashTable *cache, const char *models_dir, const char *label, GError **error)
 {
@@ -936,7 +903,7 @@ main (int argc, char **argv)
     if (REDUCED && T != 1 && T != 5)
       continue;
     g_autofree char *ref_model = g_strndup (name, strstr (name, "__") - name);
-    const char *const *paths = paths_for (ref_model);
+    const char *const *paths = golden_video_models (ref_model);
     if (!paths) {
       fail ("%s: no model for '%s' in this test's list", name, ref_model);
       continue;
@@ -968,7 +935,7 @@ main (int argc, char **argv)
       g_autofree char *px1 = fmt_cmp (&r.px_in, FALSE), *px2 = fmt_cmp (&r.px_out, TRUE);
       printf ("%-32s %-44s        pixels: from_rgb8 vs input %s, to_rgb8 (decoded) vs "
               "decoded_u8 %s%s\n", "", "", px1, px2,
-              in_list (builtin_norm_models, G_N_ELEMENTS (builtin_norm_models), label)
+              golden_video_builtin_norm (label)
               ? "; normalized: n/a (built-in real Wan 2.1 statistics)" : "");
       fflush (stdout);
       g_free (r.note);
@@ -983,7 +950,7 @@ main (int argc, char **argv)
     for (guint i = 0; i < snames->len; i++) {
       const char *name = g_ptr_array_index (snames, i);
       g_autofree char *ref_model = g_strndup (name, strstr (name, "__") - name);
-      const char *const *paths = paths_for (ref_model);
+      const char *const *paths = golden_video_models (ref_model);
       if (!paths) {
         fail ("streaming/%s: no model for '%s'", name, ref_model);
         continue;

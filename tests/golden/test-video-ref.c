@@ -52,28 +52,10 @@
 #define MAX_ABS_TOL 1e-3
 #define REL_L2_TOL 1e-4
 
-/* Model files for a reference file's <model> name, relative to models/. */
-static const struct {
-  const char *ref_model;
-  const char *paths[3];
-} model_files[] = {
-  { "wan21-mini", { "wan21-mini", "wan21-mini-original.safetensors", NULL } },
-  { "wan22-mini", { "wan22-mini", NULL } },
-  { "taew2_1-random", { "taew2_1-random.safetensors", NULL } },
-  { "taew2_2-random", { "taew2_2-random.safetensors", NULL } },
-};
-
 /* Models whose builder must load them: a load failure is a FAIL. */
 static const char *const required_models[] = {
   "wan21-mini", "wan21-mini-original.safetensors", "wan22-mini",
-  "taew2_1-random.safetensors", "taew2_2-random.safetensors",
-};
-
-/* Model files whose latents_mean/latents_std are not the ones the
- * reference used (config.json of the diffusers folder): single files carry
- * no config, so the builder uses the real Wan values. */
-static const char *const builtin_norm_models[] = {
-  "wan21-mini-original.safetensors",
+  "taew2_1-random.safetensors", "taew2_2-random.safetensors", NULL,
 };
 
 typedef struct {
@@ -88,15 +70,6 @@ compare (const double *got, const float *want, gsize n)
   Cmp c = { d.max_diff, d.rel, FALSE, d.nan };
   c.ok = !c.nan && c.max_diff <= MAX_ABS_TOL && c.rel <= REL_L2_TOL;
   return c;
-}
-
-static gboolean
-in_list (const char *const *list, guint n, const char *s)
-{
-  for (guint i = 0; i < n; i++)
-    if (g_str_equal (list[i], s))
-      return TRUE;
-  return FALSE;
 }
 
 /* A float32 tensor of the reference file, checked for its element count. */
@@ -249,8 +222,7 @@ run_case (const VaeModel *m, const char *model_label, VaeSafetensors *ref, Resul
   r->has_latent = TRUE;
 
   /* ---- normalised latents ---- */
-  if (norm_fm && !in_list (builtin_norm_models, G_N_ELEMENTS (builtin_norm_models),
-                           model_label)) {
+  if (norm_fm && !golden_video_builtin_norm (model_label)) {
     g_autofree double *norm = g_new (double, n_lat);
     const gsize plane = (gsize) LH * LW;
     for (gsize i = 0; i < n_lat; i++) {
@@ -349,10 +321,7 @@ main (int argc, char **argv)
   for (guint i = 0; i < names->len; i++) {
     const char *name = g_ptr_array_index (names, i);
     g_autofree char *ref_model = g_strndup (name, strstr (name, "__") - name);
-    const char *const *paths = NULL;
-    for (guint j = 0; j < G_N_ELEMENTS (model_files); j++)
-      if (g_str_equal (model_files[j].ref_model, ref_model))
-        paths = model_files[j].paths;
+    const char *const *paths = golden_video_models (ref_model);
     const char *fallback[2] = { ref_model, NULL };
     if (!paths)
       paths = fallback;
@@ -376,8 +345,7 @@ main (int argc, char **argv)
       }
       gint64 t0 = g_get_monotonic_time ();
       if (!m) {
-        gboolean required = in_list (required_models, G_N_ELEMENTS (required_models),
-                                     model_label);
+        gboolean required = g_strv_contains (required_models, model_label);
         if (!required && g_error_matches (load_error, VAE_ERROR, VAE_ERROR_UNSUPPORTED)) {
           r.status = g_strdup ("SKIP");
           r.note = g_strdup_printf ("builder not available (%s)", load_error->message);
