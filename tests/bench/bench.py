@@ -29,10 +29,7 @@ Examples:
 import argparse
 import datetime
 import os
-import platform
 import re
-import shlex
-import statistics
 import subprocess
 import sys
 import time
@@ -40,6 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
+from bench_cli import command_env, cpu_name, fmt_s, loadavg, print_load  # noqa: E402
 import torch_vae  # noqa: E402
 import make_weights  # noqa: E402
 
@@ -192,10 +190,7 @@ def parse_median(stdout):
 
 
 def run_cmd(cmd, threads, timeout, verbose):
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    if verbose:
-        print("+ OMP_NUM_THREADS=%d %s" % (threads, " ".join(shlex.quote(c) for c in cmd)), file=sys.stderr)
+    env = command_env(cmd, threads, verbose)
     t0 = time.perf_counter()
     p = subprocess.run(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        universal_newlines=True, timeout=timeout)
@@ -214,30 +209,6 @@ def parse_size(s):
         w, h = s.split("x", 1)
         return int(w), int(h)
     return int(s), int(s)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for l in f:
-                if l.startswith("model name"):
-                    return l.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def loadavg():
-    try:
-        return os.getloadavg()[0]
-    except OSError:
-        return float("nan")
-
-
-def fmt_s(x):
-    if x is None:
-        return "n/a"
-    return "%.3f" % x if x < 10 else "%.2f" % x
 
 
 def main():
@@ -340,13 +311,7 @@ def main():
         tg = "%.1f" % (2 * gmac / ts) if ts else "n/a"
         print(f"| {label} | {op} | {w}x{h} | {fmt_s(ours)} | {fmt_s(ts)} | {ratio} | {og} | {tg} | {gmac:.1f} |")
     print()
-    load_end = loadavg()
-    ncpu = os.cpu_count() or 1
-    print(f"total wall time {time.perf_counter() - t_start:.0f} s; 1-min load average {load_start:.2f} at start, "
-          f"{load_end:.2f} at end ({ncpu} CPUs)")
-    if max(load_start, load_end) > ncpu + 0.5:
-        print(f"WARNING: the machine was busy with other work (load > {ncpu}); timings are inflated and noisy, "
-              f"rerun on an idle machine before drawing conclusions")
+    print_load(t_start, load_start, ", rerun on an idle machine before drawing conclusions")
     return 0
 
 

@@ -28,13 +28,9 @@ CLI (last stdout line is median_s=<s>):
   torch_taehv.py bench --model PATH|taew2_1|taew2_2 --op encode|decode
                  --width W --height H --frames T [--runs 3] [--warmup 1] [--threads 2]
 """
-import argparse
 import math
 import os
-import resource
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn as nn
@@ -42,6 +38,7 @@ import torch.nn.functional as F
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+from bench_cli import peer_main  # noqa: E402
 from torch_vae import load_safetensors, save_safetensors  # noqa: E402
 
 REAL_CONFIGS = {
@@ -213,65 +210,19 @@ def save_taehv(model, out):
     return out
 
 
-def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-def bench(model, op, width, height, frames, runs, warmup=1, seed=0):
-    g = torch.Generator().manual_seed(seed)
+def clip_input(model, op, width, height, frames, g):
+    """What `bench` times: encode of pixels NTCHW in [0,1], or decode of the
+    latents of such a clip."""
     if op == "encode":
-        x = torch.rand((1, frames, 3, height, width), generator=g)
-        fn = model.encode
-    else:
-        x = torch.randn(model.latent_shape(1, frames, width, height), generator=g)
-        fn = model.decode
-    times = []
-    y = None
-    with torch.inference_mode():
-        for _ in range(warmup):
-            y = None
-            y = fn(x)
-        for _ in range(runs):
-            y = None
-            t0 = time.perf_counter()
-            y = fn(x)
-            times.append(time.perf_counter() - t0)
-    if not torch.isfinite(y).all():
-        print("warning: non-finite output", file=sys.stderr)
-    return times, tuple(y.shape)
+        return torch.rand((1, frames, 3, height, width), generator=g), model.encode
+    return torch.randn(model.latent_shape(1, frames, width, height), generator=g), model.decode
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench")
-    b.add_argument("--model", required=True, help="taew2_1, taew2_2 (random weights) or a .safetensors path")
-    b.add_argument("--op", choices=["encode", "decode"], required=True)
-    b.add_argument("--width", type=int, required=True)
-    b.add_argument("--height", type=int, required=True)
-    b.add_argument("--frames", type=int, required=True)
-    b.add_argument("--runs", type=int, default=3)
-    b.add_argument("--warmup", type=int, default=1)
-    b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--seed", type=int, default=0)
-    w = sub.add_parser("write", help="write a real config with random weights (F16, taehv.py keys)")
-    w.add_argument("--config", choices=sorted(REAL_CONFIGS), required=True)
-    w.add_argument("--out", required=True)
-    w.add_argument("--seed", type=int, default=0)
-    a = ap.parse_args(argv)
-    if a.cmd == "write":
-        save_taehv(load_taehv(a.config, a.seed), a.out)
-        print(a.out)
-        return 0
-    torch.set_num_threads(a.threads)
-    model = load_taehv(a.model, seed=a.seed)
-    times, shape = bench(model, a.op, a.width, a.height, a.frames, a.runs, a.warmup)
-    print("torch=%s threads=%d out_shape=%s runs_s=%s" % (torch.__version__, torch.get_num_threads(),
-                                                          "x".join(map(str, shape)),
-                                                          ",".join("%.4f" % t for t in times)))
-    print("peak_rss_mib=%.1f" % peak_rss_mib())
-    print("median_s=%.6f" % statistics.median(times))
-    return 0
+    return peer_main(argv, __doc__, REAL_CONFIGS, load_taehv,
+                     lambda config, seed, out: save_taehv(load_taehv(config, seed), out), clip_input,
+                     model_help="taew2_1, taew2_2 (random weights) or a .safetensors path",
+                     write_help="write a real config with random weights (F16, taehv.py keys)")
 
 
 if __name__ == "__main__":

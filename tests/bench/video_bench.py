@@ -31,7 +31,6 @@ Examples (2 threads; full-size Wan 2.1 at 256x256x9 takes ~15 s per encode):
 import argparse
 import datetime
 import os
-import platform
 import re
 import shlex
 import subprocess
@@ -40,6 +39,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.normpath(os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+from bench_cli import command_env, cpu_name, fmt_s, loadavg, print_load  # noqa: E402
 WEIGHTS = os.path.join(HERE, "weights")
 
 WAN_NAMES = ("wan2.1", "wan2.2")
@@ -382,10 +383,7 @@ def _measure_main(argv):
 def run_with_rusage(cmd, threads, timeout, verbose):
     """Run cmd; return (median_s or None, peak RSS MiB of cmd (wait4), stdout, error or None)."""
     import tempfile
-    env = dict(os.environ)
-    env["OMP_NUM_THREADS"] = str(threads)
-    if verbose:
-        print("+ OMP_NUM_THREADS=%d %s" % (threads, " ".join(shlex.quote(c) for c in cmd)), file=sys.stderr)
+    env = command_env(cmd, threads, verbose)
     fd, rssfile = tempfile.mkstemp(prefix="video_bench_rss_")
     os.close(fd)
     wrapped = [sys.executable, "-S", os.path.abspath(__file__), "--_measure", rssfile, "--"] + list(cmd)
@@ -418,23 +416,6 @@ def parse_clip(s):
     if len(parts) != 3:
         raise argparse.ArgumentTypeError(f"clip {s!r}: want WxHxT")
     return tuple(parts)
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for l in f:
-                if l.startswith("model name"):
-                    return l.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def fmt_s(x):
-    if x is None:
-        return "n/a"
-    return "%.3f" % x if x < 10 else "%.2f" % x
 
 
 def fmt_mib(x):
@@ -494,7 +475,7 @@ def main():
 
     rows = []
     t_start = time.perf_counter()
-    load0 = os.getloadavg()[0]
+    load0 = loadavg()
     for name in names:
         kind = model_kind(name)
         peer = os.path.join(HERE, "torch_wan.py" if kind == "wan" else "torch_taehv.py")
@@ -545,12 +526,7 @@ def main():
         print(f"| {label} | {op} | {w}x{h}x{t} | {fmt_s(ours)} | {fmt_s(ts)} | {ratio} | {og} | {tg} | {gmac:.1f} "
               f"| {fmt_mib(ors)} | {fmt_mib(trs)} |")
     print()
-    load1 = os.getloadavg()[0]
-    ncpu = os.cpu_count() or 1
-    print(f"total wall time {time.perf_counter() - t_start:.0f} s; 1-min load average {load0:.2f} at start, "
-          f"{load1:.2f} at end ({ncpu} CPUs)")
-    if max(load0, load1) > ncpu + 0.5:
-        print(f"WARNING: the machine was busy with other work (load > {ncpu}); timings are inflated and noisy")
+    print_load(t_start, load0)
     return 0 if all(r[6] is not None for r in rows) else 1
 
 

@@ -25,6 +25,15 @@ model_path (const char *name)
   return g_build_filename (testdata, "models", name, NULL);
 }
 
+GstHarness *
+harness_for_model (const char *factory, const char *model, const char *extra)
+{
+  g_autofree char *path = model_path (model);
+  g_autofree char *desc = g_strdup_printf ("%s model=\"%s\" %s", factory, path,
+                                           extra ? extra : "");
+  return gst_harness_new_parse (desc);
+}
+
 VaeSafetensors *
 open_reference (const char *name)
 {
@@ -41,6 +50,16 @@ pop_error (GstBus *bus, GError **err, char **dbg)
   GstMessage *msg = gst_bus_pop_filtered (bus, GST_MESSAGE_ERROR);
   g_assert_nonnull (msg);
   gst_message_parse_error (msg, err, dbg);
+  return msg;
+}
+
+GstMessage *
+push_refused (GstHarness *h, GstBus *bus, GstBuffer *buf, const char *what, GError **err,
+              char **dbg)
+{
+  g_assert_cmpint (gst_harness_push (h, buf), !=, GST_FLOW_OK);
+  GstMessage *msg = pop_error (bus, err, dbg);
+  g_test_message ("%s: %s (%s)", what, (*err)->message, dbg && *dbg ? *dbg : "-");
   return msg;
 }
 
@@ -132,6 +151,18 @@ count_errors (const char *desc, const char *name)
   gst_object_unref (bus);
   gst_object_unref (pipeline);
   return n;
+}
+
+void
+assert_setup_error_once (const char *head, const char *name, const char *const *cases,
+                         guint n_cases)
+{
+  for (guint i = 0; i < n_cases; i++) {
+    g_autofree char *desc = g_strdup_printf ("%s %s ! fakesink", head, cases[i]);
+    guint n = count_errors (desc, name);
+    g_test_message ("%s: %u error(s)", cases[i], n);
+    g_assert_cmpuint (n, ==, 1);
+  }
 }
 
 /* Another valid value for PSPEC than CUR (of PSPEC's type) in OTHER. */

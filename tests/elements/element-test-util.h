@@ -16,12 +16,22 @@ gboolean have_testdata (void);
 /* testdata/models/NAME (free with g_free). */
 char *model_path (const char *name);
 
+/* A harness around a FACTORY element (vaeencode, vaedecode) with
+ * model=testdata/models/MODEL and the properties EXTRA ("name=value ...";
+ * NULL: none). */
+GstHarness *harness_for_model (const char *factory, const char *model, const char *extra);
+
 /* Opens testdata/reference/NAME, asserting that it opens. */
 VaeSafetensors *open_reference (const char *name);
 
 /* Pops the ERROR message from BUS (asserting there is one) and parses it
  * into ERR and DBG; the caller frees all three. */
 GstMessage *pop_error (GstBus *bus, GError **err, char **dbg);
+
+/* Pushes BUF into H, asserting that the element refuses it, and pops the
+ * ERROR that it posted on BUS (pop_error), saying it under WHAT. */
+GstMessage *push_refused (GstHarness *h, GstBus *bus, GstBuffer *buf, const char *what,
+                          GError **err, char **dbg);
 
 /* Starts ELEMENT (to PAUSED, storing the result in RET), takes the ERROR
  * message it posted (or NULL) and sets it back to NULL. */
@@ -37,6 +47,13 @@ GstElement *start_missing_model (const char *factory, const char *model);
  * element named NAME, then sets it to NULL; returns
  * how many ERROR messages the element named NAME posted in all. */
 guint count_errors (const char *desc, const char *name);
+
+/* A setup failure posts one ERROR, however often upstream re-sends the
+ * refused caps: for each of the N_CASES properties in CASES, the pipeline
+ * "HEAD CASE ! fakesink" (HEAD ending with the element NAME, to which
+ * CASE is added) must post one ERROR from NAME (count_errors). */
+void assert_setup_error_once (const char *head, const char *name, const char *const *cases,
+                              guint n_cases);
 
 /* For every property that ELEMENT (running) adds to GstElement: it is
  * flagged GST_PARAM_MUTABLE_READY or GST_PARAM_MUTABLE_PLAYING; set to

@@ -26,6 +26,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "golden-diff.h"
+#include "golden-run.h"
 #include "golden-util.h"
 #include "codec.h"
 #include "engine.h"
@@ -40,96 +42,30 @@
 
 static const char *backend = "cpu";
 
-typedef struct {
-  char *label;
-  char *ref_path;
-  char *model_path;
-  int norm_groups;    /* VaeModelOptions.norm_groups: the BFL file cannot say 16 */
-} Case;
-
 static void
-case_free (gpointer p)
-{
-  Case *c = p;
-  g_free (c->label);
-  g_free (c->ref_path);
-  g_free (c->model_path);
-  g_free (c);
-}
-
-static void
-compare_f32 (const Case *gc, const char *what, const float *got, const float *want,
+compare_f32 (const GoldenCase *gc, const char *what, const float *got, const float *want,
              gsize n, double abs_tol, double rel_tol)
 {
-  double max_diff = 0, num = 0, den = 0;
-  gboolean nan = FALSE;
-  for (gsize i = 0; i < n; i++) {
-    double d = (double) got[i] - (double) want[i];
-    if (isnan (d)) {
-      nan = TRUE;
-      continue;
-    }
-    max_diff = MAX (max_diff, fabs (d));
-    num += d * d;
-    den += (double) want[i] * want[i];
-  }
-  double rel = sqrt (num) / (den > 0 ? sqrt (den) : 1.0);
+  const GoldenDiff d = golden_diff_f32 (got, want, n);
   /* One line a tensor, for the golden error table of docs/testing.md. */
   g_printerr ("# %-34s %-22s max|diff| %.3g  rel L2 %.3g\n", gc->label, what,
-              max_diff, rel);
-  if (nan || !(max_diff <= abs_tol) || !(rel <= rel_tol))
+              d.max_diff, d.rel);
+  if (d.nan || !(d.max_diff <= abs_tol) || !(d.rel <= rel_tol))
     g_test_fail_printf ("%s: %s differs: max|diff| = %.3g (tolerance %.0e), rel L2 = "
-                        "%.3g (tolerance %.0e)%s", gc->label, what, max_diff, abs_tol,
-                        rel, rel_tol, nan ? ", NaN present" : "");
+                        "%.3g (tolerance %.0e)%s", gc->label, what, d.max_diff, abs_tol,
+                        d.rel, rel_tol, d.nan ? ", NaN present" : "");
 }
 
 static void
-compare_u8 (const Case *gc, const char *what, const guint8 *got, const guint8 *want,
+compare_u8 (const GoldenCase *gc, const char *what, const guint8 *got, const guint8 *want,
             gsize n)
 {
-  int max_diff = 0;
-  gsize off = 0;
-  for (gsize i = 0; i < n; i++) {
-    int d = abs ((int) got[i] - (int) want[i]);
-    off += d > 0;
-    max_diff = MAX (max_diff, d);
-  }
+  const GoldenDiffU8 d = golden_diff_u8 (got, want, n);
   g_printerr ("# %-34s %-22s max level diff %d, %zu of %zu values differ\n", gc->label,
-              what, max_diff, (size_t) off, (size_t) n);
-  if (max_diff > U8_TOL)
+              what, d.max_diff, (size_t) d.off, (size_t) n);
+  if (d.max_diff > U8_TOL)
     g_test_fail_printf ("%s: %s is off by %d levels (tolerance %d)", gc->label, what,
-                        max_diff, U8_TOL);
-}
-
-static float *
-ref_f32 (const Case *gc, const VaeSafetensors *st, const char *name, gsize n)
-{
-  g_autoptr (GError) error = NULL;
-  const VaeTensorView *t = vae_safetensors_lookup (st, name);
-  if (!t || t->n_elements != n) {
-    g_test_fail_printf ("%s: reference tensor '%s' is missing or not of %zu elements",
-                        gc->label, name, (size_t) n);
-    return NULL;
-  }
-  float *v = g_new (float, n);
-  if (!vae_tensor_view_to_f32 (t, v, &error)) {
-    g_test_fail_printf ("%s: %s", gc->label, error->message);
-    g_free (v);
-    return NULL;
-  }
-  return v;
-}
-
-static const guint8 *
-ref_u8 (const Case *gc, const VaeSafetensors *st, const char *name, gsize n)
-{
-  const VaeTensorView *t = vae_safetensors_lookup (st, name);
-  if (!t || t->dtype != VAE_DTYPE_U8 || t->n_elements != n) {
-    g_test_fail_printf ("%s: reference tensor '%s' is missing or not U8 of %zu elements",
-                        gc->label, name, (size_t) n);
-    return NULL;
-  }
-  return t->data;
+                        d.max_diff, U8_TOL);
 }
 
 static int
@@ -139,24 +75,10 @@ meta_int (const VaeSafetensors *st, const char *key)
   return v ? atoi (v) : -1;
 }
 
-static gboolean
-run (const Case *gc, VaeEngine *engine, VaeDirection dir, int h, int w, const float *in,
-     float *out)
-{
-  g_autoptr (GError) error = NULL;
-  VaeBatch batch = { dir, 1, h, w, in, out, NULL, NULL };
-  if (!vae_engine_run (engine, &batch, &error)) {
-    g_test_fail_printf ("%s: %s failed: %s", gc->label,
-                        dir == VAE_DIRECTION_ENCODE ? "encode" : "decode", error->message);
-    return FALSE;
-  }
-  return TRUE;
-}
-
 static void
 test_case (gconstpointer data)
 {
-  const Case *gc = data;
+  const GoldenCase *gc = data;
   g_autoptr (GError) error = NULL;
   g_autoptr (VaeSafetensors) ref = vae_safetensors_open (gc->ref_path, &error);
   if (!ref) {
@@ -203,14 +125,14 @@ test_case (gconstpointer data)
   g_assert_cmpstr (vae_latent_normalization_name (model, norm), ==, "patch2x2-batch-norm");
 
   const gsize n_pix = (gsize) 3 * H * W, n_lat = (gsize) C * h * w;
-  g_autofree float *input = ref_f32 (gc, ref, "input", n_pix);
-  g_autofree float *mean = ref_f32 (gc, ref, "latent_mean", n_lat);
-  g_autofree float *logvar = ref_f32 (gc, ref, "latent_logvar", n_lat);
-  g_autofree float *normalized = ref_f32 (gc, ref, "latent_normalized", n_lat);
-  g_autofree float *decoded = ref_f32 (gc, ref, "decoded", n_pix);
-  const guint8 *image = ref_u8 (gc, ref, "image", n_pix);
-  const guint8 *decoded_u8 = ref_u8 (gc, ref, "decoded_u8", n_pix);
-  const guint8 *from_norm_u8 = ref_u8 (gc, ref, "decoded_from_normalized_u8", n_pix);
+  g_autofree float *input = golden_ref_f32 (gc->label, ref, "input", n_pix);
+  g_autofree float *mean = golden_ref_f32 (gc->label, ref, "latent_mean", n_lat);
+  g_autofree float *logvar = golden_ref_f32 (gc->label, ref, "latent_logvar", n_lat);
+  g_autofree float *normalized = golden_ref_f32 (gc->label, ref, "latent_normalized", n_lat);
+  g_autofree float *decoded = golden_ref_f32 (gc->label, ref, "decoded", n_pix);
+  const guint8 *image = golden_ref_u8 (gc->label, ref, "image", n_pix);
+  const guint8 *decoded_u8 = golden_ref_u8 (gc->label, ref, "decoded_u8", n_pix);
+  const guint8 *from_norm_u8 = golden_ref_u8 (gc->label, ref, "decoded_from_normalized_u8", n_pix);
   if (!input || !mean || !logvar || !normalized || !decoded || !image || !decoded_u8
       || !from_norm_u8)
     return;
@@ -222,7 +144,7 @@ test_case (gconstpointer data)
   g_autofree guint8 *rgb = g_new (guint8, n_pix);
 
   /* 1. encode(input): the moments, and their normalised form. */
-  if (run (gc, engine, VAE_DIRECTION_ENCODE, H, W, input, enc)) {
+  if (golden_run (gc->label, engine, VAE_DIRECTION_ENCODE, H, W, input, enc)) {
     compare_f32 (gc, "latent_mean", enc, mean, n_lat, MAX_ABS_TOL, REL_L2_TOL);
     vae_latents_from_encoder_format (model, norm, enc, h, w, VAE_LATENT_DISTRIBUTION, NULL,
                                      1.0, 0.0, lat);
@@ -249,13 +171,13 @@ test_case (gconstpointer data)
   }
 
   /* 2. decode(latent_mean). */
-  if (run (gc, engine, VAE_DIRECTION_DECODE, h, w, mean, dec))
+  if (golden_run (gc->label, engine, VAE_DIRECTION_DECODE, h, w, mean, dec))
     compare_f32 (gc, "decoded", dec, decoded, n_pix, MAX_ABS_TOL, REL_L2_TOL);
 
   /* 3. The pixel paths, as vae-tool and the elements take them. */
   g_autofree float *pix = g_new (float, n_pix);
   vae_pixels_from_rgb8 (model, image, W, H, W * 3, 3, pix, H, W);
-  if (!run (gc, engine, VAE_DIRECTION_ENCODE, H, W, pix, enc))
+  if (!golden_run (gc->label, engine, VAE_DIRECTION_ENCODE, H, W, pix, enc))
     return;
   static const struct { VaeLatentFormat format; const char *what; } paths[] = {
     { VAE_LATENT_FORMAT_NORMALIZED, "decoded_from_normalized_u8" },
@@ -266,19 +188,11 @@ test_case (gconstpointer data)
                                      NULL, model->scaling_factor, model->shift_factor, lat);
     vae_latents_to_decoder_format (model, paths[p].format, lat, h, w,
                                    model->scaling_factor, model->shift_factor, back);
-    if (run (gc, engine, VAE_DIRECTION_DECODE, h, w, back, dec)) {
+    if (golden_run (gc->label, engine, VAE_DIRECTION_DECODE, h, w, back, dec)) {
       vae_pixels_to_rgb8 (model, dec, H, W, rgb, W, H, W * 3, 3);
       compare_u8 (gc, paths[p].what, rgb, p == 0 ? from_norm_u8 : decoded_u8, n_pix);
     }
   }
-}
-
-static const char *skip_reason;
-
-static void
-test_skipped (void)
-{
-  g_test_skip (skip_reason);
 }
 
 int
@@ -295,51 +209,20 @@ main (int argc, char **argv)
   const char *testdata = g_getenv ("VAE_TESTDATA");
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference-flux2", NULL)
                                       : NULL;
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  if (ref_dir) {
-    g_autoptr (GDir) dir = g_dir_open (ref_dir, 0, NULL);
-    const char *name;
-    while (dir && (name = g_dir_read_name (dir)))
-      if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__"))
-        g_ptr_array_add (names, g_strdup (name));
-  }
-  if (names->len == 0) {
+  /* flux2-mini's references also run against BFL's layout of the same
+   * weights.  Its module tree hard-codes GroupNorm(32) and the file cannot
+   * say otherwise, so the test model's 16 groups are given as an option (as
+   * vae-tool --norm-groups). */
+  g_autoptr (GPtrArray) cases = golden_list_cases (testdata, ref_dir, "flux2-mini",
+                                                   "flux2-mini-original.safetensors", 16);
+  if (cases->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
         : g_strdup_printf ("no reference files in %s", ref_dir);
-    golden_report_skip ("test-golden-flux2", "FLUX.2 GOLDEN TESTS", why,
-                        "golden-flux2-skipped.marker");
-    skip_reason = why;
-    g_test_add_func ("/golden-flux2/skipped", test_skipped);
-    g_test_run ();
-    return 77;
-  }
-  g_ptr_array_sort (names, (GCompareFunc) g_strcmp0);
-  g_autoptr (GPtrArray) cases = g_ptr_array_new_with_free_func (case_free);
-  for (guint i = 0; i < names->len; i++) {
-    const char *name = g_ptr_array_index (names, i);
-    const char *sep = strstr (name, "__");
-    g_autofree char *model = g_strndup (name, sep - name);
-    g_autofree char *stem = g_strndup (sep + 2, strlen (sep + 2) - strlen (".safetensors"));
-    Case *c = g_new0 (Case, 1);
-    c->label = g_strdup_printf ("%s/%s", model, stem);
-    c->ref_path = g_build_filename (ref_dir, name, NULL);
-    c->model_path = g_build_filename (testdata, "models", model, NULL);
-    g_ptr_array_add (cases, c);
-    if (g_str_equal (model, "flux2-mini")) {
-      /* BFL's layout of the same weights.  Its module tree hard-codes
-       * GroupNorm(32) and the file cannot say otherwise, so the test model's
-       * 16 groups are given as an option (as vae-tool --norm-groups). */
-      Case *o = g_new0 (Case, 1);
-      o->label = g_strdup_printf ("flux2-mini-original/%s", stem);
-      o->ref_path = g_strdup (c->ref_path);
-      o->model_path = g_build_filename (testdata, "models",
-                                        "flux2-mini-original.safetensors", NULL);
-      o->norm_groups = 16;
-      g_ptr_array_add (cases, o);
-    }
+    return golden_skip_all ("test-golden-flux2", "FLUX.2 GOLDEN TESTS", why,
+                            "golden-flux2-skipped.marker", "/golden-flux2/skipped");
   }
   for (guint i = 0; i < cases->len; i++) {
-    Case *c = g_ptr_array_index (cases, i);
+    GoldenCase *c = g_ptr_array_index (cases, i);
     g_autofree char *path = g_strdup_printf ("/golden-flux2/%s", c->label);
     g_test_add_data_func (path, c, test_case);
   }

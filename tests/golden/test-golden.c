@@ -28,6 +28,8 @@
 
 #include "codec.h"
 #include "engine.h"
+#include "golden-diff.h"
+#include "golden-run.h"
 #include "golden-util.h"
 #include "model.h"
 #include "safetensors.h"
@@ -58,147 +60,61 @@ static const struct {
  * precision is bf16 on the cpu and f16 on cuda. */
 static const char *backend = "cpu";
 
-typedef struct {
-  char *label;        /* <model>/<image>_<W>x<H> */
-  char *ref_path;
-  char *model_path;
-  VaePrecision precision;
-} GoldenCase;
-
-static void
-golden_case_free (gpointer p)
-{
-  GoldenCase *gc = p;
-  g_free (gc->label);
-  g_free (gc->ref_path);
-  g_free (gc->model_path);
-  g_free (gc);
-}
-
 /* ---- comparisons ---- */
 
 static void
 compare_f32 (const GoldenCase *gc, const char *what, const float *got,
              const float *want, gsize n)
 {
-  double max_diff = 0, num = 0, den = 0;
-  gsize at = 0;
-  gboolean nan = FALSE;
-  for (gsize i = 0; i < n; i++) {
-    double d = (double) got[i] - (double) want[i];
-    if (isnan (d)) {
-      nan = TRUE;
-      continue;
-    }
-    if (fabs (d) > max_diff) {
-      max_diff = fabs (d);
-      at = i;
-    }
-    num += d * d;
-    den += (double) want[i] * want[i];
-  }
-  double rel = sqrt (num) / (den > 0 ? sqrt (den) : 1.0);
+  const GoldenDiff d = golden_diff_f32 (got, want, n);
   g_test_message ("%s: %-16s max|diff| = %.3g (at %zu: %.6g vs %.6g), rel L2 = %.3g%s",
-                  gc->label, what, max_diff, (size_t) at, n ? got[at] : 0.0,
-                  n ? want[at] : 0.0, rel, nan ? ", NaN present" : "");
+                  gc->label, what, d.max_diff, (size_t) d.at, n ? got[d.at] : 0.0,
+                  n ? want[d.at] : 0.0, d.rel, d.nan ? ", NaN present" : "");
   if (gc->precision != VAE_PRECISION_F32) {
     /* The reduced-precision bounds are on latents and on decoded_u8 (PSNR);
      * the float decoder output is reported, not bounded. */
     if (!g_str_has_prefix (what, "latent"))
       return;
-    if (nan || !(rel <= REDUCED_REL_L2_TOL)) {
+    if (d.nan || !(d.rel <= REDUCED_REL_L2_TOL)) {
       for (guint i = 0; i < G_N_ELEMENTS (known_failures); i++)
-        if (!nan && g_str_equal (known_failures[i].label, gc->label)) {
+        if (!d.nan && g_str_equal (known_failures[i].label, gc->label)) {
           g_autofree char *msg = g_strdup_printf (
-              "KNOWN FAILURE %s: %s rel L2 = %.3g: %s", gc->label, what, rel,
+              "KNOWN FAILURE %s: %s rel L2 = %.3g: %s", gc->label, what, d.rel,
               known_failures[i].reason);
           g_printerr ("%s\n", msg);
           g_test_incomplete (msg);
           return;
         }
       g_test_fail_printf ("%s: %s differs from the reference: rel L2 = %.3g (reduced-"
-                          "precision tolerance %.0e)%s", gc->label, what, rel,
-                          REDUCED_REL_L2_TOL, nan ? ", NaN in the output" : "");
+                          "precision tolerance %.0e)%s", gc->label, what, d.rel,
+                          REDUCED_REL_L2_TOL, d.nan ? ", NaN in the output" : "");
     }
     return;
   }
-  if (nan || !(max_diff <= MAX_ABS_TOL) || !(rel <= REL_L2_TOL))
+  if (d.nan || !(d.max_diff <= MAX_ABS_TOL) || !(d.rel <= REL_L2_TOL))
     g_test_fail_printf ("%s: %s differs from the reference: max|diff| = %.3g "
                         "(tolerance %.0e), rel L2 = %.3g (tolerance %.0e)%s",
-                        gc->label, what, max_diff, MAX_ABS_TOL, rel, REL_L2_TOL,
-                        nan ? ", NaN in the output" : "");
+                        gc->label, what, d.max_diff, MAX_ABS_TOL, d.rel, REL_L2_TOL,
+                        d.nan ? ", NaN in the output" : "");
 }
 
 static void
 compare_u8 (const GoldenCase *gc, const char *what, const guint8 *got,
             const guint8 *want, gsize n)
 {
-  int max_diff = 0;
-  gsize off = 0, at = 0;
-  for (gsize i = 0; i < n; i++) {
-    int d = abs ((int) got[i] - (int) want[i]);
-    if (d > 0)
-      off++;
-    if (d > max_diff) {
-      max_diff = d;
-      at = i;
-    }
-  }
-  double sq = 0;
-  for (gsize i = 0; i < n; i++)
-    sq += ((double) got[i] - want[i]) * ((double) got[i] - want[i]);
-  double psnr = sq > 0 ? 10.0 * log10 (255.0 * 255.0 / (sq / n)) : INFINITY;
+  const GoldenDiffU8 d = golden_diff_u8 (got, want, n);
   g_test_message ("%s: %-16s max level diff = %d (at %zu), %zu of %zu values differ, "
-                  "PSNR %.1f dB", gc->label, what, max_diff, (size_t) at, (size_t) off,
-                  (size_t) n, psnr);
+                  "PSNR %.1f dB", gc->label, what, d.max_diff, (size_t) d.at, (size_t) d.off,
+                  (size_t) n, d.psnr);
   if (gc->precision != VAE_PRECISION_F32) {
-    if (!(psnr >= REDUCED_PSNR_DB))
+    if (!(d.psnr >= REDUCED_PSNR_DB))
       g_test_fail_printf ("%s: %s PSNR %.1f dB is under the reduced-precision bound "
-                          "of %.0f dB", gc->label, what, psnr, REDUCED_PSNR_DB);
+                          "of %.0f dB", gc->label, what, d.psnr, REDUCED_PSNR_DB);
     return;
   }
-  if (max_diff > U8_TOL)
+  if (d.max_diff > U8_TOL)
     g_test_fail_printf ("%s: %s is off by %d levels at byte %zu (%d vs %d; tolerance %d)",
-                        gc->label, what, max_diff, (size_t) at, got[at], want[at], U8_TOL);
-}
-
-/* ---- reference tensors ---- */
-
-/* The tensor NAME as float32, checked to have N elements. */
-static float *
-ref_f32 (const GoldenCase *gc, const VaeSafetensors *st, const char *name, gsize n)
-{
-  g_autoptr (GError) error = NULL;
-  const VaeTensorView *t = vae_safetensors_lookup (st, name);
-  if (!t) {
-    g_test_fail_printf ("%s: reference has no tensor '%s'", gc->label, name);
-    return NULL;
-  }
-  if (t->n_elements != n) {
-    g_test_fail_printf ("%s: reference tensor '%s' has %" G_GUINT64_FORMAT
-                        " elements, %zu expected", gc->label, name, t->n_elements,
-                        (size_t) n);
-    return NULL;
-  }
-  float *v = g_new (float, n);
-  if (!vae_tensor_view_to_f32 (t, v, &error)) {
-    g_test_fail_printf ("%s: %s", gc->label, error->message);
-    g_free (v);
-    return NULL;
-  }
-  return v;
-}
-
-static const guint8 *
-ref_u8 (const GoldenCase *gc, const VaeSafetensors *st, const char *name, gsize n)
-{
-  const VaeTensorView *t = vae_safetensors_lookup (st, name);
-  if (!t || t->dtype != VAE_DTYPE_U8 || t->n_elements != n) {
-    g_test_fail_printf ("%s: reference tensor '%s' is missing or not U8 of %zu elements",
-                        gc->label, name, (size_t) n);
-    return NULL;
-  }
-  return t->data;
+                        gc->label, what, d.max_diff, (size_t) d.at, got[d.at], want[d.at], U8_TOL);
 }
 
 /* x in [from_min, 1] to [to_min, 1]. */
@@ -209,24 +125,6 @@ map_range (float *x, gsize n, float from_min, float to_min)
     return;
   for (gsize i = 0; i < n; i++)
     x[i] = (x[i] - from_min) / (1.0f - from_min) * (1.0f - to_min) + to_min;
-}
-
-static gboolean
-run_engine (const GoldenCase *gc, VaeEngine *engine, VaeDirection dir, int h, int w,
-            const float *in, float *out)
-{
-  g_autoptr (GError) error = NULL;
-  VaeBatch batch = { dir, 1, h, w, in, out, NULL, NULL };
-  gint64 t0 = g_get_monotonic_time ();
-  if (!vae_engine_run (engine, &batch, &error)) {
-    g_test_fail_printf ("%s: %s failed: %s", gc->label,
-                        dir == VAE_DIRECTION_ENCODE ? "encode" : "decode", error->message);
-    return FALSE;
-  }
-  g_test_message ("%s: %s %dx%d took %.3f s", gc->label,
-                  dir == VAE_DIRECTION_ENCODE ? "encode" : "decode", w, h,
-                  (g_get_monotonic_time () - t0) / 1e6);
-  return TRUE;
 }
 
 /* ---- one reference file ---- */
@@ -313,17 +211,17 @@ test_reference (gconstpointer data)
                   "model range [%g,1], scaling %.17g shift %.17g", gc->label, W, H, C, f,
                   ref_min, model_min, model->scaling_factor, model->shift_factor);
 
-  g_autofree float *input = ref_f32 (gc, ref, "input", n_pix);
-  g_autofree float *mean = ref_f32 (gc, ref, "latent_mean", n_lat);
-  g_autofree float *scaled = ref_f32 (gc, ref, "latent_scaled", n_lat);
-  g_autofree float *decoded = ref_f32 (gc, ref, "decoded", n_pix);
-  const guint8 *image = ref_u8 (gc, ref, "image", n_pix);
-  const guint8 *decoded_u8 = ref_u8 (gc, ref, "decoded_u8", n_pix);
+  g_autofree float *input = golden_ref_f32 (gc->label, ref, "input", n_pix);
+  g_autofree float *mean = golden_ref_f32 (gc->label, ref, "latent_mean", n_lat);
+  g_autofree float *scaled = golden_ref_f32 (gc->label, ref, "latent_scaled", n_lat);
+  g_autofree float *decoded = golden_ref_f32 (gc->label, ref, "decoded", n_pix);
+  const guint8 *image = golden_ref_u8 (gc->label, ref, "image", n_pix);
+  const guint8 *decoded_u8 = golden_ref_u8 (gc->label, ref, "decoded_u8", n_pix);
   if (!input || !mean || !scaled || !decoded || !image || !decoded_u8)
     return;
   g_autofree float *logvar = NULL;
   if (vae_safetensors_lookup (ref, "latent_logvar")) {
-    logvar = ref_f32 (gc, ref, "latent_logvar", n_lat);
+    logvar = golden_ref_f32 (gc->label, ref, "latent_logvar", n_lat);
     if (!logvar)
       return;
   }
@@ -333,7 +231,7 @@ test_reference (gconstpointer data)
 
   /* 1. encode(input) -> latent_mean (+ latent_logvar). */
   map_range (input, n_pix, ref_min, model_min);
-  if (run_engine (gc, engine, VAE_DIRECTION_ENCODE, H, W, input, enc)) {
+  if (golden_run (gc->label, engine, VAE_DIRECTION_ENCODE, H, W, input, enc)) {
     compare_f32 (gc, "latent_mean", enc, mean, n_lat);
     if (logvar) {
       if (enc_c != 2 * C) {
@@ -349,7 +247,7 @@ test_reference (gconstpointer data)
   }
 
   /* 2. decode(latent_mean) -> decoded (in the reference's range). */
-  if (run_engine (gc, engine, VAE_DIRECTION_DECODE, h, w, mean, dec)) {
+  if (golden_run (gc->label, engine, VAE_DIRECTION_DECODE, h, w, mean, dec)) {
     map_range (dec, n_pix, model_min, ref_min);
     compare_f32 (gc, "decoded", dec, decoded, n_pix);
   }
@@ -370,43 +268,26 @@ test_reference (gconstpointer data)
   {
     /* The conversion itself must reproduce 'input' (up to float rounding). */
     g_autofree float *pix_ref = g_memdup2 (pix, n_pix * sizeof (float));
-    g_autofree float *input_ref = ref_f32 (gc, ref, "input", n_pix);
+    g_autofree float *input_ref = golden_ref_f32 (gc->label, ref, "input", n_pix);
     if (input_ref) {
       map_range (pix_ref, n_pix, model_min, ref_min);
       compare_f32 (gc, "pixels->input", pix_ref, input_ref, n_pix);
     }
   }
   g_autofree float *lat = g_new (float, n_lat);
-  if (run_engine (gc, engine, VAE_DIRECTION_ENCODE, H, W, pix, enc)) {
+  if (golden_run (gc->label, engine, VAE_DIRECTION_ENCODE, H, W, pix, enc)) {
     vae_latents_from_encoder (model, enc, h, w, VAE_LATENT_MODE, NULL,
                               model->scaling_factor, model->shift_factor, lat);
     compare_f32 (gc, "latent_scaled", lat, scaled, n_lat);
 
     g_autofree float *dec_in = g_new (float, n_lat);
     vae_latents_to_decoder (lat, n_lat, model->scaling_factor, model->shift_factor, dec_in);
-    if (run_engine (gc, engine, VAE_DIRECTION_DECODE, h, w, dec_in, dec)) {
+    if (golden_run (gc->label, engine, VAE_DIRECTION_DECODE, h, w, dec_in, dec)) {
       g_autofree guint8 *rgb = g_new (guint8, n_pix);
       vae_pixels_to_rgb8 (model, dec, H, W, rgb, W, H, W * 3, 3);
       compare_u8 (gc, "decoded_u8", rgb, decoded_u8, n_pix);
     }
   }
-}
-
-/* g_ptr_array_sort hands over pointers to the elements. */
-static int
-compare_names (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(const char *const *) a, *(const char *const *) b);
-}
-
-/* ---- without test data ---- */
-
-static const char *skip_reason;
-
-static void
-test_skipped (void)
-{
-  g_test_skip (skip_reason);
 }
 
 int
@@ -429,51 +310,16 @@ main (int argc, char **argv)
 
   const char *testdata = g_getenv ("VAE_TESTDATA");
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference", NULL) : NULL;
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GPtrArray) cases = g_ptr_array_new_with_free_func (golden_case_free);
-
-  if (ref_dir) {
-    g_autoptr (GDir) dir = g_dir_open (ref_dir, 0, NULL);
-    const char *name;
-    while (dir && (name = g_dir_read_name (dir)))
-      if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__"))
-        g_ptr_array_add (names, g_strdup (name));
-  }
-
-  if (names->len == 0) {
+  /* The same weights in the LDM single-file layout must give the same
+   * outputs. */
+  g_autoptr (GPtrArray) cases = golden_list_cases (testdata, ref_dir, "kl-sd-mini",
+                                                   "kl-sd-mini-ldm.safetensors", 0);
+  if (cases->len == 0) {
     g_autofree char *why = !testdata
         ? g_strdup ("VAE_TESTDATA is not set")
         : g_strdup_printf ("no reference files in %s", ref_dir);
-    skip_reason = why;
-    golden_report_skip ("test-golden", "GOLDEN TESTS", why, "golden-skipped.marker");
-    g_test_add_func ("/golden/skipped", test_skipped);
-    g_test_run ();
-    return 77;
-  }
-
-  g_ptr_array_sort (names, compare_names);
-
-  for (guint i = 0; i < names->len; i++) {
-    const char *name = g_ptr_array_index (names, i);
-    const char *sep = strstr (name, "__");
-    g_autofree char *model = g_strndup (name, sep - name);
-    g_autofree char *stem = g_strndup (sep + 2, strlen (sep + 2) - strlen (".safetensors"));
-
-    GoldenCase *gc = g_new0 (GoldenCase, 1);
-    gc->label = g_strdup_printf ("%s/%s", model, stem);
-    gc->ref_path = g_build_filename (ref_dir, name, NULL);
-    gc->model_path = g_build_filename (testdata, "models", model, NULL);
-    g_ptr_array_add (cases, gc);
-
-    /* The same weights in the LDM single-file layout must give the same outputs. */
-    if (g_str_equal (model, "kl-sd-mini")) {
-      GoldenCase *ldm = g_new0 (GoldenCase, 1);
-      ldm->label = g_strdup_printf ("kl-sd-mini-ldm/%s", stem);
-      ldm->ref_path = g_strdup (gc->ref_path);
-      ldm->model_path = g_build_filename (testdata, "models",
-                                          "kl-sd-mini-ldm.safetensors", NULL);
-      g_ptr_array_add (cases, ldm);
-    }
+    return golden_skip_all ("test-golden", "GOLDEN TESTS", why, "golden-skippemarker",
+                            "/golden/skipped");
   }
 
   guint n_f32 = cases->len;

@@ -51,6 +51,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "golden-diff.h"
 #include "golden-util.h"
 #include "codec.h"
 #include "engine.h"
@@ -74,20 +75,6 @@
 #ifndef REDUCED
 #define REDUCED 0
 #endif
-
-static const struct {
-  const char *ref_model;
-  const char *paths[3];
-} model_files[] = {
-  { "wan21-mini", { "wan21-mini", "wan21-mini-original.safetensors", NULL } },
-  { "wan22-mini", { "wan22-mini", NULL } },
-  { "taew2_1-random", { "taew2_1-random.safetensors", NULL } },
-  { "taew2_2-random", { "taew2_2-random.safetensors", NULL } },
-};
-
-/* Single files carry no config: the builder uses the real Wan values, not
- * the ones the reference was normalised with. */
-static const char *const builtin_norm_models[] = { "wan21-mini-original.safetensors" };
 
 static int n_pass, n_fail;
 static GString *failures;
@@ -117,19 +104,8 @@ typedef struct {
 static Cmp
 compare (const float *got, const float *want, gsize n, double max_tol, double rel_tol)
 {
-  Cmp c = { TRUE, 0, 0, FALSE, TRUE };
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++) {
-    double d = (double) got[i] - (double) want[i];
-    if (isnan (d)) {
-      c.nan = TRUE;
-      continue;
-    }
-    c.max_diff = MAX (c.max_diff, fabs (d));
-    num += d * d;
-    den += (double) want[i] * want[i];
-  }
-  c.rel = sqrt (num) / (den > 0 ? sqrt (den) : 1.0);
+  const GoldenDiff d = golden_diff_f32 (got, want, n);
+  Cmp c = { TRUE, d.max_diff, d.rel, d.nan, FALSE };
   c.ok = !c.nan && c.max_diff <= max_tol && c.rel <= rel_tol;
   return c;
 }
@@ -152,14 +128,9 @@ compare_exact (const float *got, const float *want, gsize n)
 static Cmp
 compare_u8 (const guint8 *got, const guint8 *want, gsize n)
 {
-  Cmp c = { TRUE, 0, 0, FALSE, TRUE };
-  gsize differ = 0;
-  for (gsize i = 0; i < n; i++) {
-    int d = abs ((int) got[i] - (int) want[i]);
-    c.max_diff = MAX (c.max_diff, d);
-    differ += d != 0;
-  }
-  c.rel = n ? (double) differ / n : 0;   /* here: the fraction that differ */
+  const GoldenDiffU8 d = golden_diff_u8 (got, want, n);
+  Cmp c = { TRUE, d.max_diff, 0, FALSE, TRUE };
+  c.rel = n ? (double) d.off / n : 0;   /* here: the fraction that differ */
   c.ok = c.max_diff <= U8_TOL;
   return c;
 }
@@ -371,15 +342,6 @@ typedef struct {
   char *note;
 } Row;
 
-static gboolean
-in_list (const char *const *list, guint n, const char *s)
-{
-  for (guint i = 0; i < n; i++)
-    if (g_str_equal (list[i], s))
-      return TRUE;
-  return FALSE;
-}
-
 /* Runs STEPS chunks (frame counts) of IN through a fresh stream into one
  * output array (all frames the stream gives, nothing dropped). */
 static float *
@@ -474,8 +436,7 @@ run_case (VaeEngine *e, const char *label, const char *file, VaeSafetensors *ref
   const VaeModel *m = e->model;
   const char *layout = vae_safetensors_metadata (ref, "layout");
   const gboolean ncthw = !layout || !g_str_equal (layout, "NTCHW");
-  const gboolean ref_norm = !in_list (builtin_norm_models, G_N_ELEMENTS (builtin_norm_models),
-                                      label);
+  const gboolean ref_norm = !golden_video_builtin_norm (label);
   g_auto (Clip) input = { 0 }, lat = { 0 }, norm = { 0 }, dec = { 0 };
   int ft, fh, fw, ut, uh, uw;
   const guint8 *frames_u8 = ref_u8 (ref, "frames", &ft, &fh, &fw, error);
@@ -867,25 +828,6 @@ error_cases (const char *models_dir, VaeEngine *video_cpu)
 
 /* ------------------------------------------------------------------ main */
 
-static int
-compare_strings (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
-static GPtrArray *
-list_refs (const char *dir)
-{
-  GPtrArray *names = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  const char *name;
-  while (d && (name = g_dir_read_name (d)))
-    if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__"))
-      g_ptr_array_add (names, g_strdup (name));
-  g_ptr_array_sort (names, compare_strings);
-  return names;
-}
-
 /* Frames of a reference file name (<...>x<T>.safetensors). */
 static int
 name_frames (const char *name)
@@ -905,15 +847,6 @@ loaded_free (Loaded *l)
   vae_engine_free (l->engine);
   vae_model_free (l->model);
   g_free (l);
-}
-
-static const char *const *
-paths_for (const char *ref_model)
-{
-  for (guint j = 0; j < G_N_ELEMENTS (model_files); j++)
-    if (g_str_equal (model_files[j].ref_model, ref_model))
-      return model_files[j].paths;
-  return NULL;
 }
 
 static Loaded *
@@ -946,7 +879,7 @@ main (int argc, char **argv)
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference-video", NULL) : NULL;
   g_autofree char *stream_dir = testdata ? g_build_filename (ref_dir, "streaming", NULL) : NULL;
   g_autofree char *models_dir = testdata ? g_build_filename (testdata, "models", NULL) : NULL;
-  g_autoptr (GPtrArray) names = ref_dir ? list_refs (ref_dir) : g_ptr_array_new ();
+  g_autoptr (GPtrArray) names = golden_list_references (ref_dir);
   if (names->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
                                      : g_strdup_printf ("no reference files in %s", ref_dir);
@@ -954,7 +887,7 @@ main (int argc, char **argv)
                         "golden-skipped.marker");
     return 77;
   }
-  g_autoptr (GPtrArray) snames = list_refs (stream_dir);
+  g_autoptr (GPtrArray) snames = golden_list_references (stream_dir);
   g_autoptr (GHashTable) cache = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
                                                         (GDestroyNotify) loaded_free);
   if (REDUCED)
@@ -970,7 +903,7 @@ main (int argc, char **argv)
     if (REDUCED && T != 1 && T != 5)
       continue;
     g_autofree char *ref_model = g_strndup (name, strstr (name, "__") - name);
-    const char *const *paths = paths_for (ref_model);
+    const char *const *paths = golden_video_models (ref_model);
     if (!paths) {
       fail ("%s: no model for '%s' in this test's list", name, ref_model);
       continue;
@@ -1002,7 +935,7 @@ main (int argc, char **argv)
       g_autofree char *px1 = fmt_cmp (&r.px_in, FALSE), *px2 = fmt_cmp (&r.px_out, TRUE);
       printf ("%-32s %-44s        pixels: from_rgb8 vs input %s, to_rgb8 (decoded) vs "
               "decoded_u8 %s%s\n", "", "", px1, px2,
-              in_list (builtin_norm_models, G_N_ELEMENTS (builtin_norm_models), label)
+              golden_video_builtin_norm (label)
               ? "; normalized: n/a (built-in real Wan 2.1 statistics)" : "");
       fflush (stdout);
       g_free (r.note);
@@ -1017,7 +950,7 @@ main (int argc, char **argv)
     for (guint i = 0; i < snames->len; i++) {
       const char *name = g_ptr_array_index (snames, i);
       g_autofree char *ref_model = g_strndup (name, strstr (name, "__") - name);
-      const char *const *paths = paths_for (ref_model);
+      const char *const *paths = golden_video_models (ref_model);
       if (!paths) {
         fail ("streaming/%s: no model for '%s'", name, ref_model);
         continue;

@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "golden-diff.h"
 #include "golden-util.h"
 #include "model.h"
 #include "ref-ops.h"
@@ -51,28 +52,10 @@
 #define MAX_ABS_TOL 1e-3
 #define REL_L2_TOL 1e-4
 
-/* Model files for a reference file's <model> name, relative to models/. */
-static const struct {
-  const char *ref_model;
-  const char *paths[3];
-} model_files[] = {
-  { "wan21-mini", { "wan21-mini", "wan21-mini-original.safetensors", NULL } },
-  { "wan22-mini", { "wan22-mini", NULL } },
-  { "taew2_1-random", { "taew2_1-random.safetensors", NULL } },
-  { "taew2_2-random", { "taew2_2-random.safetensors", NULL } },
-};
-
 /* Models whose builder must load them: a load failure is a FAIL. */
 static const char *const required_models[] = {
   "wan21-mini", "wan21-mini-original.safetensors", "wan22-mini",
-  "taew2_1-random.safetensors", "taew2_2-random.safetensors",
-};
-
-/* Model files whose latents_mean/latents_std are not the ones the
- * reference used (config.json of the diffusers folder): single files carry
- * no config, so the builder uses the real Wan values. */
-static const char *const builtin_norm_models[] = {
-  "wan21-mini-original.safetensors",
+  "taew2_1-random.safetensors", "taew2_2-random.safetensors", NULL,
 };
 
 typedef struct {
@@ -83,30 +66,10 @@ typedef struct {
 static Cmp
 compare (const double *got, const float *want, gsize n)
 {
-  Cmp c = { 0, 0, TRUE, FALSE };
-  double num = 0, den = 0;
-  for (gsize i = 0; i < n; i++) {
-    double d = got[i] - (double) want[i];
-    if (isnan (d)) {
-      c.nan = TRUE;
-      continue;
-    }
-    c.max_diff = MAX (c.max_diff, fabs (d));
-    num += d * d;
-    den += (double) want[i] * want[i];
-  }
-  c.rel = sqrt (num) / (den > 0 ? sqrt (den) : 1.0);
+  const GoldenDiff d = golden_diff_f64 (got, want, n);
+  Cmp c = { d.max_diff, d.rel, FALSE, d.nan };
   c.ok = !c.nan && c.max_diff <= MAX_ABS_TOL && c.rel <= REL_L2_TOL;
   return c;
-}
-
-static gboolean
-in_list (const char *const *list, guint n, const char *s)
-{
-  for (guint i = 0; i < n; i++)
-    if (g_str_equal (list[i], s))
-      return TRUE;
-  return FALSE;
 }
 
 /* A float32 tensor of the reference file, checked for its element count. */
@@ -259,8 +222,7 @@ run_case (const VaeModel *m, const char *model_label, VaeSafetensors *ref, Resul
   r->has_latent = TRUE;
 
   /* ---- normalised latents ---- */
-  if (norm_fm && !in_list (builtin_norm_models, G_N_ELEMENTS (builtin_norm_models),
-                           model_label)) {
+  if (norm_fm && !golden_video_builtin_norm (model_label)) {
     g_autofree double *norm = g_new (double, n_lat);
     const gsize plane = (gsize) LH * LW;
     for (gsize i = 0; i < n_lat; i++) {
@@ -322,12 +284,6 @@ fmt_cmp (const Cmp *c, gboolean present)
                           c->nan ? " NaN" : c->ok ? "" : " !");
 }
 
-static int
-compare_strings (gconstpointer a, gconstpointer b)
-{
-  return strcmp (*(char *const *) a, *(char *const *) b);
-}
-
 int
 main (int argc, char **argv)
 {
@@ -336,29 +292,22 @@ main (int argc, char **argv)
     perturb = g_ascii_strtod (g_getenv ("VAE_VIDEO_REF_PERTURB"), NULL);
   g_autofree char *ref_dir = testdata ? g_build_filename (testdata, "reference-video", NULL) : NULL;
   g_autofree char *models_dir = testdata ? g_build_filename (testdata, "models", NULL) : NULL;
-  g_autoptr (GPtrArray) names = g_ptr_array_new_with_free_func (g_free);
-  if (ref_dir) {
-    g_autoptr (GDir) dir = g_dir_open (ref_dir, 0, NULL);
-    const char *name;
-    while (dir && (name = g_dir_read_name (dir)))
-      if (g_str_has_suffix (name, ".safetensors") && strstr (name, "__")
+  g_autoptr (GPtrArray) names = golden_list_references (ref_dir);
 #ifdef __SANITIZE_ADDRESS__
-          /* The sanitizer tree checks the builders on single frames (every
-           * first-chunk graph); the release tree and video-golden (the
-           * engine, also under ASan) cover the clips.  The plain-loop
-           * reference is too slow under ASan for all of them. */
-          && g_str_has_suffix (name, "x1.safetensors")
+  /* The sanitizer tree checks the builders on single frames (every
+   * first-chunk graph); the release tree and video-golden (the engine,
+   * also under ASan) cover the clips.  The plain-loop reference is too
+   * slow under ASan for all of them. */
+  for (guint i = names->len; i-- > 0;)
+    if (!g_str_has_suffix (g_ptr_array_index (names, i), "x1.safetensors"))
+      g_ptr_array_remove_index (names, i);
 #endif
-          )
-        g_ptr_array_add (names, g_strdup (name));
-  }
   if (names->len == 0) {
     g_autofree char *why = !testdata ? g_strdup ("VAE_TESTDATA is not set")
                                      : g_strdup_printf ("no reference files in %s", ref_dir);
     golden_report_skip ("test-video-ref", "VIDEO GOLDEN TESTS", why, "golden-skipped.marker");
     return 77;
   }
-  g_ptr_array_sort (names, compare_strings);
 
   /* Models are loaded once each. */
   g_autoptr (GHashTable) models = g_hash_table_new_full (g_str_hash, g_str_equal, g_free,
@@ -372,10 +321,7 @@ main (int argc, char **argv)
   for (guint i = 0; i < names->len; i++) {
     const char *name = g_ptr_array_index (names, i);
     g_autofree char *ref_model = g_strndup (name, strstr (name, "__") - name);
-    const char *const *paths = NULL;
-    for (guint j = 0; j < G_N_ELEMENTS (model_files); j++)
-      if (g_str_equal (model_files[j].ref_model, ref_model))
-        paths = model_files[j].paths;
+    const char *const *paths = golden_video_models (ref_model);
     const char *fallback[2] = { ref_model, NULL };
     if (!paths)
       paths = fallback;
@@ -399,8 +345,7 @@ main (int argc, char **argv)
       }
       gint64 t0 = g_get_monotonic_time ();
       if (!m) {
-        gboolean required = in_list (required_models, G_N_ELEMENTS (required_models),
-                                     model_label);
+        gboolean required = g_strv_contains (required_models, model_label);
         if (!required && g_error_matches (load_error, VAE_ERROR, VAE_ERROR_UNSUPPORTED)) {
           r.status = g_strdup ("SKIP");
           r.note = g_strdup_printf ("builder not available (%s)", load_error->message);

@@ -6,10 +6,10 @@
  * decoders and halves that do not belong together.  No test data needed
  * (the golden check of real-size files is tests/golden video-ref). */
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <string.h>
 
 #include "model.h"
+#include "model-test-util.h"
 #include "safetensors.h"
 #include "vae-error.h"
 
@@ -350,13 +350,7 @@ main (int argc, char **argv)
   g_test_add_func ("/taehv/error/misshapen-tensor", test_misshapen);
   g_test_add_func ("/taehv/error/other", test_other_errors);
   int ret = g_test_run ();
-  g_autoptr (GDir) d = g_dir_open (dir, 0, NULL);
-  const char *f;
-  while (d && (f = g_dir_read_name (d))) {
-    g_autofree char *p = g_build_filename (dir, f, NULL);
-    g_unlink (p);
-  }
-  g_rmdir (dir);
+  model_test_remove_tree (dir);
   g_free (dir);
   return ret;
 }

@@ -3,29 +3,12 @@
  * folder and original-layout file) and wan22-mini, and its errors on
  * broken copies.  The numerics are tests/golden/test-video-ref.c's. */
 #include <glib.h>
-#include <glib/gstdio.h>
 #include <math.h>
 #include <string.h>
 #include "model.h"
+#include "model-test-util.h"
 #include "safetensors.h"
 #include "vae-error.h"
-
-static char *testdata;   /* NULL when VAE_TESTDATA is not usable */
-
-#define REQUIRE_TESTDATA()                                                        \
-  G_STMT_START {                                                                  \
-    if (!testdata) {                                                              \
-      g_test_skip ("VAE_TESTDATA is not set or is not a folder: the Wan model "   \
-                   "tests need ../shared/testdata");                              \
-      return;                                                                     \
-    }                                                                             \
-  } G_STMT_END
-
-static char *
-model_path (const char *rel)
-{
-  return g_build_filename (testdata, "models", rel, NULL);
-}
 
 static VaeModel *
 load_ok (const char *rel)
@@ -234,150 +217,40 @@ test_bare_state_dicts (void)
 
 /* ------------------------------------------------------------ broken copies */
 
-typedef struct {
-  const char *drop;            /* leave this tensor out */
-  const char *reshape;         /* give this tensor NEW_SHAPE (zeros) */
-  int new_ndim;
-  gint64 new_shape[5];
-  const char *add;             /* add a small tensor of this name */
-} CopySpec;
-
-static void
-write_copy (const char *src, const char *dst, const CopySpec *spec)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (VaeSafetensors) st = vae_safetensors_open (src, &error);
-  g_assert_no_error (error);
-  g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
-  for (guint i = 0; i < vae_safetensors_n_tensors (st); i++) {
-    const VaeTensorView *t = vae_safetensors_tensor_at (st, i);
-    if (spec->drop && strcmp (t->name, spec->drop) == 0)
-      continue;
-    if (spec->reshape && strcmp (t->name, spec->reshape) == 0) {
-      gsize n = vae_dtype_size (t->dtype);
-      for (int d = 0; d < spec->new_ndim; d++)
-        n *= spec->new_shape[d];
-      g_autofree guint8 *zeros = g_malloc0 (n);
-      vae_safetensors_writer_add (w, t->name, t->dtype, spec->new_ndim, spec->new_shape,
-                                  zeros, n, &error);
-    } else {
-      vae_safetensors_writer_add (w, t->name, t->dtype, t->ndim, t->shape, t->data,
-                                  t->n_bytes, &error);
-    }
-    g_assert_no_error (error);
-  }
-  if (spec->add) {
-    float v[4] = { 1, 2, 3, 4 };
-    gint64 shape[1] = { 4 };
-    vae_safetensors_writer_add (w, spec->add, VAE_DTYPE_F32, 1, shape, v, sizeof v, &error);
-    g_assert_no_error (error);
-  }
-  vae_safetensors_writer_save (w, dst, &error);
-  g_assert_no_error (error);
-}
-
-static void
-remove_tree (const char *path)
-{
-  if (g_file_test (path, G_FILE_TEST_IS_DIR)) {
-    g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-    const char *e;
-    while (d && (e = g_dir_read_name (d))) {
-      g_autofree char *child = g_build_filename (path, e, NULL);
-      remove_tree (child);
-    }
-  }
-  g_remove (path);
-}
-
-typedef struct {
-  char *dir;
-} Tmp;
-
-static void
-tmp_setup (Tmp *t, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  t->dir = g_dir_make_tmp ("test-model-wan-XXXXXX", &error);
-  g_assert_no_error (error);
-}
-
-static void
-tmp_teardown (Tmp *t, gconstpointer data)
-{
-  remove_tree (t->dir);
-  g_free (t->dir);
-}
-
 /* A copy of the diffusers folder SRC in DIR/NAME, config.json with FROM
  * replaced by TO (FROM NULL: unchanged), the weights rewritten by SPEC. */
 static char *
 make_dir_copy (const char *dir, const char *src, const char *name, const char *from,
-               const char *to, const CopySpec *spec)
+               const char *to, const ModelCopySpec *spec)
 {
-  g_autoptr (GError) error = NULL;
   char *folder = g_build_filename (dir, name, NULL);
-  g_assert_cmpint (g_mkdir_with_parents (folder, 0755), ==, 0);
   g_autofree char *src_dir = model_path (src);
-  g_autofree char *src_cfg = g_build_filename (src_dir, "config.json", NULL);
-  g_autofree char *src_w = g_build_filename (src_dir, "diffusion_pytorch_model.safetensors", NULL);
-  g_autofree char *dst_cfg = g_build_filename (folder, "config.json", NULL);
-  g_autofree char *dst_w = g_build_filename (folder, "diffusion_pytorch_model.safetensors", NULL);
   g_autofree char *text = NULL;
-  g_file_get_contents (src_cfg, &text, NULL, &error);
-  g_assert_no_error (error);
   if (from) {
+    g_autoptr (GError) error = NULL;
+    g_autofree char *src_cfg = g_build_filename (src_dir, "config.json", NULL);
+    g_file_get_contents (src_cfg, &text, NULL, &error);
+    g_assert_no_error (error);
     g_assert_nonnull (strstr (text, from));
     g_auto (GStrv) parts = g_strsplit (text, from, 2);
     g_free (text);
     text = g_strjoin (to, parts[0], parts[1], NULL);
   }
-  g_file_set_contents (dst_cfg, text, -1, &error);
-  g_assert_no_error (error);
-  CopySpec none = { 0 };
-  write_copy (src_w, dst_w, spec ? spec : &none);
+  model_copy_folder (src_dir, folder, text, spec);
   return folder;
 }
 
 static char *
-make_file_copy (const char *dir, const char *name, const CopySpec *spec)
+make_file_copy (const char *dir, const char *name, const ModelCopySpec *spec)
 {
   g_autofree char *src = model_path ("wan21-mini-original.safetensors");
   char *dst = g_build_filename (dir, name, NULL);
-  write_copy (src, dst, spec);
+  model_copy_write (src, dst, spec);
   return dst;
 }
 
 static void
-assert_message_has (const GError *error, const char *needle)
-{
-  g_autoptr (GString) msg = g_string_new (NULL), want = g_string_new (NULL);
-  for (const char *p = error->message; *p; p++)
-    if (*p != ' ')
-      g_string_append_c (msg, *p);
-  for (const char *p = needle; *p; p++)
-    if (*p != ' ')
-      g_string_append_c (want, *p);
-  if (!strstr (msg->str, want->str))
-    g_error ("error message \"%s\" does not mention \"%s\"", error->message, needle);
-}
-
-static GError *
-load_fails (const char *path)
-{
-  GError *error = NULL;
-  VaeModel *m = vae_model_load (path, NULL, &error);
-  if (m)
-    g_error ("%s loaded although it is broken", path);
-  g_assert_nonnull (error);
-  g_assert_true (error->domain == VAE_ERROR);
-  if (g_test_verbose ())
-    g_printerr ("  expected error: %s\n", error->message);
-  return error;
-}
-
-static void
-test_missing_tensor (Tmp *t, gconstpointer data)
+test_missing_tensor (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   static const struct { const char *src, *victim; } dirs[] = {
@@ -389,13 +262,13 @@ test_missing_tensor (Tmp *t, gconstpointer data)
     { "wan22-mini", "post_quant_conv.bias" },
   };
   for (guint i = 0; i < G_N_ELEMENTS (dirs); i++) {
-    CopySpec spec = { .drop = dirs[i].victim };
+    ModelCopySpec spec = { .drop = dirs[i].victim };
     g_autofree char *name = g_strdup_printf ("missing%u", i);
     g_autofree char *folder = make_dir_copy (t->dir, dirs[i].src, name, NULL, NULL, &spec);
-    g_autoptr (GError) error = load_fails (folder);
+    g_autoptr (GError) error = model_load_fails (folder, NULL);
     g_assert_error (error, VAE_ERROR, VAE_ERROR_MODEL);
-    assert_message_has (error, dirs[i].victim);
-    assert_message_has (error, "diffusion_pytorch_model.safetensors");
+    model_assert_message_has (error, dirs[i].victim);
+    model_assert_message_has (error, "diffusion_pytorch_model.safetensors");
   }
   /* Original names in original files. */
   static const char *const victims[] = {
@@ -403,69 +276,69 @@ test_missing_tensor (Tmp *t, gconstpointer data)
     "decoder.middle.1.norm.gamma", "conv2.weight", "encoder.head.0.gamma",
   };
   for (guint i = 0; i < G_N_ELEMENTS (victims); i++) {
-    CopySpec spec = { .drop = victims[i] };
+    ModelCopySpec spec = { .drop = victims[i] };
     g_autofree char *name = g_strdup_printf ("wan_missing%u.safetensors", i);
     g_autofree char *path = make_file_copy (t->dir, name, &spec);
-    g_autoptr (GError) error = load_fails (path);
+    g_autoptr (GError) error = model_load_fails (path, NULL);
     g_assert_error (error, VAE_ERROR, VAE_ERROR_MODEL);
     g_autofree char *quoted = g_strdup_printf ("'%s'", victims[i]);
-    assert_message_has (error, quoted);
-    assert_message_has (error, name);
+    model_assert_message_has (error, quoted);
+    model_assert_message_has (error, name);
   }
 }
 
 static void
-test_wrong_shape (Tmp *t, gconstpointer data)
+test_wrong_shape (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
-  CopySpec spec = { .reshape = "encoder.down_blocks.5.time_conv.weight", .new_ndim = 5,
-                    .new_shape = { 24, 24, 3, 3, 3 } };
+  ModelCopySpec spec = { .reshape = "encoder.down_blocks.5.time_conv.weight", .new_ndim = 5,
+                         .new_shape = { 24, 24, 3, 3, 3 } };
   g_autofree char *folder = make_dir_copy (t->dir, "wan21-mini", "shape", NULL, NULL, &spec);
-  g_autoptr (GError) error = load_fails (folder);
+  g_autoptr (GError) error = model_load_fails (folder, NULL);
   g_assert_error (error, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (error, "'encoder.down_blocks.5.time_conv.weight'");
-  assert_message_has (error, "[24,24,3,3,3]");
-  assert_message_has (error, "[24,24,3,1,1]");
+  model_assert_message_has (error, "'encoder.down_blocks.5.time_conv.weight'");
+  model_assert_message_has (error, "[24,24,3,3,3]");
+  model_assert_message_has (error, "[24,24,3,1,1]");
 
-  CopySpec ospec = { .reshape = "decoder.middle.1.to_qkv.weight", .new_ndim = 4,
-                     .new_shape = { 48, 48, 1, 1 } };
+  ModelCopySpec ospec = { .reshape = "decoder.middle.1.to_qkv.weight", .new_ndim = 4,
+                          .new_shape = { 48, 48, 1, 1 } };
   g_autofree char *path = make_file_copy (t->dir, "wan_shape.safetensors", &ospec);
-  g_autoptr (GError) oerror = load_fails (path);
+  g_autoptr (GError) oerror = model_load_fails (path, NULL);
   g_assert_error (oerror, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (oerror, "'decoder.middle.1.to_qkv.weight'");
-  assert_message_has (oerror, "[144,48,1,1]");
-  assert_message_has (oerror, "wan_shape.safetensors");
+  model_assert_message_has (oerror, "'decoder.middle.1.to_qkv.weight'");
+  model_assert_message_has (oerror, "[144,48,1,1]");
+  model_assert_message_has (oerror, "wan_shape.safetensors");
 
   /* A config that does not match the weights. */
   g_autofree char *cfg = make_dir_copy (t->dir, "wan21-mini", "cfg-shape",
                                         "\"base_dim\": 12", "\"base_dim\": 16", NULL);
-  g_autoptr (GError) cerror = load_fails (cfg);
+  g_autoptr (GError) cerror = model_load_fails (cfg, NULL);
   g_assert_error (cerror, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (cerror, "'encoder.conv_in.weight'");
+  model_assert_message_has (cerror, "'encoder.conv_in.weight'");
 }
 
 static void
-test_unknown_prefix (Tmp *t, gconstpointer data)
+test_unknown_prefix (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
-  CopySpec spec = { .add = "model.first_stage_model.encoder.conv1.weight" };
+  ModelCopySpec spec = { .add = "model.first_stage_model.encoder.conv1.weight" };
   g_autofree char *path = make_file_copy (t->dir, "wan_prefix.safetensors", &spec);
-  g_autoptr (GError) error = load_fails (path);
+  g_autoptr (GError) error = model_load_fails (path, NULL);
   g_assert_error (error, VAE_ERROR, VAE_ERROR_FORMAT);
-  assert_message_has (error, "'model.first_stage_model.encoder.conv1.weight'");
-  assert_message_has (error, "unknown key prefix");
-  assert_message_has (error, "wan_prefix.safetensors");
+  model_assert_message_has (error, "'model.first_stage_model.encoder.conv1.weight'");
+  model_assert_message_has (error, "unknown key prefix");
+  model_assert_message_has (error, "wan_prefix.safetensors");
 
   /* A tensor under a known prefix that the network does not have. */
-  CopySpec extra = { .add = "encoder.downsamples.11.residual.0.gamma" };
+  ModelCopySpec extra = { .add = "encoder.downsamples.11.residual.0.gamma" };
   g_autofree char *path2 = make_file_copy (t->dir, "wan_extra.safetensors", &extra);
-  g_autoptr (GError) error2 = load_fails (path2);
+  g_autoptr (GError) error2 = model_load_fails (path2, NULL);
   g_assert_error (error2, VAE_ERROR, VAE_ERROR_MODEL);
-  assert_message_has (error2, "'encoder.downsamples.11.residual.0.gamma'");
+  model_assert_message_has (error2, "'encoder.downsamples.11.residual.0.gamma'");
 }
 
 static void
-test_bad_config (Tmp *t, gconstpointer data)
+test_bad_config (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   static const struct {
@@ -489,34 +362,24 @@ test_bad_config (Tmp *t, gconstpointer data)
     g_autofree char *name = g_strdup_printf ("cfg%u", i);
     g_autofree char *folder = make_dir_copy (t->dir, "wan21-mini", name, cases[i].from,
                                              cases[i].to, NULL);
-    g_autoptr (GError) error = load_fails (folder);
+    g_autoptr (GError) error = model_load_fails (folder, NULL);
     g_assert_error (error, VAE_ERROR, cases[i].code);
-    assert_message_has (error, cases[i].needle);
-    assert_message_has (error, "config.json");
+    model_assert_message_has (error, cases[i].needle);
+    model_assert_message_has (error, "config.json");
   }
 }
 
 int
 main (int argc, char **argv)
 {
-  g_test_init (&argc, &argv, NULL);
-  const char *td = g_getenv ("VAE_TESTDATA");
-  if (td && g_file_test (td, G_FILE_TEST_IS_DIR)) {
-    g_autofree char *probe = g_build_filename (td, "models", "wan21-mini", NULL);
-    if (g_file_test (probe, G_FILE_TEST_IS_DIR))
-      testdata = g_strdup (td);
-  }
+  model_test_init (&argc, &argv, "wan21-mini");
   g_test_add_func ("/model-wan/wan21-dir", test_wan21_dir);
   g_test_add_func ("/model-wan/wan21-original", test_wan21_original);
   g_test_add_func ("/model-wan/wan22-dir", test_wan22_dir);
   g_test_add_func ("/model-wan/bare-state-dicts", test_bare_state_dicts);
-  g_test_add ("/model-wan/error/missing-tensor", Tmp, NULL, tmp_setup, test_missing_tensor,
-              tmp_teardown);
-  g_test_add ("/model-wan/error/wrong-shape", Tmp, NULL, tmp_setup, test_wrong_shape,
-              tmp_teardown);
-  g_test_add ("/model-wan/error/unknown-prefix", Tmp, NULL, tmp_setup, test_unknown_prefix,
-              tmp_teardown);
-  g_test_add ("/model-wan/error/bad-config", Tmp, NULL, tmp_setup, test_bad_config,
-              tmp_teardown);
+  model_copy_add_test ("/model-wan/error/missing-tensor", test_missing_tensor);
+  model_copy_add_test ("/model-wan/error/wrong-shape", test_wrong_shape);
+  model_copy_add_test ("/model-wan/error/unknown-prefix", test_unknown_prefix);
+  model_copy_add_test ("/model-wan/error/bad-config", test_bad_config);
   return g_test_run ();
 }

@@ -6,25 +6,9 @@
 #include <string.h>
 #include <unistd.h>
 #include "model.h"
+#include "model-test-util.h"
 #include "safetensors.h"
 #include "vae-error.h"
-
-static char *testdata;   /* NULL when VAE_TESTDATA is not usable */
-
-#define REQUIRE_TESTDATA()                                                        \
-  G_STMT_START {                                                                  \
-    if (!testdata) {                                                              \
-      g_test_skip ("VAE_TESTDATA is not set or is not a folder: the model tests " \
-                   "need ../shared/testdata");                                    \
-      return;                                                                     \
-    }                                                                             \
-  } G_STMT_END
-
-static char *
-model_path (const char *rel)
-{
-  return g_build_filename (testdata, "models", rel, NULL);
-}
 
 /* ------------------------------------------------------------- expectations */
 
@@ -415,147 +399,16 @@ test_names (void)
 
 /* ------------------------------------------------------------ broken copies */
 
-typedef struct {
-  const char *drop;            /* leave this tensor out */
-  const char *reshape;         /* give this tensor NEW_SHAPE (zeros) */
-  int new_ndim;
-  gint64 new_shape[4];
-  const char *prefix;          /* put in front of every name */
-  gboolean add_foreign;        /* add tensors of another model */
-  const char *add;             /* add a small tensor of this name */
-} CopySpec;
-
-static void
-write_copy (const char *src, const char *dst, const CopySpec *spec)
-{
-  g_autoptr (GError) error = NULL;
-  g_autoptr (VaeSafetensors) st = vae_safetensors_open (src, &error);
-  g_assert_no_error (error);
-  g_autoptr (VaeSafetensorsWriter) w = vae_safetensors_writer_new ();
-  for (guint i = 0; i < vae_safetensors_n_tensors (st); i++) {
-    const VaeTensorView *t = vae_safetensors_tensor_at (st, i);
-    if (spec->drop && strcmp (t->name, spec->drop) == 0)
-      continue;
-    g_autofree char *name = g_strconcat (spec->prefix ? spec->prefix : "", t->name, NULL);
-    if (spec->reshape && strcmp (t->name, spec->reshape) == 0) {
-      gsize n = vae_dtype_size (t->dtype);
-      for (int d = 0; d < spec->new_ndim; d++)
-        n *= spec->new_shape[d];
-      g_autofree guint8 *zeros = g_malloc0 (n);
-      vae_safetensors_writer_add (w, name, t->dtype, spec->new_ndim, spec->new_shape,
-                                  zeros, n, &error);
-    } else {
-      vae_safetensors_writer_add (w, name, t->dtype, t->ndim, t->shape, t->data,
-                                  t->n_bytes, &error);
-    }
-    g_assert_no_error (error);
-  }
-  if (spec->add_foreign || spec->add) {
-    float v[4] = { 1, 2, 3, 4 };
-    gint64 shape[1] = { 4 };
-    if (spec->add_foreign) {
-      vae_safetensors_writer_add (w, "model.diffusion_model.input_blocks.0.0.weight",
-                                  VAE_DTYPE_F32, 1, shape, v, sizeof v, &error);
-      g_assert_no_error (error);
-      vae_safetensors_writer_add (w, "cond_stage_model.transformer.encoder.conv_in.weightx",
-                                  VAE_DTYPE_F32, 1, shape, v, sizeof v, &error);
-      g_assert_no_error (error);
-    }
-    if (spec->add) {
-      vae_safetensors_writer_add (w, spec->add, VAE_DTYPE_F32, 1, shape, v, sizeof v, &error);
-      g_assert_no_error (error);
-    }
-  }
-  vae_safetensors_writer_save (w, dst, &error);
-  g_assert_no_error (error);
-}
-
-static void
-remove_tree (const char *path)
-{
-  if (g_file_test (path, G_FILE_TEST_IS_DIR)) {
-    g_autoptr (GDir) d = g_dir_open (path, 0, NULL);
-    const char *e;
-    while (d && (e = g_dir_read_name (d))) {
-      g_autofree char *child = g_build_filename (path, e, NULL);
-      remove_tree (child);
-    }
-  }
-  g_remove (path);
-}
-
-typedef struct {
-  char *dir;
-} Tmp;
-
-static void
-tmp_setup (Tmp *t, gconstpointer data)
-{
-  g_autoptr (GError) error = NULL;
-  t->dir = g_dir_make_tmp ("test-model-XXXXXX", &error);
-  g_assert_no_error (error);
-}
-
-static void
-tmp_teardown (Tmp *t, gconstpointer data)
-{
-  remove_tree (t->dir);
-  g_free (t->dir);
-}
-
 /* A copy of kl-sd-mini in DIR/NAME with CONFIG (NULL: the original) and the
  * weights rewritten by SPEC. */
 static char *
-make_kl_copy (const char *dir, const char *name, const char *config, const CopySpec *spec)
+make_kl_copy (const char *dir, const char *name, const char *config,
+              const ModelCopySpec *spec)
 {
-  g_autoptr (GError) error = NULL;
   char *folder = g_build_filename (dir, name, NULL);
-  g_assert_cmpint (g_mkdir_with_parents (folder, 0755), ==, 0);
-  g_autofree char *src_cfg = model_path ("kl-sd-mini/config.json");
-  g_autofree char *src_w = model_path ("kl-sd-mini/diffusion_pytorch_model.safetensors");
-  g_autofree char *dst_cfg = g_build_filename (folder, "config.json", NULL);
-  g_autofree char *dst_w = g_build_filename (folder, "diffusion_pytorch_model.safetensors", NULL);
-  g_autofree char *original = NULL;
-  if (!config) {
-    g_file_get_contents (src_cfg, &original, NULL, &error);
-    g_assert_no_error (error);
-    config = original;
-  }
-  g_file_set_contents (dst_cfg, config, -1, &error);
-  g_assert_no_error (error);
-  CopySpec none = { 0 };
-  write_copy (src_w, dst_w, spec ? spec : &none);
+  g_autofree char *src = model_path ("kl-sd-mini");
+  model_copy_folder (src, folder, config, spec);
   return folder;
-}
-
-/* The message with blanks removed contains NEEDLE (blanks removed too), so
- * shapes match whether written [64,64,3,3] or [64, 64, 3, 3]. */
-static void
-assert_message_has (const GError *error, const char *needle)
-{
-  g_autoptr (GString) msg = g_string_new (NULL), want = g_string_new (NULL);
-  for (const char *p = error->message; *p; p++)
-    if (*p != ' ')
-      g_string_append_c (msg, *p);
-  for (const char *p = needle; *p; p++)
-    if (*p != ' ')
-      g_string_append_c (want, *p);
-  if (!strstr (msg->str, want->str))
-    g_error ("error message \"%s\" does not mention \"%s\"", error->message, needle);
-}
-
-static GError *
-load_fails (const char *path, const VaeModelOptions *options)
-{
-  GError *error = NULL;
-  VaeModel *m = vae_model_load (path, options, &error);
-  if (m)
-    g_error ("%s loaded although it is broken", path);
-  g_assert_nonnull (error);
-  g_assert_true (error->domain == VAE_ERROR);
-  if (g_test_verbose ())
-    g_printerr ("  expected error: %s\n", error->message);
-  return error;
 }
 
 /* A broken copy that must fail to load: SRC (a model's file; NULL: a copy
@@ -564,13 +417,13 @@ load_fails (const char *path, const VaeModelOptions *options)
 typedef struct {
   const char *src;
   const char *dst;
-  CopySpec spec;
+  ModelCopySpec spec;
   VaeErrorCode code;
   const char *mention[3];
 } BrokenCopy;
 
 static void
-check_broken_copies (Tmp *t, const BrokenCopy *cases, guint n)
+check_broken_copies (ModelCopyTmp *t, const BrokenCopy *cases, guint n)
 {
   for (guint i = 0; i < n; i++) {
     const BrokenCopy *c = &cases[i];
@@ -578,21 +431,21 @@ check_broken_copies (Tmp *t, const BrokenCopy *cases, guint n)
     if (c->src) {
       g_autofree char *src = model_path (c->src);
       path = g_build_filename (t->dir, c->dst, NULL);
-      write_copy (src, path, &c->spec);
+      model_copy_write (src, path, &c->spec);
     } else {
       path = make_kl_copy (t->dir, c->dst, NULL, &c->spec);
     }
-    g_autoptr (GError) error = load_fails (path, NULL);
+    g_autoptr (GError) error = model_load_fails (path, NULL);
     g_assert_error (error, VAE_ERROR, (gint) c->code);
     for (guint k = 0; k < G_N_ELEMENTS (c->mention) && c->mention[k]; k++)
-      assert_message_has (error, c->mention[k]);
+      model_assert_message_has (error, c->mention[k]);
   }
 }
 
 #define KL_WEIGHTS "diffusion_pytorch_model.safetensors"
 
 static void
-test_missing_tensor (Tmp *t, gconstpointer data)
+test_missing_tensor (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   static const BrokenCopy cases[] = {
@@ -617,7 +470,7 @@ test_missing_tensor (Tmp *t, gconstpointer data)
 }
 
 static void
-test_wrong_shape (Tmp *t, gconstpointer data)
+test_wrong_shape (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   static const BrokenCopy cases[] = {
@@ -639,7 +492,7 @@ test_wrong_shape (Tmp *t, gconstpointer data)
 }
 
 static void
-test_bad_config (Tmp *t, gconstpointer data)
+test_bad_config (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   static const struct {
@@ -684,37 +537,37 @@ test_bad_config (Tmp *t, gconstpointer data)
   for (guint i = 0; i < G_N_ELEMENTS (cases); i++) {
     g_autofree char *name = g_strdup_printf ("config%u", i);
     g_autofree char *folder = make_kl_copy (t->dir, name, cases[i].config, NULL);
-    g_autoptr (GError) error = load_fails (folder, NULL);
+    g_autoptr (GError) error = model_load_fails (folder, NULL);
     g_assert_error (error, VAE_ERROR, (gint) cases[i].code);
-    assert_message_has (error, cases[i].mention);
+    model_assert_message_has (error, cases[i].mention);
     if (cases[i].code != VAE_ERROR_MODEL)
-      assert_message_has (error, "config.json");
+      model_assert_message_has (error, "config.json");
   }
 }
 
 static void
-test_bad_paths (Tmp *t, gconstpointer data)
+test_bad_paths (ModelCopyTmp *t, gconstpointer data)
 {
   g_autofree char *nowhere = g_build_filename (t->dir, "no-such-model", NULL);
-  g_autoptr (GError) e1 = load_fails (nowhere, NULL);
+  g_autoptr (GError) e1 = model_load_fails (nowhere, NULL);
   g_assert_error (e1, VAE_ERROR, VAE_ERROR_IO);
-  assert_message_has (e1, "no-such-model");
+  model_assert_message_has (e1, "no-such-model");
 
-  g_autoptr (GError) e2 = load_fails ("", NULL);
+  g_autoptr (GError) e2 = model_load_fails ("", NULL);
   g_assert_error (e2, VAE_ERROR, VAE_ERROR_ARGUMENT);
 
   /* An empty folder. */
   g_autofree char *empty = g_build_filename (t->dir, "empty", NULL);
   g_assert_cmpint (g_mkdir (empty, 0755), ==, 0);
-  g_autoptr (GError) e3 = load_fails (empty, NULL);
+  g_autoptr (GError) e3 = model_load_fails (empty, NULL);
   g_assert_error (e3, VAE_ERROR, VAE_ERROR_UNSUPPORTED);
-  assert_message_has (e3, "empty");
+  model_assert_message_has (e3, "empty");
 
   /* A file that is not safetensors. */
   g_autofree char *text = g_build_filename (t->dir, "notes.safetensors", NULL);
   g_assert_true (g_file_set_contents (text, "hello", -1, NULL));
-  g_autoptr (GError) e4 = load_fails (text, NULL);
-  assert_message_has (e4, "notes.safetensors");
+  g_autoptr (GError) e4 = model_load_fails (text, NULL);
+  model_assert_message_has (e4, "notes.safetensors");
 
   /* A valid safetensors file with no VAE in it. */
   g_autofree char *other = g_build_filename (t->dir, "other.safetensors", NULL);
@@ -729,29 +582,29 @@ test_bad_paths (Tmp *t, gconstpointer data)
     vae_safetensors_writer_save (w, other, &error);
     g_assert_no_error (error);
   }
-  g_autoptr (GError) e5 = load_fails (other, NULL);
+  g_autoptr (GError) e5 = model_load_fails (other, NULL);
   g_assert_error (e5, VAE_ERROR, VAE_ERROR_UNSUPPORTED);
-  assert_message_has (e5, "other.safetensors");
+  model_assert_message_has (e5, "other.safetensors");
 
   /* A diffusers folder without weights. */
   g_autofree char *noweights = g_build_filename (t->dir, "noweights", NULL);
   g_autofree char *cfg = g_build_filename (noweights, "config.json", NULL);
   g_assert_cmpint (g_mkdir (noweights, 0755), ==, 0);
   g_assert_true (g_file_set_contents (cfg, "{}", -1, NULL));
-  g_autoptr (GError) e6 = load_fails (noweights, NULL);
-  assert_message_has (e6, "diffusion_pytorch_model.safetensors");
+  g_autoptr (GError) e6 = model_load_fails (noweights, NULL);
+  model_assert_message_has (e6, "diffusion_pytorch_model.safetensors");
 }
 
 /* Full checkpoints prefix the VAE with first_stage_model. and hold other
  * models beside it. */
 static void
-test_ldm_prefix (Tmp *t, gconstpointer data)
+test_ldm_prefix (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   g_autofree char *src = model_path ("kl-sd-mini-ldm.safetensors");
   g_autofree char *dst = g_build_filename (t->dir, "sd-full.safetensors", NULL);
-  CopySpec spec = { .prefix = "first_stage_model.", .add_foreign = TRUE };
-  write_copy (src, dst, &spec);
+  ModelCopySpec spec = { .prefix = "first_stage_model.", .add_foreign = TRUE };
+  model_copy_write (src, dst, &spec);
   g_autoptr (VaeModel) p = load_ok (dst);
   g_autoptr (VaeModel) l = load_ok (src);
   g_assert_cmpint (p->layout, ==, VAE_LAYOUT_LDM);
@@ -760,15 +613,15 @@ test_ldm_prefix (Tmp *t, gconstpointer data)
 
   /* A prefixed tensor missing is named with its prefix. */
   g_autofree char *dst2 = g_build_filename (t->dir, "sd-broken.safetensors", NULL);
-  CopySpec spec2 = { .prefix = "first_stage_model.", .drop = "encoder.mid.attn_1.q.bias" };
-  write_copy (src, dst2, &spec2);
-  g_autoptr (GError) error = load_fails (dst2, NULL);
-  assert_message_has (error, "'first_stage_model.encoder.mid.attn_1.q.bias'");
+  ModelCopySpec spec2 = { .prefix = "first_stage_model.", .drop = "encoder.mid.attn_1.q.bias" };
+  model_copy_write (src, dst2, &spec2);
+  g_autoptr (GError) error = model_load_fails (dst2, NULL);
+  model_assert_message_has (error, "'first_stage_model.encoder.mid.attn_1.q.bias'");
 }
 
 /* Tiny structure checks: unknown tensors, and a folder that is ambiguous. */
 static void
-test_tiny_structure (Tmp *t, gconstpointer data)
+test_tiny_structure (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   g_autofree char *src = model_path ("taef2/taef2_encoder.safetensors");
@@ -787,17 +640,17 @@ test_tiny_structure (Tmp *t, gconstpointer data)
   g_assert_cmpint (g_mkdir (dir, 0755), ==, 0);
   g_autofree char *a = g_build_filename (dir, "taea_encoder.safetensors", NULL);
   g_autofree char *b = g_build_filename (dir, "taeb_encoder.safetensors", NULL);
-  CopySpec none = { 0 };
-  write_copy (src, a, &none);
-  write_copy (src, b, &none);
-  g_autoptr (GError) e3 = load_fails (dir, NULL);
+  ModelCopySpec none = { 0 };
+  model_copy_write (src, a, &none);
+  model_copy_write (src, b, &none);
+  g_autoptr (GError) e3 = model_load_fails (dir, NULL);
   g_assert_error (e3, VAE_ERROR, VAE_ERROR_UNSUPPORTED);
 
   /* A folder with only an encoder. */
   g_autofree char *one = g_build_filename (t->dir, "one", NULL);
   g_assert_cmpint (g_mkdir (one, 0755), ==, 0);
   g_autofree char *c = g_build_filename (one, "taef2_encoder.safetensors", NULL);
-  write_copy (src, c, &none);
+  model_copy_write (src, c, &none);
   g_autoptr (VaeModel) m = load_ok (one);
   g_assert_nonnull (m->encoder);
   g_assert_null (m->decoder);
@@ -808,7 +661,7 @@ test_tiny_structure (Tmp *t, gconstpointer data)
  * the decoder's own widths, the BatchNorm statistics as the latent
  * normalisation, and the config keys it adds. */
 static void
-test_flux2 (Tmp *t, gconstpointer data)
+test_flux2 (ModelCopyTmp *t, gconstpointer data)
 {
   REQUIRE_TESTDATA ();
   g_autoptr (GError) error = NULL;
@@ -892,7 +745,7 @@ test_flux2 (Tmp *t, gconstpointer data)
     }
     g_assert_null (m);
     g_assert_error (error, VAE_ERROR, (gint) edits[i].code);
-    assert_message_has (error, edits[i].mention);
+    model_assert_message_has (error, edits[i].mention);
     g_clear_error (&error);
   }
 }
@@ -900,14 +753,7 @@ test_flux2 (Tmp *t, gconstpointer data)
 int
 main (int argc, char **argv)
 {
-  g_test_init (&argc, &argv, NULL);
-
-  const char *env = g_getenv ("VAE_TESTDATA");
-  if (env && g_file_test (env, G_FILE_TEST_IS_DIR)) {
-    g_autofree char *models = g_build_filename (env, "models", NULL);
-    if (g_file_test (models, G_FILE_TEST_IS_DIR))
-      testdata = g_strdup (env);
-  }
+  model_test_init (&argc, &argv, NULL);
 
   for (guint i = 0; i < G_N_ELEMENTS (expects); i++) {
     g_autofree char *name = g_strdup_printf ("/model/load/%s", expects[i].rel);
@@ -918,15 +764,15 @@ main (int argc, char **argv)
   g_test_add_func ("/model/taesd-halves", test_taesd_halves);
   g_test_add_func ("/model/options", test_options);
   g_test_add_func ("/model/names", test_names);
-  g_test_add ("/model/error/missing-tensor", Tmp, NULL, tmp_setup, test_missing_tensor, tmp_teardown);
-  g_test_add ("/model/error/wrong-shape", Tmp, NULL, tmp_setup, test_wrong_shape, tmp_teardown);
-  g_test_add ("/model/error/bad-config", Tmp, NULL, tmp_setup, test_bad_config, tmp_teardown);
-  g_test_add ("/model/error/bad-paths", Tmp, NULL, tmp_setup, test_bad_paths, tmp_teardown);
-  g_test_add ("/model/ldm-prefix", Tmp, NULL, tmp_setup, test_ldm_prefix, tmp_teardown);
-  g_test_add ("/model/flux2", Tmp, NULL, tmp_setup, test_flux2, tmp_teardown);
-  g_test_add ("/model/tiny-structure", Tmp, NULL, tmp_setup, test_tiny_structure, tmp_teardown);
+  model_copy_add_test ("/model/error/missing-tensor", test_missing_tensor);
+  model_copy_add_test ("/model/error/wrong-shape", test_wrong_shape);
+  model_copy_add_test ("/model/error/bad-config", test_bad_config);
+  model_copy_add_test ("/model/error/bad-paths", test_bad_paths);
+  model_copy_add_test ("/model/ldm-prefix", test_ldm_prefix);
+  model_copy_add_test ("/model/flux2", test_flux2);
+  model_copy_add_test ("/model/tiny-structure", test_tiny_structure);
 
   int ret = g_test_run ();
-  g_free (testdata);
+  g_free (model_testdata);
   return ret;
 }
