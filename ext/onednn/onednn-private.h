@@ -280,11 +280,11 @@ void onednn_causal_free (OnednnCausal *cc);
 float *onednn_causal_tap_weights (const VaeOp *op, int tau);
 /* winograd.c: our F(4x4, 3x3) Winograd convolution for AVX2 machines
  * (oneDNN 2.6 has one for AVX-512 only), for 3x3 stride-1 pad-1 float32
- * CONV2D and CAUSAL_CONV3D (time stride 1) over nChw8c, C % 8 == 0 and
- * K % 16 == 0, no activation or ReLU. */
+ * CONV2D and CAUSAL_CONV3D (time stride 1) over nChw8c (any channel
+ * counts: padded with zeros), no activation or ReLU. */
 /* Whether the kernel takes OP on this CPU within CTX's filter cap. */
 gboolean onednn_wino_applies (const OnednnCtx *ctx, const VaeOp *op);
-/* MD is float32 nChw8c without channel padding (what the kernel reads). */
+/* MD is dense float32 nChw8c (what the kernel reads and writes). */
 gboolean onednn_wino_layout_ok (const dnnl_memory_desc_t *md);
 /* Bytes of OP's filter in the Winograd domain (4x the 3x3 filter). */
 gsize onednn_wino_filter_bytes (const VaeOp *op);

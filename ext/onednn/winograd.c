@@ -16,8 +16,8 @@
  * input transform per source frame and one output transform per output
  * frame, and a tap whose source is zero history is skipped.
  *
- * Layouts: activations nChw8c float32 (the AVX2 engine's layout), C a
- * multiple of 8 and K of 16.  Filters transformed once per engine (the
+ * Layouts: activations nChw8c float32 (the AVX2 engine's layout), the
+ * channels padded with zeros to 8 (input) and 16 (outputs computed).  Filters transformed once per engine (the
  * weight cache) into U[xi][kb][tau][c][16] (xi the 36 Winograd points, kb
  * a block of 16 output channels), what the 6x16 GEMM micro-kernel streams.
  * The work is split into blocks of tiles (and, when there are too few
@@ -48,14 +48,15 @@
 
 struct _OnednnWino {
   const VaeOp *op;
-  int C, K, kt, hist, t_out;   /* hist: history frames (kt - 1) */
+  int C, K, kt, hist, t_out;   /* C, K: padded (below); hist: kt - 1 */
+  int k_stored;                /* output channels as stored: K rounded to 8 */
   int h, w, tiles_h, tiles_w, tiles;
   int tb;                      /* tiles per block (a multiple of ROWS) */
   int n_blocks, n_parts;       /* work items: n_blocks x n_parts */
   int threads;
   gsize v_floats, m_floats;    /* per thread */
   const float *u;              /* the engine's transformed filter */
-  const float *bias;           /* [K] or NULL */
+  float *bias;                 /* [K], zeros past the op's own */
   gboolean relu;
 };
 
@@ -82,10 +83,26 @@ op_taps (const VaeOp *op)
   return op->kind == VAE_OP_CAUSAL_CONV3D ? op->kt : 1;
 }
 
+/* Channels as the kernel runs them: the input's as stored (nChw8c pads to
+ * 8, with zeros), the outputs rounded to the micro-kernel's 16.  The
+ * padding costs little next to what direct convolution loses on such
+ * layers (12 patchified input channels, 3 or 12 output ones). */
+static int
+padded_in (const VaeOp *op)
+{
+  return (op->in_channels + CBLK - 1) / CBLK * CBLK;
+}
+
+static int
+padded_out (const VaeOp *op)
+{
+  return (op->out_channels + KBLK - 1) / KBLK * KBLK;
+}
+
 gsize
 onednn_wino_filter_bytes (const VaeOp *op)
 {
-  return (gsize) NPTS * op_taps (op) * op->in_channels * op->out_channels * sizeof (float);
+  return (gsize) NPTS * op_taps (op) * padded_in (op) * padded_out (op) * sizeof (float);
 }
 
 /* The cap (the engine's winograd-max-mib, default 128 MiB): a 384 -> 384
@@ -102,7 +119,6 @@ onednn_wino_applies (const OnednnCtx *ctx, const VaeOp *op)
   }
   return ctx->winograd && cpu_takes_it () && op->kernel == 3 && op->stride == 1 && op->pad_top == 1
       && op->pad_left == 1 && op->pad_bottom == 1 && op->pad_right == 1
-      && op->in_channels % CBLK == 0 && op->out_channels % KBLK == 0
       && (op->act == VAE_ACT_NONE || op->act == VAE_ACT_RELU)
       && onednn_wino_filter_bytes (op) <= ctx->wino_max_bytes;
 }
@@ -113,12 +129,12 @@ onednn_wino_layout_ok (const dnnl_memory_desc_t *md)
   const dnnl_blocking_desc_t *bd = &md->format_desc.blocking;
   if (md->ndims != 4 || md->data_type != dnnl_f32 || md->format_kind != dnnl_blocked
       || bd->inner_nblks != 1 || bd->inner_blks[0] != CBLK || bd->inner_idxs[0] != 1
-      || md->padded_dims[1] != md->dims[1] || md->offset0 != 0)
+      || md->padded_dims[1] != (md->dims[1] + CBLK - 1) / CBLK * CBLK || md->offset0 != 0)
     return FALSE;
   /* dense: n, C/8, h, w, 8 */
   const dnnl_dim_t h = md->dims[2], w = md->dims[3];
   return bd->strides[3] == CBLK && bd->strides[2] == w * CBLK
-      && bd->strides[1] == h * w * CBLK && bd->strides[0] == md->dims[1] * h * w;
+      && bd->strides[1] == h * w * CBLK && bd->strides[0] == md->padded_dims[1] * h * w;
 }
 
 /* ---------------------------------------------------------------- filters */
@@ -133,11 +149,13 @@ static const double wino_g[ALPHA][3] = {
   { 0, 0, 1 },
 };
 
-/* U = G g G^T for every (k, tau, c), into U[xi][kb][tau][c][16]. */
+/* U = G g G^T for every (k, tau, c), into U[xi][kb][tau][c][16]; zeros
+ * for the padding channels. */
 static float *
 transform_filter (const VaeOp *op, GError **error)
 {
-  const int C = op->in_channels, K = op->out_channels, kt = op_taps (op);
+  const int C = padded_in (op), K = padded_out (op), kt = op_taps (op);
+  const int C0 = op->in_channels, K0 = op->out_channels;
   float *u = vae_try_aligned_alloc (1, onednn_wino_filter_bytes (op), 64,
                                     "Winograd filters", error);
   if (!u)
@@ -149,7 +167,9 @@ transform_filter (const VaeOp *op, GError **error)
     for (int tau = 0; tau < kt; tau++)
       for (int c = 0; c < C; c++) {
         /* g: [K, C, kt, 3, 3] (causal) or [K, C, 3, 3] */
-        const float *g = op->weight + (((gsize) k * C + c) * kt + tau) * 9;
+        static const float zero[9];
+        const float *g = k < K0 && c < C0
+            ? op->weight + (((gsize) k * C0 + c) * kt + tau) * 9 : zero;
         double gg[ALPHA][3], uu[ALPHA][ALPHA];
         for (int i = 0; i < ALPHA; i++)
           for (int j = 0; j < 3; j++)
@@ -319,7 +339,7 @@ output_transform (const OnednnWino *w, const float *m, gsize xi_stride, int t0, 
                   int kb8, float *dst, gboolean accumulate)
 {
   const int H = w->h, W = w->w;
-  const __m256 bias = w->bias ? _mm256_loadu_ps (w->bias + kb8 * CBLK) : _mm256_setzero_ps ();
+  const __m256 bias = _mm256_loadu_ps (w->bias + kb8 * CBLK);
   const __m256 zero = _mm256_setzero_ps ();
   float *d = dst + (gsize) kb8 * H * W * CBLK;
   for (int i = 0; i < n; i++) {
@@ -366,7 +386,7 @@ run_item (const OnednnWino *w, const float *const *srcs, float *dst, gboolean ac
   const int S = w->t_out + w->hist;
   const gsize v_plane = (gsize) cbs * tbp * CBLK, v_frame = NPTS * v_plane;
   const gsize m_plane = (gsize) 2 * tbp * CBLK, m_frame = NPTS * m_plane;
-  const gsize in_frame = (gsize) C * w->h * w->w, out_frame = (gsize) w->K * w->h * w->w;
+  const gsize out_frame = (gsize) w->k_stored * w->h * w->w;
 
   /* V of every nonzero source frame, packed in order */
   const float *vs_of[S > 0 ? S : 1];
@@ -396,11 +416,10 @@ run_item (const OnednnWino *w, const float *const *srcs, float *dst, gboolean ac
       }
     }
     for (int t = 0; t < w->t_out; t++)
-      for (int half = 0; half < 2; half++)
+      for (int half = 0; half < 2 && (kb * 2 + half) * CBLK < w->k_stored; half++)
         output_transform (w, m + t * m_frame + (gsize) half * tbp * CBLK, m_plane, t0, n,
                           kb * 2 + half, dst + t * out_frame, accumulate);
   }
-  (void) in_frame;
 }
 #endif
 
@@ -420,8 +439,9 @@ onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
   g_return_val_if_fail (onednn_wino_applies (ctx, op), NULL);
   OnednnWino *wn = g_new0 (OnednnWino, 1);
   wn->op = op;
-  wn->C = op->in_channels;
-  wn->K = op->out_channels;
+  wn->C = padded_in (op);
+  wn->K = padded_out (op);
+  wn->k_stored = (op->out_channels + CBLK - 1) / CBLK * CBLK;
   wn->kt = op_taps (op);
   wn->hist = wn->kt - 1;
   wn->t_out = t_out;
@@ -430,7 +450,9 @@ onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
   wn->tiles_h = (h + TILE - 1) / TILE;
   wn->tiles_w = (w + TILE - 1) / TILE;
   wn->tiles = wn->tiles_h * wn->tiles_w;
-  wn->bias = op->bias;
+  wn->bias = g_new0 (float, wn->K);
+  if (op->bias)
+    memcpy (wn->bias, op->bias, op->out_channels * sizeof (float));
   wn->relu = op->act == VAE_ACT_RELU;
 #ifdef _OPENMP
   wn->threads = MAX (omp_get_max_threads (), 1);
@@ -460,7 +482,7 @@ onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
   ctx->scratch->needed = MAX (ctx->scratch->needed, need_bytes);
   wn->u = prepared_filter (ctx, op, error);
   if (!wn->u) {
-    g_free (wn);
+    onednn_wino_free (wn);
     return NULL;
   }
   return wn;
@@ -504,5 +526,8 @@ onednn_wino_run (const OnednnCtx *ctx, const OnednnWino *wn, const float *hist,
 void
 onednn_wino_free (OnednnWino *wn)
 {
+  if (!wn)
+    return;
+  g_free (wn->bias);
   g_free (wn);
 }

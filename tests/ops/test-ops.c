@@ -377,7 +377,8 @@ add_single_op_cases (Gen *g, int kind)
                       size_in (g, 1, big), 0, 1, "-> %d ch, %s, act %s", oc,
                       bias ? "bias" : "no bias", act_names[act]);
           }
-          /* 3x3 stride 1 pad 1, channels that Winograd does not take */
+          /* 3x3 stride 1 pad 1, channels oneDNN's Winograd does not take (ours
+           * on AVX2 does, padded with zeros) */
           {
             int ic = odd_channels (g, 1, 40), oc = odd_channels (g, 1, 40);
             VaeGraph *gr = vae_graph_new (ic);
