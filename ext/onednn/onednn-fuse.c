@@ -124,9 +124,13 @@ onednn_fuse_inplace (const VaeOp *op, int conv_src)
       if (!op->time_passthrough && op->residual != op->in)
         return op->residual;
       return -1;
-    case VAE_OP_UPSAMPLE2X:
     case VAE_OP_FRAMES_TO_CHANNELS:
     case VAE_OP_CHANNELS_TO_FRAMES:
+      /* Where the blocked bytes agree (onednn_reshape_is_copy, checked by
+       * the plan) the output is the input's bytes: aliased, no copy
+       * (TAEHV's TPool and TGrow, 16 MiB a chunk at 256x256). */
+      return op->in;
+    case VAE_OP_UPSAMPLE2X:
     case VAE_OP_SPACE_TO_CHANNELS:
     case VAE_OP_CHANNELS_TO_SPACE:
     case VAE_OP_AVG_DOWN3D:

@@ -386,9 +386,12 @@ static int
 inplace_candidate (const OnednnPlan *plan, const VaeOp *op)
 {
   int cand = onednn_fuse_inplace (op, conv_src (plan, op));
-  if (cand <= 0 || !dnnl_memory_desc_equal (&plan->values[cand].md, &plan->values[op->out].md))
+  if (cand <= 0)
     return -1;
-  return cand;
+  const dnnl_memory_desc_t *in = &plan->values[cand].md, *out = &plan->values[op->out].md;
+  if (op->kind == VAE_OP_FRAMES_TO_CHANNELS || op->kind == VAE_OP_CHANNELS_TO_FRAMES)
+    return onednn_reshape_is_copy (op, in, out) ? cand : -1;
+  return dnnl_memory_desc_equal (in, out) ? cand : -1;
 }
 
 /* Buffers for every value (gst/vae/core/buffer-plan.c): the graph's values

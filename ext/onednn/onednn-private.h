@@ -251,6 +251,10 @@ struct _OnednnReshape {
   dnnl_memory_t a_mem, b_mem;
   OnednnPrim to_plain, from_plain;
 };
+/* OP (frames <-> channels) is one copy of the bytes between these layouts,
+ * so its output may also alias its input. */
+gboolean onednn_reshape_is_copy (const VaeOp *op, const dnnl_memory_desc_t *in_md,
+                                 const dnnl_memory_desc_t *out_md);
 OnednnReshape *onednn_reshape_new (const OnednnCtx *ctx, const VaeOp *op,
                                    const dnnl_memory_desc_t *in_md, dnnl_memory_t in_mem,
                                    void *in_data, const dnnl_memory_desc_t *out_md,

@@ -211,6 +211,18 @@ reshape_plain (const VaeOp *op, const float *in, int it, int ic, int ih, int iw,
   g_assert_not_reached ();
 }
 
+/* Whole blocks on both sides: the blocked bytes are the plain answer. */
+gboolean
+onednn_reshape_is_copy (const VaeOp *op, const dnnl_memory_desc_t *in_md,
+                        const dnnl_memory_desc_t *out_md)
+{
+  const int B = md_block (in_md);
+  return (op->kind == VAE_OP_FRAMES_TO_CHANNELS || op->kind == VAE_OP_CHANNELS_TO_FRAMES)
+      && B == md_block (out_md) && in_md->data_type == out_md->data_type
+      && in_md->dims[1] % B == 0 && out_md->dims[1] % B == 0
+      && dnnl_memory_desc_get_size (in_md) == dnnl_memory_desc_get_size (out_md);
+}
+
 OnednnReshape *
 onednn_reshape_new (const OnednnCtx *ctx, const VaeOp *op,
                     const dnnl_memory_desc_t *in_md, dnnl_memory_t in_mem, void *in_data,
@@ -223,13 +235,7 @@ onednn_reshape_new (const OnednnCtx *ctx, const VaeOp *op,
     r->in_dims[d] = in_md->dims[d];
     r->out_dims[d] = out_md->dims[d];
   }
-  /* Whole blocks on both sides: the blocked bytes are the plain answer. */
-  const int B = md_block (in_md);
-  if ((op->kind == VAE_OP_FRAMES_TO_CHANNELS || op->kind == VAE_OP_CHANNELS_TO_FRAMES)
-      && B == md_block (out_md) && in_md->data_type == out_md->data_type
-      && in_md->dims[1] % B == 0 && out_md->dims[1] % B == 0
-      && dnnl_memory_desc_get_size (in_md) == dnnl_memory_desc_get_size (out_md)
-      && in_data && out_data) {
+  if (onednn_reshape_is_copy (op, in_md, out_md) && in_data && out_data) {
     r->copy_src = in_data;
     r->copy_dst = out_data;
     r->copy_bytes = dnnl_memory_desc_get_size (in_md);

@@ -461,19 +461,27 @@ onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
 #endif
   /* Tiles per block: V (every source frame of the block) within about
    * 4 MiB, so that it stays in the cache the GEMMs read it from, and at
-   * least ROWS; no more than the frame has. */
-  const int S = t_out + wn->hist;
+   * least ROWS; the blocks of one size, so that the threads finish
+   * together. */
+  const int S = t_out + wn->hist, want = 2 * wn->threads, kbs = wn->K / KBLK;
+  const int max_blocks = (wn->tiles + ROWS - 1) / ROWS;
   const gsize budget = (gsize) 4 << 20;
   gsize per_tile = v_floats (S, wn->C, 1) * sizeof (float);
-  int tb = (int) MIN (budget / per_tile, 240) / ROWS * ROWS;
-  tb = MAX (tb, ROWS);
-  int need = (wn->tiles + ROWS - 1) / ROWS * ROWS;
-  wn->tb = MIN (tb, need);
+  int tb_max = MAX ((int) MIN (budget / per_tile, 240) / ROWS * ROWS, ROWS);
+  int blocks = (wn->tiles + tb_max - 1) / tb_max;
+  wn->n_parts = 1;
+  if (blocks < want) {
+    /* Too few blocks for the threads: when the filter is large (few tiles
+     * of a wide layer), split the output channels, each thread streaming
+     * its share of it once; else cut smaller blocks. */
+    if (onednn_wino_filter_bytes (op) > budget)
+      wn->n_parts = MIN (kbs, (want + blocks - 1) / blocks);
+    else
+      blocks = MIN (want, max_blocks);
+  }
+  int tb = (wn->tiles + blocks - 1) / blocks;
+  wn->tb = (tb + ROWS - 1) / ROWS * ROWS;
   wn->n_blocks = (wn->tiles + wn->tb - 1) / wn->tb;
-  /* Too few blocks to keep the threads busy: split the output channels. */
-  const int kbs = wn->K / KBLK;
-  wn->n_parts = wn->n_blocks >= 2 * wn->threads ? 1
-      : MIN (kbs, (2 * wn->threads + wn->n_blocks - 1) / wn->n_blocks);
   wn->v_floats = v_floats (S, wn->C, wn->tb);
   wn->m_floats = (gsize) t_out * NPTS * 2 * wn->tb * CBLK;
   /* Each thread's V and M live in the engine's scratchpad (no oneDNN
