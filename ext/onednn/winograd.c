@@ -17,17 +17,19 @@
  * frame, and a tap whose source is zero history is skipped.
  *
  * Layouts: activations nChw8c float32 (the AVX2 engine's layout), the
- * channels padded with zeros to 8 (input) and 16 (outputs computed).  Filters transformed once per engine (the
- * weight cache) into U[xi][kb][tau][c][16] (xi the 36 Winograd points, kb
- * a block of 16 output channels), what the 6x16 GEMM micro-kernel streams.
+ * channels padded with zeros to 8 (input) and 16 (outputs computed).
+ * Filters transformed once per engine (the weight cache) into
+ * U[xi][kb][tau][c][16] (xi the 36 Winograd points, kb a block of 16
+ * output channels), what the 6x16 GEMM micro-kernel streams.
  * The work is split into blocks of tiles (and, when there are too few
  * blocks for the threads, into parts of the output channels too); each
  * thread transforms its block's input into V[s][xi][cb][tile][8] in its own
  * share of the engine's scratchpad, then per 16 output channels runs the 36
  * GEMMs into M and the output transform, with bias, the residual already in
  * the destination and ReLU.  Filters grow 4x in the Winograd domain, so
- * layers whose transformed filter would be large run oneDNN's direct
- * convolution instead (onednn_wino_applies). */
+ * layers whose transformed filter would pass the engine's cap
+ * (winograd-max-mib) run oneDNN's direct convolution instead
+ * (onednn_wino_applies). */
 #include "onednn-private.h"
 
 #include <string.h>
