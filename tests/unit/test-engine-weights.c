@@ -63,6 +63,24 @@ conv_weight (GRand *rng, int oc, int ic, int k)
   return random_floats (rng, (gsize) oc * ic * k * k, 1.0 / sqrt (ic * k * k));
 }
 
+/* An RGB model of our own, its graphs still to add over its store. */
+static VaeModel *
+hand_made_model (const char *name, int latent_channels, int levels, int spatial_factor)
+{
+  VaeModel *m = g_new0 (VaeModel, 1);
+  m->name = g_strdup (name);
+  m->path = g_strdup (name);
+  m->family = VAE_FAMILY_TINY;
+  m->image_channels = 3;
+  m->latent_channels = latent_channels;
+  m->levels = levels;
+  m->spatial_factor = spatial_factor;
+  m->scaling_factor = 1.0;
+  m->image_min = -1.0f;
+  m->weights = vae_weight_store_new ();
+  return m;
+}
+
 /* Encoder and decoder over one store, sharing the 8->8 3x3 convolution
  * SHARED (one array, two graphs); the decoder also has an upsample folded
  * into the convolution after it (the cpu engine's phase filters). */
@@ -70,17 +88,7 @@ static VaeModel *
 shared_model (void)
 {
   g_autoptr (GRand) rng = g_rand_new_with_seed (10);
-  VaeModel *m = g_new0 (VaeModel, 1);
-  m->name = g_strdup ("shared-weights");
-  m->path = g_strdup ("shared-weights");
-  m->family = VAE_FAMILY_TINY;
-  m->image_channels = 3;
-  m->latent_channels = 4;
-  m->levels = 2;
-  m->spatial_factor = 2;
-  m->scaling_factor = 1.0;
-  m->image_min = -1.0f;
-  m->weights = vae_weight_store_new ();
+  VaeModel *m = hand_made_model ("shared-weights", 4, 2, 2);
   float *shared = conv_weight (rng, 8, 8, 3), *shared_bias = random_floats (rng, 8, 0.1);
 
   VaeGraph *e = vae_graph_new_shared (3, m->weights);
@@ -195,17 +203,7 @@ static VaeModel *
 wide_model (void)
 {
   g_autoptr (GRand) rng = g_rand_new_with_seed (11);
-  VaeModel *m = g_new0 (VaeModel, 1);
-  m->name = g_strdup ("wide");
-  m->path = g_strdup ("wide");
-  m->family = VAE_FAMILY_TINY;
-  m->image_channels = 3;
-  m->latent_channels = 16;
-  m->levels = 1;
-  m->spatial_factor = 1;
-  m->scaling_factor = 1.0;
-  m->image_min = -1.0f;
-  m->weights = vae_weight_store_new ();
+  VaeModel *m = hand_made_model ("wide", 16, 1, 1);
   VaeGraph *e = vae_graph_new_shared (3, m->weights);
   int x = vae_graph_conv (e, "in", 0, 16, 3, 1, 1, 1, 1, 1, conv_weight (rng, 16, 3, 3),
                           random_floats (rng, 16, 0.1), -1, VAE_ACT_RELU);
