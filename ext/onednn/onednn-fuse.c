@@ -35,9 +35,12 @@ onednn_fuse_conv_bf16 (const VaeGraph *g, const VaeOp *op, dnnl_data_type_t dt)
 
 /* Why: a nearest 2x upsample read only by the 3x3 convolution after it
  * costs a 4x tensor and 9/4 of the multiply-adds; folded (upconv.c) it is
- * four 2x2 convolutions over the small input.  Not when Winograd runs the
- * 3x3 (oneDNN's, or ours on AVX2): 36 multiplies per 16 outputs beat the
- * four phases' 64. */
+ * four 2x2 convolutions over the small input.  Not when oneDNN's Winograd
+ * runs the 3x3: 36 multiplies per 16 outputs beat the four phases' 64.
+ * Ours (AVX2) folds it itself, with the same multiplies as over the
+ * upsampled frame but a quarter of the input transforms
+ * (onednn_wino_new_upsampled); the plan runs the four phases where it
+ * cannot. */
 void
 onednn_fuse_upsamples (const OnednnCtx *ctx, const VaeGraph *graph, dnnl_data_type_t dt,
                        VaeOp *ops, gboolean *skip, gboolean *upconv)
@@ -55,7 +58,8 @@ onednn_fuse_upsamples (const OnednnCtx *ctx, const VaeGraph *graph, dnnl_data_ty
     VaeOp *up = &ops[i], *conv = &ops[i + 1];
     if (onednn_upconv_foldable (up, conv, readers[up->out]) && up->out != graph->output
         && !(onednn_fuse_winograd (ctx, conv, dnnl_f32) && !onednn_fuse_conv_bf16 (graph, conv, dt))
-        && !(dt == dnnl_f32 && onednn_wino_applies (ctx, conv))) {
+        && !(dt == dnnl_f32 && onednn_wino_applies (ctx, conv)
+             && !onednn_wino_applies_upsampled (ctx, conv))) {
       skip[i] = TRUE;
       upconv[i + 1] = TRUE;
       conv->in = up->in;

@@ -682,6 +682,14 @@ plan_layouts (PlanBuild *b, GError **error)
           src_md = &plan->values[in->shadow].md;
         }
         dnnl_data_type_t out_dt = bf16 && b->conv_only[op->out] ? dt : dnnl_f32;
+        if (plan->upconv[i] && onednn_wino_applies_upsampled (ctx, op)
+            && onednn_wino_layout_ok (src_md)) {
+          md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
+          if (onednn_wino_layout_ok (&out->md)) {
+            plan->wino[i] = TRUE;
+            break;
+          }
+        }
         if (plan->upconv[i]) {
           for (int p = 0; p < 4; p++) {
             VaeOp phase = onednn_upconv_phase_op (op, p / 2, p % 2);
@@ -845,7 +853,9 @@ conv_steps (PlanBuild *b, guint i, GError **error)
     step.wino.src = src->mem;
     step.wino.dst = out->mem;
     step.wino.accumulate = op->residual >= 0;
-    step.wino.conv = onednn_wino_new (ctx, op, out->n, out->h, out->w, error);
+    step.wino.conv = plan->upconv[i]
+        ? onednn_wino_new_upsampled (ctx, op, out->n, in->h, in->w, error)
+        : onednn_wino_new (ctx, op, out->n, out->h, out->w, error);
     if (!step.wino.conv)
       return FALSE;
     g_array_append_val (plan->steps, step);
@@ -1092,7 +1102,23 @@ onednn_plan_new (const OnednnCtx *ctx, const VaeGraph *graph, int n, int h, int 
 }
 
 /* VAE_ONEDNN_PROFILE=1: time spent per op kind, printed after each run;
- * =2: also every step. */
+ * =2: also every step, with the kind of step that ran it. */
+static const char *
+step_kind_name (int kind)
+{
+  switch (kind) {
+    case STEP_PRIM: return "onednn";
+    case STEP_GROUP_NORM: return "gnorm";
+    case STEP_ATTENTION: return "attn";
+    case STEP_INTERLEAVE: return "interlv";
+    case STEP_CAUSAL: return "causal";
+    case STEP_RMS_NORM: return "rmsnorm";
+    case STEP_RESHAPE: return "reshape";
+    case STEP_WINOGRAD: return "wino";
+  }
+  return "?";
+}
+
 static void
 profile_report (const double *t, double total)
 {
@@ -1170,7 +1196,8 @@ onednn_plan_run_stream (const OnednnCtx *ctx, OnednnPlan *plan, const float *inp
       double dt = g_get_monotonic_time () / 1e6 - t0;
       times[s->op->kind] += dt;
       if (profile > 1)
-        g_printerr ("  step %3u %-40s %8.3f ms\n", i, s->op->name, dt * 1e3);
+        g_printerr ("  step %3u %-40s %-8s %8.3f ms\n", i, s->op->name,
+                    step_kind_name (s->kind), dt * 1e3);
     }
   }
   if (!onednn_prim_run (ctx, &plan->to_output, "output", error))

@@ -49,8 +49,9 @@ typedef struct {
 
 /* The layout key of a reordered convolution weight: the oneDNN layout, and
  * which filter of the op it is (0: its own, 1 + p: upconv phase p or
- * causal time tap p, ONEDNN_WEIGHT_WINOGRAD: winograd.c's transform). */
+ * causal time tap p, ONEDNN_WEIGHT_WINOGRAD(_UP): winograd.c's transform). */
 #define ONEDNN_WEIGHT_WINOGRAD (-1)
+#define ONEDNN_WEIGHT_WINOGRAD_UP (-2)   /* of the four upsampled phases */
 typedef struct {
   int variant;
   dnnl_memory_desc_t md;
@@ -296,6 +297,12 @@ gsize onednn_wino_filter_bytes (const VaeOp *op);
  * (its weight cache), the threads' scratch in the engine's scratchpad. */
 OnednnWino *onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
                              GError **error);
+/* Whether the kernel also takes OP (a CONV2D without residual) with the
+ * nearest 2x upsample before it folded in (4x the filter, within the cap). */
+gboolean onednn_wino_applies_upsampled (const OnednnCtx *ctx, const VaeOp *op);
+/* OP over upsample2x of H x W input frames (the output 2H x 2W). */
+OnednnWino *onednn_wino_new_upsampled (const OnednnCtx *ctx, const VaeOp *op, int t_out,
+                                       int h, int w, GError **error);
 /* Output frame t = act(bias + sum_tau conv(tap tau, frame t + tau of
  * [HIST | CHUNK]) [+ what DST holds, when ACCUMULATE]); HIST: the kt - 1
  * frames before the chunk, NULL when they are zero (their taps are

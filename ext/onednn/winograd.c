@@ -16,6 +16,16 @@
  * input transform per source frame and one output transform per output
  * frame, and a tap whose source is zero history is skipped.
  *
+ * Folded nearest 2x upsampling (onednn_wino_new_upsampled): each output
+ * pixel (2y+py, 2x+px) of conv3x3(upsample2x(X)) is a 2x2 convolution of
+ * X (upconv.c's phases), which is a 3x3 one with a zero row and column.
+ * So the four phases run as one F(4x4, 3x3) over the small X with 4x the
+ * output channels (phase-major), whose output transform writes each
+ * phase's pixels to their places in the 2x larger frame: the same GEMM
+ * work as over the upsampled frame, but a quarter of the input transforms
+ * and no upsampled tensor (which the 1x1 TGrow before it in TAEHV's
+ * decoders also no longer has to read: model-taehv.c moves it first).
+ *
  * Layouts: activations nChw8c float32 (the AVX2 engine's layout), the
  * channels padded with zeros to 8 (input) and 16 (outputs computed).
  * Filters transformed once per engine (the weight cache) into
@@ -47,12 +57,17 @@
 #define ROWS 6                 /* tiles per micro-kernel call */
 #define KBLK 16                /* output channels per micro-kernel call */
 #define CBLK 8                 /* channels of the nChw8c layout */
+#define PREFETCH 2             /* tiles ahead the input transform asks for */
 
 struct _OnednnWino {
   const VaeOp *op;
   int C, K, kt, hist, t_out;   /* C, K: padded (below); hist: kt - 1 */
   int k_stored;                /* output channels as stored: K rounded to 8 */
-  int h, w, tiles_h, tiles_w, tiles;
+  int up;                      /* 1, or 2: upsampling folded in (K: 4 phases) */
+  int k_run;                   /* channels the output transform writes:
+                                * k_stored, times 4 phases when up is 2 */
+  int h, w, tiles_h, tiles_w, tiles;   /* the input's frame (tiles over it) */
+  int out_h, out_w;            /* the output's: up x h, up x w */
   int tb;                      /* tiles per block (a multiple of ROWS) */
   int n_blocks, n_parts;       /* work items: n_blocks x n_parts */
   int threads;
@@ -96,15 +111,30 @@ padded_in (const VaeOp *op)
 }
 
 static int
-padded_out (const VaeOp *op)
+stored_out (const VaeOp *op)
 {
-  return (op->out_channels + KBLK - 1) / KBLK * KBLK;
+  return (op->out_channels + CBLK - 1) / CBLK * CBLK;
+}
+
+/* UP 2: the four phases' channels, each phase's rounded to 8 (the output
+ * transform writes whole 8-channel blocks of one phase). */
+static int
+padded_out (const VaeOp *op, int up)
+{
+  const int k = up > 1 ? 4 * stored_out (op) : op->out_channels;
+  return (k + KBLK - 1) / KBLK * KBLK;
+}
+
+static gsize
+filter_bytes (const VaeOp *op, int up)
+{
+  return (gsize) NPTS * op_taps (op) * padded_in (op) * padded_out (op, up) * sizeof (float);
 }
 
 gsize
 onednn_wino_filter_bytes (const VaeOp *op)
 {
-  return (gsize) NPTS * op_taps (op) * padded_in (op) * padded_out (op) * sizeof (float);
+  return filter_bytes (op, 1);
 }
 
 /* The cap (the engine's winograd-max-mib, default 128 MiB): a 384 -> 384
@@ -123,6 +153,13 @@ onednn_wino_applies (const OnednnCtx *ctx, const VaeOp *op)
       && op->pad_left == 1 && op->pad_bottom == 1 && op->pad_right == 1
       && (op->act == VAE_ACT_NONE || op->act == VAE_ACT_RELU)
       && onednn_wino_filter_bytes (op) <= ctx->wino_max_bytes;
+}
+
+gboolean
+onednn_wino_applies_upsampled (const OnednnCtx *ctx, const VaeOp *op)
+{
+  return op->kind == VAE_OP_CONV2D && op->residual < 0 && onednn_wino_applies (ctx, op)
+      && filter_bytes (op, 2) <= ctx->wino_max_bytes;
 }
 
 gboolean
@@ -151,17 +188,41 @@ static const double wino_g[ALPHA][3] = {
   { 0, 0, 1 },
 };
 
-/* U = G g G^T for every (k, tau, c), into U[xi][kb][tau][c][16]; zeros
- * for the padding channels. */
+/* The 3x3 filters of the four phases of OP after a nearest 2x upsample,
+ * [4 x stored_out][C][3][3] (phase-major, zeros past each phase's own
+ * channels): upconv.c's 2x2 phase taps, placed at rows py..py+1 and
+ * columns px..px+1 (phase 0 reads y-1 and y, phase 1 y and y+1). */
 static float *
-transform_filter (const VaeOp *op, GError **error)
+phase_filters (const VaeOp *op)
 {
-  const int C = padded_in (op), K = padded_out (op), kt = op_taps (op);
-  const int C0 = op->in_channels, K0 = op->out_channels;
-  float *u = vae_try_aligned_alloc (1, onednn_wino_filter_bytes (op), 64,
-                                    "Winograd filters", error);
+  const int K8 = stored_out (op), K0 = op->out_channels, C0 = op->in_channels;
+  float *f = g_new0 (float, (gsize) 4 * K8 * C0 * 9);
+  for (int p = 0; p < 4; p++) {
+    const int py = p / 2, px = p % 2;
+    float *w2 = onednn_upconv_phase_weights (op, py, px);   /* [K0][C0][2][2] */
+    for (int k = 0; k < K0; k++)
+      for (int c = 0; c < C0; c++)
+        for (int a = 0; a < 2; a++)
+          for (int b = 0; b < 2; b++)
+            f[(((gsize) (p * K8 + k) * C0 + c) * 3 + py + a) * 3 + px + b] =
+                w2[(((gsize) k * C0 + c) * 2 + a) * 2 + b];
+    g_aligned_free (w2);
+  }
+  return f;
+}
+
+/* U = G g G^T for every (k, tau, c), into U[xi][kb][tau][c][16]; zeros
+ * for the padding channels.  UP 2: of the phase filters. */
+static float *
+transform_filter (const VaeOp *op, int up, GError **error)
+{
+  const int C = padded_in (op), K = padded_out (op, up), kt = op_taps (op);
+  const int C0 = op->in_channels, K0 = up > 1 ? 4 * stored_out (op) : op->out_channels;
+  float *u = vae_try_aligned_alloc (1, filter_bytes (op, up), 64, "Winograd filters", error);
   if (!u)
     return NULL;
+  g_autofree float *phases = up > 1 ? phase_filters (op) : NULL;
+  const float *weight = up > 1 ? phases : op->weight;
   const int kbs = K / KBLK;
   /* Once per engine, but 4 s single-threaded for Wan 2.1's decoder. */
 #pragma omp parallel for schedule(static)
@@ -171,7 +232,7 @@ transform_filter (const VaeOp *op, GError **error)
         /* g: [K, C, kt, 3, 3] (causal) or [K, C, 3, 3] */
         static const float zero[9];
         const float *g = k < K0 && c < C0
-            ? op->weight + (((gsize) k * C0 + c) * kt + tau) * 9 : zero;
+            ? weight + (((gsize) k * C0 + c) * kt + tau) * 9 : zero;
         double gg[ALPHA][3], uu[ALPHA][ALPHA];
         for (int i = 0; i < ALPHA; i++)
           for (int j = 0; j < 3; j++)
@@ -190,17 +251,17 @@ transform_filter (const VaeOp *op, GError **error)
 /* The engine's transformed copy of OP's filter (made once, in the weight
  * cache under its own variant). */
 static const float *
-prepared_filter (const OnednnCtx *ctx, const VaeOp *op, GError **error)
+prepared_filter (const OnednnCtx *ctx, const VaeOp *op, int up, GError **error)
 {
   OnednnWeightLayout key;
   memset (&key, 0, sizeof key);
-  key.variant = ONEDNN_WEIGHT_WINOGRAD;
-  dnnl_dims_t dims = { (dnnl_dim_t) (onednn_wino_filter_bytes (op) / sizeof (float)) };
+  key.variant = up > 1 ? ONEDNN_WEIGHT_WINOGRAD_UP : ONEDNN_WEIGHT_WINOGRAD;
+  dnnl_dims_t dims = { (dnnl_dim_t) (filter_bytes (op, up) / sizeof (float)) };
   dnnl_memory_desc_init_by_tag (&key.md, 1, dims, dnnl_f32, dnnl_a);
   float *u = vae_weight_cache_lookup (ctx->weights, op->weight, &key);
   if (u)
     return u;
-  u = transform_filter (op, error);
+  u = transform_filter (op, up, error);
   if (u)
     vae_weight_cache_insert (ctx->weights, op->weight, &key, u);
   return u;
@@ -238,6 +299,20 @@ input_transform (const OnednnWino *w, const float *src, int t0, int n, float *v)
       const int y0 = ty * TILE - 1, x0 = tx * TILE - 1;
       __m256 d[ALPHA][ALPHA], r[ALPHA];
       const gboolean inside = y0 >= 0 && x0 >= 0 && y0 + ALPHA <= H && x0 + ALPHA <= W;
+      /* The columns that tile i + PREFETCH adds (its x0 + 3 to x0 + 6, in
+       * two cache lines), asked for ahead: a block's rows are short runs
+       * in C/8 planes, which the hardware prefetcher does not follow, and
+       * without this the loads waited on memory about a third as long as
+       * the GEMMs ran (64 channels, perf). */
+      if (i + PREFETCH < n) {
+        const int nt = tile + PREFETCH, ny0 = nt / w->tiles_w * TILE - 1;
+        const int nx = MIN (nt % w->tiles_w * TILE - 1 + 4, W - 1);
+        for (int y = MAX (ny0, 0); y < MIN (ny0 + ALPHA, H); y++) {
+          const float *p = s + ((gsize) y * W + nx) * CBLK;
+          _mm_prefetch ((const char *) p, _MM_HINT_T0);
+          _mm_prefetch ((const char *) (p + 2 * CBLK), _MM_HINT_T0);
+        }
+      }
       for (int y = 0; y < ALPHA; y++)
         for (int x = 0; x < ALPHA; x++) {
           const int yy = y0 + y, xx = x0 + x;
@@ -335,15 +410,18 @@ gemm_6x16 (const float *const *vs, const float *u, int kt, int C, int tbp, float
 
 /* Output transform of tiles [t0, t0 + n) for the 8 output channels of
  * block KB8 from M[xi][tile][8] (XI_STRIDE floats apart): bias, what DST
- * holds when ACCUMULATE, ReLU. */
+ * holds when ACCUMULATE, ReLU.  Upsampled: block KB8 is one of phase
+ * (py, px)'s, its pixel (y, x) goes to (2y + py, 2x + px). */
 static WINO_TARGET void
 output_transform (const OnednnWino *w, const float *m, gsize xi_stride, int t0, int n,
                   int kb8, float *dst, gboolean accumulate)
 {
-  const int H = w->h, W = w->w;
+  const int H = w->h, W = w->w, OW = w->out_w, s = w->up;
+  const int per_phase = w->k_stored / CBLK, phase = kb8 / per_phase;
+  const int py = s > 1 ? phase / 2 : 0, px = s > 1 ? phase % 2 : 0;
   const __m256 bias = _mm256_loadu_ps (w->bias + kb8 * CBLK);
   const __m256 zero = _mm256_setzero_ps ();
-  float *d = dst + (gsize) kb8 * H * W * CBLK;
+  float *d = dst + (gsize) (kb8 % per_phase) * w->out_h * OW * CBLK;
   for (int i = 0; i < n; i++) {
     const int tile = t0 + i, ty = tile / w->tiles_w, tx = tile % w->tiles_w;
     __m256 t[TILE][ALPHA], o[TILE];
@@ -364,7 +442,7 @@ output_transform (const OnednnWino *w, const float *m, gsize xi_stride, int t0, 
         const int xx = tx * TILE + x;
         if (xx >= W)
           break;
-        float *p = d + ((gsize) yy * W + xx) * CBLK;
+        float *p = d + ((gsize) (s * yy + py) * OW + s * xx + px) * CBLK;
         __m256 r = _mm256_add_ps (o[x], bias);
         if (accumulate)
           r = _mm256_add_ps (r, _mm256_loadu_ps (p));
@@ -388,7 +466,7 @@ run_item (const OnednnWino *w, const float *const *srcs, float *dst, gboolean ac
   const int S = w->t_out + w->hist;
   const gsize v_plane = (gsize) cbs * tbp * CBLK, v_frame = NPTS * v_plane;
   const gsize m_plane = (gsize) 2 * tbp * CBLK, m_frame = NPTS * m_plane;
-  const gsize out_frame = (gsize) w->k_stored * w->h * w->w;
+  const gsize out_frame = (gsize) w->k_stored * w->out_h * w->out_w;
 
   /* V of every nonzero source frame, packed in order */
   const float *vs_of[S > 0 ? S : 1];
@@ -418,7 +496,7 @@ run_item (const OnednnWino *w, const float *const *srcs, float *dst, gboolean ac
       }
     }
     for (int t = 0; t < w->t_out; t++)
-      for (int half = 0; half < 2 && (kb * 2 + half) * CBLK < w->k_stored; half++)
+      for (int half = 0; half < 2 && (kb * 2 + half) * CBLK < w->k_run; half++)
         output_transform (w, m + t * m_frame + (gsize) half * tbp * CBLK, m_plane, t0, n,
                           kb * 2 + half, dst + t * out_frame, accumulate);
   }
@@ -434,16 +512,17 @@ v_floats (int frames, int C, int tb)
   return (gsize) frames * NPTS * C * tb;
 }
 
-OnednnWino *
-onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
-                 GError **error)
+static OnednnWino *
+wino_new (const OnednnCtx *ctx, const VaeOp *op, int up, int t_out, int h, int w,
+          GError **error)
 {
-  g_return_val_if_fail (onednn_wino_applies (ctx, op), NULL);
   OnednnWino *wn = g_new0 (OnednnWino, 1);
   wn->op = op;
+  wn->up = up;
   wn->C = padded_in (op);
-  wn->K = padded_out (op);
-  wn->k_stored = (op->out_channels + CBLK - 1) / CBLK * CBLK;
+  wn->K = padded_out (op, up);
+  wn->k_stored = stored_out (op);
+  wn->k_run = up * up * wn->k_stored;
   wn->kt = op_taps (op);
   wn->hist = wn->kt - 1;
   wn->t_out = t_out;
@@ -452,34 +531,41 @@ onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
   wn->tiles_h = (h + TILE - 1) / TILE;
   wn->tiles_w = (w + TILE - 1) / TILE;
   wn->tiles = wn->tiles_h * wn->tiles_w;
+  wn->out_h = up * h;
+  wn->out_w = up * w;
   wn->bias = g_new0 (float, wn->K);
-  if (op->bias)
-    memcpy (wn->bias, op->bias, op->out_channels * sizeof (float));
+  for (int p = 0; p < up * up && op->bias; p++)
+    memcpy (wn->bias + p * wn->k_stored, op->bias, op->out_channels * sizeof (float));
   wn->relu = op->act == VAE_ACT_RELU;
 #ifdef _OPENMP
   wn->threads = MAX (omp_get_max_threads (), 1);
 #else
   wn->threads = 1;
 #endif
-  /* Tiles per block: V (every source frame of the block) within about
-   * 4 MiB, so that it stays in the cache the GEMMs read it from, and at
-   * least ROWS; the blocks of one size, so that the threads finish
+  /* Tiles per block, from what a block streams.  Every block reads the
+   * whole transformed filter, and each 16 output channels read the
+   * block's V again.  A filter the last-level cache holds (up to about
+   * 8 MiB) is cheap to read again, so the blocks are small enough for V
+   * to stay in L2 (384 KiB: up to 2.5x faster at 64 to 128 channels on
+   * large frames).  A larger one (wide layers, on small frames) is read
+   * from memory each time, so the blocks are large (V within 4 MiB) and,
+   * when they are too few for the threads, the output channels are split
+   * instead, each thread streaming its share of the filter once.  At
+   * least ROWS tiles; the blocks of one size, so the threads finish
    * together. */
   const int S = t_out + wn->hist, want = 2 * wn->threads, kbs = wn->K / KBLK;
   const int max_blocks = (wn->tiles + ROWS - 1) / ROWS;
-  const gsize budget = (gsize) 4 << 20;
+  const gboolean small_filter = filter_bytes (op, up) <= ((gsize) 8 << 20);
+  const gsize budget = small_filter ? (gsize) 384 << 10 : (gsize) 4 << 20;
   gsize per_tile = v_floats (S, wn->C, 1) * sizeof (float);
   int tb_max = MAX ((int) MIN (budget / per_tile, 240) / ROWS * ROWS, ROWS);
   int blocks = (wn->tiles + tb_max - 1) / tb_max;
   wn->n_parts = 1;
   if (blocks < want) {
-    /* Too few blocks for the threads: when the filter is large (few tiles
-     * of a wide layer), split the output channels, each thread streaming
-     * its share of it once; else cut smaller blocks. */
-    if (onednn_wino_filter_bytes (op) > budget)
-      wn->n_parts = MIN (kbs, (want + blocks - 1) / blocks);
-    else
+    if (small_filter)
       blocks = MIN (want, max_blocks);
+    if (blocks < want)
+      wn->n_parts = MIN (kbs, (want + blocks - 1) / blocks);
   }
   int tb = (wn->tiles + blocks - 1) / blocks;
   wn->tb = (tb + ROWS - 1) / ROWS * ROWS;
@@ -490,12 +576,28 @@ onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
    * primitive runs while a Winograd step does). */
   gsize need_bytes = (wn->v_floats + wn->m_floats) * sizeof (float) * wn->threads + 64;
   ctx->scratch->needed = MAX (ctx->scratch->needed, need_bytes);
-  wn->u = prepared_filter (ctx, op, error);
+  wn->u = prepared_filter (ctx, op, up, error);
   if (!wn->u) {
     onednn_wino_free (wn);
     return NULL;
   }
   return wn;
+}
+
+OnednnWino *
+onednn_wino_new (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
+                 GError **error)
+{
+  g_return_val_if_fail (onednn_wino_applies (ctx, op), NULL);
+  return wino_new (ctx, op, 1, t_out, h, w, error);
+}
+
+OnednnWino *
+onednn_wino_new_upsampled (const OnednnCtx *ctx, const VaeOp *op, int t_out, int h, int w,
+                           GError **error)
+{
+  g_return_val_if_fail (onednn_wino_applies_upsampled (ctx, op), NULL);
+  return wino_new (ctx, op, 2, t_out, h, w, error);
 }
 
 gboolean

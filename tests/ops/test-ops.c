@@ -901,15 +901,22 @@ add_graph_cases (Gen *g)
     t = add_cconv (g, gr, "mem.conv.0", x, c, 2, 1, 3, TRUE, 0, -1, VAE_ACT_RELU);
     t = add_conv (g, gr, "mem.conv.2", t, c, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_RELU);
     t = add_conv (g, gr, "mem.conv.4", t, c, 3, 1, 1, 1, 1, 1, TRUE, x, VAE_ACT_RELU);
-    t = vae_graph_upsample2x (gr, "up", t);
+    /* the checkpoint's order, or TGrow first (model-taehv.c's: the
+     * upsample then folds into the conv) */
+    gboolean grow_first = g_rand_boolean (g->rng);
+    if (!grow_first)
+      t = vae_graph_upsample2x (gr, "up", t);
     t = add_conv (g, gr, "tgrow.conv", t, 2 * c, 1, 1, 0, 0, 0, 0, FALSE, -1, VAE_ACT_NONE);
     t = vae_graph_channels_to_frames (gr, "tgrow", t, 2);
+    if (grow_first)
+      t = vae_graph_upsample2x (gr, "up", t);
     t = add_conv (g, gr, "conv", t, c, 3, 1, 1, 1, 1, 1, FALSE, -1, VAE_ACT_RELU);
     t = add_conv (g, gr, "conv_out", t, 12, 3, 1, 1, 1, 1, 1, TRUE, -1, VAE_ACT_NONE);
     vae_graph_channels_to_space (gr, "shuffle", t, 2, FALSE);
     static const int ones[] = { 1, 1, 2, 0 };
     case_add_stream (g, "graph: taehv decoder stage", gr, NULL, ones, size_in (g, 2, big / 2),
-                     size_in (g, 2, big / 2), 1, 0, 4, "%d latent ch, %d ch", lat, c);
+                     size_in (g, 2, big / 2), 1, 0, 4, "%d latent ch, %d ch%s", lat, c,
+                     grow_first ? ", TGrow first" : "");
   }
 
   for (int r = 0; r < reps; r++) {

@@ -294,7 +294,11 @@ hv_decoder (Hv *h, HvDecoderInfo *info)
     g_autofree char *tgrow = g_strdup_printf ("decoder.%d", base + 4);
     g_autofree char *tgrow_conv = g_strdup_printf ("decoder.%d.conv", base + 4);
     g_autofree char *conv = g_strdup_printf ("decoder.%d", base + 5);
-    x = vae_graph_upsample2x (g, up, x);
+    /* The checkpoint upsamples, then TGrows.  TGrow (a 1x1 convolution and
+     * a reshape) works pixel by pixel, so it commutes exactly with a
+     * nearest upsample: run first, it reads and writes a quarter of the
+     * pixels, and the upsample then sits right before the 3x3 convolution,
+     * which engines can fold it into. */
     int st = hv_time_stride (h, tgrow, c, TRUE);
     if (h->w.error)
       return NULL;
@@ -304,6 +308,9 @@ hv_decoder (Hv *h, HvDecoderInfo *info)
       g_autofree char *name = g_strdup_printf ("decoder.%d.channels_to_frames", base + 4);
       x = vae_graph_channels_to_frames (g, name, x, st);
     }
+    if (h->w.error)
+      return NULL;
+    x = vae_graph_upsample2x (g, up, x);
     /* the last stage's conv is followed by index 21, a ReLU */
     x = hv_conv (h, g, conv, x, -1, 3, 1, FALSE, -1,
                  s == HV_STAGES - 1 ? VAE_ACT_RELU : VAE_ACT_NONE);
