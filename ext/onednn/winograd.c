@@ -299,18 +299,30 @@ input_transform (const OnednnWino *w, const float *src, int t0, int n, float *v)
       const int y0 = ty * TILE - 1, x0 = tx * TILE - 1;
       __m256 d[ALPHA][ALPHA], r[ALPHA];
       const gboolean inside = y0 >= 0 && x0 >= 0 && y0 + ALPHA <= H && x0 + ALPHA <= W;
-      /* The columns that tile i + PREFETCH adds (its x0 + 3 to x0 + 6, in
-       * two cache lines), asked for ahead: a block's rows are short runs
-       * in C/8 planes, which the hardware prefetcher does not follow, and
-       * without this the loads waited on memory about a third as long as
-       * the GEMMs ran (64 channels, perf). */
-      if (i + PREFETCH < n) {
-        const int nt = tile + PREFETCH, ny0 = nt / w->tiles_w * TILE - 1;
-        const int nx = MIN (nt % w->tiles_w * TILE - 1 + 4, W - 1);
-        for (int y = MAX (ny0, 0); y < MIN (ny0 + ALPHA, H); y++) {
-          const float *p = s + ((gsize) y * W + nx) * CBLK;
-          _mm_prefetch ((const char *) p, _MM_HINT_T0);
-          _mm_prefetch ((const char *) (p + 2 * CBLK), _MM_HINT_T0);
+      /* The tile PREFETCH ahead in this loop's order (the next channel
+       * block's first tiles after this one's last), asked for while this
+       * one computes: a block's rows are short runs in C/8 planes, which
+       * the hardware prefetcher does not follow, and without this the
+       * loads waited on memory about a third as long as the GEMMs ran
+       * (64 channels, perf).  The first tile of a run needs its six
+       * columns (x0 odd: four cache lines), a later one the four it adds
+       * (two lines). */
+      {
+        int pi = i + PREFETCH, pcb = cb;
+        if (pi >= n) {
+          pi -= n;
+          pcb++;
+        }
+        if (pcb < cbs && pi < n) {
+          const int nt = t0 + pi, ny0 = nt / w->tiles_w * TILE - 1;
+          const int nx0 = nt % w->tiles_w * TILE - 1;
+          const float *ps = src + (gsize) pcb * H * W * CBLK;
+          for (int y = MAX (ny0, 0); y < MIN (ny0 + ALPHA, H); y++) {
+            const float *row = ps + (gsize) y * W * CBLK;
+            for (int x = pi == 0 ? 0 : 4; x <= 6; x += 2)
+              _mm_prefetch ((const char *) (row + (gsize) CLAMP (nx0 + x, 0, W - 1) * CBLK),
+                            _MM_HINT_T0);
+          }
         }
       }
       for (int y = 0; y < ALPHA; y++)
