@@ -74,7 +74,8 @@ if is_asan "$plugin_dir/libgstvae.so" || is_asan "$vae_tool"; then
 fi
 
 # limited KIB CMD...: CMD under the address-space limit (or ASan's cap), in
-# a subshell that becomes CMD (so that "limited ... &" leaves CMD's pid in $!).
+# a subshell that becomes CMD (run in the foreground: in the background the
+# function itself is one more subshell, whose pid $! would be).
 limited() {
   local kib=$1; shift
   ( if [ "$asan" = 0 ]; then ulimit -v "$kib" || exit 125; fi; exec "$@" )
@@ -154,9 +155,14 @@ took; echo "== 4: vaeencode, the 8192x8192 frame with tile-size=512"
 # oneDNN prints a line for every primitive it runs (ONEDNN_VERBOSE, or
 # DNNL_VERBOSE before 2.5): the first one means the tiles' plan was built
 # within the limit and the encode is under way.
-limited "$elem_limit" env ONEDNN_VERBOSE=1 DNNL_VERBOSE=1 timeout 60 gst-launch-1.0 \
-  videotestsrc num-buffers=1 ! video/x-raw,width=8192,height=8192 \
-  ! vaeencode model="$M" backend=cpu tile-size=512 ! fakesink >"$work/tiled.log" 2>&1 &
+# One subshell that becomes timeout, so that $! is timeout's pid and the
+# kill below reaches gst-launch-1.0 (through "limited ... &", $! was the
+# function's own subshell: killing it left the encode running, orphaned,
+# on both cores for up to a minute after this script ended).
+( if [ "$asan" = 0 ]; then ulimit -v "$elem_limit" || exit 125; fi
+  exec env ONEDNN_VERBOSE=1 DNNL_VERBOSE=1 timeout 60 gst-launch-1.0 \
+    videotestsrc num-buffers=1 ! video/x-raw,width=8192,height=8192 \
+    ! vaeencode model="$M" backend=cpu tile-size=512 ! fakesink ) >"$work/tiled.log" 2>&1 &
 runner=$!
 started=0 finished=
 for _ in $(seq 1 40); do
