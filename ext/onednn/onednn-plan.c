@@ -744,7 +744,11 @@ plan_layouts (PlanBuild *b, GError **error)
       case VAE_OP_CHANNELS_TO_SPACE:
       case VAE_OP_AVG_DOWN3D:
       case VAE_OP_DUP_UP3D:
-        md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
+        /* A few channels as the graph's output (the pixels a patchified
+         * decoder unshuffles): plain, what the caller gets, rather than
+         * 8 or 16 channels of which most are padding. */
+        md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32,
+               (int) op->out == graph->output && out->c <= 4 ? dnnl_nchw : ACTIVATION_LAYOUT);
         break;
       case VAE_OP_ATTENTION:
       case VAE_OP_TANH_CLAMP:

@@ -241,10 +241,20 @@ void onednn_rms_norm_free (OnednnRmsNorm *r);
 
 /* video-ops.c: the weightless reshapes of graph.h (frames <-> channels,
  * space <-> channels, AvgDown3D, DupUp3D): a copy where the blocked bytes
- * already agree, else through plain NCHW. */
+ * already agree, space <-> channels straight between the two layouts,
+ * else through plain NCHW. */
+typedef struct {
+  gsize stride[4];             /* elements per n, channel (block), row, pixel */
+  int block;                   /* channels per block: 1 for plain NCHW */
+  int c_stored;                /* channels with the padding of the last block */
+} OnednnFlatLayout;
+
 struct _OnednnReshape {
   const VaeOp *op;
   int in_dims[4], out_dims[4];
+  gboolean direct;             /* space <-> channels between these layouts */
+  OnednnFlatLayout in_layout, out_layout;
+  dnnl_memory_t in_mem, out_mem;   /* direct: their handles, read per run */
   const void *copy_src;        /* copy_bytes > 0: one copy does it */
   void *copy_dst;
   gsize copy_bytes;
