@@ -682,8 +682,10 @@ plan_layouts (PlanBuild *b, GError **error)
           src_md = &plan->values[in->shadow].md;
         }
         dnnl_data_type_t out_dt = bf16 && b->conv_only[op->out] ? dt : dnnl_f32;
-        if (plan->upconv[i] && onednn_wino_applies_upsampled (ctx, op)
-            && onednn_wino_layout_ok (src_md)) {
+        /* Our Winograd, the upsample folded in or not; else oneDNN (the
+         * upconv's four phases, or one convolution). */
+        if ((plan->upconv[i] ? onednn_wino_applies_upsampled (ctx, op)
+             : onednn_wino_applies (ctx, op)) && onednn_wino_layout_ok (src_md)) {
           md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
           if (onednn_wino_layout_ok (&out->md)) {
             plan->wino[i] = TRUE;
@@ -700,13 +702,6 @@ plan_layouts (PlanBuild *b, GError **error)
           md_4d (&out->md, out->n, out->c, out->h, out->w, out_dt, ACTIVATION_LAYOUT);
           b->phases_size = MAX (b->phases_size, dnnl_memory_desc_get_size (&out->md));
           break;
-        }
-        if (onednn_wino_applies (ctx, op) && onednn_wino_layout_ok (src_md)) {
-          md_4d (&out->md, out->n, out->c, out->h, out->w, dnnl_f32, ACTIVATION_LAYOUT);
-          if (onednn_wino_layout_ok (&out->md)) {
-            plan->wino[i] = TRUE;
-            break;
-          }
         }
         if (!onednn_conv_pd (ctx, op, src_md, out->n, out->h, out->w, out_dt, &b->pds[i], error))
           return FALSE;

@@ -429,8 +429,9 @@ output_transform (const OnednnWino *w, const float *m, gsize xi_stride, int t0, 
                   int kb8, float *dst, gboolean accumulate)
 {
   const int H = w->h, W = w->w, OW = w->out_w, s = w->up;
+  /* kb8 < per_phase (phase 0) when no upsample is folded */
   const int per_phase = w->k_stored / CBLK, phase = kb8 / per_phase;
-  const int py = s > 1 ? phase / 2 : 0, px = s > 1 ? phase % 2 : 0;
+  const int py = phase / 2, px = phase % 2;
   const __m256 bias = _mm256_loadu_ps (w->bias + kb8 * CBLK);
   const __m256 zero = _mm256_setzero_ps ();
   float *d = dst + (gsize) (kb8 % per_phase) * w->out_h * OW * CBLK;
