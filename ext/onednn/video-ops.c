@@ -221,12 +221,9 @@ flat_layout (const dnnl_memory_desc_t *md, OnednnFlatLayout *l)
   if (md->ndims != 4 || md->data_type != dnnl_f32 || md->format_kind != dnnl_blocked
       || md->offset0 != 0)
     return FALSE;
-  if (bd->inner_nblks == 0)
-    l->block = 1;
-  else if (bd->inner_nblks == 1 && bd->inner_idxs[0] == 1)
-    l->block = (int) bd->inner_blks[0];
-  else
+  if (bd->inner_nblks > 1 || (bd->inner_nblks == 1 && bd->inner_idxs[0] != 1))
     return FALSE;
+  l->block = md_block (md);
   for (int d = 0; d < 4; d++)
     l->stride[d] = (gsize) bd->strides[d];
   l->c_stored = (int) md->padded_dims[1];
@@ -241,37 +238,38 @@ flat_at (const OnednnFlatLayout *l, int n, int c, int y, int x)
 }
 
 /* Space <-> channels from layout to layout, output row by output row; the
- * padding channels of the output's last block get zeros. */
+ * padding channels of the output's last block get zeros.  Both ways read
+ * the sub-pixel order from sub_channel, as reshape_plain does. */
 static void
 space_direct (const OnednnReshape *r, const float *in, float *out)
 {
   const VaeOp *op = r->op;
   const OnednnFlatLayout *li = &r->in_layout, *lo = &r->out_layout;
   const int p = op->factor, on = r->out_dims[0], oc = r->out_dims[1];
-  const int oh = r->out_dims[2], ow = r->out_dims[3];
-  const gboolean to_channels = op->kind == VAE_OP_SPACE_TO_CHANNELS;
+  const int oh = r->out_dims[2], ow = r->out_dims[3], ic = r->in_dims[1];
+  const gsize is = li->stride[3], os = lo->stride[3];
 #pragma omp parallel for collapse(2) schedule(static)
   for (int n = 0; n < on; n++)
-    for (int y = 0; y < oh; y++)
-      for (int c = 0; c < lo->c_stored; c++) {
+    for (int y = 0; y < oh; y++) {
+      for (int c = oc; c < lo->c_stored; c++) {
         float *o = out + flat_at (lo, n, c, y, 0);
-        const gsize os = lo->stride[3];
-        if (c >= oc) {
-          for (int x = 0; x < ow; x++)
-            o[x * os] = 0;
-          continue;
-        }
-        const gsize is = li->stride[3];
-        if (to_channels) {
-          /* output channel c: input channel c / p^2's sub-pixel (dy, dx) */
-          const int sub = c % (p * p);
-          const int dy = op->column_major ? sub % p : sub / p;
-          const int dx = op->column_major ? sub / p : sub % p;
-          const float *i = in + flat_at (li, n, c / (p * p), y * p + dy, 0);
-          for (int x = 0; x < ow; x++)
-            o[x * os] = i[(gsize) (x * p + dx) * is];
-        } else {
-          /* output column x: input channel sub_channel (c, y % p, x % p) */
+        for (int x = 0; x < ow; x++)
+          o[x * os] = 0;
+      }
+      if (op->kind == VAE_OP_SPACE_TO_CHANNELS) {
+        /* input channel c's sub-pixel (dy, dx) of output row y */
+        for (int c = 0; c < ic; c++)
+          for (int dy = 0; dy < p; dy++)
+            for (int dx = 0; dx < p; dx++) {
+              float *o = out + flat_at (lo, n, sub_channel (c, p, dy, dx, op->column_major), y, 0);
+              const float *i = in + flat_at (li, n, c, y * p + dy, 0);
+              for (int x = 0; x < ow; x++)
+                o[x * os] = i[(gsize) (x * p + dx) * is];
+            }
+      } else {
+        /* output column x of channel c: input channel sub_channel (c, y % p, x % p) */
+        for (int c = 0; c < oc; c++) {
+          float *o = out + flat_at (lo, n, c, y, 0);
           for (int dx = 0; dx < p; dx++) {
             const float *i = in + flat_at (li, n, sub_channel (c, p, y % p, dx, op->column_major),
                                            y / p, 0);
@@ -280,6 +278,7 @@ space_direct (const OnednnReshape *r, const float *in, float *out)
           }
         }
       }
+    }
 }
 
 /* Whole blocks on both sides: the blocked bytes are the plain answer. */
