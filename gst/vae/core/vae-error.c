@@ -101,6 +101,7 @@ aligned_alloc_checked (gsize n_blocks, gsize block_size, gsize alignment,
   }
   if (rounded == 0)
     rounded = alignment;
+  *rounded_out = rounded;   /* what a caller may use (and alloc0 zeroes) */
 #ifdef MADV_HUGEPAGE
   const gboolean huge = rounded >= HUGE_FROM && rounded <= G_MAXSIZE - HUGE_PAGE;
   if (huge) {
@@ -120,7 +121,6 @@ aligned_alloc_checked (gsize n_blocks, gsize block_size, gsize alignment,
   if (huge)
     (void) madvise (p, rounded, MADV_HUGEPAGE);
 #endif
-  *rounded_out = rounded;
   return p;
 }
 
