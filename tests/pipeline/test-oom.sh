@@ -73,12 +73,18 @@ if is_asan "$plugin_dir/libgstvae.so" || is_asan "$vae_tool"; then
   export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}allocator_may_return_null=1:max_allocation_size_mb=2048"
 fi
 
-# limited KIB CMD...: CMD under the address-space limit (or ASan's cap), in
-# a subshell that becomes CMD (run in the foreground: in the background the
-# function itself is one more subshell, whose pid $! would be).
+# limit_self KIB: the address-space limit (or ASan's cap) for the calling
+# (sub)shell; 125 if it cannot be set.
+limit_self() {
+  if [ "$asan" = 0 ]; then ulimit -v "$1" || exit 125; fi
+}
+
+# limited KIB CMD...: CMD under limit_self KIB, in a subshell that becomes
+# CMD.  In the foreground only: run in the background, the function itself
+# is one more subshell, whose pid $! would be.
 limited() {
   local kib=$1; shift
-  ( if [ "$asan" = 0 ]; then ulimit -v "$kib" || exit 125; fi; exec "$@" )
+  ( limit_self "$kib"; exec "$@" )
 }
 
 failures=0
@@ -159,7 +165,7 @@ took; echo "== 4: vaeencode, the 8192x8192 frame with tile-size=512"
 # kill below reaches gst-launch-1.0 (through "limited ... &", $! was the
 # function's own subshell: killing it left the encode running, orphaned,
 # on both cores for up to a minute after this script ended).
-( if [ "$asan" = 0 ]; then ulimit -v "$elem_limit" || exit 125; fi
+( limit_self "$elem_limit"
   exec env ONEDNN_VERBOSE=1 DNNL_VERBOSE=1 timeout 60 gst-launch-1.0 \
     videotestsrc num-buffers=1 ! video/x-raw,width=8192,height=8192 \
     ! vaeencode model="$M" backend=cpu tile-size=512 ! fakesink ) >"$work/tiled.log" 2>&1 &
