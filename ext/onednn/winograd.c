@@ -357,9 +357,9 @@ input_transform (const OnednnWino *w, const float *src, int t0, int n, float *v)
 /* M[6 tiles][16 k] = sum over taps and c of V[tile][c] U[c][k], for one
  * Winograd point: VS[tau] the tap's V at this point and tile group (NULL:
  * a zero source, skipped), U the point's [tau][c][16] for this k block.
- * M gets the result as [2][tbp][8] at the group's first tile. */
+ * M gets the result tile-major: tile r's 16 values at M + r * TS. */
 static WINO_TARGET void
-gemm_6x16 (const float *const *vs, const float *u, int kt, int C, int tbp, float *m)
+gemm_6x16 (const float *const *vs, const float *u, int kt, int C, int tbp, float *m, gsize ts)
 {
   __m256 a00 = _mm256_setzero_ps (), a01 = _mm256_setzero_ps ();
   __m256 a10 = _mm256_setzero_ps (), a11 = _mm256_setzero_ps ();
@@ -400,13 +400,12 @@ gemm_6x16 (const float *const *vs, const float *u, int kt, int C, int tbp, float
       }
     }
   }
-  float *m1 = m + (gsize) tbp * CBLK;
-  _mm256_store_ps (m + 0 * CBLK, a00); _mm256_store_ps (m1 + 0 * CBLK, a01);
-  _mm256_store_ps (m + 1 * CBLK, a10); _mm256_store_ps (m1 + 1 * CBLK, a11);
-  _mm256_store_ps (m + 2 * CBLK, a20); _mm256_store_ps (m1 + 2 * CBLK, a21);
-  _mm256_store_ps (m + 3 * CBLK, a30); _mm256_store_ps (m1 + 3 * CBLK, a31);
-  _mm256_store_ps (m + 4 * CBLK, a40); _mm256_store_ps (m1 + 4 * CBLK, a41);
-  _mm256_store_ps (m + 5 * CBLK, a50); _mm256_store_ps (m1 + 5 * CBLK, a51);
+  _mm256_store_ps (m + 0 * ts, a00); _mm256_store_ps (m + 0 * ts + CBLK, a01);
+  _mm256_store_ps (m + 1 * ts, a10); _mm256_store_ps (m + 1 * ts + CBLK, a11);
+  _mm256_store_ps (m + 2 * ts, a20); _mm256_store_ps (m + 2 * ts + CBLK, a21);
+  _mm256_store_ps (m + 3 * ts, a30); _mm256_store_ps (m + 3 * ts + CBLK, a31);
+  _mm256_store_ps (m + 4 * ts, a40); _mm256_store_ps (m + 4 * ts + CBLK, a41);
+  _mm256_store_ps (m + 5 * ts, a50); _mm256_store_ps (m + 5 * ts + CBLK, a51);
 }
 
 /* A^T x for one column of six vectors (4 outputs). */
@@ -421,11 +420,11 @@ gemm_6x16 (const float *const *vs, const float *u, int kt, int C, int tbp, float
   } while (0)
 
 /* Output transform of tiles [t0, t0 + n) for the 8 output channels of
- * block KB8 from M[xi][tile][8] (XI_STRIDE floats apart): bias, what DST
- * holds when ACCUMULATE, ReLU.  Upsampled: block KB8 is one of phase
- * (py, px)'s, its pixel (y, x) goes to (2y + py, 2x + px). */
+ * block KB8 from M[tile][xi][16] (the 8 at M): bias, what DST holds when
+ * ACCUMULATE, ReLU.  Upsampled: block KB8 is one of phase (py, px)'s, its
+ * pixel (y, x) goes to (2y + py, 2x + px). */
 static WINO_TARGET void
-output_transform (const OnednnWino *w, const float *m, gsize xi_stride, int t0, int n,
+output_transform (const OnednnWino *w, const float *m, int t0, int n,
                   int kb8, float *dst, gboolean accumulate)
 {
   const int H = w->h, W = w->w, OW = w->out_w, s = w->up;
@@ -441,7 +440,7 @@ output_transform (const OnednnWino *w, const float *m, gsize xi_stride, int t0, 
     for (int x = 0; x < ALPHA; x++) {
       __m256 c[ALPHA];
       for (int y = 0; y < ALPHA; y++)
-        c[y] = _mm256_load_ps (m + (gsize) (y * ALPHA + x) * xi_stride + (gsize) i * CBLK);
+        c[y] = _mm256_load_ps (m + ((gsize) i * NPTS + y * ALPHA + x) * KBLK);
       WINO_AT (c[0], c[1], c[2], c[3], c[4], c[5], o);
       for (int y = 0; y < TILE; y++)
         t[y][x] = o[y];
@@ -478,7 +477,11 @@ run_item (const OnednnWino *w, const float *const *srcs, float *dst, gboolean ac
   const int t0 = block * tbp, n = MIN (tbp, w->tiles - t0);
   const int S = w->t_out + w->hist;
   const gsize v_plane = (gsize) cbs * tbp * CBLK, v_frame = NPTS * v_plane;
-  const gsize m_plane = (gsize) 2 * tbp * CBLK, m_frame = NPTS * m_plane;
+  /* M tile-major ([t][tile][xi][16]): the output transform then reads
+   * each tile's 36 points from one contiguous run, which the hardware
+   * prefetcher follows (point-major, they were 36 streams, and its loads
+   * waited on L2). */
+  const gsize m_tile = (gsize) NPTS * KBLK, m_frame = (gsize) tbp * m_tile;
   const gsize out_frame = (gsize) w->k_stored * w->out_h * w->out_w;
 
   /* V of every nonzero source frame, packed in order */
@@ -499,18 +502,18 @@ run_item (const OnednnWino *w, const float *const *srcs, float *dst, gboolean ac
         const float *vs[kt];
         for (int tau = 0; tau < kt; tau++)
           vs[tau] = vs_of[t + tau] ? vs_of[t + tau] + xi * v_plane : NULL;
-        float *mp = m + t * m_frame + xi * m_plane;
+        float *mp = m + t * m_frame + xi * KBLK;
         for (int g = 0; g < tbp; g += ROWS) {
           const float *vg[kt];
           for (int tau = 0; tau < kt; tau++)
             vg[tau] = vs[tau] ? vs[tau] + (gsize) g * CBLK : NULL;
-          gemm_6x16 (vg, u, kt, C, tbp, mp + (gsize) g * CBLK);
+          gemm_6x16 (vg, u, kt, C, tbp, mp + (gsize) g * m_tile, m_tile);
         }
       }
     }
     for (int t = 0; t < w->t_out; t++)
       for (int half = 0; half < 2 && (kb * 2 + half) * CBLK < w->k_run; half++)
-        output_transform (w, m + t * m_frame + (gsize) half * tbp * CBLK, m_plane, t0, n,
+        output_transform (w, m + t * m_frame + (gsize) half * CBLK, t0, n,
                           kb * 2 + half, dst + t * out_frame, accumulate);
   }
 }
@@ -584,7 +587,7 @@ wino_new (const OnednnCtx *ctx, const VaeOp *op, int up, int t_out, int h, int w
   wn->tb = (tb + ROWS - 1) / ROWS * ROWS;
   wn->n_blocks = (wn->tiles + wn->tb - 1) / wn->tb;
   wn->v_floats = v_floats (S, wn->C, wn->tb);
-  wn->m_floats = (gsize) t_out * NPTS * 2 * wn->tb * CBLK;
+  wn->m_floats = (gsize) t_out * wn->tb * NPTS * KBLK;
   /* Each thread's V and M live in the engine's scratchpad (no oneDNN
    * primitive runs while a Winograd step does). */
   gsize need_bytes = (wn->v_floats + wn->m_floats) * sizeof (float) * wn->threads + 64;
