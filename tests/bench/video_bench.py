@@ -35,6 +35,7 @@ import re
 import shlex
 import subprocess
 import sys
+import statistics
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -445,6 +446,10 @@ def main():
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--runs", type=int, default=3, help="timed runs after the warm-up (median reported)")
     ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure each row N times, ours and the peer alternating (each round one process of "
+                         "each); times are the medians over rounds and torch/ours the median of the rounds' "
+                         "paired ratios, with their range")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0, help="seed of the random weights of named configs")
     ap.add_argument("--ours", default=DEFAULT_OURS,
@@ -490,23 +495,41 @@ def main():
                 gmac = model_macs(name, kind, op, w, h, t) / 1e9
                 if verbose:
                     print(f"== {label} {op} {w}x{h}x{t} runs={a.runs} ({gmac:.1f} GMAC)", file=sys.stderr)
-                ours = ours_rss = None
-                if not a.only_torch:
-                    fields = dict(model=shlex.quote(c_model), frames=t, width=w, height=h, op=op, direction=op,
-                                  runs=a.runs, threads=a.threads, root=shlex.quote(ROOT))
-                    cmd = shlex.split(a.ours.format(**fields))
-                    ours, ours_rss, _, err = run_with_rusage(cmd, a.threads, a.timeout, verbose)
+                # Rounds alternate the two sides, so that both see the same
+                # drift of this shared host's speed (up to 1.5x from one
+                # minute to the next): each round's ratio compares
+                # neighbours in time.
+                ours_l, ts_l, ours_rss, ts_rss, c_ok = [], [], None, None, not a.only_torch
+                for rnd in range(a.rounds):
+                    ours = None
+                    if c_ok:
+                        fields = dict(model=shlex.quote(c_model), frames=t, width=w, height=h, op=op, direction=op,
+                                      runs=a.runs, threads=a.threads, root=shlex.quote(ROOT))
+                        cmd = shlex.split(a.ours.format(**fields))
+                        ours, rss, _, err = run_with_rusage(cmd, a.threads, a.timeout, verbose)
+                        if err:
+                            print(f"note: C side n/a for {label} {op} {w}x{h}x{t}: "
+                                  f"{err.splitlines()[0] if err else ''}", file=sys.stderr)
+                            ours, c_ok = None, False
+                        else:
+                            ours_rss = max(ours_rss or 0, rss or 0) or None
+                    cmd = [a.python, peer, "bench", "--model", peer_model, "--op", op, "--width", str(w),
+                           "--height", str(h), "--frames", str(t), "--runs", str(a.runs), "--warmup", str(a.warmup),
+                           "--threads", str(a.threads), "--seed", str(a.seed)]
+                    ts, rss, _, err = run_with_rusage(cmd, a.threads, a.timeout, verbose)
                     if err:
-                        print(f"note: C side n/a for {label} {op} {w}x{h}x{t}: {err.splitlines()[0] if err else ''}",
-                              file=sys.stderr)
-                        ours = ours_rss = None
-                cmd = [a.python, peer, "bench", "--model", peer_model, "--op", op, "--width", str(w),
-                       "--height", str(h), "--frames", str(t), "--runs", str(a.runs), "--warmup", str(a.warmup),
-                       "--threads", str(a.threads), "--seed", str(a.seed)]
-                ts, ts_rss, _, err = run_with_rusage(cmd, a.threads, a.timeout, verbose)
-                if err:
-                    print(f"error: torch peer failed for {label} {op} {w}x{h}x{t}: {err}", file=sys.stderr)
-                rows.append((label, op, w, h, t, ours, ts, gmac, ours_rss, ts_rss))
+                        print(f"error: torch peer failed for {label} {op} {w}x{h}x{t}: {err}", file=sys.stderr)
+                        ts_l = None
+                        break
+                    ts_rss = max(ts_rss or 0, rss or 0) or None
+                    ts_l.append(ts)
+                    if ours is not None:
+                        ours_l.append(ours)
+                    if verbose and a.rounds > 1:
+                        print(f"   round {rnd + 1}: ours {fmt_s(ours)} s, torch {fmt_s(ts)} s", file=sys.stderr)
+                if not c_ok:
+                    ours_l, ours_rss = [], None
+                rows.append((label, op, w, h, t, ours_l, ts_l, gmac, ours_rss, ts_rss))
 
     import torch
     print()
@@ -514,20 +537,29 @@ def main():
           f"{a.threads} threads, batch 1, whole clip; ours: {'not run' if a.only_torch else os.path.basename(a.ours.split()[0])}; "
           f"torch {torch.__version__} fp32 peers (tests/bench/torch_wan.py: diffusers-style chunked encode, "
           f"per-latent decode; torch_taehv.py: parallel mode). Seconds per clip (median of {a.runs} after "
-          f"{a.warmup} warm-up); GFLOP/s = 2 x MACs / s; peak RSS of each process (MiB).")
+          f"{a.warmup} warm-up" + (f"; median of {a.rounds} rounds alternating ours and torch, torch/ours the "
+          f"median of the paired ratios (range)" if a.rounds > 1 else "") +
+          "); GFLOP/s = 2 x MACs / s; peak RSS of each process (MiB).")
     print()
     print("| model | op | clip WxHxT | ours (s) | torch (s) | torch/ours | ours GFLOP/s | torch GFLOP/s | GMAC "
           "| ours RSS | torch RSS |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for label, op, w, h, t, ours, ts, gmac, ors, trs in rows:
-        ratio = "%.2f" % (ts / ours) if ours and ts else "n/a"
+    for label, op, w, h, t, ours_l, ts_l, gmac, ors, trs in rows:
+        ours = statistics.median(ours_l) if ours_l else None
+        ts = statistics.median(ts_l) if ts_l else None
+        ratio = "n/a"
+        if ours_l and ts_l:
+            pairs = [b / o for o, b in zip(ours_l, ts_l)]
+            ratio = "%.2f" % statistics.median(pairs)
+            if len(pairs) > 1:
+                ratio += " (%.2f-%.2f)" % (min(pairs), max(pairs))
         og = "%.1f" % (2 * gmac / ours) if ours else "n/a"
         tg = "%.1f" % (2 * gmac / ts) if ts else "n/a"
         print(f"| {label} | {op} | {w}x{h}x{t} | {fmt_s(ours)} | {fmt_s(ts)} | {ratio} | {og} | {tg} | {gmac:.1f} "
               f"| {fmt_mib(ors)} | {fmt_mib(trs)} |")
     print()
     print_load(t_start, load0)
-    return 0 if all(r[6] is not None for r in rows) else 1
+    return 0 if all(r[6] for r in rows) else 1
 
 
 if __name__ == "__main__":
