@@ -33,9 +33,9 @@ import datetime
 import os
 import re
 import shlex
+import statistics
 import subprocess
 import sys
-import statistics
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -499,24 +499,24 @@ def main():
                 # drift of this shared host's speed (up to 1.5x from one
                 # minute to the next): each round's ratio compares
                 # neighbours in time.
+                fields = dict(model=shlex.quote(c_model), frames=t, width=w, height=h, op=op, direction=op,
+                              runs=a.runs, threads=a.threads, root=shlex.quote(ROOT))
+                ours_cmd = shlex.split(a.ours.format(**fields))
+                peer_cmd = [a.python, peer, "bench", "--model", peer_model, "--op", op, "--width", str(w),
+                            "--height", str(h), "--frames", str(t), "--runs", str(a.runs), "--warmup", str(a.warmup),
+                            "--threads", str(a.threads), "--seed", str(a.seed)]
                 ours_l, ts_l, ours_rss, ts_rss, c_ok = [], [], None, None, not a.only_torch
                 for rnd in range(a.rounds):
                     ours = None
                     if c_ok:
-                        fields = dict(model=shlex.quote(c_model), frames=t, width=w, height=h, op=op, direction=op,
-                                      runs=a.runs, threads=a.threads, root=shlex.quote(ROOT))
-                        cmd = shlex.split(a.ours.format(**fields))
-                        ours, rss, _, err = run_with_rusage(cmd, a.threads, a.timeout, verbose)
+                        ours, rss, _, err = run_with_rusage(ours_cmd, a.threads, a.timeout, verbose)
                         if err:
-                            print(f"note: C side n/a for {label} {op} {w}x{h}x{t}: "
-                                  f"{err.splitlines()[0] if err else ''}", file=sys.stderr)
+                            print(f"note: C side n/a for {label} {op} {w}x{h}x{t}: {err.splitlines()[0]}",
+                                  file=sys.stderr)
                             ours, c_ok = None, False
                         else:
                             ours_rss = max(ours_rss or 0, rss or 0) or None
-                    cmd = [a.python, peer, "bench", "--model", peer_model, "--op", op, "--width", str(w),
-                           "--height", str(h), "--frames", str(t), "--runs", str(a.runs), "--warmup", str(a.warmup),
-                           "--threads", str(a.threads), "--seed", str(a.seed)]
-                    ts, rss, _, err = run_with_rusage(cmd, a.threads, a.timeout, verbose)
+                    ts, rss, _, err = run_with_rusage(peer_cmd, a.threads, a.timeout, verbose)
                     if err:
                         print(f"error: torch peer failed for {label} {op} {w}x{h}x{t}: {err}", file=sys.stderr)
                         ts_l = None
